@@ -1,0 +1,49 @@
+"""The ``leve`` command line. Each sub-module adds its commands to :data:`app`."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from leve import __version__
+from leve.errors import LeveError
+
+app = typer.Typer(
+    name="leve",
+    help="Knowledge distillation for lightweight monocular depth estimation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+bench_app = typer.Typer(help="Benchmarks (JSON out).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"leve {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """leve: prepare data, cache the teacher, distil, evaluate."""
+
+
+# Command modules register themselves on import.
+from leve.cli import info, prepare  # noqa: E402,F401
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit status 1."""
+    try:
+        app()
+    except LeveError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to continue", file=sys.stderr)
+        sys.exit(130)

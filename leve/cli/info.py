@@ -1,0 +1,58 @@
+"""``leve info PATH``: what a store holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from leve.cli import app
+from leve.data.store import disk_usage, open_store
+from leve.progress import console
+
+
+def store_info(path: str) -> dict:
+    """Splits with their arrays (shape, dtype), metadata fields, attributes and size on disk."""
+    store = open_store(path, require_complete=False)
+    splits = {}
+    for name in store.splits:
+        group = store.root[name]
+        arrays = {k: {"shape": list(a.shape), "dtype": str(a.dtype)} for k, a in group.arrays()}
+        meta = sorted(group["meta"].array_keys()) if "meta" in group else []
+        splits[name] = {"length": group.attrs.get("length"), "arrays": arrays, "meta": meta}
+    info = {"path": path, "complete": bool(store.attrs.get("complete")), "attrs": store.attrs, "splits": splits}
+    if Path(path).is_dir():
+        info["bytes"], info["files"] = disk_usage(path)
+    return info
+
+
+@app.command("info")
+def info(
+    path: str = typer.Argument(..., help="Store path or URL (e.g. data/zarr/nyu.zarr)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Show a store's splits, shapes, dtypes, units, attributes and size on disk."""
+    data = store_info(path)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    a = data["attrs"]
+    status = "[green]complete[/]" if data["complete"] else "[red]incomplete[/]"
+    console.print(f"[bold]{path}[/]  {status}  dataset={a.get('dataset')}  units={a.get('units')}  "
+                  f"max_depth={a.get('max_depth')}  leve={a.get('leve_version')}")
+    if "bytes" in data:
+        console.print(f"size on disk: {data['bytes'] / 1e6:.1f} MB in {data['files']} files")
+    table = Table("split", "samples", "array", "shape", "dtype", "meta")
+    for name, s in data["splits"].items():
+        for i, (arr, d) in enumerate(s["arrays"].items()):
+            table.add_row(name if i == 0 else "", str(s["length"]) if i == 0 else "", arr,
+                          "×".join(map(str, d["shape"])), d["dtype"], ", ".join(s["meta"]) if i == 0 else "")
+    console.print(table)
+    skip = {"sources", "params"}
+    for k, v in a.items():
+        if k not in skip:
+            console.print(f"  {k}: {json.dumps(v, default=str)}")
+    for k in skip & a.keys():
+        console.print(f"  {k}: {json.dumps(a[k], default=str)}")

@@ -1,0 +1,103 @@
+"""Stage parameters: typed dataclasses filled from a section of ``params.yaml``.
+
+Each stage owns one section (``prepare.nyu``, ``teacher``, ``train``...). Values
+come from the dataclass defaults, then ``params.yaml`` (when present), then
+command-line overrides, and unknown keys are refused so typos never pass silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from leve.errors import LeveError
+
+T = TypeVar("T")
+
+PARAMS_FILE = Path("params.yaml")
+
+
+def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """Read a params file; a missing file gives an empty mapping (code defaults apply)."""
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise LeveError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
+    if not isinstance(data, dict):
+        raise LeveError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def section(params: dict[str, Any], dotted: str) -> dict[str, Any]:
+    """Return ``params[a][b]`` for ``dotted = "a.b"``, or ``{}`` where it is absent."""
+    node: Any = params
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return {}
+        node = node[key]
+    if node is None:
+        return {}
+    if not isinstance(node, dict):
+        raise LeveError(f"params section '{dotted}' must be a mapping, got {type(node).__name__}")
+    return dict(node)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Parse ``key=value`` strings; values are read as YAML (``5`` -> int, ``null`` -> None)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LeveError(f"--set expects key=value, got '{item}'")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def build_config(cls: type[T], values: dict[str, Any], where: str) -> T:
+    """Instantiate dataclass ``cls`` from ``values``, refusing unknown keys and bad types."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise LeveError(f"{where}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Light type check/coercion for YAML scalars (int->float, str->Path, lists->tuples)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _coerce(value, non_none[0], where) if len(non_none) == 1 else value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is Path and isinstance(value, str):
+        return Path(value)
+    if origin is tuple and isinstance(value, list):
+        return tuple(value)
+    if hint in (int, float, str, bool) and not isinstance(value, hint):
+        raise LeveError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-friendly dict of a config dataclass (paths and tuples made plain)."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        return v
+
+    return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
