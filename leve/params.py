@@ -49,14 +49,18 @@ def section(params: dict[str, Any], dotted: str) -> dict[str, Any]:
     return dict(node)
 
 
+class Override(str):
+    """A ``--set`` value as typed; read as YAML unless the parameter is a string or path."""
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """Parse ``key=value`` strings; values are read as YAML (``5`` -> int, ``null`` -> None)."""
+    """Parse ``key=value`` strings into ``{key: Override(value)}``."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise LeveError(f"--set expects key=value, got '{item}'")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = Override(value)
     return out
 
 
@@ -75,6 +79,16 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Light type check/coercion for YAML scalars (int->float, str->Path, lists->tuples)."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if isinstance(value, Override):
+        options = set(args) if origin in (typing.Union, types.UnionType) else {hint}
+        text_like = {str, Path} & options
+        if not text_like or value.strip() in ("null", "~", ""):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError as exc:
+                raise LeveError(f"{where}: cannot parse '{value}'") from exc
+        else:
+            value = str(value)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,7 +158,10 @@ class StoreBuilder:
 
     def finalize(self, extra_attrs: dict[str, Any] | None = None) -> Path:
         """Check every split is whole, write metadata, mark complete (last) and move into place."""
-        for name in self._root.group_keys():
+        with warnings.catch_warnings():  # the _progress folder is not a Zarr node
+            warnings.simplefilter("ignore")
+            names = list(self._root.group_keys())
+        for name in names:
             writer = SplitWriter.reopen(self, name)
             missing = writer.pending_blocks()
             if missing:
@@ -377,8 +381,16 @@ class Split:
         if self.rgb_codec == "jpeg":
             from leve.data.images import decode_rgb
 
-            return decode_rgb(bytes(np.asarray(self.group["rgb_jpeg"][i]).item()), f"{self.path}/{self.name}[{i}]")
+            return decode_rgb(self.rgb_bytes(i), f"{self.path}/{self.name}[{i}]")
         return np.asarray(self.group["rgb"][i])[:h, :w]
+
+    def rgb_bytes(self, i: int) -> bytes:
+        """The stored source JPEG of sample ``i`` (``rgb_codec: jpeg`` only).
+
+        Read as a one-element slice: Zarr's scalar read of variable-length bytes
+        drops trailing NUL bytes.
+        """
+        return bytes(self.group["rgb_jpeg"][i : i + 1][0])
 
     def depth(self, i: int) -> np.ndarray:
         i = self._check(i)
