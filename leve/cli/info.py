@@ -56,3 +56,17 @@ def info(
             console.print(f"  {k}: {json.dumps(v, default=str)}")
     for k in skip & a.keys():
         console.print(f"  {k}: {json.dumps(a[k], default=str)}")
+
+
+@app.command("preview")
+def preview(
+    path: str = typer.Argument(..., help="Store path (e.g. data/zarr/synthetic.zarr)."),
+    split: str = typer.Option("train", help="Split to show."),
+    count: int = typer.Option(8, help="Number of samples (evenly spaced)."),
+    columns: int = typer.Option(2, help="Samples per row."),
+    out: Path = typer.Option(Path("reports/preview.png"), help="PNG to write."),
+) -> None:
+    """Write a picture grid: RGB beside colour-mapped depth (fixed scale 0..max depth)."""
+    from leve.data.preview import save_grid
+
+    console.print(f"wrote {save_grid(path, split, out, count, columns)}")

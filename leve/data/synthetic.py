@@ -150,8 +150,8 @@ def _hit_sphere(o: np.ndarray, d: np.ndarray, s: Sphere) -> tuple[np.ndarray, np
     with np.errstate(invalid="ignore"):
         t = (-b - np.sqrt(disc)) / a
     t = np.where((disc >= 0) & (t > 1e-6), t, np.inf)
-    n = (o + t[..., None] * d - np.asarray(s.center)) / s.radius
-    return t, np.nan_to_num(n)
+    n = (o + np.where(np.isfinite(t), t, 0)[..., None] * d - np.asarray(s.center)) / s.radius
+    return t, n
 
 
 def _texture(m: Material, p: np.ndarray, normal_axis: np.ndarray) -> np.ndarray:
