@@ -337,6 +337,16 @@ class Split:
         self.length: int = int(self.attrs.get("length", 0))
         self.rgb_codec = "jpeg" if "rgb_jpeg" in group else "raw"
         self._meta: pd.DataFrame | None = None
+        self._fast: dict[str, Any] = {}
+
+    def _array(self, name: str, i: int) -> np.ndarray:
+        """Sample ``i`` of array ``name``: a direct shard read where possible, else Zarr."""
+        if name not in self._fast:
+            from leve.data.fastread import shard_reader
+
+            self._fast[name] = shard_reader(Path(self.path) / self.name / name) if Path(self.path).is_dir() else None
+        reader = self._fast[name]
+        return reader.read(i) if reader is not None else np.asarray(self.group[name][i])
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -382,7 +392,7 @@ class Split:
             from leve.data.images import decode_rgb
 
             return decode_rgb(self.rgb_bytes(i), f"{self.path}/{self.name}[{i}]")
-        return np.asarray(self.group["rgb"][i])[:h, :w]
+        return self._array("rgb", i)[:h, :w]
 
     def rgb_bytes(self, i: int) -> bytes:
         """The stored source JPEG of sample ``i`` (``rgb_codec: jpeg`` only).
@@ -395,7 +405,7 @@ class Split:
     def depth(self, i: int) -> np.ndarray:
         i = self._check(i)
         h, w = self.size(i)
-        return np.asarray(self.group["depth"][i])[:h, :w]
+        return self._array("depth", i)[:h, :w]
 
     def __getitem__(self, i: int) -> Sample:
         i = self._check(i)

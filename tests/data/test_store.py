@@ -106,3 +106,24 @@ def test_params_refuse_unknown_and_coerce():
         build_config(SynthConfig, {"height": "tall"}, "prepare.synthetic")
     cfg = build_config(SynthConfig, parse_overrides(["height=64", "out=x.zarr"]), "prepare.synthetic")
     assert cfg.height == 64 and str(cfg.out) == "x.zarr"
+
+
+def test_fast_shard_reads_equal_zarr(tmp_path):
+    """The direct shard reader (leve/data/fastread.py) against Zarr's own read, sample by sample."""
+    import zarr
+
+    from leve.data.fastread import shard_reader
+    from leve.data.synthetic import Config, prepare
+
+    out = tmp_path / "syn.zarr"
+    prepare(Config(out=out, height=24, width=32, train=7, val=1, test=1, block_size=3), show_progress=False)
+    group = zarr.open_group(str(out), mode="r")["train"]
+    for name in ("rgb", "depth"):
+        reader = shard_reader(out / "train" / name)
+        assert reader is not None
+        for i in range(7):
+            fast = reader.read(i)
+            ref = np.asarray(group[name][i])
+            assert fast.dtype == ref.dtype
+            np.testing.assert_array_equal(fast, ref)
+    assert shard_reader(out / "train" / "meta" / "source") is None  # unsharded strings: Zarr path
