@@ -369,3 +369,112 @@ def test_resumes_after_a_failure_midway(raw, tmp_path):
     rgb, scan, _ = truth["2011_10_03_drive_0027_sync/0"]
     np.testing.assert_array_equal(s.rgb(2), rgb)
     np.testing.assert_allclose(s.depth(2), reference_depth(scan, truth["2011_10_03"]), rtol=1e-6)
+
+
+# ----------------------------------------------------------------- remote archives
+
+
+class _Handler(__import__("http.server").server.SimpleHTTPRequestHandler):
+    """Static files; honours ``Range: bytes=a-b`` unless the server says otherwise; counts bytes sent."""
+
+    def log_message(self, *args: object) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        path = Path(self.server.root) / self.path.lstrip("/")  # type: ignore[attr-defined]
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        rng = self.headers.get("Range")
+        if rng and self.server.ranges:  # type: ignore[attr-defined]
+            a, _, b = rng.removeprefix("bytes=").partition("-")
+            first, last = int(a), min(int(b) if b else len(data) - 1, len(data) - 1)
+            body = data[first : last + 1]
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
+        else:
+            body = data
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.server.sent += len(body)  # type: ignore[attr-defined]
+
+
+@pytest.fixture()
+def server_for():
+    import http.server
+    import threading
+
+    servers = []
+
+    def start(root: Path, ranges: bool):
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        srv.root, srv.ranges, srv.sent = root, ranges, 0  # type: ignore[attr-defined]
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return srv, f"http://127.0.0.1:{srv.server_address[1]}"
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def _publish(root: Path, www: Path, tmp_path: Path) -> int:
+    """Lay the raw zips out as on the KITTI server (plus unneeded bulk); returns their total size."""
+    for date in DATES:
+        d = www / "raw_data"
+        d.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(d / f"{date}_calib.zip", "w") as z:
+            for f in ("calib_cam_to_cam.txt", "calib_velo_to_cam.txt"):
+                z.write(root / date / f, f"{date}/{f}")
+    for drive in DRIVES:
+        d = www / "raw_data" / drive[:-5]
+        d.mkdir(parents=True)
+        with zipfile.ZipFile(d / f"{drive}.zip", "w") as z:
+            for p in sorted((root / drive[:10] / drive).rglob("*")):
+                if p.is_file():
+                    z.write(p, p.relative_to(root).as_posix())
+            bulk = np.random.default_rng(0).integers(0, 256, 3 << 20, dtype=np.uint8).tobytes()
+            z.writestr(f"{drive[:10]}/{drive}/image_03/data/bulk.bin", bulk)  # frames we never need
+    (www / "test_files.txt").write_text(SPLIT)
+    return sum(p.stat().st_size for p in www.rglob("*.zip"))
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+def test_remote_archives_by_range_or_whole_download(raw, tmp_path, server_for, ranges):
+    root, truth = raw
+    total = _publish(root, tmp_path / "www", tmp_path)
+    srv, url = server_for(tmp_path / "www", ranges)
+    cfg = kitti.Config(out=tmp_path / "remote.zarr", raw=tmp_path / "cache", raw_url=f"{url}/raw_data",
+                       split_url=f"{url}/test_files.txt", split_lines=3, block_size=2)
+    kitti.prepare(cfg, show_progress=False)
+    s = open_split(tmp_path / "remote.zarr", "test")
+    for i, (drive, frame) in enumerate(split_frames()):
+        rgb, scan, _ = truth[f"{drive}/{frame}"]
+        np.testing.assert_array_equal(s.rgb(i), rgb)
+        np.testing.assert_allclose(s.depth(i), reference_depth(scan, truth[drive[:10]]), rtol=1e-6)
+    cached = sorted(p.name for p in (tmp_path / "cache").glob("*.zip"))
+    if ranges:
+        assert srv.sent < total / 2  # only the needed members crossed the wire
+        assert cached == []
+    else:
+        assert srv.sent >= total
+        assert cached == sorted([f"{d}_calib.zip" for d in DATES] + [f"{d}.zip" for d in DRIVES])
+    import zarr
+
+    records = zarr.open_group(str(tmp_path / "remote.zarr")).attrs["sources"]
+    assert all(r["url"].startswith(url) for r in records)
+    assert all(("sha256" in r) != ranges for r in records)
+
+
+def test_remote_split_with_wrong_line_count_is_refused(raw, tmp_path, server_for):
+    root, _ = raw
+    _publish(root, tmp_path / "www", tmp_path)
+    _, url = server_for(tmp_path / "www", True)
+    cfg = kitti.Config(out=tmp_path / "r.zarr", raw=tmp_path / "cache", raw_url=f"{url}/raw_data",
+                       split_url=f"{url}/test_files.txt")
+    with pytest.raises(LeveError, match=r"eigen_test_files.txt: 3 frames, expected 697"):
+        kitti.prepare(cfg, show_progress=False)
