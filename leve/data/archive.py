@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -44,6 +44,7 @@ class Member:
 
     container: str | None
     path: str
+    logical: str = field(default="", compare=False)  # one path through nested archives
 
     @property
     def name(self) -> str:
@@ -108,13 +109,12 @@ def close_all() -> None:
 def list_tree(root: Path, cache: Path, depth: int = 3) -> list[Member]:
     """Every file under ``root`` (a folder or a zip), looking into zips up to ``depth`` levels.
 
-    Zips found inside zips are copied once into ``cache`` and read from there.
-    Member paths are reported relative to their container; use :func:`logical_path`
-    to get one path through the nesting.
+    Zips found inside zips are copied once into ``cache`` and read from there. Each
+    member's ``logical`` path runs through the nesting (``outer.zip/inner.zip/a/b.png``).
     """
     root = Path(root)
     if root.is_file():
-        return _list_zip(str(root), cache, depth)
+        return _list_zip(str(root), cache, depth, root.name)
     if not root.is_dir():
         raise LeveError(f"{root}: no such file or folder")
     out: list[Member] = []
@@ -122,21 +122,22 @@ def list_tree(root: Path, cache: Path, depth: int = 3) -> list[Member]:
         dirnames.sort()
         for name in sorted(filenames):
             path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
             if name.lower().endswith(".zip") and depth > 0:
-                out.extend(_list_zip(str(path), cache, depth))
+                out.extend(_list_zip(str(path), cache, depth, rel))
             else:
-                out.append(Member(None, str(path)))
+                out.append(Member(None, str(path), rel))
     return out
 
 
-def _list_zip(container: str, cache: Path, depth: int) -> list[Member]:
+def _list_zip(container: str, cache: Path, depth: int, prefix: str) -> list[Member]:
     out: list[Member] = []
     for name in sorted(zip_names(container)):
         if name.lower().endswith(".zip") and depth > 1:
             inner = extract_member(Member(container, name), cache)
-            out.extend(_list_zip(str(inner), cache, depth - 1))
+            out.extend(_list_zip(str(inner), cache, depth - 1, f"{prefix}/{name}"))
         else:
-            out.append(Member(container, name))
+            out.append(Member(container, name, f"{prefix}/{name}"))
     return out
 
 
@@ -158,22 +159,3 @@ def extract_member(member: Member, cache: Path) -> Path:
         raise LeveError(f"{member.name}: cannot extract ({exc.__class__.__name__}: {exc})") from exc
     os.replace(part, dest)
     return dest
-
-
-def logical_path(member: Member, cache: Path) -> str:
-    """One '/'-joined path through nested containers (cached inner zips map back to their name)."""
-    parts = [member.path]
-    container = member.container
-    while container is not None:
-        c = Path(container)
-        try:
-            rel = c.resolve().relative_to(cache.resolve())
-        except ValueError:
-            parts.append(c.name)
-            break
-        # cache layout: <outer name>.d/<member path of the inner zip>
-        outer, _, inner = str(rel).partition(".d/")
-        parts.append(inner)
-        parts.append(outer)
-        break
-    return "/".join(reversed(parts))
