@@ -274,6 +274,8 @@ def locate_sources(cfg: Config, frames: list[Frame], show_progress: bool = True)
                 if key in dates:
                     for f in ("calib_cam_to_cam.txt", "calib_velo_to_cam.txt"):
                         out.records.append(_record_local(src / key / f, True))
+                else:  # per-file sha256 of images and scans are in meta/rgb_sha256, meta/gt_sha256
+                    out.records.append({"path": str(src / tree_path), "sha256": "per sample in meta"})
                 continue
             if (src / zip_name).is_file():
                 table[key] = str(src / zip_name)
