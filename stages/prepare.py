@@ -12,6 +12,8 @@ from leve.params import PARAMS_FILE, build_config, load_params, section
 DATASETS: dict[str, str] = {
     "synthetic": "leve.data.synthetic",
     "nyu": "leve.data.nyu",
+    "kitti": "leve.data.kitti",
+    "endoslam": "leve.data.endoslam",
 }
 
 

@@ -63,3 +63,53 @@ def nyu(
         "workers": workers,
     }
     run_prepare("nyu", options, sets, params, force)
+
+
+@prepare_app.command("kitti")
+def kitti(
+    source: Path = typer.Option(None, help="Folder with the extracted raw tree or the raw zips (skips the download)."),
+    split_file: Path = typer.Option(None, help="Eigen test split file you already have (697 lines)."),
+    gt: str = typer.Option(None, help="Ground truth: 'velodyne' (LiDAR projection) or 'annotated' (16-bit PNGs)."),
+    annotated_source: Path = typer.Option(None, help="data_depth_annotated folder or zip you already have."),
+    raw: Path = typer.Option(None, help="Folder for downloads (default data/raw/kitti)."),
+    out: Path = typer.Option(None, help="Store path (default data/zarr/kitti.zarr)."),
+    workers: int = typer.Option(None, help="Parallel decode processes."),
+    sets: list[str] = SetOpt,
+    params: Path = ParamsOpt,
+    force: bool = ForceOpt,
+) -> None:
+    """KITTI Eigen test split (697 frames): left image and LiDAR or annotated depth, metres."""
+    options = {
+        "source": source,
+        "split_file": split_file,
+        "gt": gt,
+        "annotated_source": annotated_source,
+        "raw": raw,
+        "out": out,
+        "workers": workers,
+    }
+    run_prepare("kitti", options, sets, params, force)
+
+
+@prepare_app.command("endoslam")
+def endoslam(
+    source: Path = typer.Option(None, help="EndoSLAM archive (zip, nested zips allowed) or folder with UnityCam/."),
+    per_organ: int = typer.Option(None, help="Frames per organ (default 200)."),
+    selection: str = typer.Option(None, help="Frame rule: 'even' (evenly spaced) or 'first'."),
+    raw: Path = typer.Option(None, help="Folder for downloads and unpacked inner zips (default data/raw/endoslam)."),
+    out: Path = typer.Option(None, help="Store path (default data/zarr/endoslam.zarr)."),
+    workers: int = typer.Option(None, help="Parallel decode processes."),
+    sets: list[str] = SetOpt,
+    params: Path = ParamsOpt,
+    force: bool = ForceOpt,
+) -> None:
+    """EndoSLAM UnityCam (Colon, Small Intestine, Stomach): RGB and relative depth (R/255)."""
+    options = {
+        "source": source,
+        "per_organ": per_organ,
+        "selection": selection,
+        "raw": raw,
+        "out": out,
+        "workers": workers,
+    }
+    run_prepare("endoslam", options, sets, params, force)
