@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import sys
+import threading
+from pathlib import Path
 from dataclasses import dataclass
 
 import pytest
@@ -35,3 +38,52 @@ def run_cli(capsys, monkeypatch):
         return CliResult(code, out.out, out.err)
 
     return run
+
+
+# --------------------------------------------------------------------------- loopback HTTP
+
+
+class _RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files; honours ``Range: bytes=a-b`` unless the server says otherwise; counts bytes sent."""
+
+    def log_message(self, *args: object) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        path = Path(self.server.root) / self.path.lstrip("/")  # type: ignore[attr-defined]
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        rng = self.headers.get("Range")
+        if rng and self.server.ranges:  # type: ignore[attr-defined]
+            a, _, b = rng.removeprefix("bytes=").partition("-")
+            first, last = int(a), min(int(b) if b else len(data) - 1, len(data) - 1)
+            body = data[first : last + 1]
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
+        else:
+            body = data
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.server.sent += len(body)  # type: ignore[attr-defined]
+
+
+@pytest.fixture()
+def server_for():
+    """Start loopback static-file servers: ``start(root, ranges) -> (server, base_url)``."""
+    servers = []
+
+    def start(root: Path, ranges: bool):
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
+        srv.root, srv.ranges, srv.sent = root, ranges, 0  # type: ignore[attr-defined]
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return srv, f"http://127.0.0.1:{srv.server_address[1]}"
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()

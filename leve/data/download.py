@@ -101,6 +101,8 @@ def download(
                 have = 0
             total = have + int(resp.headers.get("Content-Length", 0)) or None
             _stream(resp, part, have, total, dest.name, show_progress)
+    if size is not None and total is not None and total != size:
+        raise LeveError(f"{url}: size {total} bytes on the server, expected {size} (wrong URL or changed file)")
     total = size or total
     if total is not None and part.stat().st_size != total:
         raise LeveError(f"{url}: got {part.stat().st_size} of {total} bytes; rerun to resume")

@@ -374,54 +374,6 @@ def test_resumes_after_a_failure_midway(raw, tmp_path):
 # ----------------------------------------------------------------- remote archives
 
 
-class _Handler(__import__("http.server").server.SimpleHTTPRequestHandler):
-    """Static files; honours ``Range: bytes=a-b`` unless the server says otherwise; counts bytes sent."""
-
-    def log_message(self, *args: object) -> None:  # quiet
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        path = Path(self.server.root) / self.path.lstrip("/")  # type: ignore[attr-defined]
-        if not path.is_file():
-            self.send_error(404)
-            return
-        data = path.read_bytes()
-        rng = self.headers.get("Range")
-        if rng and self.server.ranges:  # type: ignore[attr-defined]
-            a, _, b = rng.removeprefix("bytes=").partition("-")
-            first, last = int(a), min(int(b) if b else len(data) - 1, len(data) - 1)
-            body = data[first : last + 1]
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
-        else:
-            body = data
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        self.server.sent += len(body)  # type: ignore[attr-defined]
-
-
-@pytest.fixture()
-def server_for():
-    import http.server
-    import threading
-
-    servers = []
-
-    def start(root: Path, ranges: bool):
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        srv.root, srv.ranges, srv.sent = root, ranges, 0  # type: ignore[attr-defined]
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        servers.append(srv)
-        return srv, f"http://127.0.0.1:{srv.server_address[1]}"
-
-    yield start
-    for srv in servers:
-        srv.shutdown()
-        srv.server_close()
-
-
 def _publish(root: Path, www: Path, tmp_path: Path) -> int:
     """Lay the raw zips out as on the KITTI server (plus unneeded bulk); returns their total size."""
     for date in DATES:
