@@ -29,8 +29,9 @@ def conv_bn(cin: int, cout: int, k: int, stride: int = 1, bias: bool = False) ->
 
 
 def resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Bilinear resize (align_corners=False), skipped when the size already matches."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    """Bilinear resize (align_corners=False), skipped when the size already matches
+    (never skipped while tracing, so an exported graph stays valid at any input size)."""
+    if not torch.jit.is_tracing() and tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
