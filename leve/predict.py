@@ -67,7 +67,7 @@ def predict_depth(model: nn.Module, rgb: np.ndarray, resolution: tuple[int, int]
                   flip: bool = False, device: str = "cpu") -> np.ndarray:
     """Metric depth (H, W) float32 for one (H, W, 3) uint8 image."""
     h, w = rgb.shape[:2]
-    x = torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float() / 255.0
+    x = torch.tensor(rgb, device=device).permute(2, 0, 1)[None].float() / 255.0
     x = F.interpolate(x, size=resolution, mode="bilinear", align_corners=False)
     depth = output_to_depth(model(x), max_depth)
     if flip:
