@@ -52,3 +52,12 @@ def test_bench_model_rejects_bad_options(tmp_path, leve_cli):
     assert res.code == 1 and "multiples of 8" in res.stderr
     res = leve_cli("bench", "model", "--device", "cuda", "--out", "", "--params", tmp_path / "none.yaml")
     assert res.code == 1 and ("no CUDA device" in res.stderr or torch.cuda.is_available())
+
+
+def test_params_yaml_section_builds():
+    from pathlib import Path
+
+    from stages import bench_model
+
+    cfg = bench_model.config({}, Path(__file__).parents[2] / "params.yaml")
+    assert cfg.resolution == "480x640" and cfg.models == () and "compile" in cfg.modes
