@@ -1,0 +1,1 @@
+"""Benchmarks behind ``leve bench ...``; each module returns a JSON-ready report."""

@@ -1,0 +1,129 @@
+"""``leve export``: a checkpoint to ONNX or TorchScript, verified against PyTorch after export.
+
+ONNX uses torch's TorchScript-based exporter (``dynamo=False``: no onnxscript dependency) with
+dynamic batch, height and width; the graph is run with onnxruntime and compared with the
+PyTorch output at the export size (batch 2) and at a second size. The model description
+(name, max_depth, resolution) goes into the ONNX metadata. The file is written under a
+temporary name and moved into place only when verification passes.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from leve.errors import LeveError
+from leve.models.checkpoint import CheckpointInfo, load_checkpoint
+
+FORMATS = ("onnx", "torchscript")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+TOLERANCE = 1e-4  # max abs difference relative to the output's range
+
+
+@dataclass
+class Check:
+    """One comparison of the exported model with PyTorch."""
+
+    shape: list[int]
+    max_abs_diff: float
+    output_range: float
+    relative: float
+
+
+@dataclass
+class ExportResult:
+    path: str
+    format: str
+    model: str
+    checks: list[Check] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max(c.max_abs_diff for c in self.checks)
+
+
+def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None = None,
+                      resolution: tuple[int, int] | None = None, opset: int = 17) -> ExportResult:
+    """Export, verify, then move the file into place; a failed check leaves nothing behind."""
+    if fmt not in FORMATS:
+        raise LeveError(f"unknown export format '{fmt}'; choose from {', '.join(FORMATS)}")
+    model, info = load_checkpoint(checkpoint)
+    size = resolution or info.resolution
+    out = Path(out) if out else Path(checkpoint).with_suffix(SUFFIX[fmt])
+    tmp = out.with_name(out.name + ".tmp")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if fmt == "onnx":
+            checks = _export_onnx(model, info, size, tmp, opset)
+        else:
+            checks = _export_torchscript(model, size, tmp)
+        _require_close(checks, out)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportResult(str(out), fmt, info.model, checks)
+
+
+def _inputs(size: tuple[int, int]) -> list[torch.Tensor]:
+    """The export-size input (batch 2) and a second, smaller size (batch 1) for dynamic axes."""
+    g = torch.Generator().manual_seed(0)
+    h, w = size
+    other = (max(64, (h // 2) // 8 * 8), max(64, (w // 2) // 8 * 8 + 8))
+    return [torch.rand(2, 3, h, w, generator=g), torch.rand(1, 3, *other, generator=g)]
+
+
+def _check(ref: torch.Tensor, got: np.ndarray) -> Check:
+    ref_np = ref.detach().cpu().numpy()
+    if ref_np.shape != got.shape:
+        raise LeveError(f"exported model gave shape {got.shape}, PyTorch {ref_np.shape}")
+    diff = float(np.abs(ref_np - got).max())
+    span = float(ref_np.max() - ref_np.min())
+    return Check(list(ref_np.shape), diff, span, diff / span if span > 0 else diff)
+
+
+def _require_close(checks: list[Check], out: Path) -> None:
+    for c in checks:
+        if not c.relative < TOLERANCE:
+            raise LeveError(f"{out}: exported model differs from PyTorch at {c.shape} "
+                            f"(max abs diff {c.max_abs_diff:.3g}, {c.relative:.3g} of the output range)")
+
+
+def _export_onnx(model: nn.Module, info: CheckpointInfo, size: tuple[int, int], path: Path, opset: int) -> list[Check]:
+    import onnx
+    import onnxruntime as ort
+
+    xs = _inputs(size)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
+        torch.onnx.export(model, (xs[0],), str(path), dynamo=False, opset_version=opset, input_names=["rgb"],
+                          output_names=["out"], dynamic_axes={"rgb": axes, "out": axes})
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    meta = {"leve_model": info.model, "max_depth": str(info.max_depth),
+            "resolution": f"{size[0]}x{size[1]}", "input": "RGB in [0,1], NCHW", "output": "max_depth/depth"}
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        return [_check(model(x), session.run(None, {"rgb": x.numpy()})[0]) for x in xs]
+
+
+def _export_torchscript(model: nn.Module, size: tuple[int, int], path: Path) -> list[Check]:
+    xs = _inputs(size)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, (xs[0],))
+        torch.jit.save(traced, str(path))
+        loaded = torch.jit.load(str(path))
+        return [_check(model(x), loaded(x).numpy()) for x in xs]

@@ -1,0 +1,59 @@
+"""Fixtures for the model tests: a saved checkpoint, a reference-shaped ImageNet state dict, the CLI."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.models.reference import CLASSIFIER_ONLY, random_imagenet_state_dict, reference_entries  # noqa: F401
+
+
+@pytest.fixture
+def imagenet_file(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    sd = random_imagenet_state_dict()
+    path = tmp_path / "DDRNet23s_imagenet.pth"
+    torch.save(sd, path)
+    return path, sd
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A leve checkpoint (safetensors) of a randomly initialised model trained at 64x96."""
+    from leve.models import create_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("leve", max_depth=10.0)
+    with torch.no_grad():  # make the output positive and image dependent, like a trained model
+        model.decoder.blocks[-1].out.bias.fill_(5.0)
+    path = tmp_path_factory.mktemp("ckpt") / "leve.safetensors"
+    return save_checkpoint(path, model, "leve", 10.0, extra={"epoch": 3}, resolution=(64, 96))
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def leve_cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    """Run ``leve ARGS`` in-process through the real entry point (errors -> exit 1)."""
+    from leve.cli import main
+
+    def run(*args: str) -> CliResult:
+        monkeypatch.setattr(sys, "argv", ["leve", *map(str, args)])
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    return run

@@ -1,0 +1,65 @@
+"""``leve bench model``: JSON with params, MACs (checked by hand for a conv net) and timings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import torch
+from torch import nn
+
+from leve.bench.model import count_macs
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def test_macs_match_closed_form():
+    # conv: H*W*Cout*Cin*k*k ; linear: in*out
+    assert count_macs(Tiny(), torch.rand(1, 3, 10, 12)) == 10 * 12 * 8 * 3 * 9 + 8 * 4
+
+
+def test_bench_model_cli(tmp_path, leve_cli):
+    out = tmp_path / "metrics" / "bench.json"
+    res = leve_cli("bench", "model", "--models", "leve,leve-no-skips", "--resolution", "64x96", "--repeats", "2",
+                   "--warmup", "1", "--modes", "eager", "--modes", "channels_last", "--out", out,
+                   "--params", tmp_path / "none.yaml")
+    assert res.code == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert json.loads(out.read_text()) == report
+    assert report["resolution"] == [64, 96] and report["environment"]["device"] == "cpu"
+    leve = report["models"]["leve"]
+    assert leve["params"] == {"total": 5_804_033, "encoder": 5_698_912, "decoder": 105_121}
+    assert leve["macs"] > report["models"]["leve-no-skips"]["macs"] > 0
+    for mode in ("eager", "channels_last"):
+        r = leve["fp32"][mode]
+        assert r["runs"] == 2 and r["median_ms"] > 0 and r["fps"] == pytest.approx(1000 / r["median_ms"], rel=1e-3)  # both rounded
+    assert "fp16" not in leve  # CUDA only
+    assert leve["speedup_vs_eager_fp32"]["fp32/eager"] == 1.0
+    assert report["thesis_comparison"]["variants"]["leve"]["thesis_fps"] == 27.0
+
+
+def test_bench_model_rejects_bad_options(tmp_path, leve_cli):
+    res = leve_cli("bench", "model", "--models", "nope", "--out", "", "--params", tmp_path / "none.yaml")
+    assert res.code == 1 and "unknown model(s) nope" in res.stderr
+    res = leve_cli("bench", "model", "--resolution", "100x100", "--out", "", "--params", tmp_path / "none.yaml")
+    assert res.code == 1 and "multiples of 8" in res.stderr
+    res = leve_cli("bench", "model", "--device", "cuda", "--out", "", "--params", tmp_path / "none.yaml")
+    assert res.code == 1 and ("no CUDA device" in res.stderr or torch.cuda.is_available())
+
+
+def test_params_yaml_section_builds():
+    from pathlib import Path
+
+    from stages import bench_model
+
+    cfg = bench_model.config({}, Path(__file__).parents[2] / "params.yaml")
+    assert cfg.resolution == "480x640" and cfg.models == () and "compile" in cfg.modes

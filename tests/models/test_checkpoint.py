@@ -1,0 +1,45 @@
+"""Checkpoints round-trip in both encodings and refuse foreign files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from leve.errors import LeveError
+from leve.models import create_model, load_checkpoint, read_checkpoint, save_checkpoint
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_round_trip(tmp_path, suffix):
+    torch.manual_seed(1)
+    model = create_model("leve-3x3-1x1", max_depth=80.0).eval()
+    for m in model.modules():  # non-default running stats must survive too
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    path = save_checkpoint(tmp_path / f"m{suffix}", model, "leve-3x3-1x1", 80.0,
+                           extra={"epoch": 7, "rmse": 0.51}, resolution=(240, 320))
+    assert not list(tmp_path.glob("*.tmp"))
+    loaded, info = load_checkpoint(path)
+    assert (info.model, info.max_depth, info.resolution) == ("leve-3x3-1x1", 80.0, (240, 320))
+    assert info.extra == {"epoch": 7, "rmse": 0.51}
+    assert loaded.max_depth == 80.0 and not loaded.training
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_foreign_files_are_refused(tmp_path, imagenet_file):
+    path, _ = imagenet_file
+    with pytest.raises(LeveError, match="not a leve checkpoint"):
+        read_checkpoint(path)
+    bad = tmp_path / "other.pt"
+    torch.save({"format": "leve-checkpoint", "version": 1, "model": "leve", "config": {"max_depth": 10.0},
+                "state_dict": {"w": torch.zeros(2)}}, bad)
+    with pytest.raises(LeveError, match="other.pt: weights do not fit model 'leve'"):
+        load_checkpoint(bad)
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(LeveError, match="junk.safetensors: cannot read"):
+        read_checkpoint(tmp_path / "junk.safetensors")
+    with pytest.raises(LeveError, match="checkpoint not found"):
+        read_checkpoint(tmp_path / "nope.pt")
