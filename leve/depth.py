@@ -1,0 +1,46 @@
+"""Network output <-> metric depth, shared by training, evaluation and prediction.
+
+The network predicts ``out = max_depth / depth`` (DenseDepth's depth normalisation, as in the
+thesis). Depth is read back as ``clamp(max_depth / out, max_depth / 100, max_depth)``; the
+training target is built from depth clamped to the same range, so it lies in [1, 100].
+Works on torch tensors and numpy arrays alike.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+Array = TypeVar("Array", torch.Tensor, np.ndarray)
+MIN_DEPTH_FRACTION = 0.01
+
+
+def depth_range(max_depth: float) -> tuple[float, float]:
+    """``(min_depth, max_depth)`` with ``min_depth = max_depth / 100``."""
+    return max_depth * MIN_DEPTH_FRACTION, float(max_depth)
+
+
+def output_to_depth(out: Array, max_depth: float) -> Array:
+    """Metric depth from the network output: ``clamp(max_depth / out, max_depth/100, max_depth)``.
+
+    A non-positive output (never a valid prediction) maps to the nearest bound by sign:
+    ``+0`` to ``max_depth``, negatives to ``max_depth/100``, as the plain formula does.
+    """
+    lo, hi = depth_range(max_depth)
+    if isinstance(out, torch.Tensor):
+        return torch.clamp(max_depth / out, lo, hi)
+    with np.errstate(divide="ignore"):
+        return np.clip(max_depth / np.asarray(out, dtype=np.float32), lo, hi).astype(np.float32)
+
+
+def depth_to_output(depth: Array, max_depth: float) -> Array:
+    """Training target from metric depth: ``max_depth / clamp(depth, max_depth/100, max_depth)``.
+
+    Invalid depth (0) becomes ``max_depth/100`` and so the target 100, as in DenseDepth.
+    """
+    lo, hi = depth_range(max_depth)
+    if isinstance(depth, torch.Tensor):
+        return max_depth / torch.clamp(depth, lo, hi)
+    return (max_depth / np.clip(np.asarray(depth, dtype=np.float32), lo, hi)).astype(np.float32)

@@ -1,0 +1,123 @@
+"""Leve checkpoints: safe to load, self-describing (see the format in :mod:`leve.models`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from leve.errors import LeveError
+
+FORMAT = "leve-checkpoint"
+VERSION = 1
+DEFAULT_RESOLUTION = (480, 640)
+
+
+@dataclass
+class CheckpointInfo:
+    """What a checkpoint says about its model."""
+
+    path: str
+    model: str
+    max_depth: float
+    resolution: tuple[int, int]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, name: str, max_depth: float,
+                    extra: dict[str, Any] | None = None, resolution: tuple[int, int] | None = None) -> Path:
+    """Write ``model``'s weights and description atomically (temp file, then rename).
+
+    ``.safetensors`` paths get a safetensors file with the description in its metadata;
+    other paths a torch file of plain containers (loadable with ``weights_only=True``).
+    ``extra`` must hold only plain Python values (and tensors for the torch format).
+    """
+    path = Path(path)
+    res = tuple(resolution or (extra or {}).get("resolution") or DEFAULT_RESOLUTION)
+    config = {"max_depth": float(max_depth), "resolution": [int(res[0]), int(res[1])]}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        meta = {"format": FORMAT, "version": str(VERSION), "model": name,
+                "config": json.dumps(config), "extra": json.dumps(extra or {})}
+        save_file(state, str(tmp), metadata=meta)
+    else:
+        torch.save({"format": FORMAT, "version": VERSION, "model": name, "config": config,
+                    "state_dict": state, "extra": dict(extra or {})}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
+    """Read a checkpoint's state dict and description without building the model."""
+    path = Path(path)
+    if not path.is_file():
+        raise LeveError(f"{path}: checkpoint not found")
+    state, header = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
+    if header.get("format") != FORMAT:
+        raise LeveError(f"{path}: not a leve checkpoint (no format '{FORMAT}'; "
+                        f"use encoder_weights= for ImageNet backbones)")
+    if int(header.get("version", 0)) > VERSION:
+        raise LeveError(f"{path}: checkpoint version {header['version']} is newer than this leve ({VERSION})")
+    return state, _info(path, header)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointInfo]:
+    """Build the registered model a checkpoint names, load its weights (strict) and set eval mode."""
+    from leve.models.registry import create_model
+
+    state, info = read_checkpoint(path)
+    model = create_model(info.model, max_depth=info.max_depth)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0][:200]
+        raise LeveError(f"{path}: weights do not fit model '{info.model}' ({first})") from exc
+    return model.to(device).eval(), info
+
+
+def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise LeveError(f"{path}: cannot read checkpoint safely ({exc.__class__.__name__}: "
+                        f"{str(exc).splitlines()[0][:200]})") from exc
+    if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
+        raise LeveError(f"{path}: not a leve checkpoint (expected a dict with 'state_dict')")
+    return obj["state_dict"], obj
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        header = {**meta, "config": json.loads(meta.get("config", "{}")), "extra": json.loads(meta.get("extra", "{}"))}
+    except Exception as exc:
+        raise LeveError(f"{path}: cannot read safetensors checkpoint ({exc.__class__.__name__}: "
+                        f"{str(exc).splitlines()[0][:200]})") from exc
+    return state, header
+
+
+def _info(path: Path, header: dict[str, Any]) -> CheckpointInfo:
+    config = header.get("config") or {}
+    try:
+        max_depth = float(config["max_depth"])
+        h, w = (int(v) for v in config.get("resolution", DEFAULT_RESOLUTION))
+        name = str(header["model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LeveError(f"{path}: checkpoint description incomplete ({exc.__class__.__name__}: {exc})") from exc
+    if not (math.isfinite(max_depth) and max_depth > 0):
+        raise LeveError(f"{path}: checkpoint max_depth must be positive, got {max_depth}")
+    return CheckpointInfo(str(path), name, max_depth, (h, w), dict(header.get("extra") or {}))
