@@ -1,0 +1,1 @@
+"""Benchmarks behind `leve bench ...` (JSON out)."""
