@@ -1,1 +1,0 @@
-"""Benchmarks behind `leve bench ...` (JSON out)."""

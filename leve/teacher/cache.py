@@ -247,8 +247,9 @@ def build_teacher_cache(
     mine = [b for b in writer.pending_blocks() if b % shard[1] == shard[0]]
     if max_blocks is not None:
         mine = mine[:max_blocks]
-    if builder.resumed and writer.n_blocks and len(mine) < writer.n_blocks:
-        console.print(f"resuming {builder.partial}: {writer.n_blocks - len(writer.pending_blocks())} block(s) done")
+    done = writer.n_blocks - len(writer.pending_blocks())
+    if builder.resumed and done:
+        console.print(f"resuming {builder.partial}: {done} of {writer.n_blocks} block(s) already done")
     written, seconds = _run_blocks(runner, data, writer, mine, batch_size, workers, show_progress)
     result = CacheResult(out, split, n, written, seconds, shard=shard, licence=teacher.licence)
     with _lock(lock):
