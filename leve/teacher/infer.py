@@ -1,0 +1,117 @@
+"""Batched teacher inference: normalised pixels in, per-image normalised disparity out.
+
+Post-processing follows transformers' ``post_process_depth_estimation``: the model's
+``predicted_depth`` is resized to the target size with bicubic interpolation
+(``align_corners=False``). Then each map is normalised to [0, 1]: negative values (bicubic
+overshoot) are clipped to 0 and the map is divided by its maximum; a map whose maximum
+is not positive is stored as zeros and flagged.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from leve.errors import LeveError
+from leve.teacher.loading import Teacher
+from leve.teacher.preprocess import normalize_batch
+
+RESIZE_MODE = "bicubic, align_corners=False (transformers post_process_depth_estimation) to the stored image size"
+NORMALISATION = "per image: clip(raw, 0) / max(raw); max <= 0 -> all zeros with zero=True; raw_min/raw_max stored"
+AMP_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+TTA_MODES = ("none", "flip")
+
+
+@dataclass
+class Normalised:
+    """A batch of normalised maps (B, H, W) float16 with their per-image statistics."""
+
+    disparity: np.ndarray
+    raw_min: np.ndarray
+    raw_max: np.ndarray
+    zero: np.ndarray
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when available (the torchrun local rank's GPU) else cpu."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LeveError("--device cuda: no CUDA device is available (use --device cpu)")
+        if dev.index is None:
+            import os
+
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return dev
+
+
+class TeacherRunner:
+    """Runs a teacher on uint8 batches: inference mode, autocast and channels-last on CUDA."""
+
+    def __init__(self, teacher: Teacher, device: str = "cpu", amp: str = "float16", tta: str = "none") -> None:
+        if tta not in TTA_MODES:
+            raise LeveError(f"teacher.tta must be one of {TTA_MODES}, got '{tta}'")
+        if amp not in AMP_DTYPES:
+            raise LeveError(f"teacher.amp must be one of {tuple(AMP_DTYPES)}, got '{amp}'")
+        self.teacher = teacher
+        self.device = resolve_device(device)
+        self.cuda = self.device.type == "cuda"
+        self.amp = amp if self.cuda else "float32"  # autocast only on CUDA
+        self.tta = tta
+        self.model = teacher.model.to(self.device).eval()
+        if self.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.table = teacher.preprocessing.lookup_table().to(self.device)
+
+    def _autocast(self) -> Any:
+        if self.cuda and self.amp != "float32":
+            return torch.autocast("cuda", dtype=AMP_DTYPES[self.amp])
+        return nullcontext()
+
+    @torch.inference_mode()
+    def raw(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(B, 3, h, w) uint8 (one resized size) -> (B, H, W) float32 raw disparity at ``size``."""
+        x = normalize_batch(images.to(self.device, non_blocking=True), self.table)
+        if self.tta == "flip":
+            x = torch.cat([x, x.flip(-1)])
+        if self.cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            depth = self.model(pixel_values=x).predicted_depth
+        depth = depth.float()
+        if self.tta == "flip":
+            n = images.shape[0]
+            depth = 0.5 * (depth[:n] + depth[n:].flip(-1))
+        return F.interpolate(depth.unsqueeze(1), size=size, mode="bicubic", align_corners=False).squeeze(1)
+
+    def predict(self, images: torch.Tensor, size: tuple[int, int], first_index: int = 0) -> Normalised:
+        """Raw maps normalised per image; refuses non-finite output (e.g. fp16 overflow)."""
+        return normalise(self.raw(images, size), first_index)
+
+
+def normalise(raw: torch.Tensor, first_index: int = 0) -> Normalised:
+    """(B, H, W) raw disparity -> float16 maps in [0, 1] plus raw min/max and zero flags."""
+    flat = raw.flatten(1)
+    finite = torch.isfinite(flat).all(dim=1)
+    if not bool(finite.all()):
+        bad = first_index + int((~finite).nonzero()[0, 0])
+        raise LeveError(f"sample {bad}: the teacher produced non-finite values (try --amp float32 or bfloat16)")
+    raw_min = flat.amin(dim=1)
+    raw_max = flat.amax(dim=1)
+    zero = raw_max <= 0
+    scale = torch.where(zero, torch.ones_like(raw_max), raw_max)
+    maps = raw.clamp(min=0) / scale[:, None, None]
+    maps = torch.where(zero[:, None, None], torch.zeros_like(maps), maps)
+    return Normalised(
+        disparity=maps.to(torch.float16).cpu().numpy(),
+        raw_min=raw_min.cpu().numpy().astype(np.float32),
+        raw_max=raw_max.cpu().numpy().astype(np.float32),
+        zero=zero.cpu().numpy(),
+    )

@@ -1,0 +1,216 @@
+"""Load a Depth-Anything teacher through transformers: registry name, hub id or local folder.
+
+Every loaded teacher carries its identity (model, revision, config hash, licence) and its
+preprocessing, which the cache records so that a changed teacher invalidates a cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+
+from leve.data.store import fingerprint
+from leve.errors import LeveError
+from leve.teacher.preprocess import Preprocessing
+from leve.teacher.registry import DEPTH_ANYTHING_PREPROCESSING, REGISTRY, TeacherEntry, find_entry
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "_commit_hash", "torch_dtype", "dtype"}
+
+
+@dataclass
+class Teacher:
+    """A ready-to-run teacher model in eval mode and how it must be fed."""
+
+    model: torch.nn.Module
+    model_id: str
+    revision: str
+    licence: str
+    config_hash: str
+    preprocessing: Preprocessing
+    source: str  # "builtin" | "hub" | "folder"
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the teacher's outputs (recorded in the cache and checked on reuse)."""
+        return {
+            "model": self.model_id,
+            "revision": self.revision,
+            "config_hash": self.config_hash,
+            "licence": self.licence,
+            "source": self.source,
+        }
+
+
+def config_hash(config: Any) -> str:
+    """sha256 of the model config without volatile keys (versions, paths, dtypes)."""
+    def clean(d: Any) -> Any:
+        if isinstance(d, dict):
+            return {k: clean(v) for k, v in d.items() if k not in _VOLATILE_CONFIG_KEYS}
+        return d
+
+    return fingerprint(clean(config.to_dict()))
+
+
+def canonical_model_id(model: str) -> str:
+    """The id a cache records for ``model``: a folder's absolute path, a hub id, a built-in name."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    entry = find_entry(model)
+    if entry is None:
+        return model
+    return entry.hub_id or entry.name
+
+
+def load_teacher(model: str, revision: str | None = None) -> Teacher:
+    """Load ``model``: a registry name (``v1-small``, ``tiny-random``), a hub id, or a folder.
+
+    Hub models resolve from the local Hugging Face cache first; when absent and the hub
+    cannot be reached, fail at once with how to provide the model.
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return _from_folder(path, model_id=str(path.resolve()), licence="unknown (local folder)", source="folder")
+    entry = find_entry(model)
+    if entry is not None and entry.is_builtin:
+        return _builtin(entry)
+    if entry is None and not _looks_like_hub_id(model):
+        names = ", ".join(REGISTRY)
+        raise LeveError(
+            f"{model}: no such folder and not a known teacher (known: {names}; or a hub id owner/name)"
+        )
+    hub_id = entry.hub_id if entry and entry.hub_id else model
+    licence = entry.licence if entry else "unknown (see the model card)"
+    pinned = revision or (entry.revision if entry else None)
+    folder = _hub_snapshot(hub_id, pinned)
+    teacher = _from_folder(folder, model_id=hub_id, licence=licence, source="hub")
+    teacher.revision = folder.name  # the snapshot folder is named by the resolved commit
+    return teacher
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _builtin(entry: TeacherEntry) -> Teacher:
+    from transformers import DepthAnythingForDepthEstimation
+
+    assert entry.builtin is not None
+    config = entry.builtin()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(entry.seed)
+        model = DepthAnythingForDepthEstimation(config)
+    return Teacher(
+        model=model.eval(),
+        model_id=entry.name,
+        revision=f"builtin-seed{entry.seed}",
+        licence=entry.licence,
+        config_hash=config_hash(config),
+        preprocessing=Preprocessing.from_dict(DEPTH_ANYTHING_PREPROCESSING),
+        source="builtin",
+    )
+
+
+def _from_folder(folder: Path, model_id: str, licence: str, source: str) -> Teacher:
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
+
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        raise LeveError(f"{cfg_file}: missing; give a folder saved with save_pretrained")
+    try:
+        raw = json.loads(cfg_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise LeveError(f"{cfg_file}: not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict) or raw.get("model_type") != "depth_anything":
+        kind = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
+        raise LeveError(f"{cfg_file}: not a Depth-Anything config (model_type {kind!r})")
+    try:
+        config = DepthAnythingConfig.from_pretrained(str(folder))
+        model = DepthAnythingForDepthEstimation.from_pretrained(str(folder), config=config)
+    except Exception as exc:  # transformers raises many types for broken folders
+        message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise LeveError(f"{folder}: cannot load the teacher ({message})") from exc
+    revision = f"sha256:{_weights_hash(folder)[:16]}" if source == "folder" else "unknown"
+    return Teacher(
+        model=model.eval(),
+        model_id=model_id,
+        revision=revision,
+        licence=licence,
+        config_hash=config_hash(config),
+        preprocessing=_folder_preprocessing(folder),
+        source=source,
+    )
+
+
+def _folder_preprocessing(folder: Path) -> Preprocessing:
+    """The folder's ``preprocessor_config.json``, or the Depth-Anything defaults without one."""
+    file = folder / "preprocessor_config.json"
+    if not file.is_file():
+        return Preprocessing.from_dict(DEPTH_ANYTHING_PREPROCESSING)
+    try:
+        values = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise LeveError(f"{file}: not valid JSON ({exc})") from exc
+    return Preprocessing.from_dict(values, where=str(file))
+
+
+def _weights_hash(folder: Path) -> str:
+    for name in WEIGHT_FILES:
+        f = folder / name
+        if f.is_file():
+            h = hashlib.sha256()
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+            return h.hexdigest()
+    return "0" * 64
+
+
+def _looks_like_hub_id(model: str) -> bool:
+    parts = model.split("/")
+    return len(parts) == 2 and all(parts) and not model.startswith((".", "~"))
+
+
+def _hub_snapshot(hub_id: str, revision: str | None) -> Path:
+    """The local snapshot folder of ``hub_id`` (from the cache; downloaded when online)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    patterns = ["config.json", "preprocessor_config.json", "model.safetensors"]
+    try:
+        return Path(snapshot_download(hub_id, revision=revision, allow_patterns=patterns, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
+        pass
+    how = (
+        f"pass --model DIR (a folder saved with save_pretrained), or fill the offline cache "
+        f"(`huggingface-cli download {hub_id}` on a machine with internet, then copy HF_HOME)"
+    )
+    if _hub_offline():
+        raise LeveError(f"{hub_id}: not in the local Hugging Face cache and the hub is unreachable; {how}")
+    try:
+        return Path(snapshot_download(hub_id, revision=revision, allow_patterns=patterns))
+    except Exception as exc:
+        raise LeveError(f"{hub_id}: download failed ({exc.__class__.__name__}); {how}") from exc
+
+
+def _hub_offline(timeout: float = 3.0) -> bool:
+    """True when offline mode is set or the hub endpoint does not accept a connection quickly."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or os.environ.get(
+        "TRANSFORMERS_OFFLINE", ""
+    ).lower() in ("1", "true", "yes"):
+        return True
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return False
+    except OSError:
+        return True

@@ -1,0 +1,151 @@
+"""Preprocessing identical to transformers' DPT image processor (the PIL backend it uses
+without torchvision), split so that it batches:
+
+- per image (in DataLoader workers): the output size rule of the DPT processor (keep aspect
+  ratio by scaling the side whose factor is closest to 1, then round each side to a multiple
+  of ``ensure_multiple_of``) and a PIL resize of the uint8 image (bicubic for Depth-Anything);
+- per batch (on the device): rescale and normalise through a per-channel lookup table that
+  reproduces the processor's arithmetic exactly (uint8 -> float64 * 1/255 -> float32, then
+  ``(x - mean) / std`` in float32).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from leve.errors import LeveError
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The DPT image processor settings that matter for pixel values."""
+
+    height: int = 518
+    width: int = 518
+    keep_aspect_ratio: bool = True
+    ensure_multiple_of: int = 14
+    resample: int = 3  # PIL code: 3 = bicubic
+    do_resize: bool = True
+    do_rescale: bool = True
+    rescale_factor: float = 1 / 255
+    do_normalize: bool = True
+    image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "preprocessing") -> Preprocessing:
+        """From a ``preprocessor_config.json`` mapping; refuses settings this pipeline cannot match."""
+        if values.get("do_pad") and values.get("size_divisor"):
+            raise LeveError(f"{where}: do_pad with size_divisor is not supported by the teacher cache")
+        if values.get("do_center_crop") or values.get("do_reduce_labels"):
+            raise LeveError(f"{where}: center crop / label reduction are not supported by the teacher cache")
+        size = values.get("size", {"height": 518, "width": 518})
+        if not isinstance(size, dict) or "height" not in size or "width" not in size:
+            raise LeveError(f"{where}: size must be {{height, width}}, got {size!r}")
+        mean = values.get("image_mean", cls.image_mean)
+        std = values.get("image_std", cls.image_std)
+        if isinstance(mean, int | float):
+            mean = [mean] * 3
+        if isinstance(std, int | float):
+            std = [std] * 3
+        return cls(
+            height=int(size["height"]),
+            width=int(size["width"]),
+            keep_aspect_ratio=bool(values.get("keep_aspect_ratio", False)),
+            ensure_multiple_of=int(values.get("ensure_multiple_of", 1) or 1),
+            resample=int(values.get("resample", 3)),
+            do_resize=bool(values.get("do_resize", True)),
+            do_rescale=bool(values.get("do_rescale", True)),
+            rescale_factor=float(values.get("rescale_factor", 1 / 255)),
+            do_normalize=bool(values.get("do_normalize", True)),
+            image_mean=tuple(float(m) for m in mean),  # type: ignore[arg-type]
+            image_std=tuple(float(s) for s in std),  # type: ignore[arg-type]
+        )
+
+    def to_processor_dict(self) -> dict[str, Any]:
+        """The same settings as a transformers ``preprocessor_config.json`` mapping."""
+        return {
+            "image_processor_type": "DPTImageProcessor",
+            "do_resize": self.do_resize,
+            "size": {"height": self.height, "width": self.width},
+            "keep_aspect_ratio": self.keep_aspect_ratio,
+            "ensure_multiple_of": self.ensure_multiple_of,
+            "resample": self.resample,
+            "do_rescale": self.do_rescale,
+            "rescale_factor": self.rescale_factor,
+            "do_normalize": self.do_normalize,
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+            "do_pad": False,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly description recorded in the cache attributes."""
+        d = asdict(self)
+        d["resample"] = _RESAMPLE_NAMES.get(self.resample, str(self.resample))
+        d["backend"] = "PIL resize of uint8 (transformers DPTImageProcessorPil)"
+        return d
+
+    # -- per image -----------------------------------------------------------
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """The resized (height, width) the DPT processor gives an image of this size."""
+        if not self.do_resize:
+            return height, width
+        scale_h = self.height / height
+        scale_w = self.width / width
+        if self.keep_aspect_ratio:
+            # scale as little as possible: keep the factor closest to 1 for both sides
+            if abs(1 - scale_w) < abs(1 - scale_h):
+                scale_h = scale_w
+            else:
+                scale_w = scale_h
+        return _to_multiple(scale_h * height, self.ensure_multiple_of), _to_multiple(
+            scale_w * width, self.ensure_multiple_of
+        )
+
+    def resize(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (3, h, w) uint8 resized as the processor does (PIL on uint8)."""
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+        if self.do_resize:
+            h, w = self.output_size(*rgb.shape[:2])
+            rgb = np.asarray(Image.fromarray(rgb).resize((w, h), resample=self.resample))
+        return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+
+    # -- per batch -----------------------------------------------------------
+
+    def lookup_table(self) -> torch.Tensor:
+        """(3, 256) float32: the normalised value of each uint8 level per channel."""
+        levels = np.arange(256, dtype=np.uint8)
+        x = levels.astype(np.float64) * self.rescale_factor if self.do_rescale else levels
+        x = x.astype(np.float32)
+        rows = []
+        for c in range(3):
+            v = x
+            if self.do_normalize:
+                v = (x - np.float32(self.image_mean[c])) / np.float32(self.image_std[c])
+            rows.append(v.astype(np.float32))
+        return torch.from_numpy(np.stack(rows))
+
+
+def normalize_batch(images: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """(B, 3, h, w) uint8 -> float32 pixel values through the (3, 256) table (same device)."""
+    idx = images.long()
+    return torch.stack([table[c][idx[:, c]] for c in range(3)], dim=1)
+
+
+def _to_multiple(value: float, multiple: int) -> int:
+    """transformers' ``constrain_to_multiple_of`` with no bounds (Python's round: half to even)."""
+    x = round(value / multiple) * multiple
+    if x < 0:
+        x = math.ceil(value / multiple) * multiple
+    return int(x)
+
+
+_RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}

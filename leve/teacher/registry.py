@@ -1,0 +1,155 @@
+"""Known teachers as data: hub checkpoints (with licence and revision) and built-in random
+architectures for offline tests and benchmarks.
+
+A *hub* entry names a Hugging Face repository; ``revision`` pins a commit (``None`` means
+the repository's ``main``, and the commit actually resolved is recorded in the cache).
+A *builtin* entry is a :class:`DepthAnythingConfig` built in code and initialised from a
+fixed seed, so it needs no download and always gives the same weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from leve.errors import LeveError
+
+APACHE = "Apache-2.0"
+CC_BY_NC = "CC-BY-NC-4.0 (non-commercial use only)"
+
+# Preprocessing of every Depth-Anything checkpoint (their preprocessor_config.json):
+# DPT image processor, keep aspect ratio, 518 target, multiple of 14, bicubic, ImageNet stats.
+DEPTH_ANYTHING_PREPROCESSING: dict[str, Any] = {
+    "do_resize": True,
+    "size": {"height": 518, "width": 518},
+    "keep_aspect_ratio": True,
+    "ensure_multiple_of": 14,
+    "resample": 3,  # PIL bicubic
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_std": [0.229, 0.224, 0.225],
+}
+
+
+@dataclass(frozen=True)
+class TeacherEntry:
+    """One known teacher: a hub checkpoint or a built-in random architecture."""
+
+    name: str
+    licence: str
+    hub_id: str | None = None
+    revision: str | None = None
+    builtin: Callable[[], Any] | None = None
+    seed: int = 0
+    description: str = ""
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.builtin is not None
+
+
+# --------------------------------------------------------------------------- built-in configs
+
+
+def _dinov2(**kw: Any) -> Any:
+    from transformers import Dinov2Config
+
+    base = {"image_size": 518, "patch_size": 14, "reshape_hidden_states": False}
+    return Dinov2Config(**{**base, **kw})
+
+
+def tiny_random_config() -> Any:
+    """A ~0.2 M-parameter Depth-Anything (Dinov2 width 32, 4 layers) for tests and the demo.
+
+    ``initializer_range`` 0.1 (instead of 0.02) keeps the random output well above zero.
+    """
+    from transformers import DepthAnythingConfig
+
+    backbone = _dinov2(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        out_indices=[1, 2, 3, 4],
+        initializer_range=0.1,
+    )
+    return DepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=32,
+        reassemble_factors=[4, 2, 1, 0.5],
+        neck_hidden_sizes=[8, 16, 32, 32],
+        fusion_hidden_size=16,
+        head_hidden_size=8,
+        initializer_range=0.1,
+    )
+
+
+def small_random_config() -> Any:
+    """The real-size V1/V2 Small architecture (ViT-S/14 Dinov2, 24.8 M parameters)."""
+    from transformers import DepthAnythingConfig
+
+    backbone = _dinov2(hidden_size=384, num_attention_heads=6, out_indices=[9, 10, 11, 12])
+    return DepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=384,
+        neck_hidden_sizes=[48, 96, 192, 384],
+        fusion_hidden_size=64,
+    )
+
+
+def base_random_config() -> Any:
+    """The real-size V1/V2 Base architecture (ViT-B/14 Dinov2, ~97 M parameters)."""
+    from transformers import DepthAnythingConfig
+
+    backbone = _dinov2(hidden_size=768, num_attention_heads=12, out_indices=[9, 10, 11, 12])
+    return DepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=768,
+        neck_hidden_sizes=[96, 192, 384, 768],
+        fusion_hidden_size=128,
+    )
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _hub(name: str, hub_id: str, licence: str, description: str) -> TeacherEntry:
+    return TeacherEntry(name=name, licence=licence, hub_id=hub_id, description=description)
+
+
+REGISTRY: dict[str, TeacherEntry] = {
+    e.name: e
+    for e in (
+        _hub("v1-small", "LiheYoung/depth-anything-small-hf", APACHE, "Depth-Anything V1 Small (the thesis)"),
+        _hub("v1-base", "LiheYoung/depth-anything-base-hf", APACHE, "Depth-Anything V1 Base"),
+        _hub("v1-large", "LiheYoung/depth-anything-large-hf", APACHE, "Depth-Anything V1 Large"),
+        _hub("v2-small", "depth-anything/Depth-Anything-V2-Small-hf", APACHE, "Depth-Anything V2 Small"),
+        _hub("v2-base", "depth-anything/Depth-Anything-V2-Base-hf", CC_BY_NC, "Depth-Anything V2 Base"),
+        _hub("v2-large", "depth-anything/Depth-Anything-V2-Large-hf", CC_BY_NC, "Depth-Anything V2 Large"),
+        TeacherEntry("tiny-random", APACHE, builtin=tiny_random_config, description="tiny random (tests, demo)"),
+        TeacherEntry("small-random", APACHE, builtin=small_random_config, description="Small architecture, random"),
+        TeacherEntry("base-random", APACHE, builtin=base_random_config, description="Base architecture, random"),
+    )
+}
+_BY_HUB_ID = {e.hub_id.lower(): e for e in REGISTRY.values() if e.hub_id}
+
+DEFAULT_TEACHER = "LiheYoung/depth-anything-small-hf"
+
+
+def find_entry(model: str) -> TeacherEntry | None:
+    """The registry entry for a short name (``v1-small``) or hub id, else ``None``."""
+    return REGISTRY.get(model) or _BY_HUB_ID.get(model.lower())
+
+
+def list_teachers() -> list[TeacherEntry]:
+    return list(REGISTRY.values())
+
+
+def builtin_config(name: str) -> Any:
+    entry = REGISTRY.get(name)
+    if entry is None or entry.builtin is None:
+        raise LeveError(f"unknown built-in teacher '{name}'")
+    return entry.builtin()
