@@ -7,9 +7,10 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: demo test setup clean
 
-demo: $(STAMP)  ## run the main job on the embedded default (synthetic sample)
-	dvc repro prepare@synthetic
+demo: $(STAMP)  ## run the main job on the embedded default (synthetic sample, tiny-random teacher)
+	dvc repro teacher@synthetic
 	leve info data/zarr/synthetic.zarr
+	leve info data/teacher/synthetic.zarr
 	leve preview data/zarr/synthetic.zarr --split train --count 6 --out reports/synthetic_preview.png
 
 test: $(STAMP)  ## run the test suite (what CI runs)
