@@ -108,6 +108,8 @@ def _check_options(opts: PredictOptions) -> None:
         raise LeveError(f"unknown depth format '{opts.depth_format}'; choose from {', '.join(DEPTH_FORMATS)}")
     if opts.cmap not in colormaps:
         raise LeveError(f"unknown colour map '{opts.cmap}' (see matplotlib.colormaps)")
+    if opts.device.startswith("cuda") and not torch.cuda.is_available():
+        raise LeveError(f"--device {opts.device}: no CUDA device available to torch")
 
 
 def run_predict(inputs: list[str | Path], checkpoint: str | Path, opts: PredictOptions) -> list[Path]:

@@ -11,6 +11,7 @@ eager fp32 measured in the same process. A mode that fails records its error ins
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
@@ -114,7 +115,8 @@ def bench_mode(name: str, mode: str, dtype: torch.dtype, cfg: Config, x: torch.T
     model = create_model(name).eval().to(x.device)
     try:
         fn, xin = _prepare(model, x, mode, dtype)
-        return _latency(time_forward(fn, xin, cfg.warmup, cfg.repeats), cfg.batch)
+        warmup = max(cfg.warmup, 1) if mode == "compile" else cfg.warmup  # never time the compilation
+        return _latency(time_forward(fn, xin, warmup, cfg.repeats), cfg.batch)
     except Exception as exc:  # compile needs a C++ toolchain / triton; report why it failed
         return {"error": f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
 
@@ -143,6 +145,14 @@ def _environment(device: torch.device, cfg: Config) -> dict[str, Any]:
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
+
+
+def _loadavg() -> float | None:
+    """The 1-minute load average (other work competing for the CPU), where the OS reports it."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def _resolve(cfg: Config) -> tuple[list[str], torch.device]:
@@ -177,8 +187,11 @@ def _thesis_comparison(models: dict[str, Any]) -> dict[str, Any]:
 def run(cfg: Config, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Benchmark every selected model; returns the JSON-ready report."""
     names, device = _resolve(cfg)
+    load_start = _loadavg()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # pick the fastest kernels for the fixed input size
     models = {}
     for name in names:
         if progress:
@@ -186,6 +199,7 @@ def run(cfg: Config, progress: Callable[[str], None] | None = None) -> dict[str,
         models[name] = bench_model(name, cfg, device)
     h, w = parse_resolution(cfg.resolution)
     report = {"resolution": [h, w], "batch": cfg.batch, "warmup": cfg.warmup, "repeats": cfg.repeats,
-              "environment": _environment(device, cfg), "models": models}
+              "environment": {**_environment(device, cfg), "loadavg_1min_start": load_start,
+                              "loadavg_1min_end": _loadavg()}, "models": models}
     report["thesis_comparison"] = _thesis_comparison(models)
     return report

@@ -38,7 +38,11 @@ def save_checkpoint(path: str | Path, model: nn.Module, name: str, max_depth: fl
     other paths a torch file of plain containers (loadable with ``weights_only=True``).
     ``extra`` must hold only plain Python values (and tensors for the torch format).
     """
+    from leve.models.registry import list_models
+
     path = Path(path)
+    if name not in list_models():
+        raise LeveError(f"{path}: cannot save a checkpoint for unknown model '{name}'")
     res = tuple(resolution or (extra or {}).get("resolution") or DEFAULT_RESOLUTION)
     config = {"max_depth": float(max_depth), "resolution": [int(res[0]), int(res[1])]}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -47,14 +51,26 @@ def save_checkpoint(path: str | Path, model: nn.Module, name: str, max_depth: fl
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
+        try:
+            extra_json = json.dumps(extra or {})
+        except TypeError as exc:
+            raise LeveError(f"{path}: extra must be JSON-serialisable for safetensors ({exc})") from exc
         meta = {"format": FORMAT, "version": str(VERSION), "model": name,
-                "config": json.dumps(config), "extra": json.dumps(extra or {})}
+                "config": json.dumps(config), "extra": extra_json}
         save_file(state, str(tmp), metadata=meta)
+        _default_permissions(tmp)
     else:
         torch.save({"format": FORMAT, "version": VERSION, "model": name, "config": config,
                     "state_dict": state, "extra": dict(extra or {})}, tmp)
     os.replace(tmp, path)
     return path
+
+
+def _default_permissions(path: Path) -> None:
+    """Give a file the usual permissions (safetensors creates files readable by the owner only)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:

@@ -43,3 +43,12 @@ def test_foreign_files_are_refused(tmp_path, imagenet_file):
         read_checkpoint(tmp_path / "junk.safetensors")
     with pytest.raises(LeveError, match="checkpoint not found"):
         read_checkpoint(tmp_path / "nope.pt")
+
+
+def test_save_refuses_unknown_name_and_non_json_extra(tmp_path):
+    model = create_model("leve-no-skips")
+    with pytest.raises(LeveError, match="unknown model 'leve-big'"):
+        save_checkpoint(tmp_path / "a.pt", model, "leve-big", 10.0)
+    with pytest.raises(LeveError, match="JSON-serialisable"):
+        save_checkpoint(tmp_path / "a.safetensors", model, "leve-no-skips", 10.0, extra={"t": torch.zeros(1)})
+    assert not list(tmp_path.iterdir())
