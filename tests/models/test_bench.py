@@ -41,7 +41,7 @@ def test_bench_model_cli(tmp_path, leve_cli):
     assert leve["macs"] > report["models"]["leve-no-skips"]["macs"] > 0
     for mode in ("eager", "channels_last"):
         r = leve["fp32"][mode]
-        assert r["runs"] == 2 and r["median_ms"] > 0 and r["fps"] == pytest.approx(1000 / r["median_ms"], rel=1e-3)  # both rounded
+        assert r["runs"] == 2 and r["median_ms"] > 0 and r["fps"] == pytest.approx(1000 / r["median_ms"], abs=0.006)  # fps rounded to 0.01
     assert "fp16" not in leve  # CUDA only
     assert leve["speedup_vs_eager_fp32"]["fp32/eager"] == 1.0
     assert report["thesis_comparison"]["variants"]["leve"]["thesis_fps"] == 27.0
