@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from leve.data import archive
 from leve.data.download import download, verify_file
 from leve.data.images import decode_gray, decode_rgb
 from leve.data.prepare import BuildResult, SplitSource, build_store
@@ -129,29 +130,16 @@ def choose_val_scenes(scenes: list[str], fraction: float, seed: int) -> list[str
 
 @dataclass
 class ZipLoader:
-    """Picklable loader of (RGB, depth) pairs from the zip; opens the archive once per process."""
+    """Picklable loader of (RGB, depth) pairs from the zip (opened once per process by ``archive``)."""
 
     zip_path: str
     pairs: list[Pair]
     depth_bits: int  # 8 (train: v/255*10 m) or 16 (test: mm)
     rgb_codec: str = "raw"
 
-    def __post_init__(self) -> None:
-        self._zf: zipfile.ZipFile | None = None
-        self._pid = -1
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_zf", "_pid")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._zf, self._pid = None, -1
-
     def _read(self, member: str) -> bytes:
-        if self._zf is None or self._pid != os.getpid():
-            self._zf, self._pid = open_zip(Path(self.zip_path)), os.getpid()
         try:
-            return self._zf.read(member)
+            return archive.open_zip(self.zip_path).read(member)
         except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
             raise LeveError(f"{self.zip_path}:{member}: cannot read member ({exc})") from exc
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,28 +29,3 @@ def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         model.decoder.blocks[-1].out.bias.fill_(5.0)
     path = tmp_path_factory.mktemp("ckpt") / "leve.safetensors"
     return save_checkpoint(path, model, "leve", 10.0, extra={"epoch": 3}, resolution=(64, 96))
-
-
-@dataclass
-class CliResult:
-    code: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def leve_cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
-    """Run ``leve ARGS`` in-process through the real entry point (errors -> exit 1)."""
-    from leve.cli import main
-
-    def run(*args: str) -> CliResult:
-        monkeypatch.setattr(sys, "argv", ["leve", *map(str, args)])
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out = capsys.readouterr()
-        return CliResult(code, out.out, out.err)
-
-    return run

@@ -27,9 +27,9 @@ def test_macs_match_closed_form():
     assert count_macs(Tiny(), torch.rand(1, 3, 10, 12)) == 10 * 12 * 8 * 3 * 9 + 8 * 4
 
 
-def test_bench_model_cli(tmp_path, leve_cli):
+def test_bench_model_cli(tmp_path, run_cli):
     out = tmp_path / "metrics" / "bench.json"
-    res = leve_cli("bench", "model", "--models", "leve,leve-no-skips", "--resolution", "64x96", "--repeats", "2",
+    res = run_cli("bench", "model", "--models", "leve,leve-no-skips", "--resolution", "64x96", "--repeats", "2",
                    "--warmup", "1", "--modes", "eager", "--modes", "channels_last", "--out", out,
                    "--params", tmp_path / "none.yaml")
     assert res.code == 0, res.stderr
@@ -47,12 +47,12 @@ def test_bench_model_cli(tmp_path, leve_cli):
     assert report["thesis_comparison"]["variants"]["leve"]["thesis_fps"] == 27.0
 
 
-def test_bench_model_rejects_bad_options(tmp_path, leve_cli):
-    res = leve_cli("bench", "model", "--models", "nope", "--out", "", "--params", tmp_path / "none.yaml")
+def test_bench_model_rejects_bad_options(tmp_path, run_cli):
+    res = run_cli("bench", "model", "--models", "nope", "--out", "", "--params", tmp_path / "none.yaml")
     assert res.code == 1 and "unknown model(s) nope" in res.stderr
-    res = leve_cli("bench", "model", "--resolution", "100x100", "--out", "", "--params", tmp_path / "none.yaml")
+    res = run_cli("bench", "model", "--resolution", "100x100", "--out", "", "--params", tmp_path / "none.yaml")
     assert res.code == 1 and "multiples of 8" in res.stderr
-    res = leve_cli("bench", "model", "--device", "cuda", "--out", "", "--params", tmp_path / "none.yaml")
+    res = run_cli("bench", "model", "--device", "cuda", "--out", "", "--params", tmp_path / "none.yaml")
     assert res.code == 1 and ("no CUDA device" in res.stderr or torch.cuda.is_available())
 
 

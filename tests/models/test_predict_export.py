@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import onnxruntime as ort
-import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -20,12 +19,12 @@ def gradient_image(h: int, w: int) -> np.ndarray:
     return np.stack([xx * 255 // (w - 1), yy * 255 // (h - 1), (xx + yy) % 256], -1).astype(np.uint8)
 
 
-def test_predict_writes_depth_files(tmp_path, small_checkpoint, leve_cli):
+def test_predict_writes_depth_files(tmp_path, small_checkpoint, run_cli):
     img = gradient_image(50, 70)  # not the model's 64x96: resized there and back
     Image.fromarray(img).save(tmp_path / "room.jpg", quality=95)
     Image.fromarray(img[::-1].copy()).save(tmp_path / "hall.png")
     out = tmp_path / "pred"
-    res = leve_cli("predict", tmp_path, "--checkpoint", small_checkpoint, "--out", out)
+    res = run_cli("predict", tmp_path, "--checkpoint", small_checkpoint, "--out", out)
     assert res.code == 0, res.stderr
     assert sorted(p.name for p in out.iterdir()) == [
         "hall_depth.png", "hall_depth16.png", "room_depth.png", "room_depth16.png"]
@@ -46,10 +45,10 @@ def test_predict_writes_depth_files(tmp_path, small_checkpoint, leve_cli):
     assert 100 <= mm.min() and mm.max() <= 10000
 
 
-def test_predict_npy_and_flip(tmp_path, small_checkpoint, leve_cli):
+def test_predict_npy_and_flip(tmp_path, small_checkpoint, run_cli):
     img = gradient_image(64, 96)
     Image.fromarray(img).save(tmp_path / "a.png")
-    res = leve_cli("predict", tmp_path / "a.png", "--checkpoint", small_checkpoint, "--out", tmp_path / "o",
+    res = run_cli("predict", tmp_path / "a.png", "--checkpoint", small_checkpoint, "--out", tmp_path / "o",
                    "--depth-format", "npy", "--flip")
     assert res.code == 0, res.stderr
     depth = np.load(tmp_path / "o" / "a_depth.npy")
@@ -61,19 +60,19 @@ def test_predict_npy_and_flip(tmp_path, small_checkpoint, leve_cli):
     np.testing.assert_allclose(depth, (0.5 * (a + b))[0, 0].numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_predict_bad_inputs(tmp_path, small_checkpoint, leve_cli):
+def test_predict_bad_inputs(tmp_path, small_checkpoint, run_cli):
     (tmp_path / "broken.jpg").write_bytes(b"no jpeg here")
-    res = leve_cli("predict", tmp_path / "broken.jpg", "--checkpoint", small_checkpoint, "--out", tmp_path / "o")
+    res = run_cli("predict", tmp_path / "broken.jpg", "--checkpoint", small_checkpoint, "--out", tmp_path / "o")
     assert res.code == 1 and "broken.jpg: cannot decode image" in res.stderr
-    res = leve_cli("predict", tmp_path / "missing.png", "--checkpoint", small_checkpoint)
+    res = run_cli("predict", tmp_path / "missing.png", "--checkpoint", small_checkpoint)
     assert res.code == 1 and "missing.png: no such file or folder" in res.stderr
-    res = leve_cli("predict", tmp_path / "broken.jpg", "--checkpoint", tmp_path / "nope.pt")
+    res = run_cli("predict", tmp_path / "broken.jpg", "--checkpoint", tmp_path / "nope.pt")
     assert res.code == 1 and "nope.pt: checkpoint not found" in res.stderr
 
 
-def test_onnx_export_round_trips(tmp_path, small_checkpoint, leve_cli):
+def test_onnx_export_round_trips(tmp_path, small_checkpoint, run_cli):
     out = tmp_path / "leve.onnx"
-    res = leve_cli("export", "--checkpoint", small_checkpoint, "--format", "onnx", "--out", out)
+    res = run_cli("export", "--checkpoint", small_checkpoint, "--format", "onnx", "--out", out)
     assert res.code == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["path"] == str(out) and len(report["checks"]) == 2
@@ -91,8 +90,8 @@ def test_onnx_export_round_trips(tmp_path, small_checkpoint, leve_cli):
     assert np.abs(got - ref).max() < 1e-4 * (ref.max() - ref.min())
 
 
-def test_torchscript_export(tmp_path, small_checkpoint, leve_cli):
-    res = leve_cli("export", "--checkpoint", small_checkpoint, "--format", "torchscript")
+def test_torchscript_export(tmp_path, small_checkpoint, run_cli):
+    res = run_cli("export", "--checkpoint", small_checkpoint, "--format", "torchscript")
     assert res.code == 0, res.stderr
     path = small_checkpoint.with_suffix(".torchscript.pt")
     assert json.loads(res.stdout)["path"] == str(path)
@@ -104,7 +103,7 @@ def test_torchscript_export(tmp_path, small_checkpoint, leve_cli):
     path.unlink()
 
 
-def test_export_refuses_unknown_format(tmp_path, small_checkpoint, leve_cli):
-    res = leve_cli("export", "--checkpoint", small_checkpoint, "--format", "tflite", "--out", tmp_path / "x")
+def test_export_refuses_unknown_format(tmp_path, small_checkpoint, run_cli):
+    res = run_cli("export", "--checkpoint", small_checkpoint, "--format", "tflite", "--out", tmp_path / "x")
     assert res.code == 1 and "unknown export format 'tflite'" in res.stderr
     assert not list(tmp_path.iterdir())
