@@ -63,6 +63,24 @@ def verify_file(path: Path, sha256: str | None = None, size: int | None = None, 
     return digest
 
 
+def obtain(
+    source: Path | None,
+    url: str,
+    dest: Path,
+    sha256: str | None = None,
+    size: int | None = None,
+    show_progress: bool = True,
+) -> tuple[Path, str]:
+    """A file the user already has (``source``), or ``url`` downloaded to ``dest``.
+
+    Either way the file is verified (hashed) once; returns it with its sha256.
+    ``size`` is the expected size of the download.
+    """
+    if source is not None:
+        return Path(source), verify_file(Path(source), sha256, show_progress=show_progress)
+    return download_verified(url, dest, size, sha256, show_progress)
+
+
 def download(
     url: str,
     dest: Path,
@@ -76,10 +94,21 @@ def download(
     An existing ``dest`` is only verified. Offline or failing servers give a
     one-line error that says how to pass the file with ``--source``.
     """
+    return download_verified(url, dest, size, sha256, show_progress, session)[0]
+
+
+def download_verified(
+    url: str,
+    dest: Path,
+    size: int | None = None,
+    sha256: str | None = None,
+    show_progress: bool = True,
+    session: requests.Session | None = None,
+) -> tuple[Path, str]:
+    """:func:`download`, also returning the sha256 it verified (the file is hashed once)."""
     dest = Path(dest)
     if dest.exists():
-        verify_file(dest, sha256, size, show_progress)
-        return dest
+        return dest, verify_file(dest, sha256, size, show_progress)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     http = session or requests.Session()
@@ -107,8 +136,7 @@ def download(
     if total is not None and part.stat().st_size != total:
         raise LeveError(f"{url}: got {part.stat().st_size} of {total} bytes; rerun to resume")
     os.replace(part, dest)
-    verify_file(dest, sha256, size, show_progress)
-    return dest
+    return dest, verify_file(dest, sha256, size, show_progress)
 
 
 def _stream(resp: requests.Response, part: Path, have: int, total: int | None, name: str, show: bool) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from leve.data.archive import Member, list_tree
-from leve.data.download import download, verify_file
+from leve.data.download import obtain
 from leve.data.images import decode_channel, decode_rgb
 from leve.data.prepare import BuildResult, SplitSource, build_store
 from leve.data.store import SplitSpec, dataset_arrays, fingerprint
@@ -95,14 +95,12 @@ def resolve_source(cfg: Config, show_progress: bool = True) -> tuple[Path, dict[
             return src, {"path": str(src)}
         if not src.is_file():
             raise LeveError(f"{src}: EndoSLAM source not found (give the archive or a folder with UnityCam/)")
-    elif cfg.url:
-        src = download(cfg.url, Path(cfg.raw) / "EndoSLAM.zip", sha256=cfg.sha256, show_progress=show_progress)
-    else:
+    elif not cfg.url:
         raise LeveError(
             f"prepare.endoslam: no source; download the EndoSLAM archive from {MENDELEY_PAGE} "
             "and pass --source FILE_OR_FOLDER (or set prepare.endoslam.url)"
         )
-    digest = verify_file(src, cfg.sha256, show_progress=show_progress)
+    src, digest = obtain(cfg.source, cfg.url, Path(cfg.raw) / "EndoSLAM.zip", cfg.sha256, show_progress=show_progress)
     return src, {"path": str(src), "url": cfg.url, "size": src.stat().st_size, "sha256": digest}
 
 

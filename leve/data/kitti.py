@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from leve.data.archive import Member, zip_names
-from leve.data.download import download, verify_file
+from leve.data.download import obtain, verify_file
 from leve.data.images import decode_gray, decode_rgb
 from leve.data.prepare import BuildResult, SplitSource, build_store
 from leve.data.store import SplitSpec, dataset_arrays, fingerprint
@@ -119,17 +119,11 @@ def parse_split(text: str, name: str) -> list[Frame]:
 
 def load_split(cfg: Config, show_progress: bool = True) -> tuple[list[Frame], dict[str, Any]]:
     """Read the split file (given, or downloaded once into ``raw``) and describe it."""
-    if cfg.split_file is not None:
-        path = Path(cfg.split_file)
-        if not path.is_file():
-            raise LeveError(f"{path}: split file not found")
-        digest = verify_file(path, cfg.split_sha256, show_progress=False)
-        origin = str(path)
-    else:
-        path = download(cfg.split_url, Path(cfg.raw) / "eigen_test_files.txt", sha256=cfg.split_sha256,
-                        show_progress=show_progress)
-        digest = verify_file(path, cfg.split_sha256, show_progress=False)
-        origin = cfg.split_url
+    if cfg.split_file is not None and not Path(cfg.split_file).is_file():
+        raise LeveError(f"{cfg.split_file}: split file not found")
+    path, digest = obtain(cfg.split_file, cfg.split_url, Path(cfg.raw) / "eigen_test_files.txt",
+                          cfg.split_sha256, show_progress=show_progress)
+    origin = str(path) if cfg.split_file is not None else cfg.split_url
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:

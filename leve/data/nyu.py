@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from leve.data import archive
-from leve.data.download import download, verify_file
+from leve.data.download import obtain
 from leve.data.images import decode_gray, decode_rgb
 from leve.data.prepare import BuildResult, SplitSource, build_store
 from leve.data.store import SplitSpec, dataset_arrays, fingerprint
@@ -231,19 +231,14 @@ def read_test_indices(path: Path) -> list[int]:
 
 def fetch_zip(cfg: Config, show_progress: bool) -> tuple[Path, str]:
     """The zip on disk (``--source`` or downloaded with resume) and its verified sha256."""
-    if cfg.source is not None:
-        return cfg.source, verify_file(cfg.source, cfg.sha256, show_progress=show_progress)
-    dest = cfg.raw_dir / "nyu_data.zip"
-    download(cfg.url, dest, sha256=cfg.sha256, show_progress=show_progress)
-    return dest, verify_file(dest, cfg.sha256, show_progress=False)
+    return obtain(cfg.source, cfg.url, cfg.raw_dir / "nyu_data.zip", cfg.sha256, show_progress=show_progress)
 
 
 def fetch_labeled(cfg: Config, show_progress: bool) -> tuple[Path, Path, list[dict[str, Any]]]:
-    mat = cfg.labeled_mat or download(LABELED_URL, cfg.raw_dir / "nyu_depth_v2_labeled.mat", size=LABELED_SIZE, show_progress=show_progress)
-    splits = cfg.splits_mat or download(SPLITS_URL, cfg.raw_dir / "splits.mat", show_progress=show_progress)
-    files = []
-    for p in (mat, splits):
-        files.append({"path": str(p), "bytes": p.stat().st_size, "sha256": verify_file(p, show_progress=show_progress)})
+    mat, mat_sha = obtain(cfg.labeled_mat, LABELED_URL, cfg.raw_dir / "nyu_depth_v2_labeled.mat",
+                          size=LABELED_SIZE, show_progress=show_progress)
+    splits, splits_sha = obtain(cfg.splits_mat, SPLITS_URL, cfg.raw_dir / "splits.mat", show_progress=show_progress)
+    files = [{"path": str(p), "bytes": p.stat().st_size, "sha256": h} for p, h in ((mat, mat_sha), (splits, splits_sha))]
     return mat, splits, files
 
 

@@ -76,3 +76,23 @@ def test_interrupted_transfer_keeps_part_for_resume(payload, tmp_path, server_fo
     monkeypatch.setattr(requests.Response, "iter_content", real)
     download(f"{base}/file.bin", dest, show_progress=False)
     assert dest.read_bytes() == data
+
+
+def test_obtain_hashes_each_file_once(payload, tmp_path, server_for, monkeypatch):
+    """A 4 GB archive must not be read twice: download + verification hash it once."""
+    from leve.data import download as dl
+
+    www, data = payload
+    _, base = server_for(www, True)
+    calls = []
+    real = dl.sha256_file
+    monkeypatch.setattr(dl, "sha256_file", lambda path, show=False: calls.append(path) or real(path, show))
+    digest = hashlib.sha256(data).hexdigest()
+    path, got = dl.obtain(None, f"{base}/file.bin", tmp_path / "file.bin", show_progress=False)
+    assert (path.read_bytes(), got, len(calls)) == (data, digest, 1)
+    path, got = dl.obtain(None, f"{base}/file.bin", tmp_path / "file.bin", show_progress=False)  # already there
+    assert (got, len(calls)) == (digest, 2)
+    mine = tmp_path / "mine.bin"
+    mine.write_bytes(data)
+    assert dl.obtain(mine, "http://unused.invalid/x", tmp_path / "x", sha256=digest, show_progress=False) == (mine, digest)
+    assert len(calls) == 3
