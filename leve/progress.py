@@ -29,9 +29,10 @@ class _PlainProgress:
         self.tasks: dict[int, dict[str, Any]] = {}
         self.every = every
 
-    def add_task(self, description: str, total: float | None = None, **_: Any) -> int:
+    def add_task(self, description: str, total: float | None = None, completed: float = 0, **_: Any) -> int:
         tid = len(self.tasks)
-        self.tasks[tid] = {"desc": description, "total": total, "done": 0, "t0": time.perf_counter(), "last": 0.0}
+        self.tasks[tid] = {"desc": description, "total": total, "done": completed, "start": completed,
+                           "t0": time.perf_counter(), "last": 0.0}
         return tid
 
     def advance(self, task: int, n: float = 1) -> None:
@@ -40,13 +41,9 @@ class _PlainProgress:
         now = time.perf_counter()
         if now - t["last"] >= self.every or (t["total"] and t["done"] >= t["total"]):
             t["last"] = now
-            rate = t["done"] / max(now - t["t0"], 1e-9)
+            rate = (t["done"] - t["start"]) / max(now - t["t0"], 1e-9)
             total = f"/{t['total']:.0f}" if t["total"] else ""
             print(f"{t['desc']}: {t['done']:.0f}{total} ({rate:.1f}/s)", file=sys.stderr, flush=True)
-
-    def update(self, task: int, **kw: Any) -> None:
-        if "advance" in kw:
-            self.advance(task, kw["advance"])
 
 
 class _NoProgress(_PlainProgress):

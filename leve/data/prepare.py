@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from leve.data.store import SplitSpec, StoreBuilder, disk_usage
-from leve.errors import LeveError
 from leve.progress import console, progress_bar
 
 # A loader maps a sample index to (arrays by name, metadata by field).
@@ -149,8 +148,3 @@ class _decoder:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
-
-def require_file(path: Path, what: str) -> Path:
-    if not path.is_file():
-        raise LeveError(f"{path}: {what} not found")
-    return path

@@ -299,12 +299,13 @@ META = {"source": "str", "scene": "str", "height": "int32", "width": "int32"}
 def prepare(cfg: Config, force: bool = False, show_progress: bool = True) -> BuildResult:
     """Render the three splits into ``cfg.out``."""
     params = {k: v for k, v in config_dict(cfg).items() if k not in ("out", "workers")}
+    camera = Camera.nyu_like(cfg.height, cfg.width)
     attrs = {
         "dataset": "synthetic",
         "units": "metres",
         "max_depth": MAX_DEPTH,
         "depth_definition": "camera-space z of the first ray hit; 0 = no hit",
-        "intrinsics": dict(zip(("fx", "fy", "cx", "cy"), Camera.nyu_like(cfg.height, cfg.width).__dict__.values())),
+        "intrinsics": {k: getattr(camera, k) for k in ("fx", "fy", "cx", "cy")},
         "sources": [],
         "crops": {"full": [0, cfg.height, 0, cfg.width]},
         "params": params,

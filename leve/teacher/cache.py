@@ -434,6 +434,6 @@ def open_teacher_cache(
     expected_config_hash: str | None = None,
 ) -> TeacherCache:
     """Open a cached split after :func:`check_cache_matches` accepts it."""
-    check_cache_matches(path, split, dataset_store, expected_model, expected_revision, expected_config_hash)
-    store = _as_store(dataset_store)
+    store = _as_store(dataset_store)  # opened once, shared with the check
+    check_cache_matches(path, split, store, expected_model, expected_revision, expected_config_hash)
     return TeacherCache(path, split, store.split(split))
