@@ -7,6 +7,7 @@ command-line overrides, and unknown keys are refused so typos never pass silentl
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -64,8 +65,24 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def nest_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``overrides`` into a copy of ``values``; a dotted key ``a.b`` sets ``values[a][b]``."""
+    out = copy.deepcopy(values)
+    for key, value in overrides.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.get(part)
+            node[part] = child = dict(child) if isinstance(child, dict) else {}
+            node = child
+        node[leaf] = value
+    return out
+
+
 def build_config(cls: type[T], values: dict[str, Any], where: str) -> T:
-    """Instantiate dataclass ``cls`` from ``values``, refusing unknown keys and bad types."""
+    """Instantiate dataclass ``cls`` from ``values``, refusing unknown keys and bad types.
+
+    A field typed as another dataclass takes a mapping (a nested params section)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(fields))
     if unknown:
@@ -79,6 +96,12 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Light type check/coercion for YAML scalars (int->float, str->Path, lists->tuples)."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise LeveError(f"{where}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(hint))}")
+        return build_config(hint, value, where)
     if isinstance(value, Override):
         options = set(args) if origin in (typing.Union, types.UnionType) else {hint}
         text_like = {str, Path} & options
@@ -96,6 +119,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return _coerce(value, non_none[0], where) if len(non_none) == 1 else value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise LeveError(f"{where}: expected float, got {value!r}") from None
     if hint is Path and isinstance(value, str):
         return Path(value)
     if origin is tuple and isinstance(value, list):
@@ -112,6 +140,8 @@ def config_dict(cfg: Any) -> dict[str, Any]:
             return str(v)
         if isinstance(v, tuple | list):
             return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
         return v
 
     return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}

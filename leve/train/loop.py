@@ -1,0 +1,320 @@
+"""``leve train``: distil the student from a store split and its teacher cache.
+
+Checkpoints go to ``<out_dir>/last.pt`` (model + training state, every epoch, every
+``checkpoint_every`` steps, on Ctrl-C/SIGTERM and at the end) and ``<out_dir>/best.pt`` (the
+lowest validation RMSE). Rerunning the same command continues an interrupted run from
+``last.pt``; a run with other params starts over; a finished run is left as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from leve.data.store import open_store
+from leve.depth import depth_to_output, output_to_depth
+from leve.errors import LeveError
+from leve.losses import student_loss
+from leve.metrics import MetricAccumulator, compute_metrics
+from leve.models import create_model
+from leve.models.checkpoint import save_checkpoint
+from leve.params import config_dict
+from leve.progress import console, progress_bar
+from leve.train import distributed as dist_
+from leve.train.config import TrainConfig
+from leve.train.data import DepthDataset, EpochBatchSampler, collate
+from leve.train.logging import RunLog
+from leve.train.schedule import make_scheduler
+from leve.train.state import Position, load_state, read_state, save_state
+from leve.train.step import StepRunner
+
+# params that change what is computed (the rest: speed, logging cadence, places)
+_NOT_HASHED = {"workers", "log_every", "val_every", "val_limit", "checkpoint_every", "device", "compile",
+               "out_dir", "log_dir", "data_dir"}
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    values = {k: v for k, v in config_dict(cfg).items() if k not in _NOT_HASHED}
+    values["kd"] = {k: v for k, v in values["kd"].items() if k != "teacher_dir"}
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    seconds: float
+    samples: int
+    best_rmse: float
+    best_step: int
+    resumed_from: int = 0
+    up_to_date: bool = False
+    val: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if self.up_to_date:
+            return f"{self.out_dir}: up to date ({self.steps} steps, best val RMSE {self.best_rmse:.4f} at step {self.best_step})"
+        rate = self.samples / max(self.seconds, 1e-9)
+        resumed = f", resumed at step {self.resumed_from}" if self.resumed_from else ""
+        return (f"{self.out_dir}: trained to step {self.steps} in {self.seconds:.1f} s ({rate:.1f} samples/s{resumed}); "
+                f"best val RMSE {self.best_rmse:.4f} at step {self.best_step}")
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """torchrun and schedulers stop jobs with SIGTERM: treat it like Ctrl-C (save, then stop)."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Trainer:
+    """Holds the pieces of one run; :meth:`run` is the loop."""
+
+    def __init__(self, cfg: TrainConfig, expected_teacher: str | None = None, show_progress: bool = True) -> None:
+        self.cfg, self.show_progress = cfg, show_progress
+        self.layout, self.device = dist_.init(cfg.device)
+        self._seed()
+        store = open_store(cfg.store_path)
+        self.max_depth = float(store.attrs.get("max_depth", 10.0))
+        for split in (cfg.train_split, cfg.val_split):
+            store.split(split)  # a clear error when a split is missing
+        teacher = self._teacher(store, expected_teacher) if cfg.kd.eps > 0 else None
+        self.train_set = DepthDataset(cfg.store_path, cfg.train_split, cfg.resolution, teacher, cfg.augment, cfg.seed)
+        self.val_set = DepthDataset(cfg.store_path, cfg.val_split, cfg.resolution)
+        self.sampler = self._sampler()
+        self.model = self._model()
+        self.total_steps = self._total_steps()
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = make_scheduler(optimizer, cfg.schedule, self.total_steps, self.sampler.batches_per_epoch(), cfg.lr)
+        self.runner = StepRunner(self.ddp_model, optimizer, scheduler, self.device, self.max_depth, cfg.kd.eps,
+                                 cfg.kd.loss, cfg.accumulate, cfg.amp, cfg.channels_last, cfg.grad_clip)
+        self.hash = config_hash(cfg)
+        self.position = Position()
+
+    # ------------------------------------------------------------------ setup
+
+    def _seed(self) -> None:
+        import random
+
+        torch.manual_seed(self.cfg.seed)
+        random.seed(self.cfg.seed)
+        torch.backends.cudnn.benchmark = not self.cfg.deterministic
+        if self.cfg.deterministic and self.device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+    def _teacher(self, store: Any, expected: str | None) -> Path:
+        from leve.teacher.cache import check_cache_matches
+
+        attrs = check_cache_matches(self.cfg.teacher_path, self.cfg.train_split, store, expected_model=expected)
+        if self.layout.main:
+            t = attrs.get("teacher", {})
+            console.print(f"distilling from {self.cfg.teacher_path} ({t.get('model')} @ {t.get('revision')}), "
+                          f"eps={self.cfg.kd.eps}, kd.loss={self.cfg.kd.loss}")
+        return self.cfg.teacher_path
+
+    def _sampler(self) -> EpochBatchSampler:
+        cfg, world = self.cfg, self.layout.world
+        if cfg.batch_size % (world * cfg.accumulate):
+            raise LeveError(f"train: batch_size {cfg.batch_size} must split over {world} process(es) x "
+                            f"accumulate {cfg.accumulate}")
+        sampler = EpochBatchSampler(len(self.train_set), cfg.batch_size, self.layout.rank, world, cfg.seed)
+        if sampler.batches_per_epoch() == 0:
+            raise LeveError(f"{self.cfg.store_path}/{cfg.train_split}: {len(self.train_set)} samples, fewer than "
+                            f"one batch of {cfg.batch_size}")
+        return sampler
+
+    def _model(self) -> torch.nn.Module:
+        cfg = self.cfg
+        model = create_model(cfg.model, encoder_weights=cfg.encoder_weights, max_depth=self.max_depth).to(self.device)
+        if cfg.channels_last and self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        self.ddp_model: torch.nn.Module = model
+        if self.layout.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if cfg.compile:
+            self.ddp_model = torch.compile(self.ddp_model)
+        return model
+
+    def _total_steps(self) -> int:
+        total = self.cfg.epochs * self.sampler.batches_per_epoch()
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
+
+    def _loader(self, dataset: Any, **kwargs: Any) -> torch.utils.data.DataLoader:
+        workers = self.cfg.workers
+        return torch.utils.data.DataLoader(
+            dataset, num_workers=workers, collate_fn=collate, pin_memory=self.device.type == "cuda",
+            persistent_workers=False, prefetch_factor=4 if workers else None, **kwargs)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @property
+    def last_path(self) -> Path:
+        return self.cfg.out_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.cfg.out_dir / "best.pt"
+
+    def _objects(self) -> dict[str, Any]:
+        return {"optimizer": self.runner.optimizer, "scheduler": self.runner.scheduler, "scaler": self.runner.scaler}
+
+    def try_resume(self, restart: bool) -> bool:
+        """Load ``last.pt`` when it belongs to this run's params; True when resumed."""
+        if restart or not self.last_path.exists():
+            return False
+        _, state = read_state(self.last_path)
+        if state.get("config_hash") != self.hash:
+            if self.layout.main:
+                console.print(f"{self.last_path}: written with other train params; starting over")
+            return False
+        self.position = load_state(self.last_path, self.model, self._objects())
+        return True
+
+    def save_last(self) -> None:
+        if self.layout.main:
+            save_state(self.last_path, self.model, self.cfg.model, self.max_depth, self.cfg.resolution,
+                       self._objects(), self.position, self.hash)
+        dist_.barrier(self.layout)
+
+    def _save_best(self, metrics: dict[str, float]) -> None:
+        extra = {"step": self.position.step, "epoch": self.position.epoch, "val": metrics,
+                 "train_config": config_dict(self.cfg), "dataset": self.cfg.dataset}
+        save_checkpoint(self.best_path, self.model, self.cfg.model, self.max_depth, extra, self.cfg.resolution)
+
+    # ------------------------------------------------------------------ validation
+
+    @torch.inference_mode()
+    def validate(self) -> dict[str, float]:
+        """Mean per-image metrics (and the student loss) on the val split, on process 0."""
+        subset: Any = self.val_set
+        if self.cfg.val_limit:
+            subset = torch.utils.data.Subset(self.val_set, range(min(self.cfg.val_limit, len(self.val_set))))
+        self.model.eval()
+        acc, loss_sum, batches = MetricAccumulator(), 0.0, 0
+        for batch in self._loader(subset, batch_size=max(self.cfg.batch_size // self.layout.world, 1)):
+            batch = self.runner.to_device(batch)
+            with self.runner.autocast():
+                out = self.model(batch["rgb"]).float()
+            loss_sum += float(student_loss(out, depth_to_output(batch["depth"], self.max_depth), batch["depth"] > 0)["total"])
+            batches += 1
+            pred = output_to_depth(out, self.max_depth)
+            for p, g in zip(pred.cpu(), batch["depth"].cpu()):
+                acc.add(compute_metrics(p, g))
+        result = acc.result()
+        return {**{k: result.means[k] for k in ("rmse", "abs_rel", "d1", "d2", "d3", "log10")},
+                "loss": loss_sum / max(batches, 1)}
+
+    def _validate_and_keep_best(self, log: RunLog) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self.layout.main:
+            metrics = self.validate()
+            improved = metrics["rmse"] < self.position.best_rmse
+            if improved:
+                self.position.best_rmse, self.position.best_step = metrics["rmse"], self.position.step
+                self._save_best(metrics)
+            log.log(self.position.step, {f"val/{k}": v for k, v in metrics.items()})
+            console.print(f"step {self.position.step}/{self.total_steps} epoch {self.position.epoch}: "
+                          f"val RMSE {metrics['rmse']:.4f}, abs_rel {metrics['abs_rel']:.4f}, "
+                          f"d1 {metrics['d1']:.3f}{' (best)' if improved else ''}")
+        dist_.barrier(self.layout)
+        return metrics
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self, restart: bool = False, stop_after: int | None = None) -> TrainResult:
+        """Train to ``total_steps`` (or until ``stop_after`` steps in all, then save and return)."""
+        resumed = self.try_resume(restart)
+        start = self.position.step
+        result = TrainResult(self.cfg.out_dir, start, 0.0, 0, self.position.best_rmse, self.position.best_step, start)
+        if start >= self.total_steps and self.best_path.exists():
+            result.up_to_date = True
+            return result
+        log = RunLog(self.cfg.log_dir, self.layout.main, resumed, config_dict(self.cfg))
+        t0 = time.perf_counter()
+        try:
+            with _sigterm_as_interrupt(), progress_bar(self.show_progress and self.layout.main) as bar:
+                task = bar.add_task("train", total=self.total_steps, completed=start)
+                self._epochs(log, bar, task, stop_after)
+        except KeyboardInterrupt:
+            self.save_last()
+            if self.layout.main:
+                console.print(f"interrupted at step {self.position.step}; {self.last_path} saved, rerun to continue")
+            raise
+        finally:
+            log.close()
+        result.seconds = time.perf_counter() - t0
+        result.steps, result.samples = self.position.step, (self.position.step - start) * self.cfg.batch_size
+        result.best_rmse, result.best_step = self.position.best_rmse, self.position.best_step
+        return result
+
+    def _epochs(self, log: RunLog, bar: Any, task: Any, stop_after: int | None) -> None:
+        cfg, pos = self.cfg, self.position
+        while pos.step < self.total_steps:
+            self.sampler.set_position(pos.epoch, pos.batch)
+            validated_at = -1
+            t_log, n_log = time.perf_counter(), 0
+            for batch in self._loader(self.train_set, batch_sampler=self.sampler):
+                terms = self.runner.step(batch)
+                pos.step, pos.batch, n_log = pos.step + 1, pos.batch + 1, n_log + 1
+                bar.advance(task)
+                if pos.step % cfg.log_every == 0 or pos.step == self.total_steps:
+                    t_log = self._log_train(log, terms, n_log, t_log)
+                    n_log = 0
+                if cfg.val_every and pos.step % cfg.val_every == 0:
+                    self._validate_and_keep_best(log)
+                    validated_at = pos.step
+                if cfg.checkpoint_every and pos.step % cfg.checkpoint_every == 0:
+                    self.save_last()
+                if pos.step >= self.total_steps or (stop_after is not None and pos.step >= stop_after):
+                    break
+            epoch_done = pos.batch >= self.sampler.batches_per_epoch()
+            if validated_at != pos.step and (epoch_done or pos.step >= self.total_steps):
+                self._validate_and_keep_best(log)
+            if epoch_done:
+                pos.epoch, pos.batch = pos.epoch + 1, 0
+            self.save_last()
+            if stop_after is not None and pos.step >= stop_after:
+                return
+
+    def _log_train(self, log: RunLog, terms: dict[str, torch.Tensor], steps: int, since: float) -> float:
+        names = sorted(terms)
+        values = dist_.mean_across(torch.stack([terms[k].float() for k in names]), self.layout).tolist()
+        loss = values[names.index("loss")]
+        if loss != loss or loss in (float("inf"), float("-inf")):
+            raise LeveError(f"train: loss is not finite at step {self.position.step}; lower train.lr or set train.grad_clip")
+        now = time.perf_counter()
+        rate = steps * self.cfg.batch_size / max(now - since, 1e-9)
+        log.log(self.position.step, {**{f"train/{k}": v for k, v in zip(names, values)},
+                                     "train/lr": self.runner.optimizer.param_groups[0]["lr"],
+                                     "train/samples_per_s": rate})
+        return now
+
+
+def train(cfg: TrainConfig, expected_teacher: str | None = None, restart: bool = False,
+          stop_after: int | None = None, show_progress: bool = True) -> TrainResult:
+    """Build a :class:`Trainer` and run it (joining torchrun's process group when launched by it)."""
+    trainer = Trainer(cfg, expected_teacher, show_progress)
+    try:
+        return trainer.run(restart=restart, stop_after=stop_after)
+    finally:
+        dist_.shutdown(trainer.layout)

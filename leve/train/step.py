@@ -1,0 +1,82 @@
+"""One optimiser step of distillation training (shared by ``leve train`` and ``leve bench train``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from leve.depth import depth_to_output
+from leve.errors import LeveError
+from leve.losses import distillation_loss
+
+Batch = dict[str, torch.Tensor]
+
+
+class StepRunner:
+    """Forward, loss, backward and update for one global batch, split into ``accumulate``
+    micro-batches; AMP (bf16/fp16 with a grad scaler) and channels-last on CUDA only."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler | None, device: torch.device, max_depth: float,
+                 eps: float = 0.0, kd_loss: str = "l1", accumulate: int = 1, amp: str = "float32",
+                 channels_last: bool = False, grad_clip: float | None = None) -> None:
+        self.model, self.optimizer, self.scheduler, self.device = model, optimizer, scheduler, device
+        self.max_depth, self.eps, self.kd_loss, self.accumulate = max_depth, eps, kd_loss, accumulate
+        cuda = device.type == "cuda"
+        self.amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(amp) if cuda else None
+        self.channels_last = channels_last and cuda
+        self.grad_clip = grad_clip
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def to_device(self, batch: Batch) -> Batch:
+        out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if self.channels_last:
+            out["rgb"] = out["rgb"].contiguous(memory_format=torch.channels_last)
+        return out
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Forward pass and every loss term of a (device) batch."""
+        depth = batch["depth"]
+        with self.autocast():
+            out = self.model(batch["rgb"])
+        return distillation_loss(out.float(), depth_to_output(depth, self.max_depth), depth > 0,
+                                 batch.get("teacher"), self.eps, self.kd_loss)
+
+    def _micro_batches(self, batch: Batch) -> Iterator[Batch]:
+        n = next(iter(batch.values())).shape[0]
+        if n % self.accumulate:
+            raise LeveError(f"train: a batch of {n} does not split into accumulate={self.accumulate} micro-batches")
+        size = n // self.accumulate
+        for k in range(self.accumulate):
+            yield {key: v[k * size : (k + 1) * size] for key, v in batch.items()}
+
+    def _sync_context(self, last: bool) -> contextlib.AbstractContextManager:
+        no_sync = getattr(self.model, "no_sync", None)
+        return contextlib.nullcontext() if last or no_sync is None else no_sync()
+
+    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Train on one batch; returns the loss terms (detached, averaged over micro-batches)."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, torch.Tensor] = {}
+        for k, micro in enumerate(self._micro_batches(self.to_device(batch))):
+            with self._sync_context(last=k == self.accumulate - 1):
+                terms = self.losses(micro)
+                self.scaler.scale(terms["loss"] / self.accumulate).backward()
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0.0) + value.detach() / self.accumulate
+        if self.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            totals["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip).detach()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return totals

@@ -1,0 +1,28 @@
+"""Fixtures: a small synthetic store (real format, exact metric depth) and its tiny-random teacher cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from leve.data import synthetic
+from leve.teacher.cache import build_teacher_cache
+from leve.teacher.loading import load_teacher
+
+TRAIN_SIZE = (72, 96)  # training resolution in these tests (the store is 96x128)
+
+
+@pytest.fixture(scope="session")
+def synthetic_store(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train_data") / "synthetic.zarr"
+    cfg = synthetic.Config(out=out, height=96, width=128, train=48, val=8, test=8, workers=1, block_size=16)
+    synthetic.prepare(cfg, show_progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_with_teacher(synthetic_store) -> tuple[Path, Path]:
+    cache = synthetic_store.parent / "teacher" / "synthetic.zarr"
+    build_teacher_cache(synthetic_store, cache, "train", load_teacher("tiny-random"), block_size=16, show_progress=False)
+    return synthetic_store, cache
