@@ -65,8 +65,13 @@ def run(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path
     from leve.data.store import open_store
     from leve.evaluation.figures import save_grid
     from leve.evaluation.protocols import get_protocol
-    from leve.evaluation.report import (metrics_document, read_metrics_docs, write_csv, write_json,
-                                        write_tables)
+    from leve.evaluation.report import (
+        metrics_document,
+        read_metrics_docs,
+        write_csv,
+        write_json,
+        write_tables,
+    )
     from leve.evaluation.runner import evaluate, resolve_device
     from leve.models.checkpoint import load_checkpoint
 

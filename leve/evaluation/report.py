@@ -101,8 +101,8 @@ def _model_label(doc: dict[str, Any], model: str) -> str:
 
 def markdown_table(docs: list[dict[str, Any]]) -> str:
     """Thesis-like tables, one per dataset: model rows × RMSE, REL, δ1–δ3 (+ group column)."""
-    parts = ["# Evaluation\n", "Per-image means; lower RMSE/REL and higher δ are better. "
-             "Teacher rows: the cached teacher aligned per image by least squares in disparity space.\n"]
+    parts = ["# Evaluation\n", ("Per-image means; lower RMSE/REL and higher δ are better. "
+             "Teacher rows: the cached teacher aligned per image by least squares in disparity space.\n")]
     for doc in docs:
         rows = summary_rows(doc)
         grouped = any(r["group"] != "all" for r in rows)

@@ -11,7 +11,14 @@ from leve.evaluation import crop_for, get_protocol
 from leve.evaluation.align import align_depth, align_median, fit_scale_shift
 from leve.evaluation.runner import evaluate
 from leve.metrics import compute_metrics
-from tests.evaluation.conftest import HEIGHT, WIDTH, ColumnRampNet, as_input, ramp_depth, split_of
+from tests.evaluation.conftest import (
+    HEIGHT,
+    WIDTH,
+    ColumnRampNet,
+    as_input,
+    ramp_depth,
+    split_of,
+)
 
 
 def test_nyu_crops_select_the_stated_pixels():
