@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from leve.metrics import METRIC_KEYS, MetricAccumulator, aggregate_metrics, compute_metrics
+from leve.metrics import (
+    METRIC_KEYS,
+    MetricAccumulator,
+    aggregate_metrics,
+    compute_metrics,
+)
 
 GT = np.array([[1.0, 2.0], [4.0, 5.0]])
 PRED = np.array([[1.5, 2.0], [2.0, 5.0]])

@@ -1,0 +1,35 @@
+"""``leve eval``: score a checkpoint on a dataset split (see ``stages/evaluate.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from leve.cli import app
+from leve.params import PARAMS_FILE, parse_overrides
+
+
+@app.command("eval")
+def eval_command(
+    dataset: str = typer.Option("synthetic", help="Dataset store data/zarr/<dataset>.zarr."),
+    checkpoint: Path = typer.Option(None, help="Checkpoint (default params eval.checkpoint: models/student/best.pt)."),
+    protocol: str = typer.Option(None, help="leve2024 (the thesis) | standard (the literature)."),
+    split: str = typer.Option(None, help="Split to score (default test)."),
+    crop: str = typer.Option(None, help="Crop name (nyu: leve2024|eigen|full; kitti: leve2024|garg|eigen|full)."),
+    align: str = typer.Option(None, help="standard: none | median | lstsq (disparity scale and shift)."),
+    flip: bool = typer.Option(None, "--flip/--no-flip", help="standard: average with the flipped prediction."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Images per forward pass."),
+    device: str = typer.Option(None, help="auto | cpu | cuda | cuda:N."),
+    teacher: bool = typer.Option(None, "--teacher/--no-teacher", help="Add teacher rows from the teacher cache."),
+    sets: list[str] = typer.Option([], "--set", help="Override a param: key=value (repeatable)."),
+    params: Path = typer.Option(PARAMS_FILE, "--params", help="Params file (section eval)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Evaluate a checkpoint: metrics/<dataset>.json, reports/<dataset>/, reports/metrics.md."""
+    from stages import evaluate as stage
+
+    options = {"checkpoint": checkpoint, "protocol": protocol, "split": split, "crop": crop, "align": align,
+               "flip": flip, "batch_size": batch_size, "device": device, "teacher": teacher}
+    overrides = {**parse_overrides(sets), **{k: v for k, v in options.items() if v is not None}}
+    stage.run(dataset, overrides, params_file=params, show_progress=not quiet)

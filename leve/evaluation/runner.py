@@ -1,0 +1,208 @@
+"""Score a predictor on a store split under a :class:`~leve.evaluation.protocols.Protocol`.
+
+The predictor is any callable mapping a batch ``(B, 3, h, w)`` of RGB in [0, 1] at the
+training resolution to the network output ``(B, 1, h, w)`` (read as ``max_depth / depth``);
+a Leve model is one. Images are resized to the training resolution in batches, depth is
+read from the output at that resolution and resized back to each image's own size
+(bilinear), then cropped, masked, aligned and scored per image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from leve.data.store import Split
+from leve.depth import output_to_depth
+from leve.evaluation.align import align_depth, align_lstsq_disparity
+from leve.evaluation.protocols import Protocol
+from leve.metrics import METRIC_KEYS, Aggregate, MetricAccumulator, compute_metrics
+from leve.progress import progress_bar
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+MODELS = ("student", "teacher")
+
+
+@dataclass
+class Scored:
+    """One scored sample: where it came from and its metrics (None: no valid pixel)."""
+
+    index: int
+    flipped: bool
+    model: str
+    group: str
+    source: str
+    metrics: dict[str, float] | None
+
+    def row(self) -> dict[str, Any]:
+        """A per-image CSV row (empty metric cells for a skipped image)."""
+        values = self.metrics or dict.fromkeys(METRIC_KEYS, None)
+        return {"index": self.index, "flipped": int(self.flipped), "model": self.model,
+                "group": self.group, "source": self.source, "skipped": int(self.metrics is None), **values}
+
+
+@dataclass
+class DepthBins:
+    """Pixel errors binned by ground-truth depth (for the error-vs-depth plot)."""
+
+    edges: np.ndarray
+    sums: dict[str, np.ndarray] = field(default_factory=dict)  # "<model>_<stat>" -> per bin
+
+    def add(self, model: str, pred: np.ndarray, gt: np.ndarray) -> None:
+        """Add the valid pixels ``pred`` vs ``gt`` (1-D) of one image."""
+        n = len(self.edges) - 1
+        idx = np.clip(np.searchsorted(self.edges, gt, side="right") - 1, 0, n - 1)
+        err = pred - gt
+        for stat, values in (("pixels", np.ones_like(gt)), ("abs", np.abs(err)), ("sq", err**2),
+                             ("rel", np.abs(err) / gt)):
+            key = f"{model}_{stat}"
+            self.sums.setdefault(key, np.zeros(n))
+            self.sums[key] += np.bincount(idx, weights=values, minlength=n)
+
+    def rows(self) -> list[dict[str, float]]:
+        """One row per bin: centre depth, and per model pixels, mae, rmse, abs_rel (NaN if empty)."""
+        out = []
+        for b in range(len(self.edges) - 1):
+            row: dict[str, float] = {"depth": float((self.edges[b] + self.edges[b + 1]) / 2)}
+            for model in MODELS:
+                if f"{model}_pixels" not in self.sums:
+                    continue
+                n = self.sums[f"{model}_pixels"][b]
+                row[f"{model}_pixels"] = int(n)
+                row[f"{model}_mae"] = self.sums[f"{model}_abs"][b] / n if n else float("nan")
+                row[f"{model}_rmse"] = float(np.sqrt(self.sums[f"{model}_sq"][b] / n)) if n else float("nan")
+                row[f"{model}_abs_rel"] = self.sums[f"{model}_rel"][b] / n if n else float("nan")
+            out.append(row)
+        return out
+
+
+@dataclass
+class Example:
+    """One image for the qualitative grid: RGB, ground truth and the scored depth maps."""
+
+    index: int
+    rgb: np.ndarray
+    gt: np.ndarray
+    student: np.ndarray
+    teacher: np.ndarray | None
+
+
+@dataclass
+class EvalResult:
+    """Everything an evaluation produced."""
+
+    protocol: Protocol
+    scored: list[Scored]
+    bins: DepthBins
+    examples: list[Example]
+
+    def aggregate(self, model: str = "student", group: str | None = None) -> Aggregate | None:
+        """Per-image mean for ``model`` (optionally one group), None if it has no sample."""
+        acc = MetricAccumulator()
+        for s in self.scored:
+            if s.model == model and (group is None or s.group == group):
+                acc.add(s.metrics)
+        return acc.result() if acc.count + acc.skipped else None
+
+    @property
+    def groups(self) -> list[str]:
+        """The sample groups (EndoSLAM organs), or [] when all samples share one."""
+        names = sorted({s.group for s in self.scored})
+        return names if len(names) > 1 or (names and names[0]) else []
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def _batch_input(rgbs: list[np.ndarray], resolution: tuple[int, int], device: str) -> torch.Tensor:
+    """Stack images resized (bilinear) to ``resolution`` as (B, 3, h, w) floats in [0, 1]."""
+    xs = [F.interpolate(torch.tensor(r).permute(2, 0, 1)[None].float().div(255.0),
+                        size=resolution, mode="bilinear", align_corners=False) for r in rgbs]
+    return torch.cat(xs).to(device)
+
+
+def _resize_back(depth: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """(1, h, w) depth -> (H, W) float64 numpy at the image's own size."""
+    out = F.interpolate(depth[None].float(), size=size, mode="bilinear", align_corners=False)
+    return out[0, 0].cpu().double().numpy()
+
+
+@torch.inference_mode()
+def _predict_batch(net: Predictor, x: torch.Tensor, protocol: Protocol,
+                   depth_scale: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Depth at the training resolution, and that of the flipped input (back in its own frame
+    for ``flip: separate``, i.e. still mirrored; un-mirrored and averaged for ``average``)."""
+    depth = output_to_depth(net(x).float(), depth_scale)
+    if protocol.flip == "none":
+        return depth, None
+    flipped = output_to_depth(net(x.flip(-1)).float(), depth_scale)
+    if protocol.flip == "average":
+        return 0.5 * (depth + flipped.flip(-1)), None
+    return depth, flipped
+
+
+def score_sample(pred: np.ndarray, gt: np.ndarray, protocol: Protocol) -> tuple[np.ndarray, np.ndarray, dict | None]:
+    """(aligned depth, scored-pixel mask, metrics) of one full-size prediction."""
+    mask = protocol.crop.mask(*gt.shape) & protocol.valid(gt)
+    aligned = align_depth(pred, gt, mask, protocol.align, protocol.min_depth, protocol.max_depth)
+    return aligned, mask, compute_metrics(aligned, gt, mask)
+
+
+def score_teacher(disp: np.ndarray, gt: np.ndarray, protocol: Protocol) -> tuple[np.ndarray, np.ndarray, dict | None]:
+    """(depth, mask, metrics) of a teacher disparity map, lstsq-aligned to the ground truth."""
+    mask = protocol.crop.mask(*gt.shape) & protocol.valid(gt)
+    depth = align_lstsq_disparity(disp, gt, mask, protocol.min_depth, protocol.max_depth)
+    return depth, mask, compute_metrics(depth, gt, mask)
+
+
+def evaluate(
+    net: Predictor,
+    split: Split,
+    protocol: Protocol,
+    resolution: tuple[int, int],
+    checkpoint_max_depth: float,
+    teacher: Any = None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    examples: tuple[int, ...] = (),
+    depth_bins: int = 20,
+    group_column: str | None = "organ",
+    show_progress: bool = True,
+) -> EvalResult:
+    """Score ``net`` (and the cached ``teacher``, a reader with ``disparity(i)``) on ``split``."""
+    scale = protocol.max_depth if protocol.depth_scale == "dataset" else checkpoint_max_depth
+    meta = split.meta
+    groups = meta[group_column].astype(str).tolist() if group_column and group_column in meta else [""] * len(split)
+    sources = meta["source"].astype(str).tolist() if "source" in meta else [""] * len(split)
+    result = EvalResult(protocol, [], DepthBins(np.linspace(0.0, protocol.max_depth, depth_bins + 1)), [])
+    with progress_bar(show_progress) as bar:
+        task = bar.add_task(f"eval {protocol.dataset}/{split.name}", total=len(split))
+        for start in range(0, len(split), batch_size):
+            idx = list(range(start, min(start + batch_size, len(split))))
+            rgbs = [split.rgb(i) for i in idx]
+            depth, flipped = _predict_batch(net, _batch_input(rgbs, resolution, device), protocol, scale)
+            for k, i in enumerate(idx):
+                gt = split.depth(i).astype(np.float64)
+                info = (groups[i], sources[i])
+                pred, mask, metrics = score_sample(_resize_back(depth[k], gt.shape), gt, protocol)
+                result.scored.append(Scored(i, False, "student", *info, metrics))
+                result.bins.add("student", pred[mask], gt[mask])
+                if flipped is not None:
+                    _, _, m_flip = score_sample(_resize_back(flipped[k], gt.shape), gt[:, ::-1].copy(), protocol)
+                    result.scored.append(Scored(i, True, "student", *info, m_flip))
+                t_depth = None
+                if teacher is not None:
+                    t_depth, t_mask, t_metrics = score_teacher(teacher.disparity(i), gt, protocol)
+                    result.scored.append(Scored(i, False, "teacher", *info, t_metrics))
+                    result.bins.add("teacher", t_depth[t_mask], gt[t_mask])
+                if i in examples:
+                    result.examples.append(Example(i, rgbs[k], gt, pred, t_depth))
+            bar.advance(task, len(idx))
+    return result

@@ -1,0 +1,142 @@
+"""Protocols on fixtures: crops, flip handling, alignment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from leve.errors import LeveError
+from leve.evaluation import crop_for, get_protocol
+from leve.evaluation.align import align_depth, align_median, fit_scale_shift
+from leve.evaluation.runner import evaluate
+from leve.metrics import compute_metrics
+from tests.evaluation.conftest import (
+    HEIGHT,
+    WIDTH,
+    ColumnRampNet,
+    as_input,
+    ramp_depth,
+    split_of,
+)
+
+
+def test_nyu_crops_select_the_stated_pixels():
+    mask = crop_for("nyu", None, "leve2024").mask(480, 640)
+    rows, cols = np.nonzero(mask)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (20, 459, 24, 615)
+    assert mask.sum() == 440 * 592
+    eigen = crop_for("nyu", None, "standard").mask(480, 640)
+    rows, cols = np.nonzero(eigen)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (45, 470, 41, 600)
+
+
+def test_kitti_crops():
+    rows, cols = np.nonzero(crop_for("kitti", None, "leve2024").mask(375, 1242))
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (128, 374, 45, 1195)  # clamped to 375 rows
+    garg = crop_for("kitti", "garg", "standard").box(375, 1242)
+    assert garg == (int(0.40810811 * 375), int(0.99189189 * 375), int(0.03594771 * 1242), int(0.96405229 * 1242))
+    assert garg == (153, 371, 44, 1197)
+    assert crop_for("kitti", "eigen", "standard").box(375, 1242)[:2] == (124, 342)
+
+
+def test_other_datasets_are_scored_in_full_and_bad_crops_refused():
+    assert crop_for("endoslam", None, "leve2024").mask(320, 320).all()
+    with pytest.raises(LeveError, match="no crop 'garg' for dataset 'nyu'"):
+        crop_for("nyu", "garg", "standard")
+    with pytest.raises(LeveError, match="unknown alignment"):
+        get_protocol("standard", "nyu", 10.0, align="scale")
+    with pytest.raises(LeveError, match="unknown protocol"):
+        get_protocol("eigen", "nyu", 10.0)
+
+
+def test_lstsq_recovers_a_known_scale_and_shift_exactly():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.1, 1.0, 500)
+    s, t = fit_scale_shift(x, 2.5 * x + 0.125)
+    assert s == pytest.approx(2.5, abs=1e-12) and t == pytest.approx(0.125, abs=1e-12)
+    # in disparity space: a depth map that is 1/(a/gt + b) is restored to gt exactly
+    gt = rng.uniform(1.0, 8.0, (12, 16))
+    pred = 1.0 / (0.5 / gt + 0.05)
+    valid = np.ones_like(gt, bool)
+    restored = align_depth(pred, gt, valid, "lstsq", 0.01, 10.0)
+    np.testing.assert_allclose(restored, gt, rtol=1e-10)
+    assert compute_metrics(restored, gt)["rmse"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_median_alignment_and_clipping():
+    gt = np.array([[1.0, 2.0, 3.0]])
+    valid = np.ones_like(gt, bool)
+    np.testing.assert_allclose(align_median(gt * 0.25, gt, valid), gt)
+    np.testing.assert_allclose(align_depth(np.array([[0.001, 5.0, 99.0]]), gt, valid, "none", 0.1, 10.0),
+                               [[0.1, 5.0, 10.0]])
+
+
+def test_leve2024_scores_the_flipped_image_as_a_second_sample(eval_workspace):
+    split = split_of(eval_workspace)
+    protocol = get_protocol("leve2024", "synthetic", 10.0)
+    result = evaluate(ColumnRampNet(), split, protocol, (HEIGHT, WIDTH), 10.0, show_progress=False)
+    student = [s for s in result.scored if s.model == "student"]
+    assert len(student) == 2 * len(split) and sum(s.flipped for s in student) == len(split)
+    for i in range(len(split)):
+        x, gt = as_input(split.rgb(i)), split.depth(i).astype(np.float64)
+        flip_pred = ramp_depth(x.flip(-1))[0, 0].double().numpy()   # predicted on the mirrored image
+        want = compute_metrics(np.clip(flip_pred, 0.1, 10.0), gt[:, ::-1])
+        got = next(s for s in student if s.index == i and s.flipped)
+        assert got.metrics == pytest.approx(want, rel=1e-6)
+    assert result.aggregate("student").count == 2 * len(split)
+
+
+def test_standard_flip_averaging_equals_the_mean_of_both_predictions(eval_workspace):
+    split = split_of(eval_workspace)
+    protocol = get_protocol("standard", "synthetic", 10.0, flip=True)
+    result = evaluate(ColumnRampNet(), split, protocol, (HEIGHT, WIDTH), 10.0, show_progress=False)
+    assert len(result.scored) == len(split)
+    for i in range(len(split)):
+        x, gt = as_input(split.rgb(i)), split.depth(i).astype(np.float64)
+        plain = ramp_depth(x)[0, 0].double().numpy()
+        mirrored = ramp_depth(x.flip(-1)).flip(-1)[0, 0].double().numpy()
+        assert not np.allclose(plain, mirrored)   # the net is not flip-equivariant
+        valid = (gt > 1e-3) & (gt < 10.0)
+        want = compute_metrics(np.clip(0.5 * (plain + mirrored), 1e-3, 10.0), gt, valid)
+        assert result.scored[i].metrics == pytest.approx(want, rel=1e-6)
+
+
+def test_teacher_rows_are_lstsq_aligned_disparity(eval_workspace):
+    from leve.teacher.cache import open_teacher_cache
+
+    split = split_of(eval_workspace)
+    cache = open_teacher_cache(eval_workspace / "data/teacher/synthetic.zarr", "test",
+                               eval_workspace / "data/zarr/synthetic.zarr")
+    protocol = get_protocol("standard", "synthetic", 10.0, flip=False)
+    result = evaluate(ColumnRampNet(), split, protocol, (HEIGHT, WIDTH), 10.0, teacher=cache, show_progress=False)
+    rows = [s for s in result.scored if s.model == "teacher"]
+    assert len(rows) == len(split)
+    gt = split.depth(0).astype(np.float64)
+    disp = cache.disparity(0).astype(np.float64)
+    valid = (gt > 1e-3) & (gt < 10.0)
+    a = np.stack([disp[valid], np.ones(valid.sum())], 1)
+    (s, t), *_ = np.linalg.lstsq(a, 1.0 / gt[valid], rcond=None)   # independent solver
+    depth = np.clip(1.0 / np.maximum(s * disp + t, 0.1), 1e-3, 10.0)
+    assert rows[0].metrics == pytest.approx(compute_metrics(depth, gt, valid), rel=1e-6)
+
+
+def test_batching_does_not_change_the_numbers(eval_workspace):
+    split = split_of(eval_workspace)
+    protocol = get_protocol("leve2024", "synthetic", 10.0)
+    one = evaluate(ColumnRampNet(), split, protocol, (32, 32), 10.0, batch_size=1, show_progress=False)
+    three = evaluate(ColumnRampNet(), split, protocol, (32, 32), 10.0, batch_size=3, show_progress=False)
+    assert len(one.scored) == len(three.scored) == 2 * len(split)
+    for a, b in zip(one.scored, three.scored):
+        assert (a.index, a.flipped) == (b.index, b.flipped)
+        assert a.metrics == pytest.approx(b.metrics, rel=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(eval_workspace):
+    split = split_of(eval_workspace)
+    protocol = get_protocol("leve2024", "synthetic", 10.0)
+    cpu = evaluate(ColumnRampNet(), split, protocol, (32, 32), 10.0, show_progress=False)
+    gpu = evaluate(ColumnRampNet().cuda(), split, protocol, (32, 32), 10.0, device="cuda", show_progress=False)
+    for a, b in zip(cpu.scored, gpu.scored):
+        assert a.metrics == pytest.approx(b.metrics, rel=1e-4)
