@@ -98,13 +98,13 @@ def ssim_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | N
 
 
 def student_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Eq. 7.7: ``0.1 L_depth + L_grad + L_SSIM``; returns every term and their sum (``total``)."""
+    """Eq. 7.7: ``0.1 L_depth + L_grad + L_SSIM``; returns every term and their sum (``student``)."""
     terms = {
         "depth_l1": depth_l1(output, target, mask),
         "gradient": gradient_l1(output, target, mask),
         "ssim": ssim_loss(output, target, mask),
     }
-    terms["total"] = DEPTH_WEIGHT * terms["depth_l1"] + terms["gradient"] + terms["ssim"]
+    terms["student"] = DEPTH_WEIGHT * terms["depth_l1"] + terms["gradient"] + terms["ssim"]
     return terms
 
 
@@ -150,7 +150,7 @@ def distillation_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Te
     Returns the student terms, ``kd`` (when eps > 0) and ``loss`` (what is minimised).
     """
     terms = student_loss(output, target, mask)
-    loss = terms["total"]
+    loss = terms["student"]
     if eps > 0:
         if teacher is None:
             raise ValueError("distillation with eps > 0 needs the teacher map")

@@ -20,7 +20,7 @@ class RunLog:
             return
         from dvclive import Live
 
-        self.live = Live(dir=str(log_dir), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
+        self.live = Live(dir=str(log_dir), resume=resume, save_dvc_exp=False, dvcyaml=False, report=None)
         if not resume:
             self.live.log_params(params)
 

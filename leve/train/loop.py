@@ -180,12 +180,16 @@ class Trainer:
 
     def try_resume(self, restart: bool) -> bool:
         """Load ``last.pt`` when it belongs to this run's params; True when resumed."""
+        if restart and self.layout.main:
+            self.best_path.unlink(missing_ok=True)
         if restart or not self.last_path.exists():
             return False
         _, state = read_state(self.last_path)
         if state.get("config_hash") != self.hash:
             if self.layout.main:
                 console.print(f"{self.last_path}: written with other train params; starting over")
+                self.best_path.unlink(missing_ok=True)  # never leave another run's best behind
+            dist_.barrier(self.layout)
             return False
         self.position = load_state(self.last_path, self.model, self._objects())
         return True
@@ -215,7 +219,7 @@ class Trainer:
             batch = self.runner.to_device(batch)
             with self.runner.autocast():
                 out = self.model(batch["rgb"]).float()
-            loss_sum += float(student_loss(out, depth_to_output(batch["depth"], self.max_depth), batch["depth"] > 0)["total"])
+            loss_sum += float(student_loss(out, depth_to_output(batch["depth"], self.max_depth), batch["depth"] > 0)["student"])
             batches += 1
             pred = output_to_depth(out, self.max_depth)
             for p, g in zip(pred.cpu(), batch["depth"].cpu()):

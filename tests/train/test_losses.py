@@ -110,7 +110,7 @@ def test_student_loss_weights():
     out, tgt = _t(rng.uniform(1, 100, (16, 16))), _t(rng.uniform(1, 100, (16, 16)))
     terms = losses.student_loss(out, tgt)
     expected = 0.1 * losses.depth_l1(out, tgt) + losses.gradient_l1(out, tgt) + losses.ssim_loss(out, tgt)
-    assert terms["total"].item() == pytest.approx(expected.item())
+    assert terms["student"].item() == pytest.approx(expected.item())
 
 
 def test_kd_l1_normalises_per_image():
@@ -144,9 +144,9 @@ def test_distillation_mix_and_eps_zero_needs_no_teacher():
     out, tgt = _t(rng.uniform(1, 100, (16, 16))), _t(rng.uniform(1, 100, (16, 16)))
     teacher = _t(rng.random((16, 16)))
     plain = losses.distillation_loss(out, tgt, None, None, eps=0.0)
-    assert "kd" not in plain and plain["loss"].item() == pytest.approx(plain["total"].item())
+    assert "kd" not in plain and plain["loss"].item() == pytest.approx(plain["student"].item())
     mixed = losses.distillation_loss(out, tgt, None, teacher, eps=0.25, kd="l1")
-    expected = 0.75 * plain["total"].item() + 0.25 * losses.kd_l1(out, teacher).item()
+    expected = 0.75 * plain["student"].item() + 0.25 * losses.kd_l1(out, teacher).item()
     assert mixed["loss"].item() == pytest.approx(expected)
     with pytest.raises(ValueError):
         losses.distillation_loss(out, tgt, None, None, eps=0.1)
