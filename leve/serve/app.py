@@ -162,6 +162,8 @@ def create_app(cfg: Config, model: LoadedModel | None = None) -> FastAPI:
     """Build the app; loads the model (unless given) and renders the samples now, once."""
     state = State(cfg, model or load_model(cfg), render_samples(cfg), ResultStore(cfg.keep_results),
                   render.data_url(render.colour_bar(cfg.cmap), "image/png"))
+    if cfg.warmup:
+        state.model.warm_up()
     app = FastAPI(title="leve serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.leve = state
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

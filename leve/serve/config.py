@@ -28,6 +28,7 @@ class Config:
     cmap: str = "magma"
     display_max_side: int = 1024        # images on the page are downscaled to this; downloads are not
     keep_results: int = 8               # recent results kept for download (LRU)
+    warmup: bool = True                 # one forward pass at start-up, so the first upload is not slow
 
 
 def load_config(overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE) -> Config:

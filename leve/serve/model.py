@@ -44,6 +44,12 @@ class LoadedModel:
             return depth, time.perf_counter() - start
 
 
+    def warm_up(self) -> float:
+        """One prediction on a blank image at the model's resolution (allocations, kernel choice)."""
+        _, seconds = self.predict(np.zeros((*self.resolution, 3), np.uint8), flip=False)
+        return seconds
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; refuse CUDA without a GPU."""
     if device == "auto":
