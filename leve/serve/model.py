@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +25,9 @@ class LoadedModel:
     max_depth: float
     resolution: tuple[int, int]
     device: str
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # One inference thread: requests run one at a time, and on the thread the warm-up prepared
+    # (CPU thread pools and kernel caches are per calling thread).
+    worker: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "leve-infer"))
 
     @property
     def random(self) -> bool:
@@ -37,11 +39,13 @@ class LoadedModel:
         return sum(p.numel() for p in self.model.parameters())
 
     def predict(self, rgb: np.ndarray, flip: bool) -> tuple[np.ndarray, float]:
-        """Metric depth for one image and the seconds it took (one request at a time)."""
-        with self.lock:
-            start = time.perf_counter()
-            depth = predict_depth(self.model, rgb, self.resolution, self.max_depth, flip, self.device)
-            return depth, time.perf_counter() - start
+        """Metric depth for one image and the seconds the model took (one request at a time)."""
+        return self.worker.submit(self._timed, rgb, flip).result()
+
+    def _timed(self, rgb: np.ndarray, flip: bool) -> tuple[np.ndarray, float]:
+        start = time.perf_counter()
+        depth = predict_depth(self.model, rgb, self.resolution, self.max_depth, flip, self.device)
+        return depth, time.perf_counter() - start
 
 
     def warm_up(self) -> float:
