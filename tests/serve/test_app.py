@@ -56,6 +56,19 @@ def test_model_is_loaded_once_per_process(serve_config, monkeypatch):
     assert len(calls) == 1
 
 
+def test_unexpected_failure_is_a_json_500_and_the_server_carries_on(serve_config, monkeypatch):
+    app = create_app(serve_config)
+    lm = app.state.leve.model
+    real = lm.predict
+    monkeypatch.setattr(lm, "predict", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    client = TestClient(app, raise_server_exceptions=False)
+    data = image_bytes(gradient_image(20, 30))
+    res = client.post("/api/predict", params={"name": "a.png"}, content=data)
+    assert res.status_code == 500 and res.json() == {"error": "internal error (RuntimeError); see the server log"}
+    monkeypatch.setattr(lm, "predict", real)
+    assert client.post("/api/predict", params={"name": "a.png"}, content=data).status_code == 200
+
+
 def test_random_model_is_announced():
     cfg = Config(model="leve-dw", device="cpu", samples=1, sample_height=24, sample_width=32)
     client = TestClient(create_app(cfg))
