@@ -8,6 +8,7 @@ depth in millimetres, 16-bit) or ``<stem>_depth.npy`` (float32 metres).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,18 @@ def colorize(depth: np.ndarray, cmap: str = "magma") -> np.ndarray:
     return (colormaps[cmap](norm)[..., :3] * 255 + 0.5).astype(np.uint8)
 
 
+def depth_png16(depth: np.ndarray) -> bytes:
+    """Metric depth as a 16-bit PNG in millimetres (rounded, clipped to 0..65535)."""
+    return encode_png(np.clip(np.rint(depth * 1000.0), 0, 65535).astype(np.uint16))
+
+
+def depth_npy(depth: np.ndarray) -> bytes:
+    """Metric depth in metres as ``.npy`` bytes (float32)."""
+    buf = io.BytesIO()
+    np.save(buf, depth.astype(np.float32))
+    return buf.getvalue()
+
+
 def write_outputs(depth: np.ndarray, stem: str, opts: PredictOptions) -> list[Path]:
     """Write the colour map and the metric depth for one image; return the paths written."""
     opts.out_dir.mkdir(parents=True, exist_ok=True)
@@ -93,11 +106,10 @@ def write_outputs(depth: np.ndarray, stem: str, opts: PredictOptions) -> list[Pa
     color.write_bytes(encode_png(colorize(depth, opts.cmap)))
     if opts.depth_format == "npy":
         metric = opts.out_dir / f"{stem}_depth.npy"
-        np.save(metric, depth.astype(np.float32))
+        metric.write_bytes(depth_npy(depth))
     else:
         metric = opts.out_dir / f"{stem}_depth16.png"
-        mm = np.clip(np.rint(depth * 1000.0), 0, 65535).astype(np.uint16)
-        metric.write_bytes(encode_png(mm))
+        metric.write_bytes(depth_png16(depth))
     return [color, metric]
 
 

@@ -1,0 +1,79 @@
+"""The one model a ``leve serve`` process uses, and the prediction it serves."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from leve.errors import LeveError
+from leve.predict import predict_depth
+from leve.serve.config import Config
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode plus what the page says about it."""
+
+    model: nn.Module
+    name: str
+    checkpoint: str | None
+    max_depth: float
+    resolution: tuple[int, int]
+    device: str
+    # One inference thread: requests run one at a time, and on the thread the warm-up prepared
+    # (CPU thread pools and kernel caches are per calling thread).
+    worker: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "leve-infer"))
+
+    @property
+    def random(self) -> bool:
+        """True when no checkpoint was given: the weights are a random initialisation."""
+        return self.checkpoint is None
+
+    @property
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def predict(self, rgb: np.ndarray, flip: bool) -> tuple[np.ndarray, float]:
+        """Metric depth for one image and the seconds the model took (one request at a time)."""
+        return self.worker.submit(self._timed, rgb, flip).result()
+
+    def _timed(self, rgb: np.ndarray, flip: bool) -> tuple[np.ndarray, float]:
+        start = time.perf_counter()
+        depth = predict_depth(self.model, rgb, self.resolution, self.max_depth, flip, self.device)
+        return depth, time.perf_counter() - start
+
+
+    def warm_up(self) -> float:
+        """One prediction on a blank image at the model's resolution (allocations, kernel choice)."""
+        _, seconds = self.predict(np.zeros((*self.resolution, 3), np.uint8), flip=False)
+        return seconds
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; refuse CUDA without a GPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LeveError(f"serve.device {device}: no CUDA device available to torch")
+    return device
+
+
+def load_model(cfg: Config) -> LoadedModel:
+    """Load ``cfg.checkpoint`` (or build ``cfg.model`` with random weights) once, in eval mode."""
+    from leve.models.checkpoint import DEFAULT_RESOLUTION, load_checkpoint
+    from leve.models.registry import DEFAULT_MODEL, create_model
+
+    device = resolve_device(cfg.device)
+    if cfg.checkpoint is None:
+        name = cfg.model or DEFAULT_MODEL
+        model = create_model(name, max_depth=cfg.max_depth).to(device).eval()
+        return LoadedModel(model, name, None, cfg.max_depth, DEFAULT_RESOLUTION, device)
+    model, info = load_checkpoint(cfg.checkpoint, device=device)
+    if cfg.model and cfg.model != info.model:
+        raise LeveError(f"{cfg.checkpoint}: checkpoint holds model '{info.model}', not '{cfg.model}'")
+    return LoadedModel(model, info.model, str(cfg.checkpoint), info.max_depth, info.resolution, device)

@@ -1,0 +1,41 @@
+"""Fixtures for ``leve serve``: a small checkpoint, the app, and a real uvicorn on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from leve.serve.config import Config
+from tests.serve.helpers import live_server
+
+LIMITS = {"max_upload_bytes": 200_000, "max_pixels": 300_000}
+
+
+@pytest.fixture(scope="session")
+def serve_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A leve checkpoint at 64x96 whose output is positive and image dependent."""
+    from leve.models import create_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("leve", max_depth=10.0)
+    with torch.no_grad():
+        model.decoder.blocks[-1].out.bias.fill_(5.0)
+    path = tmp_path_factory.mktemp("serve") / "student.safetensors"
+    return save_checkpoint(path, model, "leve", 10.0, resolution=(64, 96))
+
+
+@pytest.fixture(scope="session")
+def serve_config(serve_checkpoint: Path) -> Config:
+    return Config(checkpoint=serve_checkpoint, device="cpu", samples=2, sample_height=48, sample_width=64, **LIMITS)
+
+
+@pytest.fixture(scope="session")
+def served(serve_config: Config) -> Iterator[str]:
+    """Base URL of the checkpoint app served by a real uvicorn on 127.0.0.1 (free port)."""
+    from leve.serve.app import create_app
+
+    with live_server(create_app(serve_config)) as url:
+        yield url
