@@ -23,7 +23,7 @@ def train(
     from stages import train as stage
 
     result = stage.run(parse_overrides(sets), params_file=params, restart=restart, stop_after=stop_after)
-    if result is not None:
+    if result.rank == 0:
         console.print(result.summary())
 
 

@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ class TrainResult:
     best_step: int
     resumed_from: int = 0
     up_to_date: bool = False
-    val: dict[str, float] = field(default_factory=dict)
+    rank: int = 0  # torchrun rank of the process that returns it (process 0 reports)
 
     def summary(self) -> str:
         if self.up_to_date:
@@ -249,7 +249,8 @@ class Trainer:
         """Train to ``total_steps`` (or until ``stop_after`` steps in all, then save and return)."""
         resumed = self.try_resume(restart)
         start = self.position.step
-        result = TrainResult(self.cfg.out_dir, start, 0.0, 0, self.position.best_rmse, self.position.best_step, start)
+        result = TrainResult(self.cfg.out_dir, start, 0.0, 0, self.position.best_rmse, self.position.best_step, start,
+                             rank=self.layout.rank)
         if start >= self.total_steps and self.best_path.exists():
             result.up_to_date = True
             return result

@@ -115,3 +115,48 @@ def test_cli_train_with_overrides_and_bad_values(run_cli, synthetic_with_teacher
     assert bad.code == 1 and bad.stderr.strip() == "error: train: kd.eps must be in [0, 1], got 2.0"
     typo = run_cli("train", "--params", params, "--set", "kd.epsilon=0.1")
     assert typo.code == 1 and "unknown parameter(s) epsilon" in typo.stderr
+
+
+def _tsv(path: Path) -> list[float]:
+    return [float(line.split("\t")[1]) for line in path.read_text().splitlines()[1:]]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one_process(synthetic_with_teacher, tmp_path):
+    """2 gloo processes with 4 samples each vs one process with the same global batch of 8 in
+    2 micro-batches (BatchNorm statistics are per process on CPU, as per micro-batch here).
+    Both use one thread: Adam's first steps amplify rounding differences (2 threads vs 1
+    already move some weights by ~lr), so the comparison holds the rounding fixed."""
+    import os
+    import subprocess
+    import sys
+
+    store, cache = synthetic_with_teacher
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        f"train:\n  dataset: synthetic\n  data_dir: {store.parent}\n  resolution: [72, 96]\n  workers: 0\n"
+        f"  batch_size: 8\n  max_steps: 4\n  lr: 1.0e-4\n  log_every: 1\n  val_every: 0\n"
+        f"  out_dir: {tmp_path / 'ddp/models'}\n  log_dir: {tmp_path / 'ddp/dvclive'}\n"
+        f"  kd:\n    eps: 0.25\n    teacher_dir: {cache.parent}\n"
+        "teacher:\n  datasets:\n    synthetic:\n      model: tiny-random\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "leve", "train", "--params", str(params)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = make_config(synthetic_with_teacher, tmp_path / "single", max_steps=4, lr=1e-4, accumulate=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun worker (OMP_NUM_THREADS=1): the same float rounding
+    try:
+        train(single, show_progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    ddp_loss = _tsv(tmp_path / "ddp/dvclive/plots/metrics/train/loss.tsv")
+    one_loss = _tsv(single.log_dir / "plots/metrics/train/loss.tsv")
+    assert len(ddp_loss) == len(one_loss) == 4
+    assert ddp_loss == pytest.approx(one_loss, rel=1e-5)
+    a, b = _weights(tmp_path / "ddp/models/last.pt"), _weights(single.out_dir / "last.pt")
+    for key in a:
+        if a[key].is_floating_point() and "running" not in key:  # running stats: rank 0's in DDP
+            assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-7), key
