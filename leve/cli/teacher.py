@@ -50,16 +50,13 @@ def teacher_cache(
 def bench_teacher(
     out: Path = typer.Option(None, help="Also write the JSON here."),
     images: int = typer.Option(4, help="Images per throughput measurement."),
-    steps: int = typer.Option(3, help="Timed student steps per variant."),
-    batch_size: int = typer.Option(2, "--batch-size", help="Student batch size."),
-    height: int = typer.Option(240, help="Student input height."),
-    width: int = typer.Option(320, help="Student input width."),
+    batch_size: int = typer.Option(2, "--batch-size", help="Teacher batch size."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ) -> None:
-    """Cache throughput and student step time without KD, with cached KD, with the online teacher."""
+    """Teacher-cache throughput (images/s) on NYU-sized images; step costs are `leve bench train`."""
     from leve.bench.teacher import run_bench
 
-    result = run_bench(images=images, steps=steps, batch_size=batch_size, size=(height, width), device=device)
+    result = run_bench(images=images, batch_size=batch_size, device=device)
     text = json.dumps(result, indent=2)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
