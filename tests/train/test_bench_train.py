@@ -1,0 +1,25 @@
+"""``leve bench train`` runs the three step variants side by side and reports consistent figures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_bench_train_cli_json(run_cli, tmp_path):
+    out = tmp_path / "bench.json"
+    res = run_cli("bench", "train", "--steps", "1", "--batch-size", "2", "--height", "64", "--width", "64",
+                  "--workers", "0", "--out", out)
+    assert res.code == 0, res.stderr
+    data = json.loads(out.read_text())
+    assert data == json.loads(res.stdout)
+    secs = data["seconds_per_step"]
+    assert set(secs) == {"plain", "kd_cache", "kd_online"} and all(v > 0 for v in secs.values())
+    assert all(len(v) == 1 and v[0] == pytest.approx(secs[k], abs=1e-3) for k, v in data["all_step_seconds"].items())
+    assert data["ratio_kd_cache_over_plain"] == pytest.approx(secs["kd_cache"] / secs["plain"], rel=1e-2)
+    assert data["ratio_kd_online_over_plain"] == pytest.approx(secs["kd_online"] / secs["plain"], rel=1e-2)
+    assert data["samples_per_s"]["plain"] == pytest.approx(2 / secs["plain"], rel=1e-2)
+    loader = data["loader"]
+    assert loader["model_waits_for_data"] == (loader["loader_samples_per_s"] < loader["model_samples_per_s"])
