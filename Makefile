@@ -7,11 +7,10 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: demo test setup clean
 
-demo: $(STAMP)  ## run the main job on the embedded default (synthetic sample, tiny-random teacher)
-	dvc repro teacher@synthetic
-	leve info data/zarr/synthetic.zarr
-	leve info data/teacher/synthetic.zarr
-	leve preview data/zarr/synthetic.zarr --split train --count 6 --out reports/synthetic_preview.png
+DEMO_DIR ?= leve-demo
+
+demo: $(STAMP)  ## the whole product on the embedded default: pipeline, 2nd experiment, table, diff, figures
+	leve demo $(DEMO_DIR)
 
 test: $(STAMP)  ## run the test suite (what CI runs)
 	python -m pytest

@@ -1,0 +1,58 @@
+"""End to end: `leve demo` in a temporary folder, then what DVC says about the result."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from leve.demo import Demo, run_demo
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Demo:
+    return run_demo(tmp_path_factory.mktemp("demo") / "ws", second_eps=0.0, quiet=True)
+
+
+@pytest.mark.slow
+def test_demo_outputs_and_metrics_diff(demo):
+    ws = demo.workspace
+    metrics = json.loads((ws / "metrics/synthetic.json").read_text())
+    assert metrics["protocol"]["name"] == "leve2024" and metrics["student"]["count"] > 0
+    for path in ("reports/metrics.md", "reports/synthetic/examples.png", "reports/plots/index.html",
+                 "models/student/best.pt", "dvclive/train/metrics.json", "metrics/bench_model.json"):
+        assert (ws / path).is_file(), path
+    diff = demo.run("dvc", "metrics", "diff", "--json", capture=True)
+    changed = json.loads(diff)["metrics/synthetic.json"]
+    assert "student.rmse" in changed and changed["student.rmse"]["diff"] != 0
+    exps = json.loads(demo.run("dvc", "exp", "show", "--json", capture=True))
+    assert any(e.get("experiments") for e in exps), "the second run is a DVC experiment"
+    assert set(demo.timings) >= {"workspace", "baseline", "experiment", "total"}
+
+
+def _changed_stages(status: str) -> set[str]:
+    return {m for m in re.findall(r"^(\S+):$", status, flags=re.M)}
+
+
+@pytest.mark.slow
+def test_dvc_status_up_to_date_then_only_train_and_eval_change(demo):
+    assert "up to date" in demo.run("dvc", "status", capture=True)
+    params = demo.workspace / "params.yaml"
+    original = params.read_text()
+    try:
+        params.write_text(original.replace("  epochs: 5\n", "  epochs: 6\n", 1))
+        assert _changed_stages(demo.run("dvc", "status", capture=True)) == {"train"}
+        # nothing downstream of prepare/teacher is touched by a train param
+        dry = demo.run("dvc", "repro", "--dry", capture=True)
+        assert "Running stage 'train'" in dry and "Running stage 'eval@synthetic'" in dry
+        assert "Running stage 'prepare@synthetic'" not in dry and "Running stage 'teacher@synthetic'" not in dry
+    finally:
+        params.write_text(original)
+    code = demo.workspace / "leve/data/synthetic.py"
+    source = code.read_text()
+    try:
+        code.write_text(source + "\n# edited\n")
+        assert _changed_stages(demo.run("dvc", "status", capture=True)) == {"prepare@synthetic"}
+    finally:
+        code.write_text(source)
