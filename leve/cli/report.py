@@ -17,6 +17,7 @@ def report_command(
     repo: Path = typer.Option(Path("."), "--repo", help="The DVC project (runs `dvc exp show --json` there)."),
     from_json: Path = typer.Option(None, "--from-json", help="Read a saved `dvc exp show --json` output instead."),
     all_commits: bool = typer.Option(False, "--all-commits", help="Experiments of every commit, not only HEAD."),
+    workspace: bool = typer.Option(False, "--workspace", help="Add the workspace's results (unless an experiment has them)."),
     dataset: str = typer.Option(None, help="Test set of Tables 9.2-9.4 (default: the training dataset)."),
     out_md: Path = typer.Option(Path("reports/experiments.md"), "--md", help="Markdown output (under --repo)."),
     out_csv: Path = typer.Option(Path("reports/experiments.csv"), "--csv", help="CSV output (under --repo)."),
@@ -27,7 +28,7 @@ def report_command(
 
     payload = ex.load_exp_show_file(from_json) if from_json else ex.exp_show_json(repo, all_commits)
     records = ex.parse_exp_show(payload)
-    chosen = ex.select_records(records)
+    chosen = ex.select_records(records, workspace)
     tables = ex.build_tables(chosen, dataset)
     source = str(from_json) if from_json else "`dvc exp show --json`" + (" --all-commits" if all_commits else "")
     text = ex.markdown(tables, ex.pending(records), source)

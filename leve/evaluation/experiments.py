@@ -146,7 +146,8 @@ def parse_exp_show(payload: Any) -> list[Record]:
             continue
         rev = str(base.get("rev") or "")
         kind = "workspace" if rev == "workspace" else "baseline"
-        records.append(parse_revision(base, kind, base.get("name") or rev[:7] or kind, None))
+        name = base.get("name") or (kind if kind == "workspace" else rev[:7])
+        records.append(parse_revision(base, kind, name, None))
         for exp in base.get("experiments") or []:
             state = (exp.get("executor") or {}).get("state")
             for rev_entry in exp.get("revs") or []:
@@ -155,11 +156,18 @@ def parse_exp_show(payload: Any) -> list[Record]:
     return records
 
 
-def select_records(records: Sequence[Record]) -> list[Record]:
-    """Finished experiments and baselines with evaluation metrics; else the workspace's; else an error."""
+def same_run(a: Record, b: Record) -> bool:
+    """Equal params and equal evaluation documents (the workspace after ``dvc exp run`` or ``apply``)."""
+    return a.params == b.params and a.evals == b.evals
+
+
+def select_records(records: Sequence[Record], workspace: bool = False) -> list[Record]:
+    """Finished experiments and baselines with evaluation metrics; the workspace when none has any
+    (or with ``workspace``, unless it repeats one of them); else an error."""
     chosen = [r for r in records if r.kind != "workspace" and r.finished and r.evals]
-    if not chosen:
-        chosen = [r for r in records if r.kind == "workspace" and r.evals]
+    ws = [r for r in records if r.kind == "workspace" and r.evals]
+    if workspace or not chosen:
+        chosen += [w for w in ws if not any(same_run(w, r) for r in chosen)]
     if not chosen:
         raise LeveError("no experiment (and not the workspace) has evaluation metrics metrics/<dataset>.json; "
                         "run `dvc repro`, `dvc exp run` or `leve experiments queue --run` first")
