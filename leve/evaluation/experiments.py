@@ -186,9 +186,19 @@ def differing_keys(records: Sequence[Record]) -> list[str]:
     """Params whose value is not the same in every record (a missing key counts as a value)."""
     found = {k for r in records for k in r.params}
     keys = [k for k in LABEL_KEYS_FIRST if k in found] + sorted(found - set(LABEL_KEYS_FIRST))
-    missing = object()
-    return [k for k in keys if len({json.dumps(r.params.get(k, missing), default=repr, sort_keys=True)
-                                    for r in records}) > 1]
+    return [k for k in keys if len({_canonical(r.params.get(k, _MISSING)) for r in records}) > 1]
+
+
+_MISSING = object()
+
+
+def _canonical(value: Any) -> str:
+    """A comparable form of a param value: 0 and 0.0 (``-S x=0`` vs YAML ``0.0``) are equal."""
+    if value is _MISSING:
+        return "<missing>"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = float(value)
+    return json.dumps(value, default=repr, sort_keys=True)
 
 
 def format_param(key: str, value: Any, model_labels: dict[str, str] | None = None) -> str:

@@ -58,7 +58,7 @@ def dvc_env() -> dict[str, str]:
 
 
 def sh(cmd: list[str], cwd: Path) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=dvc_env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, cwd=cwd, env=dvc_env(), capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
@@ -86,7 +86,7 @@ def capture(root: Path, out: Path) -> None:
     for cmd in queue_commands(grid("all")) + [["dvc", "exp", "run", "--queue", "-n", "broken",
                                                 "-S", "train.model=no-such-model"]]:
         sh(cmd, root)
-    subprocess.run(run_command(), cwd=root, env=dvc_env(), capture_output=True)  # 'broken' fails
+    subprocess.run(run_command(), check=False, cwd=root, env=dvc_env(), capture_output=True)  # "broken" fails
     sh(queue_commands(grid("kd")[-1:], prefix="later-")[0], root)
     out.write_text(sh(["dvc", "exp", "show", "--json"], root))
 

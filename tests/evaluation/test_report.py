@@ -123,6 +123,8 @@ def test_a_missing_param_counts_as_different(records):
     one = next(r for r in records if r.name == "kd-eps0.25")
     newer = ex.Record(**{**one.__dict__, "name": "ssi", "params": {**one.params, "train.kd.extra": 3.0}})
     assert ex.differing_keys([one, newer]) == ["train.kd.extra"]
+    as_float = ex.Record(**{**one.__dict__, "name": "float", "params": {**one.params, "train.epochs": 5.0}})
+    assert one.params["train.epochs"] == 5 and ex.differing_keys([one, as_float]) == []
     assert ex.row_labels([one, newer]) == ["kd.extra=None", "kd.extra=3"]
 
 
