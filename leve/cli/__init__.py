@@ -34,7 +34,7 @@ def _root(
 
 
 # Command modules register themselves on import.
-from leve.cli import bench_io, evaluate, info, models, pipeline, prepare, serve, teacher, train  # noqa: E402,F401
+from leve.cli import bench_io, evaluate, info, models, pipeline, prepare, report, serve, teacher, train  # noqa: E402,F401
 
 
 def main() -> None:
