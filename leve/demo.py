@@ -134,9 +134,8 @@ def run_demo(workspace: Path, second_eps: float = 0.0, quiet: bool = False) -> D
 
 
 def show_results(demo: Demo) -> None:
-    table = demo.workspace / "reports" / "metrics.md"
-    if table.exists():
-        console.print(table.read_text(), markup=False, highlight=False)
+    console.print("[bold]leve report[/bold] (the baseline and every experiment, thesis-style tables):")
+    console.print(demo.run("leve", "report", capture=True), markup=False, highlight=False)
     console.print("[bold]dvc metrics diff[/bold] (baseline commit -> this experiment):")
     console.print(demo.run("dvc", "metrics", "diff", "--md", "--targets", "metrics", capture=True),
                   markup=False, highlight=False)

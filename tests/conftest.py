@@ -6,8 +6,8 @@ import http.server
 import os
 import sys
 import threading
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 

@@ -34,7 +34,18 @@ def _root(
 
 
 # Command modules register themselves on import.
-from leve.cli import bench_io, evaluate, info, models, pipeline, prepare, report, serve, teacher, train  # noqa: E402,F401
+from leve.cli import (  # noqa: E402,F401
+    bench_io,
+    evaluate,
+    info,
+    models,
+    pipeline,
+    prepare,
+    report,
+    serve,
+    teacher,
+    train,
+)
 
 
 def main() -> None:

@@ -26,11 +26,21 @@ the file suffix:
 ``resolution`` is the (H, W) the model was trained at; prediction resizes inputs to it.
 """
 
-from leve.models.checkpoint import CheckpointInfo, load_checkpoint, read_checkpoint, save_checkpoint
+from leve.models.checkpoint import (
+    CheckpointInfo,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from leve.models.ddrnet import DDRNet23Slim
 from leve.models.leve import Leve, LeveConfig
 from leve.models.pretrained import LoadReport, load_encoder_weights
-from leve.models.registry import DEFAULT_MODEL, create_model, list_models, register_model
+from leve.models.registry import (
+    DEFAULT_MODEL,
+    create_model,
+    list_models,
+    register_model,
+)
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -20,7 +20,12 @@ import torch
 from leve.data.store import fingerprint
 from leve.errors import LeveError
 from leve.teacher.preprocess import Preprocessing
-from leve.teacher.registry import DEPTH_ANYTHING_PREPROCESSING, REGISTRY, TeacherEntry, find_entry
+from leve.teacher.registry import (
+    DEPTH_ANYTHING_PREPROCESSING,
+    REGISTRY,
+    TeacherEntry,
+    find_entry,
+)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "_commit_hash", "torch_dtype", "dtype"}

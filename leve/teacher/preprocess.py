@@ -21,6 +21,7 @@ from PIL import Image
 
 from leve.errors import LeveError
 
+
 @dataclass(frozen=True)
 class Preprocessing:
     """The DPT image processor settings that matter for pixel values."""

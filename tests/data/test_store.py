@@ -9,10 +9,16 @@ import pytest
 from PIL import Image
 
 from leve.data.prepare import SplitSource, build_store
-from leve.data.store import SplitSpec, dataset_arrays, is_complete, open_split, open_store
+from leve.data.store import (
+    SplitSpec,
+    dataset_arrays,
+    is_complete,
+    open_split,
+    open_store,
+)
+from leve.data.synthetic import Config as SynthConfig
 from leve.errors import LeveError
 from leve.params import build_config, parse_overrides
-from leve.data.synthetic import Config as SynthConfig
 
 META = {"source": "str", "height": "int32", "width": "int32"}
 

@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.models.reference import CLASSIFIER_ONLY, random_imagenet_state_dict, reference_entries  # noqa: F401
+from tests.models.reference import (  # noqa: F401
+    CLASSIFIER_ONLY,
+    random_imagenet_state_dict,
+    reference_entries,
+)
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from tests.models.reference import CLASSIFIER_ONLY, reference_entries
 from leve.models import create_model, list_models
+from tests.models.reference import CLASSIFIER_ONLY, reference_entries
 
 VARIANTS = ["leve", "leve-3x3", "leve-3x3-1x1", "leve-5x5-5x5", "leve-dw", "leve-alt-skips", "leve-no-skips"]
 

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from tests.models.reference import CLASSIFIER_ONLY, reference_entries
 from leve.errors import LeveError
 from leve.models import create_model, load_encoder_weights
+from tests.models.reference import CLASSIFIER_ONLY, reference_entries
 
 
 def transferable(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

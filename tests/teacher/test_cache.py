@@ -12,7 +12,13 @@ from typer.testing import CliRunner
 
 from leve.cli import app
 from leve.errors import LeveError
-from leve.teacher import build_teacher_cache, check_cache_matches, load_teacher, open_teacher_cache, parse_shard
+from leve.teacher import (
+    build_teacher_cache,
+    check_cache_matches,
+    load_teacher,
+    open_teacher_cache,
+    parse_shard,
+)
 from leve.teacher.infer import TeacherRunner
 
 from .conftest import make_store

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 from transformers import AutoImageProcessor, DepthAnythingForDepthEstimation
-from transformers.models.dpt.image_processing_pil_dpt import get_resize_output_image_size
+from transformers.models.dpt.image_processing_pil_dpt import (
+    get_resize_output_image_size,
+)
 
 from leve.data.store import open_split
 from leve.teacher import build_teacher_cache, load_teacher, open_teacher_cache
