@@ -42,10 +42,28 @@ _NOT_HASHED = {"workers", "log_every", "val_every", "val_limit", "checkpoint_eve
                "out_dir", "log_dir", "data_dir"}
 
 
-def config_hash(cfg: TrainConfig) -> str:
+# the code whose change makes a saved run another run
+_TRAINING_CODE = ("train", "models", "losses.py", "depth.py")
+
+
+def code_digest() -> str:
+    """sha256 over the source files of training, losses and models."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for name in _TRAINING_CODE:
+        for path in sorted((root / name).rglob("*.py")) if (root / name).is_dir() else [root / name]:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_identity(cfg: TrainConfig, data: dict[str, Any] | None = None) -> str:
+    """What a run computes: its params (not speed, logging or places), the data it reads
+    (store fingerprint, teacher identity) and the training code. ``last.pt`` from another
+    identity is never resumed or taken as finished."""
     values = {k: v for k, v in config_dict(cfg).items() if k not in _NOT_HASHED}
     values["kd"] = {k: v for k, v in values["kd"].items() if k != "teacher_dir"}
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+    payload = {"config": values, "data": data or {}, "code": code_digest()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -97,7 +115,8 @@ class Trainer:
         self.max_depth = float(store.attrs.get("max_depth", 10.0))
         for split in (cfg.train_split, cfg.val_split):
             store.split(split)  # a clear error when a split is missing
-        teacher = self._teacher(store, expected_teacher) if cfg.kd.eps > 0 else None
+        data_id: dict[str, Any] = {"store": [store.attrs.get(k) for k in ("fingerprint", "completed_at")]}
+        teacher = self._teacher(store, expected_teacher, data_id) if cfg.kd.eps > 0 else None
         self.train_set = DepthDataset(cfg.store_path, cfg.train_split, cfg.resolution, teacher, cfg.augment, cfg.seed)
         self.val_set = DepthDataset(cfg.store_path, cfg.val_split, cfg.resolution)
         self.sampler = self._sampler()
@@ -107,7 +126,7 @@ class Trainer:
         scheduler = make_scheduler(optimizer, cfg.schedule, self.total_steps, self.sampler.batches_per_epoch(), cfg.lr)
         self.runner = StepRunner(self.ddp_model, optimizer, scheduler, self.device, self.max_depth, cfg.kd.eps,
                                  cfg.kd.loss, cfg.accumulate, cfg.amp, cfg.channels_last, cfg.grad_clip)
-        self.hash = config_hash(cfg)
+        self.hash = run_identity(cfg, data_id)
         self.position = Position()
 
     # ------------------------------------------------------------------ setup
@@ -121,10 +140,11 @@ class Trainer:
         if self.cfg.deterministic and self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
 
-    def _teacher(self, store: Any, expected: str | None) -> Path:
+    def _teacher(self, store: Any, expected: str | None, data_id: dict[str, Any]) -> Path:
         from leve.teacher.cache import check_cache_matches
 
         attrs = check_cache_matches(self.cfg.teacher_path, self.cfg.train_split, store, expected_model=expected)
+        data_id["teacher"] = [attrs.get(k) for k in ("identity_fingerprint", "completed_at")]
         if self.layout.main:
             t = attrs.get("teacher", {})
             console.print(f"distilling from {self.cfg.teacher_path} ({t.get('model')} @ {t.get('revision')}), "
@@ -187,7 +207,7 @@ class Trainer:
         _, state = read_state(self.last_path)
         if state.get("config_hash") != self.hash:
             if self.layout.main:
-                console.print(f"{self.last_path}: written with other train params; starting over")
+                console.print(f"{self.last_path}: written with other params, data or training code; starting over")
                 self.best_path.unlink(missing_ok=True)  # never leave another run's best behind
             dist_.barrier(self.layout)
             return False

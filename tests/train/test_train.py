@@ -160,3 +160,14 @@ def test_torchrun_two_processes_match_one_process(synthetic_with_teacher, tmp_pa
     for key in a:
         if a[key].is_floating_point() and "running" not in key:  # running stats: rank 0's in DDP
             assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-7), key
+
+
+def test_finished_run_is_redone_when_training_code_changes(synthetic_with_teacher, tmp_path, monkeypatch):
+    cfg = make_config(synthetic_with_teacher, tmp_path, max_steps=1, kd=KDConfig(eps=0.0, teacher_dir=tmp_path))
+    assert train(cfg, show_progress=False).steps == 1
+    assert train(cfg, show_progress=False).up_to_date
+    import leve.train.loop as loop
+
+    monkeypatch.setattr(loop, "code_digest", lambda: "edited")  # what DVC reruns the stage for
+    again = train(cfg, show_progress=False)
+    assert not again.up_to_date and again.resumed_from == 0 and again.steps == 1
