@@ -23,7 +23,7 @@ def report_command(
     out_csv: Path = typer.Option(Path("reports/experiments.csv"), "--csv", help="CSV output (under --repo)."),
 ) -> None:
     """Thesis Tables 9.2-9.8 from the DVC experiments' metrics (the workspace when there are none)."""
-    from leve.evaluation import experiments as ex
+    from leve.experiments import report as ex
     from leve.evaluation.report import write_csv, write_text
 
     payload = ex.load_exp_show_file(from_json) if from_json else ex.exp_show_json(repo, all_commits)
@@ -49,7 +49,7 @@ def queue_command(
     repo: Path = typer.Option(Path("."), "--repo", help="The DVC project."),
 ) -> None:
     """Queue the thesis grid: one `dvc exp run --queue` per configuration, then compare with `leve report`."""
-    from leve.evaluation import grid as g
+    from leve.experiments import grid as g
 
     commands = g.queue_commands(g.grid(grid_name), sets, targets, prefix)
     if run:
@@ -69,7 +69,7 @@ def queue_command(
 @experiments_app.command("list")
 def list_command(grid_name: str = typer.Option("all", "--grid", help="kd | lcb | skips | all.")) -> None:
     """The grid's experiments and the params each sets."""
-    from leve.evaluation import grid as g
+    from leve.experiments import grid as g
 
     for point in g.grid(grid_name):
         typer.echo(f"{point.name}: " + " ".join(f"{k}={v}" for k, v in point.params))

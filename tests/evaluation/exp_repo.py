@@ -80,7 +80,7 @@ def make_repo(root: Path, datasets: tuple[str, ...] = DATASETS) -> Path:
 
 def capture(root: Path, out: Path) -> None:
     """Queue the whole thesis grid plus a failing experiment, run them, queue one more, save exp show."""
-    from leve.evaluation.grid import grid, queue_commands, run_command
+    from leve.experiments.grid import grid, queue_commands, run_command
 
     make_repo(root)
     for cmd in queue_commands(grid("all")) + [["dvc", "exp", "run", "--queue", "-n", "broken",
