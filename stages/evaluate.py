@@ -63,6 +63,7 @@ def run(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path
         show_progress: bool = True) -> dict[str, Any]:
     """Evaluate the checkpoint on ``dataset``; returns the metrics document written."""
     from leve.data.store import open_store
+    from leve.device import resolve_device
     from leve.evaluation.figures import save_grid
     from leve.evaluation.protocols import get_protocol
     from leve.evaluation.report import (
@@ -72,11 +73,11 @@ def run(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path
         write_json,
         write_tables,
     )
-    from leve.evaluation.runner import evaluate, resolve_device
+    from leve.evaluation.runner import evaluate
     from leve.models.checkpoint import load_checkpoint
 
     cfg = config(dataset, overrides, params_file)
-    device = resolve_device(cfg.device)
+    device = str(resolve_device(cfg.device, "eval.device"))
     if device.startswith("cuda"):
         import torch
 

@@ -20,8 +20,8 @@ import torch
 from leve import __version__
 from leve.data.prepare import SplitSource, build_store
 from leve.data.store import SplitSpec, dataset_arrays
+from leve.device import resolve_device
 from leve.teacher.cache import build_teacher_cache
-from leve.teacher.infer import resolve_device
 from leve.teacher.loading import load_teacher
 
 NYU_SIZE = (480, 640)

@@ -116,11 +116,6 @@ class EvalResult:
         return names if len(names) > 1 or (names and names[0]) else []
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``."""
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-
 def _batch_input(rgbs: list[np.ndarray], resolution: tuple[int, int], device: str) -> torch.Tensor:
     """Stack images resized (bilinear) to ``resolution`` as (B, 3, h, w) floats in [0, 1]."""
     xs = [F.interpolate(torch.tensor(r).permute(2, 0, 1)[None].float().div(255.0),

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from torch import nn
 
+from leve.device import resolve_device
 from leve.errors import LeveError
 from leve.predict import predict_depth
 from leve.serve.config import Config
@@ -54,21 +54,12 @@ class LoadedModel:
         return seconds
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; refuse CUDA without a GPU."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise LeveError(f"serve.device {device}: no CUDA device available to torch")
-    return device
-
-
 def load_model(cfg: Config) -> LoadedModel:
     """Load ``cfg.checkpoint`` (or build ``cfg.model`` with random weights) once, in eval mode."""
     from leve.models.checkpoint import DEFAULT_RESOLUTION, load_checkpoint
     from leve.models.registry import DEFAULT_MODEL, create_model
 
-    device = resolve_device(cfg.device)
+    device = str(resolve_device(cfg.device, "serve.device"))
     if cfg.checkpoint is None:
         name = cfg.model or DEFAULT_MODEL
         model = create_model(name, max_depth=cfg.max_depth).to(device).eval()

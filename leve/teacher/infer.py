@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from leve.device import resolve_device
 from leve.errors import LeveError
 from leve.teacher.loading import Teacher
 from leve.teacher.preprocess import normalize_batch
@@ -35,21 +36,6 @@ class Normalised:
     raw_min: np.ndarray
     raw_max: np.ndarray
     zero: np.ndarray
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available (the torchrun local rank's GPU) else cpu."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise LeveError("--device cuda: no CUDA device is available (use --device cpu)")
-        if dev.index is None:
-            import os
-
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return dev
 
 
 class TeacherRunner:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from leve.errors import LeveError
+from leve.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -32,25 +32,12 @@ class Dist:
         return self.rank == 0
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> the local rank's GPU when CUDA is available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise LeveError(f"device {name}: CUDA is not available on this machine")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
-
-
 def init(device_name: str) -> tuple[Dist, torch.device]:
     """Join the torchrun process group when WORLD_SIZE > 1; returns the layout and the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     layout = Dist(rank, local_rank, world)
-    device = resolve_device(device_name, local_rank)
+    device = resolve_device(device_name, "train.device")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if layout.enabled and not dist.is_initialized():

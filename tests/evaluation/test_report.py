@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from leve.errors import LeveError
-from leve.experiments import report as ex
 from leve.experiments import grid as g
+from leve.experiments import report as ex
 from tests.evaluation.data.fake_stages import FPS, ORGANS, expected_rmse
 
 DATA = Path(__file__).parent / "data"
