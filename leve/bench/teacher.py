@@ -8,16 +8,14 @@ The cost of a training step with the cache against the online teacher is ``leve 
 
 from __future__ import annotations
 
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from leve import __version__
+from leve.bench import report_header
 from leve.data.prepare import SplitSource, build_store
 from leve.data.store import SplitSpec, dataset_arrays
 from leve.device import resolve_device
@@ -84,11 +82,7 @@ def run_bench(images: int = 4, batch_size: int = 2, device: str = "auto") -> dic
         if cuda:
             throughput["small-random-fp16"] = cache_throughput(store, "small-random", str(dev), "float16", batch_size)
     return {
-        "bench": "teacher",
-        "leve_version": __version__,
-        "device": torch.cuda.get_device_name(dev) if cuda else f"cpu ({platform.processor() or platform.machine()})",
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        **report_header("teacher", dev),
         "note": "images/s of the whole caching path; the step-time comparison is `leve bench train`",
         "cache_throughput": throughput,
     }

@@ -14,7 +14,6 @@ Store: NYU-sized 480x640 samples, resized to the training resolution as in ``lev
 from __future__ import annotations
 
 import itertools
-import platform
 import statistics
 import tempfile
 import time
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from leve import __version__
+from leve.bench import report_header
 from leve.bench.teacher import make_store
 from leve.data.store import open_split
 from leve.device import resolve_device
@@ -150,11 +149,7 @@ def run_bench(steps: int = 3, batch_size: int = 8, size: tuple[int, int] = (240,
         loader = loader_vs_model(store, cache, batch_size, size, workers, dev, batches=max(steps, 3))
     median = {k: statistics.median(v) for k, v in times.items()}
     return {
-        "bench": "train",
-        "leve_version": __version__,
-        "device": torch.cuda.get_device_name(dev) if cuda else f"cpu ({platform.processor() or platform.machine()})",
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        **report_header("train", dev),
         "student": "leve (DDRNet-23-slim + LCB 3x3+3x3 decoder), Adam, the loss of leve train",
         "input": list(size),
         "store_images": "480x640 (NYU-sized), resized in the loader",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
 from leve.cli import app, bench_app
+from leve.cli.bench_io import write_json
 from leve.params import PARAMS_FILE, parse_overrides
 from leve.progress import console
 
@@ -41,8 +41,4 @@ def bench_train(
     from leve.bench.train import run_bench
 
     result = run_bench(steps=steps, batch_size=batch_size, size=(height, width), workers=workers, device=device)
-    text = json.dumps(result, indent=2)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
-    typer.echo(text)
+    write_json(result, out)
