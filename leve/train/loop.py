@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import signal
 import time
 from collections.abc import Iterator
@@ -325,7 +326,7 @@ class Trainer:
         names = sorted(terms)
         values = dist_.mean_across(torch.stack([terms[k].float() for k in names]), self.layout).tolist()
         loss = values[names.index("loss")]
-        if loss != loss or loss in (float("inf"), float("-inf")):
+        if not math.isfinite(loss):
             raise LeveError(f"train: loss is not finite at step {self.position.step}; lower train.lr or set train.grad_clip")
         now = time.perf_counter()
         rate = steps * self.cfg.batch_size / max(now - since, 1e-9)

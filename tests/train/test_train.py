@@ -27,6 +27,17 @@ def make_config(data: tuple[Path, Path], out: Path, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
+def write_params(path: Path, data: tuple[Path, Path], out: Path, extra: str = "") -> Path:
+    """A params.yaml whose train section points at the fixture (``extra``: more train lines)."""
+    store, cache = data
+    path.write_text(
+        f"train:\n  dataset: synthetic\n  data_dir: {store.parent}\n  resolution: [72, 96]\n  workers: 0\n{extra}"
+        f"  out_dir: {out / 'models'}\n  log_dir: {out / 'dvclive'}\n  kd:\n    eps: 0.25\n    teacher_dir: {cache.parent}\n"
+        "teacher:\n  datasets:\n    synthetic:\n      model: tiny-random\n"
+    )
+    return path
+
+
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     return read_checkpoint(path)[0]
 
@@ -101,16 +112,10 @@ def test_changed_params_start_over(synthetic_with_teacher, tmp_path):
 
 
 def test_cli_train_with_overrides_and_bad_values(run_cli, synthetic_with_teacher, tmp_path):
-    store, cache = synthetic_with_teacher
-    params = tmp_path / "params.yaml"
-    params.write_text(
-        f"train:\n  dataset: synthetic\n  data_dir: {store.parent}\n  resolution: [72, 96]\n  workers: 0\n"
-        f"  out_dir: {tmp_path / 'm'}\n  log_dir: {tmp_path / 'l'}\n  kd:\n    eps: 0.25\n    teacher_dir: {cache.parent}\n"
-        "teacher:\n  datasets:\n    synthetic:\n      model: tiny-random\n"
-    )
+    params = write_params(tmp_path / "params.yaml", synthetic_with_teacher, tmp_path)
     ok = run_cli("train", "--params", params, "--set", "max_steps=1", "--set", "kd.loss=ssi", "--set", "lr=1e-3")
     assert ok.code == 0, ok.stderr
-    assert "trained to step 1" in ok.stderr and (tmp_path / "m/best.pt").exists()
+    assert "trained to step 1" in ok.stderr and (tmp_path / "models/best.pt").exists()
     bad = run_cli("train", "--params", params, "--set", "kd.eps=2")
     assert bad.code == 1 and bad.stderr.strip() == "error: train: kd.eps must be in [0, 1], got 2.0"
     typo = run_cli("train", "--params", params, "--set", "kd.epsilon=0.1")
@@ -131,15 +136,8 @@ def test_torchrun_two_processes_match_one_process(synthetic_with_teacher, tmp_pa
     import subprocess
     import sys
 
-    store, cache = synthetic_with_teacher
-    params = tmp_path / "params.yaml"
-    params.write_text(
-        f"train:\n  dataset: synthetic\n  data_dir: {store.parent}\n  resolution: [72, 96]\n  workers: 0\n"
-        f"  batch_size: 8\n  max_steps: 4\n  lr: 1.0e-4\n  log_every: 1\n  val_every: 0\n"
-        f"  out_dir: {tmp_path / 'ddp/models'}\n  log_dir: {tmp_path / 'ddp/dvclive'}\n"
-        f"  kd:\n    eps: 0.25\n    teacher_dir: {cache.parent}\n"
-        "teacher:\n  datasets:\n    synthetic:\n      model: tiny-random\n"
-    )
+    extra = "  batch_size: 8\n  max_steps: 4\n  lr: 1.0e-4\n  log_every: 1\n  val_every: 0\n"
+    params = write_params(tmp_path / "params.yaml", synthetic_with_teacher, tmp_path / "ddp", extra)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "leve", "train", "--params", str(params)]
