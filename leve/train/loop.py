@@ -129,6 +129,12 @@ class Trainer:
                                  cfg.kd.loss, cfg.accumulate, cfg.amp, cfg.channels_last, cfg.grad_clip)
         self.hash = run_identity(cfg, data_id)
         self.position = Position()
+        # built once: worker processes persist across epochs and validations
+        self.train_loader = self._loader(self.train_set, batch_sampler=self.sampler)
+        val: Any = self.val_set
+        if cfg.val_limit:
+            val = torch.utils.data.Subset(self.val_set, range(min(cfg.val_limit, len(self.val_set))))
+        self.val_loader = self._loader(val, batch_size=max(cfg.batch_size // self.layout.world, 1))
 
     # ------------------------------------------------------------------ setup
 
@@ -184,7 +190,7 @@ class Trainer:
         workers = self.cfg.workers
         return torch.utils.data.DataLoader(
             dataset, num_workers=workers, collate_fn=collate, pin_memory=self.device.type == "cuda",
-            persistent_workers=False, prefetch_factor=4 if workers else None, **kwargs)
+            persistent_workers=workers > 0, prefetch_factor=4 if workers else None, **kwargs)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -231,12 +237,9 @@ class Trainer:
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
         """Mean per-image metrics (and the student loss) on the val split, on process 0."""
-        subset: Any = self.val_set
-        if self.cfg.val_limit:
-            subset = torch.utils.data.Subset(self.val_set, range(min(self.cfg.val_limit, len(self.val_set))))
         self.model.eval()
         acc, loss_sum, batches = MetricAccumulator(), 0.0, 0
-        for batch in self._loader(subset, batch_size=max(self.cfg.batch_size // self.layout.world, 1)):
+        for batch in self.val_loader:
             batch = self.runner.to_device(batch)
             with self.runner.autocast():
                 out = self.model(batch["rgb"]).float()
@@ -299,7 +302,7 @@ class Trainer:
             self.sampler.set_position(pos.epoch, pos.batch)
             validated_at = -1
             t_log, n_log = time.perf_counter(), 0
-            for batch in self._loader(self.train_set, batch_sampler=self.sampler):
+            for batch in self.train_loader:
                 terms = self.runner.step(batch)
                 pos.step, pos.batch, n_log = pos.step + 1, pos.batch + 1, n_log + 1
                 bar.advance(task)
