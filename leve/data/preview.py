@@ -10,14 +10,19 @@ from PIL import Image
 from leve.data.store import open_store
 
 
-def colorize(depth: np.ndarray, max_depth: float, cmap: str = "turbo_r") -> np.ndarray:
-    """Depth (H, W) -> RGB uint8 with a fixed scale [0, max_depth]; invalid (0) pixels black."""
+def colour_map(depth: np.ndarray, lo: float, hi: float, cmap: str = "turbo_r") -> np.ndarray:
+    """(H, W, 3) uint8 of ``depth`` on the fixed scale ``[lo, hi]``; invalid pixels (not > 0) black."""
     import matplotlib
 
-    rgba = matplotlib.colormaps[cmap](np.clip(depth / max_depth, 0, 1))
-    rgb = (rgba[..., :3] * 255 + 0.5).astype(np.uint8)
-    rgb[depth <= 0] = 0
+    norm = np.clip((depth - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    rgb = (matplotlib.colormaps[cmap](norm)[..., :3] * 255 + 0.5).astype(np.uint8)
+    rgb[~(depth > 0)] = 0
     return rgb
+
+
+def colorize(depth: np.ndarray, max_depth: float, cmap: str = "turbo_r") -> np.ndarray:
+    """Depth (H, W) -> RGB uint8 with a fixed scale [0, max_depth]; invalid (0) pixels black."""
+    return colour_map(depth, 0.0, max_depth, cmap)
 
 
 def grid(store: str, split: str, count: int = 8, columns: int = 2, height: int = 160) -> np.ndarray:

@@ -7,19 +7,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from leve.data.preview import colour_map
 from leve.evaluation.runner import Example
 
 TILE_HEIGHT = 160
-
-
-def colour_map(depth: np.ndarray, lo: float, hi: float, cmap: str = "turbo_r") -> np.ndarray:
-    """(H, W, 3) uint8 of ``depth`` on the fixed scale ``[lo, hi]``; pixels <= 0 black."""
-    import matplotlib
-
-    norm = np.clip((depth - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
-    rgb = (matplotlib.colormaps[cmap](norm)[..., :3] * 255 + 0.5).astype(np.uint8)
-    rgb[~(depth > 0)] = 0
-    return rgb
 
 
 def depth_scale(example: Example) -> tuple[float, float]:
