@@ -65,6 +65,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def merge_options(sets: list[str], options: dict[str, Any]) -> dict[str, Any]:
+    """The CLI's overrides: ``--set key=value`` items, then the explicit options that were given."""
+    return {**parse_overrides(sets), **{k: v for k, v in options.items() if v is not None}}
+
+
 def nest_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Merge ``overrides`` into a copy of ``values``; a dotted key ``a.b`` sets ``values[a][b]``."""
     out = copy.deepcopy(values)

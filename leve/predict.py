@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leve.data.images import decode_rgb, encode_png
-from leve.depth import output_to_depth
 from leve.errors import LeveError
+from leve.models.depth import output_to_depth
+from leve.store.images import decode_rgb, encode_png
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 DEPTH_FORMATS = ("png16", "npy")

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from leve.data import nyu
-from leve.data.images import encode_jpeg, encode_png
-from leve.data.store import disk_usage, open_split
-from leve.data.synthetic import render_sample
+from leve.datasets import nyu
+from leve.datasets.synthetic import render_sample
+from leve.store import disk_usage, open_split
+from leve.store.images import encode_jpeg, encode_png
 
 
 def make_nyu_like_zip(path: Path, n: int, quality: int = 90, seed: int = 0) -> Path:
@@ -155,7 +155,7 @@ def run(samples: int = 48, workers: int = 2, repeats: int = 2, archive: Path | N
             "dataloader_samples_per_s": _rate_loader(reader, order, workers, repeats),
         }
     base = result["readers"]["source_zip"]
-    for name, r in result["readers"].items():
+    for r in result["readers"].values():
         r["speedup_single"] = r["single_process_samples_per_s"] / base["single_process_samples_per_s"]
         r["speedup_dataloader"] = r["dataloader_samples_per_s"] / base["dataloader_samples_per_s"]
         r["bytes_ratio"] = r["bytes"] / base["bytes"]

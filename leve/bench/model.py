@@ -1,4 +1,5 @@
-"""``leve bench model``: size, compute and speed of every registered variant, side by side.
+"""Stage ``bench-model`` (``leve bench model``, params ``bench.model`` -> ``metrics/bench_model.json``):
+size, compute and speed of every registered variant, side by side.
 
 Per model: parameters (total, encoder, decoder), MACs (``torch.utils.flop_counter``: convs and
 matmuls; bilinear resizes, pooling and batch norm are not counted) and batch latency
@@ -11,12 +12,14 @@ eager fp32 measured in the same process. A mode that fails records its error ins
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from leve import __version__
 from leve.errors import LeveError
 from leve.models import DEFAULT_MODEL, create_model, list_models
+from leve.params import PARAMS_FILE, build_config, load_params, section
 
 MODES = ("eager", "channels_last", "compile")
 # Thesis Tables 9.1-9.4: FPS on a GTX 1650 Ti, 480x640 input, fp32 eager.
@@ -184,7 +188,7 @@ def _thesis_comparison(models: dict[str, Any]) -> dict[str, Any]:
     return {"source": "thesis Tables 9.1-9.4, GTX 1650 Ti, 480x640, batch 1", "variants": rows}
 
 
-def run(cfg: Config, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def benchmark(cfg: Config, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Benchmark every selected model; returns the JSON-ready report."""
     names, device = _resolve(cfg)
     load_start = _loadavg()
@@ -202,4 +206,24 @@ def run(cfg: Config, progress: Callable[[str], None] | None = None) -> dict[str,
               "environment": {**_environment(device, cfg), "loadavg_1min_start": load_start,
                               "loadavg_1min_end": _loadavg()}, "models": models}
     report["thesis_comparison"] = _thesis_comparison(models)
+    return report
+
+
+def config(overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE) -> Config:
+    """The typed config of ``bench.model``: code defaults < params.yaml < overrides."""
+    values = {**section(load_params(params_file), "bench.model"), **(overrides or {})}
+    return build_config(Config, values, "bench.model")
+
+
+def run(overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE,
+        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the benchmark and write its JSON report to ``cfg.out`` (when set)."""
+    cfg = config(overrides, params_file)
+    report = benchmark(cfg, progress)
+    if cfg.out:
+        out = Path(cfg.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        tmp.replace(out)
     return report

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from leve.bench import report_header
-from leve.data.prepare import SplitSource, build_store
-from leve.data.store import SplitSpec, dataset_arrays
+from leve.datasets.build import SplitSource, build_store
 from leve.device import resolve_device
+from leve.store import SplitSpec, dataset_arrays
 from leve.teacher.cache import build_teacher_cache
 from leve.teacher.loading import load_teacher
 

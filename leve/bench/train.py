@@ -27,14 +27,14 @@ import torch.nn.functional as F
 
 from leve.bench import report_header
 from leve.bench.teacher import make_store
-from leve.data.store import open_split
 from leve.device import resolve_device
 from leve.models import create_model
+from leve.store import open_split
 from leve.teacher.cache import build_teacher_cache
 from leve.teacher.infer import TeacherRunner
 from leve.teacher.loading import load_teacher
-from leve.train.config import AugmentConfig
 from leve.train.data import DepthDataset, collate
+from leve.train.stage import AugmentConfig
 from leve.train.step import Batch, StepRunner
 
 KD_EPS = 0.25

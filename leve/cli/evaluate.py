@@ -1,4 +1,4 @@
-"""``leve eval``: score a checkpoint on a dataset split (see ``stages/evaluate.py``)."""
+"""``leve eval``: score a checkpoint on a dataset split (see ``leve/evaluation/stage.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from leve.cli import app
-from leve.params import PARAMS_FILE, parse_overrides
+from leve.params import PARAMS_FILE, merge_options
 
 
 @app.command("eval")
@@ -27,9 +27,9 @@ def eval_command(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Evaluate a checkpoint: metrics/<dataset>.json, reports/<dataset>/, reports/metrics.md."""
-    from stages import evaluate as stage
+    from leve.evaluation import stage
 
     options = {"checkpoint": checkpoint, "protocol": protocol, "split": split, "crop": crop, "align": align,
                "flip": flip, "batch_size": batch_size, "device": device, "teacher": teacher}
-    overrides = {**parse_overrides(sets), **{k: v for k, v in options.items() if v is not None}}
+    overrides = merge_options(sets, options)
     stage.run(dataset, overrides, params_file=params, show_progress=not quiet)

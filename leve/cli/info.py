@@ -9,23 +9,8 @@ import typer
 from rich.table import Table
 
 from leve.cli import app
-from leve.data.store import disk_usage, open_store
 from leve.progress import console
-
-
-def store_info(path: str) -> dict:
-    """Splits with their arrays (shape, dtype), metadata fields, attributes and size on disk."""
-    store = open_store(path, require_complete=False)
-    splits = {}
-    for name in store.splits:
-        group = store.root[name]
-        arrays = {k: {"shape": list(a.shape), "dtype": str(a.dtype)} for k, a in group.arrays()}
-        meta = sorted(group["meta"].array_keys()) if "meta" in group else []
-        splits[name] = {"length": group.attrs.get("length"), "arrays": arrays, "meta": meta}
-    info = {"path": path, "complete": bool(store.attrs.get("complete")), "attrs": store.attrs, "splits": splits}
-    if Path(path).is_dir():
-        info["bytes"], info["files"] = disk_usage(path)
-    return info
+from leve.store.info import store_info
 
 
 @app.command("info")
@@ -67,6 +52,6 @@ def preview(
     out: Path = typer.Option(Path("reports/preview.png"), help="PNG to write."),
 ) -> None:
     """Write a picture grid: RGB beside colour-mapped depth (fixed scale 0..max depth)."""
-    from leve.data.preview import save_grid
+    from leve.report.preview import save_grid
 
     console.print(f"wrote {save_grid(path, split, out, count, columns)}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from leve.cli import app, bench_app
-from leve.params import PARAMS_FILE, parse_overrides
+from leve.params import PARAMS_FILE, merge_options
 from leve.progress import console
 
 
@@ -68,11 +68,11 @@ def bench_model(
     params: Path = typer.Option(PARAMS_FILE, "--params", help="Params file (section bench.model)."),
 ) -> None:
     """Parameters, MACs, latency and FPS of every model variant side by side (JSON out)."""
-    from stages import bench_model as stage
+    from leve.bench import model as stage
 
     options = {"resolution": resolution, "device": device, "repeats": repeats, "warmup": warmup, "batch": batch,
                "out": out, "models": _split(models) or None, "modes": _split(modes) or None,
                "compile_models": _split(compile_models) or None}
-    overrides = {**parse_overrides(sets), **{k: v for k, v in options.items() if v is not None}}
+    overrides = merge_options(sets, options)
     report = stage.run(overrides, params_file=params, progress=lambda m: console.print(m))
     typer.echo(json.dumps(report, indent=2))

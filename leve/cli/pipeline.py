@@ -20,7 +20,7 @@ def demo(
 ) -> None:
     """Create a git + DVC workspace, run the pipeline on the embedded default, run a second
     experiment, print the metric table and `dvc metrics diff`, and show where the figures are."""
-    from leve.demo import run_demo
+    from leve.pipeline.demo import run_demo
 
     run_demo(workspace, second_eps=eps, quiet=quiet)
 
@@ -32,7 +32,7 @@ def profile(
     params: Path = typer.Option(PARAMS_FILE, "--params", help="Params file to rewrite."),
 ) -> None:
     """Switch params.yaml to a profile (only the profile's keys change; comments kept)."""
-    from leve.profiles import apply_profile, dvc_set_args
+    from leve.pipeline.profiles import apply_profile, dvc_set_args
 
     if print_only:
         typer.echo(shlex.join(["dvc", "exp", "run", *dvc_set_args(name)]))

@@ -1,4 +1,4 @@
-"""``leve prepare <dataset>``: build a dataset store (see ``stages/prepare.py``)."""
+"""``leve prepare <dataset>``: build a dataset store (see ``leve/datasets/stage.py``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from leve.cli import app
-from leve.params import PARAMS_FILE, parse_overrides
+from leve.params import PARAMS_FILE, merge_options
 from leve.progress import console
 
 prepare_app = typer.Typer(help="Build a dataset's Zarr store under data/zarr/.", no_args_is_help=True)
@@ -21,9 +21,9 @@ ParamsOpt = typer.Option(PARAMS_FILE, "--params", help="Params file (section pre
 
 def run_prepare(dataset: str, options: dict[str, Any], sets: list[str], params: Path, force: bool) -> None:
     """Merge explicit options over --set overrides, run the stage and print its summary."""
-    from stages import prepare as stage
+    from leve.datasets import stage
 
-    overrides = {**parse_overrides(sets), **{k: v for k, v in options.items() if v is not None}}
+    overrides = merge_options(sets, options)
     result = stage.run(dataset, overrides, params_file=params, force=force)
     console.print(result.summary())
 

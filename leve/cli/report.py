@@ -23,8 +23,8 @@ def report_command(
     out_csv: Path = typer.Option(Path("reports/experiments.csv"), "--csv", help="CSV output (under --repo)."),
 ) -> None:
     """Thesis Tables 9.2-9.8 from the DVC experiments' metrics (the workspace when there are none)."""
-    from leve.evaluation.report import write_csv, write_text
-    from leve.experiments import report as ex
+    from leve.report import experiments as ex
+    from leve.report.metrics import write_csv, write_text
 
     payload = ex.load_exp_show_file(from_json) if from_json else ex.exp_show_json(repo, all_commits)
     records = ex.parse_exp_show(payload)

@@ -9,7 +9,7 @@ import typer
 
 from leve.cli import app
 from leve.errors import LeveError
-from leve.params import PARAMS_FILE, parse_overrides
+from leve.params import PARAMS_FILE, merge_options
 from leve.progress import console
 
 
@@ -27,7 +27,7 @@ def serve(
     from leve.serve.config import load_config
 
     options = {"checkpoint": checkpoint, "model": model, "host": host, "port": port, "device": device}
-    cfg = load_config({**parse_overrides(sets), **{k: v for k, v in options.items() if v is not None}}, params)
+    cfg = load_config(merge_options(sets, options), params)
     uvicorn, create_app = _import_app()
     web = create_app(cfg)
     state = web.state.leve.model

@@ -1,4 +1,4 @@
-"""``leve teacher-cache`` (see ``stages/teacher.py``) and ``leve bench teacher``."""
+"""``leve teacher-cache`` (see ``leve/teacher/stage.py``) and ``leve bench teacher``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typer
 
 from leve.cli import app, bench_app
 from leve.cli.bench_io import write_json
-from leve.params import PARAMS_FILE, parse_overrides
+from leve.params import PARAMS_FILE, merge_options
 from leve.progress import console
 
 
@@ -29,7 +29,7 @@ def teacher_cache(
     force: bool = typer.Option(False, "--force", help="Recompute even if an up-to-date cache exists."),
 ) -> None:
     """Run the Depth-Anything teacher once over a dataset split and store normalised maps."""
-    from stages import teacher as stage
+    from leve.teacher import stage
 
     options = {
         "splits": list(split) if split else None,
@@ -41,7 +41,7 @@ def teacher_cache(
         "tta": tta,
         "workers": workers,
     }
-    overrides = {**parse_overrides(sets), **{k: v for k, v in options.items() if v is not None}}
+    overrides = merge_options(sets, options)
     for result in stage.run(dataset, overrides, params_file=params, shard=shard, force=force):
         console.print(result.summary())
 

@@ -1,4 +1,4 @@
-"""``leve train`` (see ``stages/train.py``) and ``leve bench train``."""
+"""``leve train`` (see ``leve/train/stage.py``) and ``leve bench train``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def train(
     stop_after: int = typer.Option(None, "--stop-after", help="Save and stop after this many steps in all (continue later)."),
 ) -> None:
     """Distil the student from a store split and its cached teacher (torchrun for several GPUs)."""
-    from stages import train as stage
+    from leve.train import stage
 
     result = stage.run(parse_overrides(sets), params_file=params, restart=restart, stop_after=stop_after)
     if result.rank == 0:

@@ -1,7 +1,7 @@
 """Evaluation: score a depth predictor on a store split under a named protocol.
 
 Kept apart from the models: :func:`~leve.evaluation.runner.evaluate` takes any callable
-that maps a batch of images to network outputs, and a :class:`~leve.data.store.Split`.
+that maps a batch of images to network outputs, and a :class:`~leve.store.Split`.
 """
 
 from leve.evaluation.protocols import (

@@ -17,12 +17,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from leve.data.store import Split
-from leve.depth import output_to_depth
 from leve.evaluation.align import align_depth, align_lstsq_disparity
+from leve.evaluation.metrics import (
+    METRIC_KEYS,
+    Aggregate,
+    MetricAccumulator,
+    compute_metrics,
+)
 from leve.evaluation.protocols import Protocol
-from leve.metrics import METRIC_KEYS, Aggregate, MetricAccumulator, compute_metrics
+from leve.models.depth import output_to_depth
 from leve.progress import progress_bar
+from leve.store import Split
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 MODELS = ("student", "teacher")

@@ -5,7 +5,7 @@ Usage::
     from leve.models import create_model, list_models
     model = create_model("leve", encoder_weights="DDRNet23s_imagenet.pth", max_depth=10.0)
     out = model(rgb)            # (B,3,H,W) in [0,1] -> (B,1,H,W), read as max_depth/depth
-    depth = leve.depth.output_to_depth(out, model.max_depth)
+    depth = leve.models.depth.output_to_depth(out, model.max_depth)
 
 Variants (thesis §9.1): ``leve`` (LCB 3x3+3x3, main skips; the default), ``leve-3x3``,
 ``leve-3x3-1x1``, ``leve-5x5-5x5``, ``leve-dw``, ``leve-alt-skips``, ``leve-no-skips``.

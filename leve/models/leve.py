@@ -1,7 +1,7 @@
 """The Leve network: DDRNet-23-slim encoder + three-block upsampling decoder.
 
 Input (B, 3, H, W) RGB in [0, 1], H and W multiples of 8 and at least 64; output
-(B, 1, H, W), read as ``max_depth / depth`` (see :mod:`leve.depth`).
+(B, 1, H, W), read as ``max_depth / depth`` (see :mod:`leve.models.depth`).
 """
 
 from __future__ import annotations

@@ -26,13 +26,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from leve.data.images import encode_png
 from leve.errors import LeveError
 from leve.predict import colorize, depth_npy, depth_png16
 from leve.serve import render
 from leve.serve.config import Config
 from leve.serve.images import UploadError, check_bytes, read_image
 from leve.serve.model import LoadedModel, load_model
+from leve.store.images import encode_png
 
 STATIC = resources.files("leve.serve") / "static"
 
@@ -48,7 +48,7 @@ class Sample:
 
 def render_samples(cfg: Config) -> list[Sample]:
     """Render ``cfg.samples`` rooms of the synthetic test split (same seed, same pictures)."""
-    from leve.data.synthetic import render_sample
+    from leve.datasets.synthetic import render_sample
 
     out = []
     for i in range(cfg.samples):
@@ -93,7 +93,7 @@ def safe_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)[:80] or "image"
 
 
-def result_json(state: "State", stem: str, rgb: np.ndarray, flip: bool,
+def result_json(state: State, stem: str, rgb: np.ndarray, flip: bool,
                 gt: np.ndarray | None = None) -> dict[str, Any]:
     """Predict and describe the result as the page needs it."""
     lm, cfg = state.model, state.cfg

@@ -15,7 +15,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from leve.data.images import encode_png
+from leve.store.images import encode_png
 
 BAR_STEPS = 256
 MIN_TICK_GAP = 0.07  # fraction of the bar height between two labels

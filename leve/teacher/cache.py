@@ -10,7 +10,7 @@ Layout of one split group::
                 version, dataset identity (name, fingerprint, split, length), ``complete``
 
 A split is built in ``<path>.<split>.partial`` with the block machinery of
-:mod:`leve.data.store` (one shard per block, a progress record per block), by one process
+:mod:`leve.store` (one shard per block, a progress record per block), by one process
 or by several shards that take disjoint blocks. Whoever finds every block done gathers
 the per-sample statistics, marks the split complete and moves it into the final store, so
 the final store only ever holds complete splits.
@@ -33,7 +33,9 @@ import torch
 import zarr
 
 from leve import __version__
-from leve.data.store import (
+from leve.errors import LeveError
+from leve.progress import console, progress_bar
+from leve.store import (
     PROGRESS_DIR,
     ArraySpec,
     Split,
@@ -45,8 +47,6 @@ from leve.data.store import (
     fingerprint,
     open_store,
 )
-from leve.errors import LeveError
-from leve.progress import console, progress_bar
 from leve.teacher.infer import NORMALISATION, RESIZE_MODE, TeacherRunner
 from leve.teacher.loading import Teacher, canonical_model_id
 from leve.teacher.preprocess import Preprocessing

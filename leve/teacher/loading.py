@@ -17,8 +17,8 @@ from urllib.parse import urlparse
 
 import torch
 
-from leve.data.store import fingerprint
 from leve.errors import LeveError
+from leve.store import fingerprint
 from leve.teacher.preprocess import Preprocessing
 from leve.teacher.registry import (
     DEPTH_ANYTHING_PREPROCESSING,

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from leve.data.store import Split, open_split
-from leve.train.config import AugmentConfig
+from leve.store import Split, open_split
+from leve.train.stage import AugmentConfig
 
 Item = dict[str, torch.Tensor]
 

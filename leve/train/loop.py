@@ -21,20 +21,20 @@ from typing import Any
 
 import torch
 
-from leve.data.store import open_store
-from leve.depth import depth_to_output, output_to_depth
 from leve.errors import LeveError
-from leve.losses import student_loss
-from leve.metrics import MetricAccumulator, compute_metrics
+from leve.evaluation.metrics import MetricAccumulator, compute_metrics
 from leve.models import create_model
 from leve.models.checkpoint import save_checkpoint
+from leve.models.depth import depth_to_output, output_to_depth
 from leve.params import config_dict
 from leve.progress import console, progress_bar
+from leve.store import open_store
 from leve.train import distributed as dist_
-from leve.train.config import TrainConfig
 from leve.train.data import DepthDataset, EpochBatchSampler, collate
 from leve.train.logging import RunLog
+from leve.train.losses import student_loss
 from leve.train.schedule import make_scheduler
+from leve.train.stage import TrainConfig
 from leve.train.state import Position, load_state, read_state, save_state
 from leve.train.step import StepRunner
 

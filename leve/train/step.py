@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import torch
 
-from leve.depth import depth_to_output
 from leve.errors import LeveError
-from leve.losses import distillation_loss
+from leve.models.depth import depth_to_output
+from leve.train.losses import distillation_loss
 
 Batch = dict[str, torch.Tensor]
 

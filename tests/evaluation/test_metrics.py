@@ -1,4 +1,4 @@
-"""leve.metrics against values computed by hand."""
+"""leve.evaluation.metrics against values computed by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from leve.metrics import (
+from leve.evaluation.metrics import (
     METRIC_KEYS,
     MetricAccumulator,
     aggregate_metrics,

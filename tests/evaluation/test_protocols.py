@@ -9,8 +9,8 @@ import torch
 from leve.errors import LeveError
 from leve.evaluation import crop_for, get_protocol
 from leve.evaluation.align import align_depth, align_median, fit_scale_shift
+from leve.evaluation.metrics import compute_metrics
 from leve.evaluation.runner import evaluate
-from leve.metrics import compute_metrics
 from tests.evaluation.conftest import (
     HEIGHT,
     WIDTH,

@@ -60,7 +60,7 @@ def test_bench_model_rejects_bad_options(tmp_path, run_cli):
 def test_params_yaml_section_builds():
     from pathlib import Path
 
-    from stages import bench_model
+    from leve.bench import model as bench_model
 
     cfg = bench_model.config({}, Path(__file__).parents[2] / "params.yaml")
     # params.yaml ships the embedded profile: the default model, eager only (the thesis profile

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from leve.depth import depth_range, depth_to_output, output_to_depth
+from leve.models.depth import depth_range, depth_to_output, output_to_depth
 
 
 def test_known_values():

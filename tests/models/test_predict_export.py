@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from leve.depth import output_to_depth
 from leve.models import load_checkpoint
+from leve.models.depth import output_to_depth
 
 
 def gradient_image(h: int, w: int) -> np.ndarray:

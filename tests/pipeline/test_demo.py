@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from leve.demo import Demo, run_demo
+from leve.pipeline.demo import Demo, run_demo
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_dvc_status_up_to_date_then_only_train_and_eval_change(demo):
         assert "Stage 'prepare@synthetic' didn't change" in dry and "Stage 'teacher@synthetic' didn't change" in dry
     finally:
         params.write_text(original)
-    code = demo.workspace / "leve/data/synthetic.py"
+    code = demo.workspace / "leve/datasets/synthetic.py"
     source = code.read_text()
     try:
         code.write_text(source + "\n# edited\n")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from leve.errors import LeveError
-from leve.profiles import apply_profile, dvc_set_args, load_profile, set_value
+from leve.pipeline.profiles import apply_profile, dvc_set_args, load_profile, set_value
 
 ROOT = Path(__file__).resolve().parents[2]
 

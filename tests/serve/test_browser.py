@@ -19,7 +19,7 @@ import pytest
 import requests
 from PIL import Image
 
-from leve.data.synthetic import render_sample
+from leve.datasets.synthetic import render_sample
 from tests.serve.helpers import image_bytes, live_server
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -9,7 +9,7 @@ import pytest
 import requests
 from PIL import Image
 
-from leve.data.synthetic import render_sample
+from leve.datasets.synthetic import render_sample
 from leve.models import load_checkpoint
 from leve.predict import predict_depth
 from tests.serve.conftest import LIMITS

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leve.data.prepare import SplitSource, build_store
-from leve.data.store import SplitSpec, dataset_arrays, fingerprint
+from leve.datasets.build import SplitSource, build_store
+from leve.store import SplitSpec, dataset_arrays, fingerprint
 from leve.teacher.registry import DEPTH_ANYTHING_PREPROCESSING
 
 

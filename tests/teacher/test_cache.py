@@ -50,7 +50,9 @@ def assert_same(a: Path, b: Path) -> None:
         np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
-def test_resume_after_some_blocks_equals_uninterrupted(tmp_path: Path, store: Path, fast_teacher_dir: Path, reference: Path) -> None:
+def test_resume_after_some_blocks_equals_uninterrupted(
+    tmp_path: Path, store: Path, fast_teacher_dir: Path, reference: Path
+) -> None:
     teacher = load_teacher(str(fast_teacher_dir))
     out = tmp_path / "teacher.zarr"
     first = build_teacher_cache(store, out, "train", teacher, block_size=2, max_blocks=2, show_progress=False)
@@ -223,7 +225,8 @@ def test_cli_builds_cache_through_the_stage(tmp_path: Path, fast_teacher_dir: Pa
         f"  datasets:\n    mini:\n      model: {fast_teacher_dir}\n"
     )
     runner = CliRunner()
-    result = runner.invoke(app, ["teacher-cache", "--dataset", "mini", "--split", "train", "--batch-size", "2", "--device", "cpu"])
+    args = ["teacher-cache", "--dataset", "mini", "--split", "train", "--batch-size", "2", "--device", "cpu"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     cache = open_teacher_cache(tmp_path / "data" / "teacher" / "mini.zarr", "train", tmp_path / "data" / "zarr" / "mini.zarr")
     assert len(cache) == 3 and not cache.zero.any()

@@ -12,7 +12,7 @@ from transformers.models.dpt.image_processing_pil_dpt import (
     get_resize_output_image_size,
 )
 
-from leve.data.store import open_split
+from leve.store import open_split
 from leve.teacher import build_teacher_cache, load_teacher, open_teacher_cache
 from leve.teacher.infer import normalise
 from leve.teacher.preprocess import Preprocessing, normalize_batch

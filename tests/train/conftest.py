@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from leve.data import synthetic
+from leve.datasets import synthetic
 from leve.teacher.cache import build_teacher_cache
 from leve.teacher.loading import load_teacher
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from leve.train.config import AugmentConfig
 from leve.train.data import DepthDataset, EpochBatchSampler, augment, resize_sample
+from leve.train.stage import AugmentConfig
 
 
 def _item(h: int = 6, w: int = 8) -> dict[str, torch.Tensor]:
@@ -62,7 +62,7 @@ def test_resize_nearest_keeps_invalid_depth_unblended():
 
 def test_dataset_reads_store_and_teacher(synthetic_with_teacher):
     store, cache = synthetic_with_teacher
-    from leve.data.store import open_split
+    from leve.store import open_split
     from leve.teacher.cache import open_teacher_cache
 
     split = open_split(store, "train")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from leve import losses
+from leve.train import losses
 
 
 def _t(a: np.ndarray) -> torch.Tensor:

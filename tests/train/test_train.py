@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from leve.data.store import open_split
 from leve.errors import LeveError
-from leve.metrics import aggregate_metrics, compute_metrics
+from leve.evaluation.metrics import aggregate_metrics, compute_metrics
 from leve.models.checkpoint import load_checkpoint, read_checkpoint
+from leve.store import open_split
 from leve.train import KDConfig, ScheduleConfig, TrainConfig, train
 from leve.train.data import resize_sample
 from tests.train.conftest import TRAIN_SIZE

@@ -1,0 +1,154 @@
+"""``leve demo [DIR]``: from nothing to a metric table, figures and a metrics diff.
+
+Creates a workspace (a copy of the pipeline: dvc.yaml, params.yaml, profiles/ and
+the leve package it tracks as dependencies), makes it a git + DVC repository (offline,
+analytics off), runs the whole pipeline on the embedded default, commits it as the
+baseline, runs a second experiment with another distillation weight, then prints the
+metric table and ``dvc metrics diff`` between the two. Rerunning continues: DVC skips
+what is up to date.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import leve
+from leve.errors import LeveError
+from leve.progress import console
+
+MARKER = ".leve-demo"
+COPY = ["dvc.yaml", "params.yaml", "profiles", "leve", ".gitignore"]
+
+
+def source_root() -> Path:
+    """The checkout leve runs from (it holds dvc.yaml and params.yaml)."""
+    root = Path(leve.__file__).resolve().parents[1]
+    if not (root / "dvc.yaml").is_file() or not (root / "profiles").is_dir():
+        raise LeveError(f"{root}: no dvc.yaml beside the leve package; `leve demo` runs from a source checkout "
+                        "(git clone the project and `pip install -e .`)")
+    return root
+
+
+@dataclass
+class Demo:
+    """A demo workspace and the commands run in it."""
+
+    workspace: Path
+    quiet: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        bin_dir = str(Path(sys.executable).parent)
+        return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+                "PYTHONPATH": str(self.workspace), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "leve demo", "GIT_AUTHOR_EMAIL": "demo@leve.invalid",
+                "GIT_COMMITTER_NAME": "leve demo", "GIT_COMMITTER_EMAIL": "demo@leve.invalid"}
+
+    def run(self, *cmd: str, capture: bool = False) -> str:
+        """Run a command in the workspace; its output streams unless captured or quiet."""
+        if not self.quiet:
+            console.print(f"[dim]$ {shlex.join(cmd)}[/dim]")
+        stream = subprocess.PIPE if (capture or self.quiet) else None
+        done = subprocess.run(cmd, cwd=self.workspace, env=self.env, text=True, stdout=stream,
+                              stderr=subprocess.STDOUT if stream else None)
+        if done.returncode:
+            tail = (done.stdout or "").strip().splitlines()[-5:]
+            raise LeveError(f"{self.workspace}: `{shlex.join(cmd)}` failed with exit {done.returncode}"
+                            + (f": {' | '.join(tail)}" if tail else ""))
+        return done.stdout or ""
+
+    def step(self, n: int, total: int, title: str) -> float:
+        console.print(f"\n[bold cyan][{n}/{total}] {title}[/bold cyan]")
+        return time.perf_counter()
+
+    def done(self, name: str, t0: float) -> None:
+        self.timings[name] = round(time.perf_counter() - t0, 1)
+
+
+def create_workspace(workspace: Path, root: Path) -> bool:
+    """Copy the pipeline into ``workspace``; False when it already holds a demo (continue)."""
+    if (workspace / MARKER).exists():
+        return False
+    if workspace.exists() and any(workspace.iterdir()):
+        raise LeveError(f"{workspace}: folder exists and is not empty (and not a leve demo); choose another")
+    workspace.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in COPY:
+        src = root / name
+        if src.is_dir():
+            shutil.copytree(src, workspace / name, ignore=ignore)
+        elif src.is_file():
+            shutil.copy2(src, workspace / name)
+    return True
+
+
+def init_repo(demo: Demo) -> None:
+    demo.run("git", "init", "-q")
+    demo.run("dvc", "init", "-q")
+    demo.run("dvc", "config", "core.analytics", "false")
+    demo.run("dvc", "config", "core.autostage", "true")
+    (demo.workspace / MARKER).write_text("leve demo workspace\n")
+    demo.run("git", "add", "-A")
+    demo.run("git", "commit", "-q", "-m", "leve demo: the pipeline")
+
+
+def has_commit(demo: Demo, message: str) -> bool:
+    return message in demo.run("git", "log", "--format=%s", capture=True)
+
+
+def run_demo(workspace: Path, second_eps: float = 0.0, quiet: bool = False) -> Demo:
+    """The whole demo; returns the workspace and the seconds each part took."""
+    demo = Demo(workspace.resolve(), quiet)
+    t_all = time.perf_counter()
+    t0 = demo.step(1, 5, f"workspace {demo.workspace} (git + DVC, offline)")
+    if create_workspace(demo.workspace, source_root()):
+        init_repo(demo)
+    demo.done("workspace", t0)
+    t0 = demo.step(2, 5, "dvc repro: prepare -> teacher cache -> train -> eval -> bench (embedded default)")
+    demo.run("dvc", "repro")
+    baseline = "leve demo: baseline run"
+    if not has_commit(demo, baseline):
+        demo.run("git", "add", "-A")
+        demo.run("git", "commit", "-q", "-m", baseline)
+    demo.done("baseline", t0)
+    t0 = demo.step(3, 5, f"second experiment: dvc exp run -S train.kd.eps={second_eps}")
+    demo.run("dvc", "exp", "run", "-S", f"train.kd.eps={second_eps}")
+    demo.done("experiment", t0)
+    demo.step(4, 5, "results")
+    show_results(demo)
+    demo.step(5, 5, "figures")
+    demo.run("dvc", "plots", "show", "-o", "reports/plots", capture=True)
+    show_figures(demo)
+    demo.timings["total"] = round(time.perf_counter() - t_all, 1)
+    console.print(f"\n[bold green]done in {demo.timings['total']:.0f} s[/bold green] "
+                  f"({', '.join(f'{k} {v:.0f} s' for k, v in demo.timings.items() if k != 'total')})")
+    return demo
+
+
+def show_results(demo: Demo) -> None:
+    console.print("[bold]leve report[/bold] (the baseline and every experiment, thesis-style tables):")
+    console.print(demo.run("leve", "report", capture=True), markup=False, highlight=False)
+    console.print("[bold]dvc metrics diff[/bold] (baseline commit -> this experiment):")
+    console.print(demo.run("dvc", "metrics", "diff", "--md", "--targets", "metrics", capture=True),
+                  markup=False, highlight=False)
+    console.print("[bold]dvc exp show[/bold] (val RMSE from training, test metrics from eval):")
+    keep = r"Experiment|train\.kd\.eps|val\.rmse|student\.(rmse|abs_rel|d1)$"
+    console.print(demo.run("dvc", "exp", "show", "--md", "--no-pager", "--drop", ".*", "--keep", keep, capture=True),
+                  markup=False, highlight=False)
+
+
+def show_figures(demo: Demo) -> None:
+    reports = demo.workspace / "reports"
+    figures = sorted(reports.glob("*/examples.png")) + [reports / "plots" / "index.html"]
+    for path in figures:
+        if path.exists():
+            console.print(f"  {path}")
+    console.print(f"  training curves, error vs depth: open {reports / 'plots' / 'index.html'}")

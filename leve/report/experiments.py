@@ -1,0 +1,437 @@
+"""Comparison tables of DVC experiments (thesis Tables 9.2–9.8), built from ``dvc exp show --json``.
+
+Parsing is split into small pure functions over the JSON that ``dvc exp show --json`` prints
+(a list of baselines: the workspace, then each commit with its ``experiments``; every revision
+carries ``data.params`` per params file and ``data.metrics`` per metrics file, or an ``error``):
+
+* :func:`parse_exp_show` -> :class:`Record` per revision (params flattened to dotted keys,
+  evaluation documents ``metrics/<ds>.json`` by dataset, ``metrics/bench_model.json``);
+* :func:`select_records` -> the finished experiments (and committed baselines) with metrics,
+  or the workspace when no experiment has any;
+* :func:`build_tables` -> the thesis tables, rows labelled by the params that differ;
+* :func:`markdown` / :func:`csv_rows` -> the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from leve.errors import LeveError
+from leve.evaluation.metrics import METRIC_KEYS
+
+DEFAULT_MODEL = "leve"
+MODEL_KEY, EPS_KEY, DATASET_KEY = "train.model", "train.kd.eps", "train.dataset"
+TABLE_COLUMNS = (("RMSE", "rmse"), ("REL", "abs_rel"), ("δ1", "d1"), ("δ2", "d2"), ("δ3", "d3"))
+LCB_LABELS = {"leve-3x3": "3x3", "leve-3x3-1x1": "3x3+1x1", "leve": "3x3+3x3", "leve-5x5-5x5": "5x5+5x5",
+              "leve-dw": "3x3-dw-separable"}
+SKIP_LABELS = {"leve": "main skips", "leve-alt-skips": "alternative skips", "leve-no-skips": "no skips"}
+THESIS_KD_TABLES = {"nyu": "9.6", "kitti": "9.7", "endoslam": "9.8"}
+NOT_FINISHED = ("queued", "running", "failed")
+VARIANT_ORDER = ("leve", "leve-3x3", "leve-3x3-1x1", "leve-5x5-5x5", "leve-dw", "leve-alt-skips", "leve-no-skips")
+LABEL_KEYS_FIRST = (MODEL_KEY, EPS_KEY)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One revision of ``dvc exp show``: the workspace, a baseline commit or an experiment."""
+
+    name: str
+    rev: str
+    kind: str  # workspace | baseline | experiment
+    state: str | None  # experiments: queued | running | success | failed (None: run in the workspace)
+    params: dict[str, Any] = field(default_factory=dict)  # dotted keys, e.g. train.kd.eps
+    evals: dict[str, dict[str, Any]] = field(default_factory=dict)  # dataset -> metrics document
+    bench: dict[str, Any] | None = None  # metrics/bench_model.json
+    error: str | None = None
+
+    @property
+    def model(self) -> str:
+        return str(self.params.get(MODEL_KEY, DEFAULT_MODEL))
+
+    @property
+    def eps(self) -> float:
+        return float(self.params.get(EPS_KEY, 0.0) or 0.0)
+
+    @property
+    def finished(self) -> bool:
+        return self.state not in NOT_FINISHED and self.error is None
+
+
+@dataclass(frozen=True)
+class Row:
+    """A table row: one record's means on one dataset (``group``: an EndoSLAM organ or ``all``)."""
+
+    label: str
+    record: Record
+    dataset: str
+    group: str
+    means: dict[str, Any]
+    bench: dict[str, Any] | None = None  # fp32 eager latency of the row's model variant
+
+
+@dataclass(frozen=True)
+class Table:
+    key: str
+    title: str
+    dataset: str
+    rows: tuple[Row, ...]
+    bench_note: str | None = None
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"kd": {"eps": 0.25}}}`` -> ``{"train.kd.eps": 0.25}`` (lists kept as values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def revision_params(data: dict[str, Any]) -> dict[str, Any]:
+    """Flattened params of a revision; keys of files other than params.yaml get ``<file>:`` first."""
+    out: dict[str, Any] = {}
+    for file, entry in (data.get("params") or {}).items():
+        values = (entry or {}).get("data") or {}
+        prefix = "" if file == "params.yaml" else f"{file}:"
+        out.update(flatten(values, prefix))
+    return out
+
+
+def is_eval_doc(doc: Any) -> bool:
+    """A document written by ``leve eval`` (``metrics/<ds>.json``)."""
+    return isinstance(doc, dict) and isinstance(doc.get("student"), dict) and "dataset" in doc
+
+
+def revision_metrics(data: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+    """Readable evaluation documents by dataset, and the model benchmark when present."""
+    evals: dict[str, dict[str, Any]] = {}
+    bench = None
+    for _path, entry in sorted((data.get("metrics") or {}).items()):
+        doc = (entry or {}).get("data")
+        if is_eval_doc(doc):
+            evals[str(doc["dataset"])] = doc
+        elif isinstance(doc, dict) and isinstance(doc.get("models"), dict):
+            bench = doc
+    return evals, bench
+
+
+def parse_revision(entry: dict[str, Any], kind: str, name: str, state: str | None) -> Record:
+    data = entry.get("data") or {}
+    evals, bench = revision_metrics(data)
+    err = entry.get("error")
+    error = (err.get("msg") or err.get("type") or "error") if isinstance(err, dict) else (str(err) if err else None)
+    return Record(name=name, rev=str(entry.get("rev") or data.get("rev") or ""), kind=kind, state=state,
+                  params=revision_params(data), evals=evals, bench=bench, error=error)
+
+
+def parse_exp_show(payload: Any) -> list[Record]:
+    """Every revision in the output of ``dvc exp show --json`` (workspace, baselines, experiments)."""
+    if not isinstance(payload, list):
+        raise LeveError("dvc exp show --json: expected a list of revisions")
+    records = []
+    for base in payload:
+        if not isinstance(base, dict):
+            continue
+        rev = str(base.get("rev") or "")
+        kind = "workspace" if rev == "workspace" else "baseline"
+        name = base.get("name") or (kind if kind == "workspace" else rev[:7])
+        records.append(parse_revision(base, kind, name, None))
+        for exp in base.get("experiments") or []:
+            state = (exp.get("executor") or {}).get("state")
+            for rev_entry in exp.get("revs") or []:
+                name = rev_entry.get("name") or exp.get("name") or str(rev_entry.get("rev", ""))[:7]
+                records.append(parse_revision(rev_entry, "experiment", name, state))
+    return records
+
+
+def same_run(a: Record, b: Record) -> bool:
+    """Equal params and equal evaluation documents (the workspace after ``dvc exp run`` or ``apply``)."""
+    return a.params == b.params and a.evals == b.evals
+
+
+def select_records(records: Sequence[Record], workspace: bool = False) -> list[Record]:
+    """Finished experiments and baselines with evaluation metrics; the workspace when none has any
+    (or with ``workspace``, unless it repeats one of them); else an error."""
+    chosen = [r for r in records if r.kind != "workspace" and r.finished and r.evals]
+    ws = [r for r in records if r.kind == "workspace" and r.evals]
+    if workspace or not chosen:
+        chosen += [w for w in ws if not any(same_run(w, r) for r in chosen)]
+    if not chosen:
+        raise LeveError("no experiment (and not the workspace) has evaluation metrics metrics/<dataset>.json; "
+                        "run `dvc repro`, `dvc exp run` or `leve experiments queue --run` first")
+    return chosen
+
+
+def pending(records: Sequence[Record]) -> list[Record]:
+    """Experiments left out of the tables: queued, running or failed."""
+    return [r for r in records if r.kind == "experiment" and not r.finished]
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def differing_keys(records: Sequence[Record]) -> list[str]:
+    """Params whose value is not the same in every record (a missing key counts as a value)."""
+    found = {k for r in records for k in r.params}
+    keys = [k for k in LABEL_KEYS_FIRST if k in found] + sorted(found - set(LABEL_KEYS_FIRST))
+    return [k for k in keys if len({_canonical(r.params.get(k, _MISSING)) for r in records}) > 1]
+
+
+_MISSING = object()
+
+
+def _canonical(value: Any) -> str:
+    """A comparable form of a param value: 0 and 0.0 (``-S x=0`` vs YAML ``0.0``) are equal."""
+    if value is _MISSING:
+        return "<missing>"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = float(value)
+    return json.dumps(value, default=repr, sort_keys=True)
+
+
+def format_param(key: str, value: Any, model_labels: dict[str, str] | None = None) -> str:
+    """A param as a row label: ``ε=0.25``, ``LCB 3x3``, ``epochs=20``."""
+    if key == EPS_KEY:
+        eps = float(value or 0.0)
+        return "ε=0 (no KD)" if eps == 0 else f"ε={eps:.2f}"
+    if key == MODEL_KEY:
+        return (model_labels or {}).get(str(value), str(value))
+    short = key.removeprefix("train.")
+    return f"{short}={value:g}" if isinstance(value, float) else f"{short}={value}"
+
+
+def row_labels(records: Sequence[Record], always: Sequence[str] = (),
+               model_labels: dict[str, str] | None = None) -> list[str]:
+    """A label per record from the params that differ among ``records`` (plus ``always``);
+    records that still share a label get their experiment name appended."""
+    keys = list(dict.fromkeys([*always, *differing_keys(records)]))
+    labels = [", ".join(format_param(k, r.params.get(k), model_labels) for k in keys) or r.name for r in records]
+    counts = Counter(labels)
+    return [f"{lab} [{r.name}]" if counts[lab] > 1 else lab for lab, r in zip(labels, records)]
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def bench_entry(record: Record, fallback: dict[str, Any] | None) -> dict[str, Any] | None:
+    """fp32 eager latency (``median_ms``, ``fps``) of the record's model in its (or any) model benchmark."""
+    bench = record.bench or fallback
+    if not bench:
+        return None
+    entry = ((bench.get("models") or {}).get(record.model) or {}).get("fp32", {}).get("eager")
+    return entry if isinstance(entry, dict) and "fps" in entry else None
+
+
+def bench_note(bench: dict[str, Any] | None) -> str | None:
+    if not bench:
+        return None
+    env = bench.get("environment") or {}
+    where = env.get("gpu") or env.get("processor") or env.get("device") or "this machine"
+    return (f"Inference: `leve bench model` fp32 eager, batch {bench.get('batch', 1)}, on {where}; "
+            "rerun it on the target device to compare with the thesis (GTX 1650 Ti).")
+
+
+def dataset_rows(records: Sequence[Record], labels: Sequence[str], dataset: str, organs: bool,
+                 bench: dict[str, Any] | None) -> list[Row]:
+    """Rows of ``records`` on ``dataset`` (records without that dataset are skipped); per organ if asked."""
+    rows = []
+    for record, label in zip(records, labels):
+        doc = record.evals.get(dataset)
+        if doc is None:
+            continue
+        rows.append(Row(label, record, dataset, "all", doc["student"], bench_entry(record, bench)))
+        if organs:
+            for group, models in (doc.get("groups") or {}).items():
+                if "student" in models:
+                    rows.append(Row(label, record, dataset, group, models["student"], None))
+    return rows
+
+
+def teacher_row(records: Sequence[Record], dataset: str) -> Row | None:
+    """The teacher's (lstsq-aligned) scores on ``dataset``, from the first record that has them."""
+    for r in records:
+        doc = r.evals.get(dataset) or {}
+        if isinstance(doc.get("teacher"), dict):
+            model = (doc.get("teacher_source") or {}).get("model", "")
+            return Row(f"teacher {model} (lstsq-aligned)".replace("  ", " "), r, dataset, "all", doc["teacher"])
+    return None
+
+
+def ordered(records: Iterable[Record], order: Sequence[str]) -> list[Record]:
+    """Records in the thesis's row order: by model variant, then ε, then name."""
+    rank = {m: i for i, m in enumerate(order)}
+    return sorted(records, key=lambda r: (rank.get(r.model, len(rank)), r.eps, r.name))
+
+
+def ablation_table(records: Sequence[Record], key: str, title: str, labels: dict[str, str], dataset: str,
+                   bench: dict[str, Any] | None) -> Table | None:
+    """Variants of the decoder/skips without distillation (ε = 0); None with fewer than two variants."""
+    chosen = ordered((r for r in records if r.model in labels and r.eps == 0 and dataset in r.evals), list(labels))
+    if len({r.model for r in chosen}) < 2:
+        return None
+    rows = dataset_rows(chosen, row_labels(chosen, [MODEL_KEY], labels), dataset, False, bench)
+    return Table(key, title, dataset, tuple(rows), bench_note(bench) if any(r.bench for r in rows) else None)
+
+
+def kd_table(records: Sequence[Record], dataset: str) -> Table | None:
+    """The default Leve at each ε on ``dataset`` (+ organs, + teacher); None with fewer than two ε."""
+    chosen = ordered((r for r in records if r.model == DEFAULT_MODEL and dataset in r.evals), [DEFAULT_MODEL])
+    if len({r.eps for r in chosen}) < 2:
+        return None
+    rows = dataset_rows(chosen, row_labels(chosen, [EPS_KEY]), dataset, True, None)
+    teacher = teacher_row(chosen, dataset)
+    number = THESIS_KD_TABLES.get(dataset)
+    title = (f"Table {number}: " if number else "") + f"knowledge distillation ε, Leve 3x3+3x3 on {dataset}"
+    return Table(f"kd-{dataset}", title, dataset, tuple(rows + ([teacher] if teacher else [])))
+
+
+def overview_table(records: Sequence[Record], dataset: str) -> Table:
+    """Every selected record on ``dataset`` (organs only in Table 9.8), labelled by what differs."""
+    chosen = ordered((r for r in records if dataset in r.evals), VARIANT_ORDER)
+    labels = row_labels(chosen) if len(chosen) > 1 else [r.name for r in chosen]
+    return Table(f"all-{dataset}", f"All experiments on {dataset}", dataset,
+                 tuple(dataset_rows(chosen, labels, dataset, False, None)))
+
+
+def datasets_of(records: Sequence[Record]) -> list[str]:
+    """Datasets with metrics, the thesis's order first."""
+    found = {d for r in records for d in r.evals}
+    known = [d for d in ("nyu", "kitti", "endoslam", "synthetic") if d in found]
+    return known + sorted(found - set(known))
+
+
+def ablation_dataset(records: Sequence[Record]) -> str:
+    """The in-domain test set for Tables 9.2–9.4: the most common ``train.dataset`` that has metrics."""
+    found = datasets_of(records)
+    trained = Counter(str(r.params.get(DATASET_KEY)) for r in records if str(r.params.get(DATASET_KEY)) in found)
+    return trained.most_common(1)[0][0] if trained else found[0]
+
+
+def build_tables(records: Sequence[Record], dataset: str | None = None) -> list[Table]:
+    """Tables 9.2 (LCB), 9.3 (depthwise), 9.4 (skips) on the in-domain set, 9.6–9.8 (ε) per dataset,
+    then an overview per dataset. Tables with fewer than two comparable rows are left out."""
+    if not records:
+        return []
+    ds = dataset or ablation_dataset(records)
+    bench = next((r.bench for r in records if r.bench), None)
+    lcb = {m: LCB_LABELS[m] for m in ("leve-3x3", "leve-3x3-1x1", "leve", "leve-5x5-5x5")}
+    dw = {m: LCB_LABELS[m] for m in ("leve-3x3", "leve-dw")}
+    tables = [
+        ablation_table(records, "lcb", f"Table 9.2: layered convolution block (LCB) on {ds}, no KD", lcb, ds, bench),
+        ablation_table(records, "dw", f"Table 9.3: depthwise-separable LCB on {ds}, no KD", dw, ds, bench),
+        ablation_table(records, "skips", f"Table 9.4: skip connections on {ds}, no KD", SKIP_LABELS, ds, bench),
+        *(kd_table(records, d) for d in datasets_of(records)),
+        *(overview_table(records, d) for d in datasets_of(records)),
+    ]
+    return [t for t in tables if t is not None]
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "–"
+
+
+def protocol_caption(table: Table) -> str:
+    """``test split, protocol leve2024 (crop leve2024)`` from the first row's document."""
+    doc = table.rows[0].record.evals.get(table.dataset, {}) if table.rows else {}
+    p = doc.get("protocol") or {}
+    crop = (p.get("crop") or {}).get("name")
+    return f"{doc.get('split', '?')} split, protocol {p.get('name', '?')}" + (f" (crop {crop})" if crop else "")
+
+
+def markdown_table(table: Table) -> str:
+    """One table: label, [organ,] RMSE, REL, δ1–δ3, [ms, FPS,] experiment."""
+    organs = any(r.group != "all" for r in table.rows)
+    bench = table.bench_note is not None
+    head = ["Model"] + (["Organ"] if organs else []) + [c for c, _ in TABLE_COLUMNS]
+    head += (["Inference (ms)", "FPS"] if bench else []) + ["Experiment"]
+    lines = [f"### {table.title}", "", f"_{protocol_caption(table)}; lower RMSE/REL, higher δ are better._", "",
+             "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for r in table.rows:
+        cells = [r.label] + ([r.group] if organs else []) + [_num(r.means.get(k)) for _, k in TABLE_COLUMNS]
+        if bench:
+            cells += [_num((r.bench or {}).get("median_ms"), 1), _num((r.bench or {}).get("fps"), 1)]
+        cells.append("–" if r.label.startswith("teacher") else r.record.name)
+        lines.append("| " + " | ".join(cells) + " |")
+    if table.bench_note:
+        lines += ["", table.bench_note]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(tables: Sequence[Table], left_out: Sequence[Record] = (), source: str = "") -> str:
+    """The report: every table, then the experiments not in them."""
+    parts = ["# Experiments\n", f"From {source}. Rows are labelled by the params that differ between them.\n"
+             if source else ""]
+    parts += [markdown_table(t) for t in tables]
+    if left_out:
+        items = ", ".join(f"{r.name} ({r.state or 'error'})" for r in left_out)
+        parts.append(f"Not in the tables (no metrics yet): {items}.\n")
+    return "\n".join(p for p in parts if p)
+
+
+CSV_FIELDS = ("table", "label", "experiment", "rev", "kind", "dataset", "group", "model", "eps",
+              *METRIC_KEYS, "count", "inference_ms", "fps")
+
+
+def csv_rows(tables: Sequence[Table]) -> list[dict[str, Any]]:
+    """One CSV row per table row, with every metric mean."""
+    out = []
+    for t in tables:
+        for r in t.rows:
+            teacher = r.label.startswith("teacher")
+            out.append({"table": t.key, "label": r.label, "experiment": "" if teacher else r.record.name,
+                        "rev": "" if teacher else r.record.rev, "kind": "teacher" if teacher else r.record.kind,
+                        "dataset": r.dataset, "group": r.group, "model": "" if teacher else r.record.model,
+                        "eps": "" if teacher else r.record.eps, **{k: r.means.get(k) for k in (*METRIC_KEYS, "count")},
+                        "inference_ms": (r.bench or {}).get("median_ms"), "fps": (r.bench or {}).get("fps")})
+    return out
+
+
+# ----------------------------------------------------------------------------- dvc
+
+
+def exp_show_json(repo: Path, all_commits: bool = False) -> Any:
+    """Run ``dvc exp show --json`` in ``repo`` and parse its output."""
+    if not (repo / ".dvc").is_dir():
+        raise LeveError(f"{repo.resolve()}: not a DVC repository (no .dvc/); run `leve report` in the project")
+    cmd = ["dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
+    try:
+        proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, check=False)
+    except FileNotFoundError as exc:
+        raise LeveError("dvc: command not found; install leve's dependencies (pip install -e .)") from exc
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise LeveError(f"{repo.resolve()}: `dvc exp show --json` failed: {last}")
+    return parse_json_text(proc.stdout, "dvc exp show --json")
+
+
+def parse_json_text(text: str, source: str) -> Any:
+    """JSON from ``source``; the first '[' starts it (dvc may print notices before)."""
+    start = text.find("[")
+    try:
+        return json.loads(text[start:] if start >= 0 else text)
+    except json.JSONDecodeError as exc:
+        raise LeveError(f"{source}: not the JSON of `dvc exp show --json` ({exc.msg} at line {exc.lineno})") from exc
+
+
+def load_exp_show_file(path: Path) -> Any:
+    """A saved ``dvc exp show --json`` output."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise LeveError(f"{path}: cannot read ({exc.strerror or exc.__class__.__name__})") from exc
+    return parse_json_text(text, str(path))

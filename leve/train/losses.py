@@ -1,0 +1,160 @@
+"""Training losses (thesis chapter 7, DESIGN §5). Every term works on (B, 1, H, W) tensors.
+
+The student is trained on the target ``max_depth / depth`` (:func:`leve.models.depth.depth_to_output`),
+which lies in [1, 100]. ``mask`` marks valid ground-truth pixels (depth > 0); invalid pixels
+never contribute to a student term. Distillation terms compare the student with the cached
+teacher map (relative disparity, normalised to [0, 1] per image) and use every pixel.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from leve.models.depth import MIN_DEPTH_FRACTION
+
+#: the dynamic range L of the target max_depth/depth (it lies in [1, 1/MIN_DEPTH_FRACTION])
+TARGET_RANGE = 1.0 / MIN_DEPTH_FRACTION
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+DEPTH_WEIGHT = 0.1
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` over ``mask`` (all pixels when None); 0 when nothing is valid."""
+    if mask is None:
+        return values.mean()
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def depth_l1(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 7.2: mean absolute difference ``|output_p - target_p|`` over valid pixels."""
+    return _masked_mean((output - target).abs(), mask)
+
+
+def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward differences ``(g_y, g_x)``: ``x[i+1, j] - x[i, j]`` and ``x[i, j+1] - x[i, j]``,
+    zero in the last row (g_y) and last column (g_x), so both keep the input's shape."""
+    gy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
+    gx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
+    return gy, gx
+
+
+def _gradient_mask(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A difference is valid where both of its pixels are valid."""
+    m = mask.to(torch.bool)
+    my = F.pad(m[..., 1:, :] & m[..., :-1, :], (0, 0, 0, 1))
+    mx = F.pad(m[..., :, 1:] & m[..., :, :-1], (0, 1, 0, 0))
+    return my, mx
+
+
+def gradient_l1(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Eqs. 7.3-7.5: ``mean |g_x(out) - g_x(target)| + mean |g_y(out) - g_y(target)|``.
+
+    Each mean runs over the differences whose two pixels are valid (all when ``mask`` is None).
+    """
+    oy, ox = image_gradients(output)
+    ty, tx = image_gradients(target)
+    if mask is None:
+        return (oy - ty).abs().mean() + (ox - tx).abs().mean()
+    my, mx = _gradient_mask(mask)
+    return _masked_mean((oy - ty).abs(), my) + _masked_mean((ox - tx).abs(), mx)
+
+
+def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
+    """Normalised 2-D Gaussian kernel of shape (1, 1, size, size)."""
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None].float()
+
+
+def ssim_map(a: torch.Tensor, b: torch.Tensor, data_range: float = TARGET_RANGE,
+             size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
+    """Per-window SSIM (Wang et al. 2004) with a Gaussian window, 'valid' positions only.
+
+    ``C1 = (0.01 L)^2`` and ``C2 = (0.03 L)^2`` with ``L = data_range``; the result has shape
+    (B, 1, H - size + 1, W - size + 1).
+    """
+    w = gaussian_window(size, sigma).to(a)
+    mu_a, mu_b = F.conv2d(a, w), F.conv2d(b, w)
+    var_a = F.conv2d(a * a, w) - mu_a**2
+    var_b = F.conv2d(b * b, w) - mu_b**2
+    cov = F.conv2d(a * b, w) - mu_a * mu_b
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+
+
+def ssim_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+              data_range: float = TARGET_RANGE) -> torch.Tensor:
+    """Eq. 7.6: ``(1 - SSIM) / 2`` clipped to [0, 1], averaged over windows whose pixels are all
+    valid (an 11x11 window touching an invalid pixel is left out)."""
+    loss = ((1 - ssim_map(output, target, data_range)) / 2).clamp(0, 1)
+    if mask is None:
+        return loss.mean()
+    inside = -F.max_pool2d(-mask.to(output.dtype), SSIM_WINDOW, stride=1)  # 1 where the whole window is valid
+    return _masked_mean(loss, inside)
+
+
+def student_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Eq. 7.7: ``0.1 L_depth + L_grad + L_SSIM``; returns every term and their sum (``student``)."""
+    terms = {
+        "depth_l1": depth_l1(output, target, mask),
+        "gradient": gradient_l1(output, target, mask),
+        "ssim": ssim_loss(output, target, mask),
+    }
+    terms["student"] = DEPTH_WEIGHT * terms["depth_l1"] + terms["gradient"] + terms["ssim"]
+    return terms
+
+
+def _per_image_max(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1).amax(1).clamp(min=1e-6).view(-1, *([1] * (x.dim() - 1)))
+
+
+def kd_l1(output: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Eq. 7.8: L1 between ``output / max(output)`` and ``teacher / max(teacher)``, per image."""
+    return (output / _per_image_max(output) - teacher / _per_image_max(teacher)).abs().mean()
+
+
+def align_scale_shift(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image least squares ``(s, t) = argmin sum (s x + t - y)^2`` in closed form.
+
+    Returns tensors of shape (B, 1, 1, 1). Differentiable; a constant ``x`` gives ``s = 0,
+    t = mean(y)``.
+    """
+    xf, yf = x.flatten(1), y.flatten(1)
+    mx, my = xf.mean(1), yf.mean(1)
+    var = ((xf - mx[:, None]) ** 2).mean(1)
+    cov = ((xf - mx[:, None]) * (yf - my[:, None])).mean(1)
+    scale = torch.where(var > 1e-12, cov / var.clamp(min=1e-12), torch.zeros_like(var))
+    shift = my - scale * mx
+    return scale.view(-1, 1, 1, 1), shift.view(-1, 1, 1, 1)
+
+
+def kd_ssi(output: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Scale-and-shift-invariant distillation (leve's choice, after MiDaS): align the student's
+    output (proportional to disparity) to the teacher's disparity per image by least squares,
+    then take the mean absolute difference. Zero when ``output = a * teacher + b`` with a != 0."""
+    scale, shift = align_scale_shift(output, teacher)
+    return (scale * output + shift - teacher).abs().mean()
+
+
+KD_LOSSES = {"l1": kd_l1, "ssi": kd_ssi}
+
+
+def distillation_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None,
+                      teacher: torch.Tensor | None, eps: float, kd: str = "l1") -> dict[str, torch.Tensor]:
+    """Eq. 7.1: ``(1 - eps) L_student + eps L_teacher``; ``eps = 0`` needs no teacher map.
+
+    Returns the student terms, ``kd`` (when eps > 0) and ``loss`` (what is minimised).
+    """
+    terms = student_loss(output, target, mask)
+    loss = terms["student"]
+    if eps > 0:
+        if teacher is None:
+            raise ValueError("distillation with eps > 0 needs the teacher map")
+        terms["kd"] = KD_LOSSES[kd](output, teacher)
+        loss = (1 - eps) * loss + eps * terms["kd"]
+    terms["loss"] = loss
+    return terms

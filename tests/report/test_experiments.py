@@ -1,0 +1,290 @@
+"""``leve report`` and ``leve experiments``: parsing a real ``dvc exp show --json`` capture
+(``data/exp_show.json``, see ``data/README.md``), the thesis tables, the grid commands, and one
+end-to-end run of the queue in a throw-away git + DVC repository."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from leve.errors import LeveError
+from leve.experiments import grid as g
+from leve.report import experiments as ex
+from tests.report.data.fake_stages import FPS, ORGANS, expected_rmse
+
+DATA = Path(__file__).parent / "data"
+FIXTURE = DATA / "exp_show.json"
+GRID_NAMES_ALL = ["kd-eps0.00", "kd-eps0.10", "kd-eps0.25", "kd-eps0.50", "lcb-3x3", "lcb-3x3-1x1",
+                  "lcb-5x5-5x5", "lcb-3x3-dw", "skips-alt", "skips-none"]
+
+
+@pytest.fixture(scope="module")
+def payload():
+    return json.loads(FIXTURE.read_text())
+
+
+@pytest.fixture(scope="module")
+def records(payload):
+    return ex.parse_exp_show(payload)
+
+
+def table(tables, key):
+    found = [t for t in tables if t.key == key]
+    assert found, f"no table {key} in {[t.key for t in tables]}"
+    return found[0]
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def test_flatten_nested_params():
+    assert ex.flatten({"train": {"kd": {"eps": 0.25, "loss": "l1"}, "resolution": [1, 2], "empty": {}}}) == {
+        "train.kd.eps": 0.25, "train.kd.loss": "l1", "train.resolution": [1, 2], "train.empty": {}}
+
+
+def test_parse_every_revision_of_the_capture(records):
+    kinds = [r.kind for r in records]
+    assert kinds[:2] == ["workspace", "baseline"] and kinds[2:] == ["experiment"] * 12
+    assert records[0].name == "workspace" and records[1].name == "main" and len(records[1].rev) == 40
+    by_name = {r.name: r for r in records}
+    assert by_name["later-kd-eps0.50"].state == "queued" and not by_name["later-kd-eps0.50"].evals
+    assert by_name["broken"].state == "failed" and by_name["broken"].error
+    done = by_name["kd-eps0.10"]
+    assert done.state == "success" and done.finished
+    assert done.params["train.kd.eps"] == 0.1 and done.model == "leve" and done.params["train.kd.loss"] == "l1"
+    assert sorted(done.evals) == ["endoslam", "kitti", "nyu"] and done.bench is not None
+    assert done.evals["nyu"]["student"]["rmse"] == expected_rmse("leve", 0.1, "nyu")
+
+
+def test_select_finished_experiments_only(records):
+    chosen = ex.select_records(records)
+    assert sorted(r.name for r in chosen) == sorted(GRID_NAMES_ALL)
+    assert {r.name for r in ex.pending(records)} == {"broken", "later-kd-eps0.50"}
+
+
+def test_workspace_is_used_only_without_experiment_metrics(payload):
+    experiment = payload[1]["experiments"][0]["revs"][0]
+    workspace = {**copy.deepcopy(payload[0]), "data": copy.deepcopy(experiment["data"])}
+    workspace["data"]["rev"] = "workspace"
+    only_workspace = ex.parse_exp_show([workspace, {**payload[1], "experiments": []}])
+    assert [r.kind for r in ex.select_records(only_workspace)] == ["workspace"]
+    with_experiments = ex.parse_exp_show([workspace, payload[1]])
+    assert "workspace" not in {r.kind for r in ex.select_records(with_experiments)}
+    # --workspace adds it, unless it repeats an experiment (the workspace after `dvc exp run`)
+    assert "workspace" not in {r.kind for r in ex.select_records(with_experiments, workspace=True)}
+    workspace["data"]["params"]["params.yaml"]["data"]["train"]["epochs"] = 20
+    added = ex.select_records(ex.parse_exp_show([workspace, payload[1]]), workspace=True)
+    assert [r.name for r in added if r.kind == "workspace"] == ["workspace"] and len(added) == 11
+
+
+def test_no_metrics_anywhere_is_one_clear_error(payload):
+    bare = [payload[0], {**payload[1], "experiments": [e for e in payload[1]["experiments"]
+                                                       if e["name"] in ("broken", "later-kd-eps0.50")]}]
+    with pytest.raises(LeveError, match=r"no experiment .* has evaluation metrics metrics/<dataset>\.json"):
+        ex.select_records(ex.parse_exp_show(bare))
+
+
+def test_not_exp_show_json_is_refused(tmp_path):
+    bad = tmp_path / "exps.json"
+    bad.write_text("[{not json")
+    with pytest.raises(LeveError, match="exps.json: not the JSON"):
+        ex.load_exp_show_file(bad)
+    with pytest.raises(LeveError, match="expected a list"):
+        ex.parse_exp_show({"rev": "workspace"})
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def test_labels_name_only_what_differs(records):
+    chosen = [r for r in ex.select_records(records) if r.name.startswith("kd-")]
+    assert ex.differing_keys(chosen) == ["train.kd.eps"]
+    labels = dict(zip((r.name for r in chosen), ex.row_labels(chosen)))
+    assert labels == {"kd-eps0.00": "ε=0 (no KD)", "kd-eps0.10": "ε=0.10", "kd-eps0.25": "ε=0.25",
+                      "kd-eps0.50": "ε=0.50"}
+    by_name = {r.name: r for r in records}
+    mixed = [by_name["kd-eps0.25"], by_name["lcb-3x3"]]
+    assert ex.row_labels(mixed, model_labels=ex.LCB_LABELS) == ["3x3+3x3, ε=0.25", "3x3, ε=0 (no KD)"]
+
+
+def test_identical_params_get_the_experiment_name(records):
+    one = next(r for r in records if r.name == "kd-eps0.25")
+    twin = ex.Record(**{**one.__dict__, "name": "rerun"})
+    other = next(r for r in records if r.name == "kd-eps0.10")
+    assert ex.row_labels([one, twin, other]) == ["ε=0.25 [kd-eps0.25]", "ε=0.25 [rerun]", "ε=0.10"]
+
+
+def test_a_missing_param_counts_as_different(records):
+    one = next(r for r in records if r.name == "kd-eps0.25")
+    newer = ex.Record(**{**one.__dict__, "name": "ssi", "params": {**one.params, "train.kd.extra": 3.0}})
+    assert ex.differing_keys([one, newer]) == ["train.kd.extra"]
+    as_float = ex.Record(**{**one.__dict__, "name": "float", "params": {**one.params, "train.epochs": 5.0}})
+    assert one.params["train.epochs"] == 5 and ex.differing_keys([one, as_float]) == []
+    assert ex.row_labels([one, newer]) == ["kd.extra=None", "kd.extra=3"]
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def test_kd_tables_carry_each_experiments_numbers(records):
+    tables = ex.build_tables(ex.select_records(records))
+    for dataset, number in (("nyu", "9.6"), ("kitti", "9.7"), ("endoslam", "9.8")):
+        t = table(tables, f"kd-{dataset}")
+        assert t.title.startswith(f"Table {number}:")
+        overall = [r for r in t.rows if r.group == "all" and not r.label.startswith("teacher")]
+        assert [r.label for r in overall] == ["ε=0 (no KD)", "ε=0.10", "ε=0.25", "ε=0.50"]
+        for row in overall:
+            assert row.means["rmse"] == pytest.approx(expected_rmse("leve", row.record.eps, dataset))
+            assert row.means["d1"] == pytest.approx(1 / (1 + row.means["rmse"]), abs=1e-6)
+        assert t.rows[-1].label == "teacher tiny-random (lstsq-aligned)"
+
+
+def test_endoslam_table_has_every_organ(records):
+    t = table(ex.build_tables(ex.select_records(records)), "kd-endoslam")
+    organ_rows = [r for r in t.rows if r.group != "all"]
+    assert len(organ_rows) == 4 * len(ORGANS)
+    for row in organ_rows:
+        i = ORGANS.index(row.group)
+        assert row.means["rmse"] == pytest.approx(expected_rmse("leve", row.record.eps, "endoslam", i))
+
+
+def test_ablation_tables_follow_the_thesis_rows(records):
+    tables = ex.build_tables(ex.select_records(records))
+    expected = {"lcb": (["3x3", "3x3+1x1", "3x3+3x3", "5x5+5x5"], ["leve-3x3", "leve-3x3-1x1", "leve", "leve-5x5-5x5"]),
+                "dw": (["3x3", "3x3-dw-separable"], ["leve-3x3", "leve-dw"]),
+                "skips": (["main skips", "alternative skips", "no skips"], ["leve", "leve-alt-skips", "leve-no-skips"])}
+    for key, (labels, models) in expected.items():
+        t = table(tables, key)
+        assert t.dataset == "nyu"  # train.dataset (synthetic) has no metrics here: the first thesis set
+        assert [r.label for r in t.rows] == labels and [r.record.model for r in t.rows] == models
+        for row in t.rows:
+            assert row.record.eps == 0
+            assert row.means["rmse"] == pytest.approx(expected_rmse(row.record.model, 0.0, "nyu"))
+            assert row.bench["fps"] == FPS[row.record.model]
+    assert ex.build_tables(ex.select_records(records), dataset="kitti")[0].dataset == "kitti"
+
+
+def test_tables_need_two_comparable_rows(records):
+    kd_only = [r for r in ex.select_records(records) if r.name.startswith("kd-")]
+    keys = [t.key for t in ex.build_tables(kd_only)]
+    assert keys == ["kd-nyu", "kd-kitti", "kd-endoslam", "all-nyu", "all-kitti", "all-endoslam"]
+    single = [r for r in kd_only if r.name == "kd-eps0.25"]
+    assert [t.key for t in ex.build_tables(single)] == ["all-nyu", "all-kitti", "all-endoslam"]
+
+
+def test_markdown_and_csv(records, tmp_path):
+    chosen = ex.select_records(records)
+    tables = ex.build_tables(chosen)
+    text = ex.markdown(tables, ex.pending(records), "fixture")
+    rmse = expected_rmse("leve", 0.1, "nyu")
+    assert f"| ε=0.10 | {rmse:.3f} | {rmse / 4:.3f} | {1 / (1 + rmse):.3f} |" in text
+    assert "| Model | Organ | RMSE | REL | δ1 | δ2 | δ3 | Experiment |" in text
+    assert "| Model | RMSE | REL | δ1 | δ2 | δ3 | Inference (ms) | FPS | Experiment |" in text
+    assert "later-kd-eps0.50 (queued)" in text and "broken (failed)" in text
+    rows = ex.csv_rows(tables)
+    assert len(rows) == sum(len(t.rows) for t in tables)
+    from leve.report.metrics import write_csv
+
+    path = write_csv(tmp_path / "e.csv", rows, ex.CSV_FIELDS)
+    back = list(csv.DictReader(path.open()))
+    row = next(r for r in back if r["table"] == "kd-kitti" and r["experiment"] == "kd-eps0.50")
+    assert float(row["rmse"]) == pytest.approx(expected_rmse("leve", 0.5, "kitti"))
+    assert row["label"] == "ε=0.50" and row["rev"] and row["group"] == "all"
+
+
+# ----------------------------------------------------------------------------- grid
+
+
+def test_kd_grid_commands():
+    assert [g.format_command(c) for c in g.queue_commands(g.grid("kd"))] == [
+        "dvc exp run --queue -n kd-eps0.00 -S train.model=leve -S train.kd.eps=0",
+        "dvc exp run --queue -n kd-eps0.10 -S train.model=leve -S train.kd.eps=0.1",
+        "dvc exp run --queue -n kd-eps0.25 -S train.model=leve -S train.kd.eps=0.25",
+        "dvc exp run --queue -n kd-eps0.50 -S train.model=leve -S train.kd.eps=0.5"]
+
+
+def test_all_grid_has_each_configuration_once():
+    points = g.grid("all")
+    assert [p.name for p in points] == GRID_NAMES_ALL
+    assert len({p.params for p in points}) == len(points)
+    models = {dict(p.params)["train.model"] for p in points}
+    from leve.models import list_models
+
+    assert models == set(list_models())
+    with pytest.raises(LeveError, match="unknown grid 'lbc'"):
+        g.grid("lbc")
+
+
+def test_dry_run_prints_the_commands(run_cli, tmp_path):
+    res = run_cli("experiments", "queue", "--grid", "skips", "--set", "train.epochs=20", "--target",
+                  "eval@nyu", "--prefix", "r2-", "--run", "-j", "2", "--dry-run", "--repo", tmp_path)
+    assert res.code == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        "dvc exp run --queue -n r2-skips-main -S train.model=leve -S train.kd.eps=0 -S train.epochs=20 eval@nyu",
+        "dvc exp run --queue -n r2-skips-alt -S train.model=leve-alt-skips -S train.kd.eps=0 -S train.epochs=20 eval@nyu",
+        "dvc exp run --queue -n r2-skips-none -S train.model=leve-no-skips -S train.kd.eps=0 -S train.epochs=20 eval@nyu",
+        "dvc exp run --run-all --jobs 2"]
+    assert not list(tmp_path.iterdir())
+
+
+def test_queue_errors_are_one_line(run_cli, tmp_path):
+    res = run_cli("experiments", "queue", "--grid", "kd", "--set", "epochs", "--dry-run")
+    assert res.code == 1 and res.stderr.strip().startswith("error: --set expects key=value")
+    res = run_cli("experiments", "queue", "--grid", "kd", "--repo", tmp_path)
+    assert res.code == 1 and res.stderr.strip() == f"error: {tmp_path.resolve()}: not a DVC repository (no .dvc/); " \
+                                                     "run inside the project or `dvc init`"
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_report_cli_from_saved_json(run_cli, tmp_path):
+    res = run_cli("report", "--from-json", FIXTURE, "--repo", tmp_path)
+    assert res.code == 0, res.stderr
+    md, table_csv = tmp_path / "reports/experiments.md", tmp_path / "reports/experiments.csv"
+    assert md.read_text() + "\n" in res.stdout and "### Table 9.8:" in res.stdout
+    assert f"wrote {md} and {table_csv} (10 runs, 9 tables)" in res.stdout
+    assert next(csv.reader(table_csv.open())) == list(ex.CSV_FIELDS)
+
+
+def test_report_cli_errors(run_cli, tmp_path):
+    res = run_cli("report", "--repo", tmp_path)
+    assert res.code == 1
+    assert res.stderr.strip() == f"error: {tmp_path.resolve()}: not a DVC repository (no .dvc/); run `leve report` in the project"
+    res = run_cli("report", "--from-json", tmp_path / "missing.json")
+    assert res.code == 1 and res.stderr.strip().startswith(f"error: {tmp_path / 'missing.json'}: cannot read")
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps(json.loads(FIXTURE.read_text())[:2][:1]))
+    res = run_cli("report", "--from-json", empty, "--repo", tmp_path)
+    assert res.code == 1 and "no experiment (and not the workspace) has evaluation metrics" in res.stderr
+    assert not (tmp_path / "reports").exists()
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_queue_run_and_report_in_a_real_dvc_repo(run_cli, tmp_path, monkeypatch):
+    """`leve experiments queue --grid kd --run` in a git + DVC repo with fake stages, then `leve report`."""
+    from tests.report.exp_repo import dvc_env, make_repo, sh
+
+    repo = make_repo(tmp_path / "proj", datasets=("synthetic",))
+    for key, value in dvc_env().items():
+        monkeypatch.setenv(key, value)
+    res = run_cli("experiments", "queue", "--grid", "kd", "--run", "--repo", repo)
+    assert res.code == 0, res.stderr
+    assert "$ dvc exp run --queue -n kd-eps0.25 -S train.model=leve -S train.kd.eps=0.25" in res.stderr
+    assert "kd-eps0.50" in sh(["dvc", "exp", "list", "--name-only"], repo)
+    res = run_cli("report", "--repo", repo)
+    assert res.code == 0, res.stderr
+    kd = [line for line in res.stdout.splitlines() if line.startswith("| ε=")]
+    assert [line.split(" | ")[0] for line in kd[:4]] == ["| ε=0 (no KD)", "| ε=0.10", "| ε=0.25", "| ε=0.50"]
+    for line, eps in zip(kd, (0.0, 0.1, 0.25, 0.5)):
+        assert line.split(" | ")[1] == f"{expected_rmse('leve', eps, 'synthetic'):.3f}"
+    assert "knowledge distillation ε, Leve 3x3+3x3 on synthetic" in res.stdout
+    assert os.path.exists(repo / "reports/experiments.csv")
