@@ -1,0 +1,43 @@
+"""ImageNet encoders in plain torch that load torchvision's published V1 checkpoints unchanged.
+
+Usage::
+
+    from leve.models.encoders import create_encoder, list_encoders
+    enc = create_encoder("densenet169", weights="densenet169-b2777c0a.pth")
+    maps = enc(rgb)  # rgb (B,3,H,W) in [0,1] -> five maps at strides enc.reductions = [2,4,8,16,32]
+
+Encoders (``.channels`` at strides 2, 4, 8, 16, 32):
+
+* ``densenet169``: relu0 64, pool0 64, transition1 128, transition2 256, norm5 1664
+* ``densenet161``: 96, 96, 192, 384, 2208
+* ``resnet50``, ``resnet101``: relu 64, layer1 256, layer2 512, layer3 1024, layer4 2048
+* ``mobilenet_v2``: 16, 24, 32, 96, 320 (the final 1x1 conv to 1280, ``features.18``, is
+  built so the file loads but is not run)
+* ``mobilenet_v3_large``: 16, 24, 40, 112, 960; ``mobilenet_v3_small``: 16, 16, 24, 48, 576
+
+Module names and shapes equal torchvision's; the ImageNet normalisation happens inside
+``forward``. Weights come from ``https://download.pytorch.org/models/<file>`` (BSD-3-Clause,
+torchvision); see :data:`ENCODERS` for files, hashes and parameter counts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from leve.errors import LeveError
+from leve.models.encoders.base import IMAGENET_MEAN, IMAGENET_STD, Encoder
+from leve.models.encoders.registry import ENCODERS, EncoderSpec, list_encoders
+from leve.models.encoders.weights import WeightsReport, load_imagenet_weights
+
+__all__ = ["ENCODERS", "IMAGENET_MEAN", "IMAGENET_STD", "Encoder", "EncoderSpec", "WeightsReport",
+           "create_encoder", "list_encoders", "load_imagenet_weights"]
+
+
+def create_encoder(name: str, weights: str | Path | None = None) -> Encoder:
+    """Build a registered encoder; ``weights`` is a local copy of its published ImageNet file."""
+    if name not in ENCODERS:
+        raise LeveError(f"unknown encoder '{name}'; choose from {', '.join(list_encoders())}")
+    encoder = ENCODERS[name].builder()
+    if weights is not None:
+        load_imagenet_weights(encoder, weights)
+    return encoder
