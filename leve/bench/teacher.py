@@ -19,7 +19,7 @@ from leve.bench import report_header
 from leve.datasets.build import SplitSource, build_store
 from leve.device import resolve_device
 from leve.store import SplitSpec, dataset_arrays
-from leve.teacher.cache import build_teacher_cache
+from leve.teacher.cache.build import build_teacher_cache
 from leve.teacher.loading import load_teacher
 
 NYU_SIZE = (480, 640)

@@ -30,7 +30,7 @@ from leve.bench.teacher import make_store
 from leve.device import resolve_device
 from leve.models import create_model
 from leve.store import open_split
-from leve.teacher.cache import build_teacher_cache
+from leve.teacher.cache.build import build_teacher_cache
 from leve.teacher.infer import TeacherRunner
 from leve.teacher.loading import load_teacher
 from leve.train.data import DepthDataset, collate

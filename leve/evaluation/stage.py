@@ -49,7 +49,7 @@ def config(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
 
 def _open_teacher(cfg: Config, dataset: str, store: Any) -> tuple[Any, dict[str, Any] | None]:
     """The teacher cache reader and its description, or (None, None) when absent/off."""
-    from leve.teacher.cache import open_teacher_cache
+    from leve.teacher.cache.read import open_teacher_cache
 
     path = cfg.teacher_dir / f"{dataset}.zarr"
     if not cfg.teacher or not (path / cfg.split).exists():

@@ -78,7 +78,7 @@ class DepthDataset(torch.utils.data.Dataset):
         if self._split is None:
             self._split = open_split(self.store, self.split_name)
             if self.teacher_path is not None:
-                from leve.teacher.cache import TeacherCache
+                from leve.teacher.cache.read import TeacherCache
 
                 self._cache = TeacherCache(self.teacher_path, self.split_name, self._split)
         return self._split, self._cache

@@ -148,7 +148,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
 
     def _teacher(self, store: Any, expected: str | None, data_id: dict[str, Any]) -> Path:
-        from leve.teacher.cache import check_cache_matches
+        from leve.teacher.cache.read import check_cache_matches
 
         attrs = check_cache_matches(self.cfg.teacher_path, self.cfg.train_split, store, expected_model=expected)
         data_id["teacher"] = [attrs.get(k) for k in ("identity_fingerprint", "completed_at")]

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.factories import synthetic_store
+
 HEIGHT, WIDTH = 48, 64
 
 
@@ -31,15 +33,13 @@ def ramp_depth(x: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(scope="session")
 def eval_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """data/zarr/synthetic.zarr (test: 4), data/teacher/synthetic.zarr, models/student/best.pt."""
-    from leve.datasets.synthetic import Config, prepare
     from leve.models import create_model
     from leve.models.checkpoint import save_checkpoint
     from leve.teacher import build_teacher_cache, load_teacher
 
     root = tmp_path_factory.mktemp("evalws")
     store = root / "data/zarr/synthetic.zarr"
-    prepare(Config(out=store, train=1, val=1, test=4, height=HEIGHT, width=WIDTH, workers=1, block_size=4),
-            show_progress=False)
+    synthetic_store(store, height=HEIGHT, width=WIDTH, train=1, val=1, test=4, block_size=4)
     torch.manual_seed(0)
     save_checkpoint(root / "models/student/best.pt", create_model("leve"), "leve", 10.0, resolution=(64, 64))
     build_teacher_cache(store, root / "data/teacher/synthetic.zarr", "test", load_teacher("tiny-random"),

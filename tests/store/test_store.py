@@ -19,6 +19,7 @@ from leve.store import (
     open_split,
     open_store,
 )
+from tests.factories import synthetic_store
 
 META = {"source": "str", "height": "int32", "width": "int32"}
 
@@ -118,11 +119,10 @@ def test_fast_shard_reads_equal_zarr(tmp_path):
     """The direct shard reader (leve/store/fastread.py) against Zarr's own read, sample by sample."""
     import zarr
 
-    from leve.datasets.synthetic import Config, prepare
     from leve.store.fastread import shard_reader
 
     out = tmp_path / "syn.zarr"
-    prepare(Config(out=out, height=24, width=32, train=7, val=1, test=1, block_size=3), show_progress=False)
+    synthetic_store(out, height=24, width=32, train=7, val=1, test=1, block_size=3)
     group = zarr.open_group(str(out), mode="r")["train"]
     for name in ("rgb", "depth"):
         reader = shard_reader(out / "train" / name)

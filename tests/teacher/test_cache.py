@@ -20,8 +20,7 @@ from leve.teacher import (
     parse_shard,
 )
 from leve.teacher.infer import TeacherRunner
-
-from .conftest import make_store
+from tests.factories import make_store
 
 SIZES = [(30, 40), (20, 50), (30, 40), (30, 40), (20, 50), (30, 40), (25, 33)]
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from leve.datasets import synthetic
 from leve.teacher.cache import build_teacher_cache
 from leve.teacher.loading import load_teacher
+from tests.factories import synthetic_store as build_synthetic
 
 TRAIN_SIZE = (72, 96)  # training resolution in these tests (the store is 96x128)
 
@@ -16,9 +16,7 @@ TRAIN_SIZE = (72, 96)  # training resolution in these tests (the store is 96x128
 @pytest.fixture(scope="session")
 def synthetic_store(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("train_data") / "synthetic.zarr"
-    cfg = synthetic.Config(out=out, height=96, width=128, train=48, val=8, test=8, workers=1, block_size=16)
-    synthetic.prepare(cfg, show_progress=False)
-    return out
+    return build_synthetic(out, height=96, width=128, train=48, val=8, test=8, block_size=16)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,186 @@
+"""Reading a store: :func:`open_store` / :func:`open_split`, lazily opened in each process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from leve.errors import LeveError
+
+
+def read_root_attrs(path: str | Path) -> dict[str, Any]:
+    return dict(zarr.open_group(str(path), mode="r").attrs)
+
+
+def is_complete(path: str | Path) -> bool:
+    """True when ``path`` holds a store whose completion marker is set."""
+    try:
+        return bool(read_root_attrs(path).get("complete"))
+    except Exception:
+        return False
+
+
+@dataclass
+class Sample:
+    """One sample: RGB (H, W, 3) uint8, depth (H, W) float32 and its metadata."""
+
+    index: int
+    rgb: np.ndarray
+    depth: np.ndarray
+    meta: dict[str, Any]
+
+
+class Split:
+    """Read access to one split. Safe to pickle into DataLoader workers: Zarr is opened lazily
+    in each process on first use."""
+
+    def __init__(self, path: str | Path, name: str) -> None:
+        self.path = str(path)
+        self.name = name
+        self._pid: int | None = None
+        self._group: zarr.Group | None = None
+        group = self.group
+        self.attrs: dict[str, Any] = dict(group.attrs)
+        self.length: int = int(self.attrs.get("length", 0))
+        self.rgb_codec = "jpeg" if "rgb_jpeg" in group else "raw"
+        self._meta: pd.DataFrame | None = None
+        self._fast: dict[str, Any] = {}
+
+    def _array(self, name: str, i: int) -> np.ndarray:
+        """Sample ``i`` of array ``name``: a direct shard read where possible, else Zarr."""
+        if name not in self._fast:
+            from leve.store.fastread import shard_reader
+
+            self._fast[name] = shard_reader(Path(self.path) / self.name / name) if Path(self.path).is_dir() else None
+        reader = self._fast[name]
+        return reader.read(i) if reader is not None else np.asarray(self.group[name][i])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_group"] = None
+        state["_pid"] = None
+        return state
+
+    @property
+    def group(self) -> zarr.Group:
+        if self._group is None or self._pid != os.getpid():
+            self._group = zarr.open_group(self.path, mode="r")[self.name]
+            self._pid = os.getpid()
+        return self._group
+
+    def __len__(self) -> int:
+        return self.length
+
+    @property
+    def meta(self) -> pd.DataFrame:
+        """Per-sample metadata as a DataFrame (one row per sample)."""
+        if self._meta is None:
+            g = self.group["meta"] if "meta" in self.group else self.group
+            cols = {k: np.asarray(g[k][:]) for k in sorted(g.array_keys()) if g[k].ndim == 1 and g[k].shape[0] == self.length}
+            self._meta = pd.DataFrame(cols)
+        return self._meta
+
+    def size(self, i: int) -> tuple[int, int]:
+        """True (height, width) of sample ``i`` (arrays may be padded to the largest size)."""
+        m = self.meta
+        if "height" in m and "width" in m:
+            return int(m["height"].iat[i]), int(m["width"].iat[i])
+        return tuple(self.group["depth"].shape[1:3])  # type: ignore[return-value]
+
+    def _check(self, i: int) -> int:
+        if not -self.length <= i < self.length:
+            raise IndexError(f"sample {i} out of range for split '{self.name}' of length {self.length}")
+        return i % self.length
+
+    def rgb(self, i: int) -> np.ndarray:
+        i = self._check(i)
+        h, w = self.size(i)
+        if self.rgb_codec == "jpeg":
+            from leve.store.images import decode_rgb
+
+            return decode_rgb(self.rgb_bytes(i), f"{self.path}/{self.name}[{i}]")
+        return self._array("rgb", i)[:h, :w]
+
+    def rgb_bytes(self, i: int) -> bytes:
+        """The stored source JPEG of sample ``i`` (``rgb_codec: jpeg`` only).
+
+        Read as a one-element slice: Zarr's scalar read of variable-length bytes
+        drops trailing NUL bytes.
+        """
+        return bytes(self.group["rgb_jpeg"][i : i + 1][0])
+
+    def depth(self, i: int) -> np.ndarray:
+        i = self._check(i)
+        h, w = self.size(i)
+        return self._array("depth", i)[:h, :w]
+
+    def __getitem__(self, i: int) -> Sample:
+        i = self._check(i)
+        row = self.meta.iloc[i].to_dict() if len(self.meta.columns) else {}
+        return Sample(i, self.rgb(i), self.depth(i), row)
+
+    def iter_chunks(self, size: int = 64) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Yield ``(start, rgb, depth)`` blocks of up to ``size`` samples, in order.
+
+        Arrays come padded to the split's array shape; use :meth:`size` for true sizes.
+        """
+        for start in range(0, self.length, size):
+            stop = min(start + size, self.length)
+            if self.rgb_codec == "jpeg":
+                rgb = np.stack([self.rgb(i) for i in range(start, stop)])
+            else:
+                rgb = np.asarray(self.group["rgb"][start:stop])
+            yield start, rgb, np.asarray(self.group["depth"][start:stop])
+
+
+class Store:
+    """A dataset store: its attributes and splits."""
+
+    def __init__(self, path: str | Path, require_complete: bool = True) -> None:
+        self.path = str(path)
+        try:
+            self.root = zarr.open_group(self.path, mode="r")
+        except FileNotFoundError as exc:
+            raise LeveError(f"{self.path}: no store here (run `leve prepare` first)") from exc
+        except Exception as exc:
+            raise LeveError(f"{self.path}: not a readable Zarr store ({exc.__class__.__name__})") from exc
+        self.attrs: dict[str, Any] = dict(self.root.attrs)
+        if require_complete and not self.attrs.get("complete"):
+            raise LeveError(f"{self.path}: store is incomplete (its build did not finish); rerun `leve prepare`")
+
+    @property
+    def splits(self) -> list[str]:
+        order = {"train": 0, "val": 1, "test": 2}
+        return sorted(self.root.group_keys(), key=lambda s: (order.get(s, 3), s))
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits:
+            raise LeveError(f"{self.path}: no split '{name}' (has: {', '.join(self.splits) or 'none'})")
+        return Split(self.path, name)
+
+
+def open_store(path: str | Path, require_complete: bool = True) -> Store:
+    """Open a dataset store (local path or fsspec URL); refuses an incomplete one by default."""
+    return Store(path, require_complete)
+
+
+def open_split(path: str | Path, split: str) -> Split:
+    """Open one split of a complete store: ``len(s)``, ``s[i]``, ``s.rgb(i)``, ``s.iter_chunks()``."""
+    return open_store(path).split(split)
+
+
+def disk_usage(path: str | Path) -> tuple[int, int]:
+    """(bytes, files) under a local directory."""
+    total, files = 0, 0
+    for root, _, names in os.walk(path):
+        for n in names:
+            total += os.path.getsize(os.path.join(root, n))
+            files += 1
+    return total, files

@@ -1,0 +1,309 @@
+"""Building the teacher cache: ``data/teacher/<dataset>.zarr/<split>/`` aligned 1:1 with a dataset split.
+
+Layout of one split group::
+
+    disparity   (N, H, W) float16 in [0, 1], padded to the dataset split's array H, W
+    raw_min     (N,) float32  minimum of the raw post-processed map (before clipping)
+    raw_max     (N,) float32  maximum of the raw map: raw = disparity * raw_max where raw >= 0
+    zero        (N,) bool     the raw map had no positive value (stored as zeros)
+    attrs       teacher identity, preprocessing, resize mode, normalisation, dtype, leve
+                version, dataset identity (name, fingerprint, split, length), ``complete``
+
+A split is built in ``<path>.<split>.partial`` with the block machinery of
+:mod:`leve.store` (one shard per block, a progress record per block), by one process
+or by several shards that take disjoint blocks. Whoever finds every block done gathers
+the per-sample statistics, marks the split complete and moves it into the final store, so
+the final store only ever holds complete splits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+
+from leve import __version__
+from leve.errors import LeveError
+from leve.progress import console, progress_bar
+from leve.store import ArraySpec, Split, SplitSpec, SplitWriter, Store, StoreBuilder, disk_usage, fingerprint, open_store
+from leve.teacher.cache.read import CACHE_FORMAT, CACHE_META, dataset_identity
+from leve.teacher.infer import NORMALISATION, RESIZE_MODE, TeacherRunner
+from leve.teacher.loading import Teacher
+from leve.teacher.preprocess import Preprocessing
+
+# --------------------------------------------------------------------------- sharding
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N); ``None`` -> the torchrun RANK/WORLD_SIZE, else (0, 1)."""
+    if text is None:
+        rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+        if rank is not None and world is not None:
+            return _check_shard(int(rank), int(world), f"RANK={rank} WORLD_SIZE={world}")
+        return 0, 1
+    index, sep, count = str(text).partition("/")
+    try:
+        return _check_shard(int(index), int(count), text)
+    except ValueError:
+        raise LeveError(f"--shard expects I/N with 0 <= I < N, got '{text}'") from None
+
+
+def _check_shard(index: int, count: int, text: str) -> tuple[int, int]:
+    if count < 1 or not 0 <= index < count:
+        raise LeveError(f"--shard expects I/N with 0 <= I < N, got '{text}'")
+    return index, count
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def cache_identity(teacher: Teacher, dataset: dict[str, Any], amp: str, tta: str) -> dict[str, Any]:
+    return {
+        "format": CACHE_FORMAT,
+        "teacher": teacher.identity(),
+        "preprocessing": teacher.preprocessing.describe(),
+        "resize_mode": RESIZE_MODE,
+        "normalisation": NORMALISATION,
+        "dtype": "float16",
+        "compute_dtype": amp,
+        "tta": tta,
+        "dataset": dataset,
+    }
+
+
+def _identity_fingerprint(identity: dict[str, Any]) -> str:
+    stable = {**identity, "dataset": {k: v for k, v in identity["dataset"].items() if k != "path"}}
+    return fingerprint(stable)
+
+
+# --------------------------------------------------------------------------- building
+
+
+@dataclass
+class CacheResult:
+    path: Path
+    split: str
+    samples: int
+    written: int
+    seconds: float
+    bytes: int = 0
+    complete: bool = False
+    up_to_date: bool = False
+    shard: tuple[int, int] = (0, 1)
+    pending_elsewhere: int = 0
+    licence: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        where = f"{self.path}/{self.split}"
+        if self.up_to_date:
+            return f"{where}: up to date ({self.samples} images)"
+        rate = self.written / self.seconds if self.seconds > 0 else float("nan")
+        shard = f" [shard {self.shard[0]}/{self.shard[1]}]" if self.shard[1] > 1 else ""
+        head = f"{where}{shard}: {self.written} images in {self.seconds:.1f} s ({rate:.2f} images/s)"
+        if self.complete:
+            return f"{head}; complete, {self.samples} images, {self.bytes / 1e6:.1f} MB"
+        return f"{head}; {self.pending_elsewhere} block(s) left to other shards (the last one completes it)"
+
+
+class _Images(torch.utils.data.Dataset):
+    """Sample i -> (i, (3, h, w) uint8 resized as the teacher's processor does)."""
+
+    def __init__(self, split: Split, preprocessing: Preprocessing) -> None:
+        self.split = split
+        self.preprocessing = preprocessing
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
+        return i, torch.from_numpy(self.preprocessing.resize(self.split.rgb(i)))
+
+
+def _collate(items: list[tuple[int, torch.Tensor]]) -> tuple[list[int], torch.Tensor]:
+    return [i for i, _ in items], torch.stack([t for _, t in items])
+
+
+def plan_batches(split: Split, blocks: list[range], batch_size: int) -> list[list[int]]:
+    """Batches of equal true image size, block by block (so each block completes in turn)."""
+    batches: list[list[int]] = []
+    for rows in blocks:
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i in rows:
+            groups[split.size(i)].append(i)
+        for indices in groups.values():
+            batches.extend(indices[k : k + batch_size] for k in range(0, len(indices), batch_size))
+    return batches
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between shard processes (a no-op where fcntl is unavailable)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def split_is_current(out: Path, split: str, identity_fp: str) -> bool:
+    try:
+        attrs = dict(zarr.open_group(str(out), mode="r")[split].attrs)
+    except Exception:
+        return False
+    return bool(attrs.get("complete")) and attrs.get("identity_fingerprint") == identity_fp
+
+
+def build_teacher_cache(
+    dataset_path: str | Path,
+    out_path: str | Path,
+    split: str,
+    teacher: Teacher,
+    batch_size: int = 4,
+    device: str = "cpu",
+    amp: str = "float16",
+    tta: str = "none",
+    workers: int = 0,
+    block_size: int = 64,
+    shard: tuple[int, int] = (0, 1),
+    force: bool = False,
+    show_progress: bool = True,
+    max_blocks: int | None = None,
+) -> CacheResult:
+    """Cache the teacher's maps for one dataset split (this shard's blocks; completes when all are done).
+
+    ``max_blocks`` stops after that many blocks of this shard (used to test resumption).
+    """
+    store = open_store(dataset_path)
+    data = store.split(split)
+    runner = TeacherRunner(teacher, device=device, amp=amp, tta=tta)
+    identity = cache_identity(teacher, dataset_identity(store, data), runner.amp, tta)
+    identity_fp = _identity_fingerprint(identity)
+    out = Path(out_path)
+    n = len(data)
+    if not force and split_is_current(out, split, identity_fp):
+        return CacheResult(out, split, n, 0, 0.0, disk_usage(out / split)[0], True, True, shard)
+    staging = out.with_name(f"{out.name}.{split}")
+    lock = out.with_name(f"{out.name}.{split}.lock")
+    height, width = identity["dataset"]["array_shape"]
+    spec = SplitSpec(
+        name=split,
+        length=n,
+        arrays={"disparity": ArraySpec((height, width), "float16", "blosc-zstd-shuffle")},
+        meta=dict(CACHE_META),
+        attrs={**identity, "identity_fingerprint": identity_fp, "leve_version": __version__},
+        meta_group="",
+    )
+    with _lock(lock):
+        if force and shard[1] == 1:
+            shutil.rmtree(staging.with_name(staging.name + ".partial"), ignore_errors=True)
+        builder = StoreBuilder(staging, {"kind": "teacher-cache-staging"}, identity_fp, block_size=block_size)
+        writer = builder.split(spec)
+    mine = [b for b in writer.pending_blocks() if b % shard[1] == shard[0]]
+    if max_blocks is not None:
+        mine = mine[:max_blocks]
+    done = writer.n_blocks - len(writer.pending_blocks())
+    if builder.resumed and done:
+        console.print(f"resuming {builder.partial}: {done} of {writer.n_blocks} block(s) already done")
+    written, seconds = _run_blocks(runner, data, writer, mine, batch_size, workers, show_progress)
+    result = CacheResult(out, split, n, written, seconds, shard=shard, licence=teacher.licence)
+    with _lock(lock):
+        if not builder.partial.exists():  # another shard finished it meanwhile
+            result.complete = split_is_current(out, split, identity_fp)
+            return result
+        left = writer.pending_blocks()
+        if left:
+            result.pending_elsewhere = len(left)
+            return result
+        _finalize_split(builder, writer, out, store)
+    result.complete = True
+    result.bytes = disk_usage(out / split)[0]
+    return result
+
+
+def _run_blocks(
+    runner: TeacherRunner,
+    data: Split,
+    writer: SplitWriter,
+    blocks: list[int],
+    batch_size: int,
+    workers: int,
+    show_progress: bool,
+) -> tuple[int, float]:
+    """Run the teacher over ``blocks`` and write each block as soon as it is whole."""
+    ranges = {b: writer.block_range(b) for b in blocks}
+    batches = plan_batches(data, list(ranges.values()), max(int(batch_size), 1))
+    total = sum(len(r) for r in ranges.values())
+    if not total:
+        return 0, 0.0
+    loader = torch.utils.data.DataLoader(
+        _Images(data, runner.teacher.preprocessing),
+        batch_sampler=batches,
+        num_workers=max(int(workers), 0),
+        collate_fn=_collate,
+        pin_memory=runner.cuda,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    block_of = {i: b for b, r in ranges.items() for i in r}
+    buffers: dict[int, dict[str, Any]] = {}
+    start = time.perf_counter()
+    with progress_bar(show_progress) as bar:
+        task = bar.add_task(f"teacher {data.name}", total=total)
+        for indices, images in loader:
+            out = runner.predict(images, data.size(indices[0]), first_index=indices[0])
+            for k, i in enumerate(indices):
+                b = block_of[i]
+                buf = buffers.setdefault(b, _new_buffer(ranges[b], writer.spec))
+                _put(buf, i - ranges[b].start, out, k)
+                if buf["left"] == 0:
+                    writer.write_block(b, {"disparity": buf["disparity"]}, buf["meta"])
+                    del buffers[b]
+            bar.advance(task, len(indices))
+    return total, time.perf_counter() - start
+
+
+def _new_buffer(rows: range, spec: SplitSpec) -> dict[str, Any]:
+    h, w = spec.arrays["disparity"].tail
+    n = len(rows)
+    return {
+        "disparity": np.zeros((n, h, w), np.float16),
+        "meta": {"raw_min": [0.0] * n, "raw_max": [0.0] * n, "zero": [False] * n},
+        "left": n,
+    }
+
+
+def _put(buf: dict[str, Any], row: int, out: Any, k: int) -> None:
+    h, w = out.disparity.shape[1:]
+    buf["disparity"][row, :h, :w] = out.disparity[k]
+    buf["meta"]["raw_min"][row] = float(out.raw_min[k])
+    buf["meta"]["raw_max"][row] = float(out.raw_max[k])
+    buf["meta"]["zero"][row] = bool(out.zero[k])
+    buf["left"] -= 1
+
+
+def _finalize_split(builder: StoreBuilder, writer: SplitWriter, out: Path, store: Store) -> None:
+    """Gather statistics, mark the split complete (last) and move it into the final store."""
+    root = zarr.open_group(str(out), mode="a")
+    root.attrs.update(
+        {"kind": "teacher-cache", "dataset": store.attrs.get("dataset"), "leve_version": __version__, "complete": True}
+    )
+    builder.publish_split(writer, out / writer.spec.name)
+
+

@@ -1,0 +1,121 @@
+"""Reading the teacher cache: :func:`open_teacher_cache` checks that a cached split belongs to
+the dataset split (and teacher) it is used with, then serves its maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from leve.errors import LeveError
+from leve.store import Split, Store, fingerprint, open_store
+from leve.teacher.loading import canonical_model_id
+
+CACHE_FORMAT = 1
+CACHE_META = {"raw_min": "float32", "raw_max": "float32", "zero": "bool"}
+
+
+def dataset_identity(store: Store, split: Split) -> dict[str, Any]:
+    """What identifies the dataset split a cache belongs to (paths may move; this may not)."""
+    attrs = store.attrs
+    shape = list(split.group["depth"].shape[1:3])
+    return {
+        "name": attrs.get("dataset"),
+        "fingerprint": attrs.get("fingerprint") or fingerprint(attrs),
+        "split": split.name,
+        "length": len(split),
+        "array_shape": shape,
+        "path": store.path,
+    }
+
+
+class TeacherCache:
+    """Read access to one cached split, aligned with its dataset split."""
+
+    def __init__(self, path: str | Path, split: str, data: Split) -> None:
+        self.path = str(path)
+        self.name = split
+        self.data = data
+        self.group = zarr.open_group(self.path, mode="r")[split]
+        self.attrs: dict[str, Any] = dict(self.group.attrs)
+        self.raw_min = np.asarray(self.group["raw_min"][:])
+        self.raw_max = np.asarray(self.group["raw_max"][:])
+        self.zero = np.asarray(self.group["zero"][:])
+
+    def __len__(self) -> int:
+        return len(self.raw_max)
+
+    def disparity(self, i: int) -> np.ndarray:
+        """(H, W) float32 map in [0, 1] at the true size of dataset sample ``i``."""
+        h, w = self.data.size(i)
+        return np.asarray(self.group["disparity"][i])[:h, :w].astype(np.float32)
+
+    def raw(self, i: int) -> np.ndarray:
+        """The teacher's raw (post-processed, clipped at 0) disparity of sample ``i``."""
+        return self.disparity(i) * np.float32(self.raw_max[i] if not self.zero[i] else 0.0)
+
+
+def _as_store(dataset_store: str | Path | Store | Split) -> Store:
+    if isinstance(dataset_store, Store):
+        return dataset_store
+    if isinstance(dataset_store, Split):
+        return open_store(dataset_store.path)
+    return open_store(dataset_store)
+
+
+def check_cache_matches(
+    path: str | Path,
+    split: str,
+    dataset_store: str | Path | Store | Split,
+    expected_model: str | None = None,
+    expected_revision: str | None = None,
+    expected_config_hash: str | None = None,
+) -> dict[str, Any]:
+    """The cache split's attributes; raises LeveError when it is missing, incomplete, stale
+    (built from another dataset store or split) or from another teacher than expected."""
+    store = _as_store(dataset_store)
+    data = store.split(split)
+    where = f"{path}/{split}"
+    try:
+        root = zarr.open_group(str(path), mode="r")
+    except Exception:
+        raise LeveError(f"{path}: no teacher cache here (run `leve teacher-cache --split {split}`)") from None
+    if split not in root.group_keys():
+        raise LeveError(f"{where}: split not cached (run `leve teacher-cache --split {split}`)")
+    attrs = dict(root[split].attrs)
+    if not attrs.get("complete"):
+        raise LeveError(f"{where}: teacher cache is incomplete; rerun `leve teacher-cache --split {split}`")
+    want = dataset_identity(store, data)
+    have = attrs.get("dataset", {})
+    for key in ("name", "fingerprint", "split", "length"):
+        if have.get(key) != want[key]:
+            raise LeveError(
+                f"{where}: stale teacher cache, built from another dataset store "
+                f"({key} {have.get(key)!r} != {want[key]!r} of {store.path}); rerun `leve teacher-cache`"
+            )
+    teacher = attrs.get("teacher", {})
+    if expected_model is not None:
+        expected_model = canonical_model_id(expected_model)
+    for key, expected in (("model", expected_model), ("revision", expected_revision), ("config_hash", expected_config_hash)):
+        if expected is not None and teacher.get(key) != expected:
+            raise LeveError(
+                f"{where}: built with teacher {key} {teacher.get(key)!r}, expected {expected!r}; "
+                f"rerun `leve teacher-cache` with that teacher"
+            )
+    return attrs
+
+
+def open_teacher_cache(
+    path: str | Path,
+    split: str,
+    dataset_store: str | Path | Store | Split,
+    expected_model: str | None = None,
+    expected_revision: str | None = None,
+    expected_config_hash: str | None = None,
+) -> TeacherCache:
+    """Open a cached split after :func:`check_cache_matches` accepts it."""
+    store = _as_store(dataset_store)  # opened once, shared with the check
+    check_cache_matches(path, split, store, expected_model, expected_revision, expected_config_hash)
+    return TeacherCache(path, split, store.split(split))
