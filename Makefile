@@ -12,7 +12,9 @@ DEMO_DIR ?= leve-demo
 demo: $(STAMP)  ## the whole product on the embedded default: pipeline, 2nd experiment, table, diff, figures
 	leve demo $(DEMO_DIR)
 
-test: $(STAMP)  ## run the test suite (what CI runs)
+test: $(STAMP)  ## lint, type-check and run the test suite (what CI runs)
+	ruff check leve tests
+	mypy
 	python -m pytest
 
 setup: $(STAMP)

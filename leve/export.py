@@ -3,7 +3,9 @@
 ONNX uses torch's TorchScript-based exporter (``dynamo=False``: no onnxscript dependency) with
 dynamic batch, height and width; the graph is run with onnxruntime and compared with the
 PyTorch output at the export size (batch 2) and at a second size. The model description
-(name, max_depth, resolution) goes into the ONNX metadata. The file is written under a
+(name, max_depth, resolution, output_stride: the output is the input size / output_stride, 2 for
+DenseDepth) goes into the ONNX metadata. The export size must be one the model takes (DenseDepth:
+multiples of 8). The file is written under a
 temporary name and moved into place only when verification passes.
 """
 
@@ -56,8 +58,11 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None =
     """Export, verify, then move the file into place; a failed check leaves nothing behind."""
     if fmt not in FORMATS:
         raise LeveError(f"unknown export format '{fmt}'; choose from {', '.join(FORMATS)}")
+    from leve.models.registry import model_spec
+
     model, info = load_checkpoint(checkpoint)
     size = resolution or info.resolution
+    model_spec(info.model).check_size(*size, what=f"export resolution {size[0]}x{size[1]}")
     out = Path(out) if out else Path(checkpoint).with_suffix(SUFFIX[fmt])
     tmp = out.with_name(out.name + ".tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -73,12 +78,17 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None =
     return ExportResult(str(out), fmt, info.model, checks)
 
 
-def _inputs(size: tuple[int, int]) -> list[torch.Tensor]:
-    """The export-size input (batch 2) and a second, smaller size (batch 1) for dynamic axes."""
+def _inputs(size: tuple[int, int], multiple: int = 8, min_size: int = 64) -> list[torch.Tensor]:
+    """The export-size input (batch 2) and a second size (batch 1) for dynamic axes, both sizes the
+    model takes (multiples of ``multiple``, at least ``min_size``); the second differs in width."""
     g = torch.Generator().manual_seed(0)
     h, w = size
-    other = (max(64, (h // 2) // 8 * 8), max(64, (w // 2) // 8 * 8 + 8))
+    other = (max(min_size, (h // 2) // multiple * multiple), max(min_size, (w // 2) // multiple * multiple + multiple))
     return [torch.rand(2, 3, h, w, generator=g), torch.rand(1, 3, *other, generator=g)]
+
+
+def _model_inputs(model: nn.Module, size: tuple[int, int]) -> list[torch.Tensor]:
+    return _inputs(size, int(getattr(model, "input_multiple", 8)), int(getattr(model, "min_input_size", 64)))
 
 
 def _check(ref: torch.Tensor, got: np.ndarray) -> Check:
@@ -101,7 +111,7 @@ def _export_onnx(model: nn.Module, info: CheckpointInfo, size: tuple[int, int], 
     import onnx
     import onnxruntime as ort
 
-    xs = _inputs(size)
+    xs = _model_inputs(model, size)
     axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
@@ -109,8 +119,10 @@ def _export_onnx(model: nn.Module, info: CheckpointInfo, size: tuple[int, int], 
                           output_names=["out"], dynamic_axes={"rgb": axes, "out": axes})
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
+    stride = int(getattr(model, "output_stride", 1))
     meta = {"leve_model": info.model, "max_depth": str(info.max_depth),
-            "resolution": f"{size[0]}x{size[1]}", "input": "RGB in [0,1], NCHW", "output": "max_depth/depth"}
+            "resolution": f"{size[0]}x{size[1]}", "input": "RGB in [0,1], NCHW", "output": "max_depth/depth",
+            "output_stride": str(stride)}
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
@@ -120,7 +132,7 @@ def _export_onnx(model: nn.Module, info: CheckpointInfo, size: tuple[int, int], 
 
 
 def _export_torchscript(model: nn.Module, size: tuple[int, int], path: Path) -> list[Check]:
-    xs = _inputs(size)
+    xs = _model_inputs(model, size)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, (xs[0],))

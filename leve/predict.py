@@ -1,5 +1,7 @@
 """``leve predict``: depth maps for images, as the thesis app did (resize to the model's
-resolution, predict, resize back bilinearly), with optional flip averaging.
+resolution, predict, resize back bilinearly), with optional flip averaging. A model whose
+output has half the input resolution (DenseDepth) has it upsampled to the model's input size
+(bilinear) before it is read as depth.
 
 For each input ``<stem>.jpg`` it writes into the output folder ``<stem>_depth.png`` (colour
 map of inverse depth, near = bright, scaled per image) and ``<stem>_depth16.png`` (metric
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from leve.errors import LeveError
-from leve.models.depth import output_to_depth
+from leve.models.depth import output_to_depth, upsample_output
 from leve.store.images import decode_rgb, encode_png
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -70,9 +72,10 @@ def predict_depth(model: nn.Module, rgb: np.ndarray, resolution: tuple[int, int]
     h, w = rgb.shape[:2]
     x = torch.tensor(rgb, device=device).permute(2, 0, 1)[None].float() / 255.0
     x = F.interpolate(x, size=resolution, mode="bilinear", align_corners=False)
-    depth = output_to_depth(model(x), max_depth)
+    # a half-resolution output (DenseDepth) is brought to the input size before it is read as depth
+    depth = output_to_depth(upsample_output(model(x), resolution), max_depth)
     if flip:
-        depth = 0.5 * (depth + output_to_depth(model(x.flip(-1)), max_depth).flip(-1))
+        depth = 0.5 * (depth + output_to_depth(upsample_output(model(x.flip(-1)), resolution), max_depth).flip(-1))
     depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
     return depth[0, 0].float().cpu().numpy()
 

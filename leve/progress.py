@@ -13,74 +13,73 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line in logs
 
 
-class _PlainProgress:
-    """Minimal stand-in for rich.Progress that prints a line every few seconds."""
+class RateColumn(ProgressColumn):
+    """Items per second: rich's estimate over the last ``speed_estimate_period`` seconds."""
 
-    def __init__(self, every: float = 5.0) -> None:
-        self.tasks: dict[int, dict[str, Any]] = {}
-        self.every = every
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f}/s" if speed else "", style="cyan")
 
-    def add_task(self, description: str, total: float | None = None, completed: float = 0, **_: Any) -> int:
-        tid = len(self.tasks)
-        self.tasks[tid] = {"desc": description, "total": total, "done": completed, "start": completed,
-                           "t0": time.perf_counter(), "last": 0.0}
-        return tid
 
-    def advance(self, task: int, n: float = 1) -> None:
-        t = self.tasks[task]
-        t["done"] += n
+class _PlainLines(Progress):
+    """Not a terminal (CI, log files): rich's task bookkeeping without its live display, and a
+    plain ``description: done/total (rate/s)`` line per task every ``every`` seconds and when the
+    task completes (none with ``quiet``). Only rich's public API: ``Progress.tasks``, ``Task``."""
+
+    def __init__(self, every: float = 5.0, quiet: bool = False) -> None:
+        super().__init__(console=console, disable=True)
+        self.every, self.quiet = every, quiet
+        self._lines: dict[TaskID, tuple[float, float]] = {}  # task -> (completed at add_task, last line time)
+
+    def add_task(self, description: str, start: bool = True, total: float | None = None,
+                 completed: float = 0, visible: bool = True, **fields: Any) -> TaskID:
+        task_id = super().add_task(description, start, total, completed, visible, **fields)
+        self._lines[task_id] = (completed, 0.0)
+        return task_id
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        if self.quiet:
+            return
+        first, last = self._lines[task_id]
+        task = next(t for t in self.tasks if t.id == task_id)
         now = time.perf_counter()
-        if now - t["last"] >= self.every or (t["total"] and t["done"] >= t["total"]):
-            t["last"] = now
-            rate = (t["done"] - t["start"]) / max(now - t["t0"], 1e-9)
-            total = f"/{t['total']:.0f}" if t["total"] else ""
-            print(f"{t['desc']}: {t['done']:.0f}{total} ({rate:.1f}/s)", file=sys.stderr, flush=True)
-
-
-class _NoProgress(_PlainProgress):
-    def advance(self, task: int, n: float = 1) -> None:
-        self.tasks[task]["done"] += n
+        if now - last >= self.every or task.finished:
+            self._lines[task_id] = (first, now)
+            rate = (task.completed - first) / max(task.elapsed or 0.0, 1e-9)
+            total = f"/{task.total:.0f}" if task.total else ""
+            print(f"{task.description}: {task.completed:.0f}{total} ({rate:.1f}/s)", file=sys.stderr, flush=True)
 
 
 @contextmanager
-def progress_bar(show: bool = True) -> Iterator[Any]:
-    """A progress object with ``add_task`` and ``advance``; rich when stderr is a terminal."""
-    if not show:
-        yield _NoProgress()
-    elif console.is_terminal:
+def progress_bar(show: bool = True) -> Iterator[Progress]:
+    """A rich ``Progress`` (``add_task``, ``advance``): live bars with rates when stderr is a
+    terminal, periodic plain lines when it is not, nothing without ``show``."""
+    if show and console.is_terminal:
         columns = (
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TaskProgressColumn(),
-            TextColumn("[cyan]{task.fields[rate]}"),
+            RateColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         )
-        with _RateProgress(*columns, console=console) as bar:
+        with Progress(*columns, console=console) as bar:
             yield bar
     else:
-        yield _PlainProgress()
-
-
-class _RateProgress(Progress):
-    """rich Progress that shows items/s in a ``rate`` field."""
-
-    def add_task(self, description: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        kwargs.setdefault("rate", "")
-        return super().add_task(description, *args, **kwargs)
-
-    def advance(self, task_id: Any, advance: float = 1) -> None:
-        super().advance(task_id, advance)
-        task = self._tasks[task_id]
-        speed = task.speed
-        self.update(task_id, rate=f"{speed:.1f}/s" if speed else "")
+        with _PlainLines(quiet=not show) as bar:
+            yield bar

@@ -22,6 +22,7 @@ import numpy as np
 
 from leve.datasets import nyu
 from leve.datasets.synthetic import render_sample
+from leve.processes import DiesWithParent
 from leve.store import disk_usage, open_split
 from leve.store.images import encode_jpeg, encode_png
 
@@ -104,7 +105,7 @@ def _rate_loader(reader: Callable[[int], Any], order: np.ndarray, workers: int, 
     passes = max(repeats, -(-(warm + 4 * max(workers, 1)) * batch // len(order)))
     indices = [int(i) for i in np.tile(order, passes)]
     dl = tud.DataLoader(ds, batch_size=batch, sampler=indices, num_workers=workers,
-                        multiprocessing_context="spawn" if workers else None)
+                        multiprocessing_context="spawn" if workers else None, worker_init_fn=DiesWithParent())
     it = iter(dl)
     for _ in range(warm):
         next(it)
@@ -123,7 +124,7 @@ def run(samples: int = 48, workers: int = 2, repeats: int = 2, archive: Path | N
         workdir: Path | None = None, quality: int = 90) -> dict[str, Any]:
     """Measure source vs store reads; returns the JSON-ready result."""
     tmp = tempfile.TemporaryDirectory(prefix="leve-bench-io-") if workdir is None else None
-    work = Path(tmp.name) if tmp else Path(workdir)  # type: ignore[union-attr]
+    work = Path(tmp.name) if tmp else Path(str(workdir))
     work.mkdir(parents=True, exist_ok=True)
     zip_path = archive or make_nyu_like_zip(work / "nyu_data.zip", samples, quality)
     with nyu.open_zip(zip_path) as zf:

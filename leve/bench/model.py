@@ -1,7 +1,8 @@
 """Stage ``bench-model`` (``leve bench model``, params ``bench.model`` -> ``metrics/bench_model.json``):
 size, compute and speed of every registered variant, side by side.
 
-Per model: parameters (total, encoder, decoder), MACs (``torch.utils.flop_counter``: convs and
+Per model: parameters (total, encoder, decoder), its output stride (1, or 2 for DenseDepth's
+half-resolution output; the timings cover the network only, not the upsampling), MACs (``torch.utils.flop_counter``: convs and
 matmuls; bilinear resizes, pooling and batch norm are not counted) and batch latency
 (median of ``repeats`` timed runs after ``warmup`` runs, under ``torch.inference_mode``) with
 FPS, in each execution mode: ``eager``, ``channels_last`` and ``compile`` (``torch.compile``,
@@ -29,12 +30,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from leve import __version__
 from leve.errors import LeveError
 from leve.models import DEFAULT_MODEL, create_model, list_models
+from leve.models.registry import THESIS_FPS_DEVICE, model_spec, model_specs
 from leve.params import PARAMS_FILE, build_config, load_params, section
 
 MODES = ("eager", "channels_last", "compile")
-# Thesis Tables 9.1-9.4: FPS on a GTX 1650 Ti, 480x640 input, fp32 eager.
-THESIS_FPS = {"leve": 27.0, "leve-3x3": 34.0, "leve-3x3-1x1": 29.5, "leve-5x5-5x5": 17.5,
-              "leve-dw": 33.0, "leve-alt-skips": 25.0, "leve-no-skips": 29.0}
+# Thesis Tables 9.1-9.4: FPS on a GTX 1650 Ti, 480x640 input, fp32 eager (from the model registry).
+THESIS_FPS = {s.name: s.fps for s in model_specs() if s.fps is not None}
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,8 @@ def bench_model(name: str, cfg: Config, device: torch.device) -> dict[str, Any]:
     h, w = parse_resolution(cfg.resolution)
     x = torch.rand(cfg.batch, 3, h, w, device=device)
     model = create_model(name).eval().to(device)
-    result: dict[str, Any] = {"params": count_params(model), "macs": count_macs(model, x)}
+    result: dict[str, Any] = {"params": count_params(model), "macs": count_macs(model, x),
+                              "output_stride": int(getattr(model, "output_stride", 1))}
     result["gmacs"] = round(result["macs"] / 1e9, 3)
     dtypes = {"fp32": torch.float32, **({"fp16": torch.float16} if device.type == "cuda" else {})}
     for dname, dtype in dtypes.items():
@@ -173,6 +175,9 @@ def _resolve(cfg: Config) -> tuple[list[str], torch.device]:
         raise LeveError("--device cuda: no CUDA device available to torch")
     if cfg.batch < 1 or cfg.repeats < 1 or cfg.warmup < 0:
         raise LeveError("bench.model: batch and repeats must be >= 1, warmup >= 0")
+    h, w = parse_resolution(cfg.resolution)
+    for name in names:  # every model must take the size (MobileNetV3 Leve: multiples of 16), before any is built
+        model_spec(name).check_size(h, w, what=f"bench.model: resolution {cfg.resolution}")
     return names, torch.device(cfg.device)
 
 
@@ -185,7 +190,7 @@ def _thesis_comparison(models: dict[str, Any]) -> dict[str, Any]:
         if n in THESIS_FPS and fps and ref:
             rows[n] = {"thesis_fps": THESIS_FPS[n], "thesis_rel": round(THESIS_FPS[n] / THESIS_FPS[DEFAULT_MODEL], 3),
                        "ours_rel": round(fps / ref, 3)}
-    return {"source": "thesis Tables 9.1-9.4, GTX 1650 Ti, 480x640, batch 1", "variants": rows}
+    return {"source": f"thesis Tables 9.1-9.4, {THESIS_FPS_DEVICE}", "variants": rows}
 
 
 def benchmark(cfg: Config, progress: Callable[[str], None] | None = None) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from leve.bench import report_header
 from leve.bench.teacher import make_store
 from leve.device import resolve_device
 from leve.models import create_model
+from leve.processes import DiesWithParent
 from leve.store import open_split
 from leve.teacher.cache.build import build_teacher_cache
 from leve.teacher.infer import TeacherRunner
@@ -117,7 +118,8 @@ def loader_vs_model(store: Path, cache: Path, batch_size: int, size: tuple[int, 
     data = DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig())
     sampler = [[(0, i) for i in range(b * batch_size, (b + 1) * batch_size)] for b in range(len(data) // batch_size)]
     loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                                         persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
+                                         persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+                                         worker_init_fn=DiesWithParent())
     next(iter(loader))  # start the workers
     t0 = time.perf_counter()
     seen = sum(b["rgb"].shape[0] for b in itertools.islice(itertools.cycle(loader), batches))

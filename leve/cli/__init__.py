@@ -8,6 +8,7 @@ import typer
 
 from leve import __version__
 from leve.errors import LeveError
+from leve.processes import die_with_parent, under_torchrun
 
 app = typer.Typer(
     name="leve",
@@ -40,16 +41,21 @@ from leve.cli import (  # noqa: E402,F401
     info,
     models,
     pipeline,
+    pipeline_deps,
     prepare,
     report,
     serve,
+    tables,
     teacher,
     train,
+    weights,
 )
 
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
+    if under_torchrun():  # a torchrun worker ends with torchrun, even one killed by SIGKILL
+        die_with_parent()
     try:
         app()
     except LeveError as exc:

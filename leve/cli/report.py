@@ -14,7 +14,7 @@ app.add_typer(experiments_app, name="experiments")
 
 @app.command("report")
 def report_command(
-    repo: Path = typer.Option(Path("."), "--repo", help="The DVC project (runs `dvc exp show --json` there)."),
+    repo: Path = typer.Option(Path("."), "--repo", help="The DVC project (its experiments, as `dvc exp show --json`)."),
     from_json: Path = typer.Option(None, "--from-json", help="Read a saved `dvc exp show --json` output instead."),
     all_commits: bool = typer.Option(False, "--all-commits", help="Experiments of every commit, not only HEAD."),
     workspace: bool = typer.Option(False, "--workspace", help="Add the workspace's results (unless an experiment has them)."),
@@ -24,7 +24,7 @@ def report_command(
 ) -> None:
     """Thesis Tables 9.2-9.8 from the DVC experiments' metrics (the workspace when there are none)."""
     from leve.report import experiments as ex
-    from leve.report.metrics import write_csv, write_text
+    from leve.report.tables import write_csv, write_text
 
     payload = ex.load_exp_show_file(from_json) if from_json else ex.exp_show_json(repo, all_commits)
     records = ex.parse_exp_show(payload)
@@ -39,7 +39,7 @@ def report_command(
 
 @experiments_app.command("queue")
 def queue_command(
-    grid_name: str = typer.Option("all", "--grid", help="kd (ε 0/0.10/0.25/0.50) | lcb | skips | all."),
+    grid_name: str = typer.Option("all", "--grid", help="kd (ε 0/0.10/0.25/0.50) | lcb | skips | encoders | all."),
     sets: list[str] = typer.Option([], "--set", "-S", help="Extra param for every experiment: key=value."),
     targets: list[str] = typer.Option([], "--target", help="dvc stages to reproduce (default: the whole pipeline)."),
     prefix: str = typer.Option("", help="Prefix of the experiment names (run the grid again under new names)."),
@@ -67,7 +67,7 @@ def queue_command(
 
 
 @experiments_app.command("list")
-def list_command(grid_name: str = typer.Option("all", "--grid", help="kd | lcb | skips | all.")) -> None:
+def list_command(grid_name: str = typer.Option("all", "--grid", help="kd | lcb | skips | encoders | all.")) -> None:
     """The grid's experiments and the params each sets."""
     from leve.experiments import grid as g
 

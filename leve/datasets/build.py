@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from leve.processes import DiesWithParent
 from leve.progress import console, progress_bar
 from leve.store import SplitSpec, StoreBuilder, disk_usage
 
@@ -70,11 +71,17 @@ def build_store(
     The store is written under ``<path>.partial`` and moved into place with its
     completion marker only once every block of every split is written.
     """
-    builder = StoreBuilder(path, attrs, params_fingerprint, block_size=block_size)
+    with StoreBuilder(path, attrs, params_fingerprint, block_size=block_size) as builder:  # one writer at a time
+        return _build(builder, splits, workers, force, show_progress)
+
+
+def _build(builder: StoreBuilder, splits: list[SplitSource], workers: int, force: bool, show_progress: bool) -> BuildResult:
+    path = builder.path
     total = sum(s.spec.length for s in splits)
     if builder.up_to_date() and not force:
+        builder.discard()
         b, f = disk_usage(path)
-        return BuildResult(Path(path), total, 0, 0.0, b, f, False, True)
+        return BuildResult(path, total, 0, 0.0, b, f, False, True)
     writers = [(builder.split(s.spec), s.loader) for s in splits]
     todo = [(w, loader, blk) for w, loader in writers for blk in w.pending_blocks()]
     pending = sum(len(w.block_range(blk)) for w, _, blk in todo)
@@ -82,7 +89,7 @@ def build_store(
         console.print(f"resuming {builder.partial}: {total - pending} of {total} samples already written")
     start = time.perf_counter()
     with _decoder(workers) as decode, progress_bar(show_progress) as bar:
-        task = bar.add_task(f"prepare {Path(path).name}", total=pending)
+        task = bar.add_task(f"prepare {path.name}", total=pending)
         for writer, loader, blk in todo:
             rows = list(writer.block_range(blk))
             arrays, meta = _collect(decode(loader, rows), writer.spec)
@@ -91,7 +98,7 @@ def build_store(
     seconds = time.perf_counter() - start
     builder.finalize()
     b, f = disk_usage(path)
-    return BuildResult(Path(path), total, pending, seconds, b, f, builder.resumed, False)
+    return BuildResult(path, total, pending, seconds, b, f, builder.resumed, False)
 
 
 def _collect(
@@ -121,7 +128,8 @@ def _pad_stack(values: list[np.ndarray], tail: tuple[int, ...]) -> np.ndarray:
     for i, v in enumerate(values):
         if v.ndim != len(tail) or any(s > t for s, t in zip(v.shape, tail, strict=True)):
             raise ValueError(f"sample of shape {v.shape} does not fit array tail {tail}")
-        out[(i, *(slice(0, s) for s in v.shape))] = v
+        region: tuple[int | slice, ...] = (i, *(slice(0, s) for s in v.shape))
+        out[region] = v
     return out
 
 
@@ -135,7 +143,8 @@ class _decoder:
     def __enter__(self) -> Callable[[Loader, list[int]], Iterator[Any]]:
         if self.workers > 1:
             ctx = multiprocessing.get_context("spawn")
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+            # the decoding processes end with this one, however it ends (SIGKILL too)
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=DiesWithParent())
         return self.decode
 
     def decode(self, loader: Loader, rows: list[int]) -> Iterator[Any]:

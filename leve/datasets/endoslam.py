@@ -100,7 +100,7 @@ def resolve_source(cfg: Config, show_progress: bool = True) -> tuple[Path, dict[
             f"prepare.endoslam: no source; download the EndoSLAM archive from {MENDELEY_PAGE} "
             "and pass --source FILE_OR_FOLDER (or set prepare.endoslam.url)"
         )
-    src, digest = obtain(cfg.source, cfg.url, Path(cfg.raw) / "EndoSLAM.zip", cfg.sha256, show_progress=show_progress)
+    src, digest = obtain(cfg.source, cfg.url or "", Path(cfg.raw) / "EndoSLAM.zip", cfg.sha256, show_progress=show_progress)
     return src, {"path": str(src), "url": cfg.url, "size": src.stat().st_size, "sha256": digest}
 
 
@@ -180,7 +180,6 @@ def plan(cfg: Config, show_progress: bool = True) -> tuple[EndoLoader, dict[str,
         "max_depth": cfg.max_depth,
         "min_depth": 0.0,
         "depth_encoding": "R channel of the 8-bit RGBA aov_image PNG, divided by 255; 0 = invalid",
-        "crops": {"leve2024": {"units": "pixels", "rows": [0, first.shape[0]], "cols": [0, first.shape[1]]}},
         "organs": list(cfg.organs),
         "selection": {"rule": cfg.selection, "per_organ": cfg.per_organ, "organs": report},
         "sources": [record],

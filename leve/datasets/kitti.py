@@ -39,12 +39,7 @@ ANNOTATED_URL = "https://s3.eu-central-1.amazonaws.com/avg-kitti/data_depth_anno
 SPLIT_URL = "https://raw.githubusercontent.com/nianticlabs/monodepth2/master/splits/eigen/test_files.txt"
 EIGEN_TEST_LINES = 697
 
-# Evaluation crops (fractions of height/width, or the thesis's fixed pixels) and depth caps.
-CROPS: dict[str, dict[str, Any]] = {
-    "garg": {"units": "fraction", "rows": [0.40810811, 0.99189189], "cols": [0.03594771, 0.96405229]},
-    "eigen": {"units": "fraction", "rows": [0.3324324, 0.91351351], "cols": [0.03594771, 0.96405229]},
-    "leve2024": {"units": "pixels", "rows": [128, 381], "cols": [45, 1196]},
-}
+# Evaluation crops (garg, eigen, leve2024) are defined in leve.evaluation.protocols.CROPS.
 CAMERAS = {"l": "02", "r": "03"}
 
 
@@ -65,7 +60,7 @@ class Config:
     raw_url: str = RAW_URL
     use_ranges: bool = True  # read remote zip members by HTTP range requests
     hash_sources: bool = True  # sha256 of local source archives (recorded in the store)
-    min_depth: float = 1e-3
+    min_depth: float = 1e-3  # the depth range recorded with the store (evaluation caps: leve.evaluation.protocols)
     max_depth: float = 80.0
     workers: int = 1
     block_size: int = 64
@@ -413,8 +408,6 @@ def plan(cfg: Config, show_progress: bool = True) -> tuple[KittiLoader, dict[str
         "units": "metres",
         "min_depth": cfg.min_depth,
         "max_depth": cfg.max_depth,
-        "depth_caps": {"min": cfg.min_depth, "max": cfg.max_depth},
-        "crops": CROPS,
         "gt": cfg.gt,
         "gt_protocol": (
             "velodyne: P = P_rect_02 R_rect_00 [R|T]velo->cam; x >= 0; u,v = round(.) - 1; in-image; "

@@ -44,8 +44,7 @@ SPLITS_URL = "http://horatio.cs.nyu.edu/mit/silberman/indoor_seg_sup/splits.mat"
 TRAIN_CSV = "data/nyu2_train.csv"
 TEST_CSV = "data/nyu2_test.csv"
 HEIGHT, WIDTH = 480, 640
-MAX_DEPTH = 10.0
-EIGEN_CROP = (20, 460, 24, 616)  # rows, cols (the thesis's fixed crop too)
+MAX_DEPTH = 10.0  # evaluation crops are not the dataset's: see leve.evaluation.protocols.CROPS
 META = {"source": "str", "scene": "str", "height": "int32", "width": "int32"}
 
 
@@ -307,8 +306,6 @@ def prepare(cfg: Config, force: bool = False, show_progress: bool = True) -> Bui
         "max_depth": MAX_DEPTH,
         "sources": source_files,
         "val_scenes": val_scenes,
-        "crops": {"eigen": list(EIGEN_CROP), "leve2024": list(EIGEN_CROP)},
-        "crop_convention": "[row_start, row_stop, col_start, col_stop], half-open, at 480x640",
         "params": params,
     }
     identity = fingerprint([params, [f["sha256"] for f in source_files]])

@@ -307,7 +307,6 @@ def prepare(cfg: Config, force: bool = False, show_progress: bool = True) -> Bui
         "depth_definition": "camera-space z of the first ray hit; 0 = no hit",
         "intrinsics": {k: getattr(camera, k) for k in ("fx", "fy", "cx", "cy")},
         "sources": [],
-        "crops": {"full": [0, cfg.height, 0, cfg.width]},
         "params": params,
     }
     sources = []

@@ -1,15 +1,21 @@
 """The two evaluation protocols, as small named factories returning a :class:`Protocol`.
 
+This module is the only place evaluation crops (:data:`CROPS`, by dataset and name) and depth
+caps (:data:`LEVE2024_MIN_DEPTH_DIVISOR`, :data:`STANDARD_MIN_DEPTH`) are defined; dataset
+stores record only the dataset's own facts (units, max depth, intrinsics, sources), never a crop.
+
 - ``leve2024`` reproduces the thesis: input resized to the training resolution, the fixed
-  crops (NYU rows 20:460 cols 24:616, KITTI rows 128:381 cols 45:1196, EndoSLAM full),
-  depth = ``clamp(D / out, D/100, D)`` with ``D`` the *dataset's* max depth, the
-  width-flipped image predicted and scored as a separate sample (2N samples), no
+  ``leve2024`` crops (NYU rows 20:460 cols 24:616, KITTI rows 128:381 cols 45:1196,
+  EndoSLAM full), depth = ``clamp(D / out, D/100, D)`` with ``D`` the *dataset's* max depth,
+  the width-flipped image predicted and scored as a separate sample (2N samples), no
   validity mask (only pixels without any measurement, gt <= 0, are left out).
-- ``standard`` follows the literature: valid mask ``min < gt < max``, the Eigen crop on NYU
-  (rows 45:471 cols 41:601, as in BTS/AdaBins), Garg or Eigen crop on KITTI, the
-  prediction averaged with the un-flipped prediction of the flipped image, depth from the
+- ``standard`` follows the literature: valid mask ``min < gt < max``, the ``eigen`` crop on
+  NYU (rows 45:471 cols 41:601, as in BTS/AdaBins), the ``garg`` or ``eigen`` crop on KITTI,
+  the prediction averaged with the un-flipped prediction of the flipped image, depth from the
   checkpoint's own ``max_depth`` and clipped to ``[min, max]``, and per-image alignment
   ``none | median | lstsq`` (least-squares scale and shift in disparity space).
+
+Any crop of the dataset can be chosen under either protocol (``eval.crop``).
 """
 
 from __future__ import annotations
@@ -60,19 +66,30 @@ class Crop:
 
 FULL = Crop("full")
 CROPS: dict[str, dict[str, Crop]] = {
-    "nyu": {
+    "nyu": {  # at 640x480
+        # The crop the thesis's evaluation used (DESIGN §3): rows 20..459, cols 24..615 inclusive,
+        # DenseDepth's evaluation crop, which DenseDepth calls the "Eigen crop"; not the literature's.
         "leve2024": Crop("leve2024", (20, 460), (24, 616)),
+        # The literature's Eigen crop (Eigen et al. 2014, as evaluated by BTS and AdaBins).
         "eigen": Crop("eigen", (45, 471), (41, 601)),
         "full": FULL,
     },
-    "kitti": {
+    "kitti": {  # image sizes vary per drive (1242x375, 1241x376, ...): fractions scale, pixels are clamped
+        # The fixed pixel box the thesis's evaluation used (DESIGN §3), whatever the image size.
         "leve2024": Crop("leve2024", (128, 381), (45, 1196)),
+        # Garg et al. 2016's crop as fractions of height/width (monodepth2, BTS, AdaBins).
         "garg": Crop("garg", (0.40810811, 0.99189189), (0.03594771, 0.96405229), "fraction"),
+        # Eigen et al. 2014's crop as fractions of height/width (same columns as Garg).
         "eigen": Crop("eigen", (0.3324324, 0.91351351), (0.03594771, 0.96405229), "fraction"),
         "full": FULL,
     },
-}
+}  # other datasets (EndoSLAM, synthetic): the full image only
 DEFAULT_CROP = {"leve2024": {"nyu": "leve2024", "kitti": "leve2024"}, "standard": {"nyu": "eigen", "kitti": "garg"}}
+# Depth caps. leve2024: depth clamped to [D/100, D], D the dataset's max depth (the store's
+# max_depth: NYU 10 m, KITTI 80 m, EndoSLAM 1). standard: valid mask and clipping to
+# [min_depth, D], min_depth 1e-3 unless eval.min_depth says otherwise (the KITTI literature's 1e-3..80 m).
+LEVE2024_MIN_DEPTH_DIVISOR = 100  # min depth = D / 100
+STANDARD_MIN_DEPTH = 1e-3
 
 
 def crop_for(dataset: str, name: str | None, protocol: str) -> Crop:
@@ -123,7 +140,7 @@ def leve2024(dataset: str, max_depth: float, min_depth: float | None = None,
              crop: str | None = None, **_: Any) -> Protocol:
     """The thesis protocol (see the module docstring); ``min_depth`` is fixed at D/100."""
     return Protocol("leve2024", dataset, crop_for(dataset, crop, "leve2024"), flip="separate",
-                    valid_mask=False, min_depth=max_depth / 100, max_depth=max_depth,
+                    valid_mask=False, min_depth=max_depth / LEVE2024_MIN_DEPTH_DIVISOR, max_depth=max_depth,
                     depth_scale="dataset", align="none")
 
 
@@ -132,7 +149,7 @@ def standard(dataset: str, max_depth: float, min_depth: float | None = None, cro
     """The literature protocol (see the module docstring); ``min_depth`` defaults to 1e-3."""
     return Protocol("standard", dataset, crop_for(dataset, crop, "standard"),
                     flip="average" if flip else "none", valid_mask=True,
-                    min_depth=1e-3 if min_depth is None else float(min_depth), max_depth=max_depth,
+                    min_depth=STANDARD_MIN_DEPTH if min_depth is None else float(min_depth), max_depth=max_depth,
                     depth_scale="checkpoint", align=align)
 
 

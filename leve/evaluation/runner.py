@@ -2,9 +2,11 @@
 
 The predictor is any callable mapping a batch ``(B, 3, h, w)`` of RGB in [0, 1] at the
 training resolution to the network output ``(B, 1, h, w)`` (read as ``max_depth / depth``);
-a Leve model is one. Images are resized to the training resolution in batches, depth is
-read from the output at that resolution and resized back to each image's own size
-(bilinear), then cropped, masked, aligned and scored per image.
+a Leve model is one. An output at a lower resolution (DenseDepth's, ``output_stride`` 2: h/2 x
+w/2) is first upsampled to the input size (bilinear, x2, as DenseDepth's evaluation does).
+Images are resized to the training resolution in batches, depth is read from the output at
+that resolution and resized back to each image's own size (bilinear), then cropped, masked,
+aligned and scored per image.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from leve.evaluation.metrics import (
     compute_metrics,
 )
 from leve.evaluation.protocols import Protocol
-from leve.models.depth import output_to_depth
+from leve.models.depth import output_to_depth, upsample_output
 from leve.progress import progress_bar
 from leve.store import Split
 
@@ -139,10 +141,11 @@ def _predict_batch(net: Predictor, x: torch.Tensor, protocol: Protocol,
                    depth_scale: float) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Depth at the training resolution, and that of the flipped input (back in its own frame
     for ``flip: separate``, i.e. still mirrored; un-mirrored and averaged for ``average``)."""
-    depth = output_to_depth(net(x).float(), depth_scale)
+    size = x.shape[-2:]  # a half-resolution output is upsampled to the input size before depth conversion
+    depth = output_to_depth(upsample_output(net(x).float(), size), depth_scale)
     if protocol.flip == "none":
         return depth, None
-    flipped = output_to_depth(net(x.flip(-1)).float(), depth_scale)
+    flipped = output_to_depth(upsample_output(net(x.flip(-1)).float(), size), depth_scale)
     if protocol.flip == "average":
         return 0.5 * (depth + flipped.flip(-1)), None
     return depth, flipped

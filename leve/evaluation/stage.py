@@ -1,6 +1,6 @@
 """Stage ``eval@<dataset>``: params ``eval`` (+ ``eval.datasets.<dataset>``) ->
 ``metrics/<dataset>.json``, ``reports/<dataset>/`` (per-image CSV, tables, grid, error vs
-depth) and the combined ``reports/metrics.md`` / ``reports/metrics.csv``."""
+depth). The combined ``reports/metrics.md`` / ``reports/metrics.csv`` are the ``tables`` stage's."""
 
 from __future__ import annotations
 
@@ -67,13 +67,7 @@ def run(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path
     from leve.evaluation.runner import evaluate
     from leve.models.checkpoint import load_checkpoint
     from leve.report.figures import save_grid
-    from leve.report.metrics import (
-        metrics_document,
-        read_metrics_docs,
-        write_csv,
-        write_json,
-        write_tables,
-    )
+    from leve.report.metrics import metrics_document, write_csv, write_json, write_tables
     from leve.store import open_store
 
     cfg = config(dataset, overrides, params_file)
@@ -106,7 +100,6 @@ def run(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path
     save_grid(result.examples, reports / "examples.png")
     write_tables([doc], reports / "metrics.md", reports / "metrics.csv")
     write_json(cfg.metrics_dir / f"{dataset}.json", doc)
-    write_tables(read_metrics_docs(cfg.metrics_dir), cfg.reports_dir / "metrics.md", cfg.reports_dir / "metrics.csv")
     console.print(f"eval {dataset}/{cfg.split} [{protocol.name}]: rmse {doc['student']['rmse']:.4f} "
                   f"abs_rel {doc['student']['abs_rel']:.4f} d1 {doc['student']['d1']:.4f} "
                   f"({doc['student']['count']} samples) -> {cfg.metrics_dir / f'{dataset}.json'}")

@@ -4,11 +4,22 @@ Each grid point is a named set of ``train`` params; queueing it is one
 ``dvc exp run --queue -n <name> -S train.model=<variant> -S train.kd.eps=<ε>`` call, so
 ``dvc exp show`` and ``leve report`` compare the results. Grids:
 
-* ``kd`` — Tables 9.6–9.8: the default Leve (LCB 3x3+3x3, main skips) with
-  ε ∈ {0, 0.10, 0.25, 0.50} (ε = 0 is the plain student the thesis compares against).
-* ``lcb`` — Tables 9.2–9.3: the decoder's layered convolution block, without distillation.
-* ``skips`` — Table 9.4: main, alternative and no skip connections, without distillation.
+* ``kd`` — Tables 9.6–9.8: the models of the registry's ``kd`` group (the default Leve,
+  LCB 3x3+3x3, main skips) with ε ∈ {0, 0.10, 0.25, 0.50} (ε = 0 is the plain student the
+  thesis compares against).
+* ``lcb`` — Tables 9.2–9.3: the ``lcb`` group (the decoder's layered convolution block),
+  without distillation.
+* ``skips`` — Table 9.4: the ``skips`` group (main, alternative and no skip connections),
+  without distillation.
+* ``encoders`` — Table 9.1 and seed 002's Table I: the ``encoders`` group (Leve on DDRNet-23-slim
+  and on MobileNetV3-Small, DenseDepth on DenseNet-169/161, ResNet-50/101 and MobileNetV2),
+  without distillation, each at the training resolution of its published figures
+  (``train.resolution``: 240x320 for MobileNetV3, 480x640 for the DenseDepth models, as seed 002
+  trained them; Leve on DDRNet-23-slim at the params' own, as in the other grids).
 * ``all`` — the union, each distinct configuration once.
+
+The members of each group, their order and their experiment-name tags come from the model
+registry (:func:`leve.models.registry.model_specs`); nothing here lists the variants.
 """
 
 from __future__ import annotations
@@ -22,10 +33,20 @@ from pathlib import Path
 from leve.errors import LeveError
 
 KD_EPS = (0.0, 0.10, 0.25, 0.50)
-LCB_VARIANTS = (("3x3", "leve-3x3"), ("3x3-1x1", "leve-3x3-1x1"), ("3x3-3x3", "leve"),
-                ("5x5-5x5", "leve-5x5-5x5"), ("3x3-dw", "leve-dw"))
-SKIP_VARIANTS = (("main", "leve"), ("alt", "leve-alt-skips"), ("none", "leve-no-skips"))
-GRID_NAMES = ("kd", "lcb", "skips", "all")
+GRID_NAMES = ("kd", "lcb", "skips", "encoders", "all")
+
+
+def group_members(group: str) -> list[tuple[str, str]]:
+    """``(tag, model)`` of every registered model in experiment group ``group``, in the thesis's order."""
+    from leve.models.registry import model_specs
+
+    return [(g.tag, s.name) for s in model_specs() if (g := s.group(group))]
+
+
+def _train_resolution(model: str) -> tuple[int, int] | None:
+    from leve.models.registry import model_spec
+
+    return model_spec(model).train_resolution
 
 
 @dataclass(frozen=True)
@@ -40,21 +61,26 @@ class GridPoint:
         return [arg for key, value in self.params for arg in ("-S", f"{key}={value}")]
 
 
-def _point(name: str, model: str, eps: float) -> GridPoint:
-    return GridPoint(name, (("train.model", model), ("train.kd.eps", f"{eps:g}")))
+def _point(name: str, model: str, eps: float, resolution: tuple[int, int] | None = None) -> GridPoint:
+    params = [("train.model", model), ("train.kd.eps", f"{eps:g}")]
+    if resolution is not None:
+        params.append(("train.resolution", f"[{resolution[0]},{resolution[1]}]"))
+    return GridPoint(name, tuple(params))
 
 
 def grid(name: str) -> list[GridPoint]:
-    """The grid points of ``kd``, ``lcb``, ``skips`` or ``all`` (duplicates dropped, first name kept)."""
+    """The grid points of ``kd``, ``lcb``, ``skips``, ``encoders`` or ``all`` (duplicates dropped, first
+    name kept)."""
     if name == "kd":
-        return [_point(f"kd-eps{eps:.2f}", "leve", eps) for eps in KD_EPS]
-    if name == "lcb":
-        return [_point(f"lcb-{label}", model, 0.0) for label, model in LCB_VARIANTS]
-    if name == "skips":
-        return [_point(f"skips-{label}", model, 0.0) for label, model in SKIP_VARIANTS]
+        return [_point(f"kd-{tag + '-' if tag else ''}eps{eps:.2f}", model, eps)
+                for tag, model in group_members("kd") for eps in KD_EPS]
+    if name in ("lcb", "skips"):
+        return [_point(f"{name}-{tag}", model, 0.0) for tag, model in group_members(name)]
+    if name == "encoders":
+        return [_point(f"{name}-{tag}", model, 0.0, _train_resolution(model)) for tag, model in group_members(name)]
     if name == "all":
         points: dict[tuple[tuple[str, str], ...], GridPoint] = {}
-        for part in ("kd", "lcb", "skips"):
+        for part in ("kd", "lcb", "skips", "encoders"):
             for p in grid(part):
                 points.setdefault(p.params, p)
         return list(points.values())

@@ -1,4 +1,5 @@
-"""The Leve student: DDRNet-23-slim encoder, upsampling decoder, registry and checkpoints.
+"""The students: Leve (DDRNet-23-slim encoder, upsampling decoder), the thesis's MobileNetV3 Leve,
+DenseDepth on ImageNet encoders (seed 002); registry and checkpoints.
 
 Usage::
 
@@ -7,8 +8,14 @@ Usage::
     out = model(rgb)            # (B,3,H,W) in [0,1] -> (B,1,H,W), read as max_depth/depth
     depth = leve.models.depth.output_to_depth(out, model.max_depth)
 
-Variants (thesis §9.1): ``leve`` (LCB 3x3+3x3, main skips; the default), ``leve-3x3``,
-``leve-3x3-1x1``, ``leve-5x5-5x5``, ``leve-dw``, ``leve-alt-skips``, ``leve-no-skips``.
+Variants: ``list_models()``; ``leve`` (LCB 3x3+3x3, main skips) is the default; the thesis's
+§9.1 variants ``leve-*``, ``leve-mobilenetv3`` (Table 9.1) and ``densedepth-<encoder>`` (seed
+002: densenet169, densenet161, resnet50, resnet101, mobilenetv2). Each is a :class:`ModelSpec`
+(``model_spec(name)``) carrying its architecture, encoder, output stride, label, experiment
+groups, published figures and its encoder's pretrained file. Every model has ``encoder``,
+``decoder``, ``max_depth`` and ``output_stride``: 1 (output at the input size) or 2 (DenseDepth:
+half of it; :func:`leve.models.depth.upsample_output` brings it to the input size before depth
+is read). An input size a model cannot take is refused with :class:`InputSizeError`.
 
 Checkpoint format (written by :func:`save_checkpoint`, read by :func:`load_checkpoint`;
 used by training, ``leve predict`` and ``leve export``), version 1, two encodings chosen by
@@ -26,6 +33,7 @@ the file suffix:
 ``resolution`` is the (H, W) the model was trained at; prediction resizes inputs to it.
 """
 
+from leve.models.base import DepthModel, InputSizeError
 from leve.models.checkpoint import (
     CheckpointInfo,
     load_checkpoint,
@@ -33,12 +41,17 @@ from leve.models.checkpoint import (
     save_checkpoint,
 )
 from leve.models.ddrnet import DDRNet23Slim
+from leve.models.densedepth import DenseDepth
 from leve.models.leve import Leve, LeveConfig
+from leve.models.leve_mobilenet import LeveMobileNetV3
 from leve.models.pretrained import LoadReport, load_encoder_weights
 from leve.models.registry import (
     DEFAULT_MODEL,
+    ModelSpec,
+    ReferenceResult,
     create_model,
     list_models,
+    model_spec,
     register_model,
 )
 
@@ -46,13 +59,20 @@ __all__ = [
     "DEFAULT_MODEL",
     "CheckpointInfo",
     "DDRNet23Slim",
+    "DenseDepth",
+    "DepthModel",
+    "InputSizeError",
     "Leve",
     "LeveConfig",
+    "LeveMobileNetV3",
     "LoadReport",
+    "ModelSpec",
+    "ReferenceResult",
     "create_model",
     "list_models",
     "load_checkpoint",
     "load_encoder_weights",
+    "model_spec",
     "read_checkpoint",
     "register_model",
     "save_checkpoint",

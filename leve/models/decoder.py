@@ -75,18 +75,24 @@ class UpBlock(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Three :class:`UpBlock` s taking ``channels[i] -> channels[i+1]``; ``skips[i]`` gives each
-    block's skip channel count (``None`` for no skip)."""
+    """:class:`UpBlock` s taking ``channels[i] -> channels[i+1]`` (three by default); ``skips[i]``
+    gives each block's skip channel count (``None`` for no skip). After each block listed in
+    ``extra_up`` the tensor is upsampled once more (bilinear x2, no parameters), as the thesis's
+    MobileNetV3 variant does between its first two blocks."""
 
-    def __init__(self, lcb: str, skips: list[int | None], channels: tuple[int, ...] = (64, 32, 16, 1)) -> None:
+    def __init__(self, lcb: str, skips: list[int | None], channels: tuple[int, ...] = (64, 32, 16, 1),
+                 extra_up: tuple[int, ...] = ()) -> None:
         super().__init__()
         if lcb not in LCBS:
             raise ValueError(f"unknown LCB '{lcb}'; choose from {sorted(LCBS)}")
         if len(skips) != len(channels) - 1:
             raise ValueError(f"need {len(channels) - 1} skip entries, got {len(skips)}")
         self.blocks = nn.ModuleList(UpBlock(channels[i], channels[i + 1], lcb, s) for i, s in enumerate(skips))
+        self.extra_up = tuple(extra_up)
 
     def forward(self, x: torch.Tensor, skips: list[torch.Tensor | None]) -> torch.Tensor:
-        for block, skip in zip(self.blocks, skips, strict=True):
+        for i, (block, skip) in enumerate(zip(self.blocks, skips, strict=True)):
             x = block(x, skip)
+            if i in self.extra_up:
+                x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
         return x

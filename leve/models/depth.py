@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 Array = TypeVar("Array", torch.Tensor, np.ndarray)
 MIN_DEPTH_FRACTION = 0.01
@@ -33,6 +34,16 @@ def output_to_depth(out: Array, max_depth: float) -> Array:
         return torch.clamp(max_depth / out, lo, hi)
     with np.errstate(divide="ignore"):
         return np.clip(max_depth / np.asarray(out, dtype=np.float32), lo, hi).astype(np.float32)
+
+
+def upsample_output(out: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """The raw network output ``(B, 1, h, w)`` brought to ``size`` (bilinear, ``align_corners=False``)
+    before it is read as depth; unchanged when it already has that size. A half-resolution model
+    (``output_stride`` 2, DenseDepth) is upsampled x2 to its input size this way in prediction,
+    serving, validation and evaluation."""
+    if tuple(out.shape[-2:]) == tuple(size):
+        return out
+    return F.interpolate(out, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def depth_to_output(depth: Array, max_depth: float) -> Array:

@@ -1,7 +1,7 @@
 """The Leve network: DDRNet-23-slim encoder + three-block upsampling decoder.
 
 Input (B, 3, H, W) RGB in [0, 1], H and W multiples of 8 and at least 64; output
-(B, 1, H, W), read as ``max_depth / depth`` (see :mod:`leve.models.depth`).
+(B, 1, H, W) (``output_stride`` 1), read as ``max_depth / depth`` (see :mod:`leve.models.depth`).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
 
+from leve.models.base import DepthModel
 from leve.models.ddrnet import DDRNet23Slim
 from leve.models.decoder import Decoder
 
@@ -36,22 +36,25 @@ class LeveConfig:
     normalize: bool = True
 
 
-class Leve(nn.Module):
+class Leve(DepthModel):
     """Encoder-decoder depth network; ``forward`` returns the raw output (max_depth/depth)."""
 
+    output_stride = 1
+    input_multiple = MULTIPLE
+    min_input_size = MIN_SIZE
+
     def __init__(self, config: LeveConfig = LeveConfig()) -> None:
-        super().__init__()
+        super().__init__(config.max_depth)
         if config.skips not in SKIP_SETS:
             raise ValueError(f"unknown skip set '{config.skips}'; choose from {sorted(SKIP_SETS)}")
         self.config = config
-        self.max_depth = float(config.max_depth)
         self.skip_names = SKIP_SETS[config.skips]
         self.encoder = DDRNet23Slim(head_channels=64, normalize=config.normalize)
         channels = [SKIP_CHANNELS[n] if n else None for n in self.skip_names]
         self.decoder = Decoder(config.lcb, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x)
+        self.check_input(x)
         feats = self.encoder(x)
         skips = [x if n == "image" else feats[n] if n else None for n in self.skip_names]
         return self.decoder(feats["head"], skips)
@@ -59,13 +62,3 @@ class Leve(nn.Module):
     def config_dict(self) -> dict:
         return asdict(self.config)
 
-
-def check_input(x: torch.Tensor) -> None:
-    """Refuse inputs the architecture cannot map back to their own size."""
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"expected (B, 3, H, W) input, got {tuple(x.shape)}")
-    h, w = x.shape[-2:]
-    if h % MULTIPLE or w % MULTIPLE or min(h, w) < MIN_SIZE:
-        raise ValueError(f"H and W must be multiples of {MULTIPLE} and at least {MIN_SIZE}, got {h}x{w}")

@@ -1,91 +1,374 @@
-"""Model registry: one small typed factory per thesis variant, looked up by name."""
+"""Model registry, timm-style: every registered model is one frozen :class:`ModelSpec` entry.
+
+An entry carries everything known about a variant: its architecture (``leve``: DDRNet-23-slim
+with the :class:`~leve.models.leve.LeveConfig` choices ``lcb`` and ``skips``; ``leve-mobilenetv3``:
+the thesis's MobileNetV3-Small Leve; ``densedepth``: DenseDepth's decoder on an ImageNet encoder
+of :mod:`leve.models.encoders`), its encoder, its output stride (1: output at the input
+resolution, 2: at half of it) and the input sizes it takes, a description, the label the thesis
+prints for it, the experiment groups it belongs to (``lcb``: Tables 9.2–9.3, ``skips``: Table 9.4,
+``kd``: Tables 9.6–9.8, ``encoders``: Table 9.1 and seed 002's Table I), the published figures
+for it (:class:`ReferenceResult`: the thesis's chapter 9 tables, seed 002's Table I) and its
+encoder's pretrained-weights file. The experiment grid
+(:mod:`leve.experiments.grid`), the report's labels and table membership
+(:mod:`leve.report.experiments`) and the benchmark's thesis FPS (:mod:`leve.bench.model`) are
+derived from :data:`MODELS`; nothing else lists the variants.
+
+Usage::
+
+    from leve.models import create_model, list_models, model_spec
+    list_models()                      # ['leve', 'leve-3x3', ...] (the default first)
+    list_models(group="skips")         # ['leve', 'leve-alt-skips', 'leve-no-skips'] (thesis order)
+    model_spec("leve-dw").fps          # 33.0 (Table 9.3, GTX 1650 Ti, 480x640)
+    create_model("leve", encoder_weights="DDRNet23s_imagenet.pth")
+    create_model("densedepth-densenet169", encoder_weights="densenet169-b2777c0a.pth")  # output at H/2
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from torch import nn
+
 from leve.errors import LeveError
-from leve.models.leve import Leve, LeveConfig
+from leve.models.base import DepthModel, size_problem
+from leve.models.densedepth import DenseDepth
+from leve.models.encoders import ENCODERS, create_encoder, load_imagenet_weights
+from leve.models.leve import MIN_SIZE, MULTIPLE, Leve, LeveConfig
+from leve.models.leve_mobilenet import ENCODER as LEVE_MOBILENET_ENCODER
+from leve.models.leve_mobilenet import LeveMobileNetV3
 from leve.models.pretrained import load_encoder_weights
 from leve.progress import console
 
-Factory = Callable[..., Leve]
-_REGISTRY: dict[str, Factory] = {}
+Factory = Callable[..., nn.Module]
 DEFAULT_MODEL = "leve"
+GROUPS = ("lcb", "skips", "kd", "encoders")
+ARCHITECTURES = ("leve", "leve-mobilenetv3", "densedepth")
+# Where the thesis's figures were measured (chapter 9): every §9.1-9.2 model trained at
+# 240x320 on NYU-Depth V2; speed on a GTX 1650 Ti at 480x640 input, batch 1, fp32.
+THESIS_FPS_DEVICE = "GTX 1650 Ti, 480x640, batch 1"
+# Where a ReferenceResult comes from.
+THESIS = "thesis"  # the thesis, chapter 9 (Tables 9.1-9.8)
+SEED_002 = "seed 002"  # seed 002 (DenseDepth with five ImageNet encoders), Table I: NYU, trained at 480x640
 
 
-def register_model(name: str) -> Callable[[Factory], Factory]:
-    """Decorator adding a factory ``f(encoder_weights=None, max_depth=10.0) -> Leve`` under ``name``."""
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """A published weights file a model's encoder loads (``create_model(encoder_weights=...)``)."""
+
+    file: str
+    url: str | None  # a direct download URL, None when there is none
+    sha256: str | None  # None: no published hash
+    licence: str
+    source: str  # where the file is published
+    note: str = ""  # how a user obtains it when there is no URL
+    sha256_prefix: str | None = None  # the start of its SHA-256 where only that is published (torchvision)
+
+
+@dataclass(frozen=True)
+class ReferenceResult:
+    """One row of a published table for a model: the thesis's (``source`` :data:`THESIS`, chapter 9)
+    or seed 002's (:data:`SEED_002`, Table I).
+
+    NYU-Depth V2 test set unless ``dataset`` says otherwise; ``fps`` only where the table has
+    a speed column (the thesis: :data:`THESIS_FPS_DEVICE`); ``kd_eps`` > 0 for the distilled
+    students of Tables 9.6–9.8; ``d2``, ``d3``, ``log10`` where the table prints them.
+    """
+
+    table: str  # "9.2", "I"
+    row: str  # the row's label as printed in that table
+    rmse: float
+    rel: float
+    d1: float
+    fps: float | None = None
+    dataset: str = "nyu"
+    kd_eps: float = 0.0
+    train_resolution: str = "240x320"
+    source: str = THESIS
+    d2: float | None = None
+    d3: float | None = None
+    log10: float | None = None
+
+    @property
+    def citation(self) -> str:
+        """``"thesis Table 9.1"``, ``"seed 002 Table I"``."""
+        return f"{self.source} Table {self.table}"
+
+
+ThesisResult = ReferenceResult  # the thesis's rows (the default source)
+
+
+@dataclass(frozen=True)
+class Group:
+    """A model's place in one of the thesis's experiment groups (:data:`GROUPS`)."""
+
+    name: str  # lcb | skips | kd | encoders
+    label: str  # its row label in leve's comparison tables: "3x3+3x3", "main skips"
+    tag: str  # its part of the experiment names of `leve experiments queue`: "3x3-3x3", "main"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered model: architecture, encoder, output stride, description, published figures
+    and pretrained file."""
+
+    name: str
+    description: str
+    lcb: str = "3x3+3x3"  # LeveConfig.lcb (architectures leve, leve-mobilenetv3)
+    skips: str = "main"  # LeveConfig.skips (architecture leve)
+    label: str = ""  # the thesis's (or seed's) name for the variant: "3x3+3x3", "DenseNet-169"
+    groups: tuple[Group, ...] = ()
+    results: tuple[ReferenceResult, ...] = ()
+    encoder_weights: PretrainedWeights | None = None
+    factory: Factory | None = None  # a custom builder f(encoder_weights=None, max_depth=10.0)
+    architecture: str = "leve"  # one of ARCHITECTURES
+    encoder: str = "ddrnet23_slim"  # the encoder: DDRNet-23-slim or a name of leve.models.encoders.ENCODERS
+    output_stride: int = 1  # output size = input size / output_stride (1 or 2)
+    input_multiple: int = MULTIPLE  # input H and W must be multiples of this ...
+    min_size: int = MIN_SIZE  # ... and at least this
+    # the training resolution (H, W) of its published figures that the experiment grid sets for it;
+    # None: the params' own (the thesis's Leve variants)
+    train_resolution: tuple[int, int] | None = None
+
+    def config(self, max_depth: float = 10.0) -> LeveConfig:
+        """The architecture as a :class:`LeveConfig`."""
+        return LeveConfig(lcb=self.lcb, skips=self.skips, max_depth=float(max_depth))
+
+    def group(self, name: str) -> Group | None:
+        """The model's entry in experiment group ``name``, None if it is not in it."""
+        return next((g for g in self.groups if g.name == name), None)
+
+    @property
+    def thesis(self) -> tuple[ReferenceResult, ...]:
+        """The thesis's rows for this model (chapter 9)."""
+        return tuple(r for r in self.results if r.source == THESIS)
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The thesis tables reporting this model, in order of appearance."""
+        return tuple(dict.fromkeys(r.table for r in self.thesis))
+
+    @property
+    def fps(self) -> float | None:
+        """The thesis's FPS of this model (:data:`THESIS_FPS_DEVICE`), None if not reported."""
+        return next((r.fps for r in self.thesis if r.fps is not None), None)
+
+    def result(self, table: str, dataset: str = "nyu", kd_eps: float = 0.0, source: str = THESIS) -> ReferenceResult | None:
+        """The row of this model in ``source``'s ``table`` (on ``dataset``, at ``kd_eps``)."""
+        return next((r for r in self.results if r.source == source and r.table == table
+                     and r.dataset == dataset and r.kd_eps == kd_eps), None)
+
+    def check_size(self, h: int, w: int, what: str = "input") -> None:
+        """Refuse an input size this model cannot take: one line naming the size and the model."""
+        problem = size_problem(int(h), int(w), self.input_multiple, self.min_size)
+        if problem:
+            raise LeveError(f"{what}: model '{self.name}': {problem}")
+
+
+# The public ImageNet DDRNet-23-slim classification checkpoint the encoder loads (thesis §5,
+# taken from Rudolph et al. [28]; DESIGN §5). Its authors publish it only behind file-sharing
+# pages (Google Drive; earlier a Baidu Pan share): no direct URL, no published hash.
+DDRNET23S_IMAGENET = PretrainedWeights(
+    file="DDRNet23s_imagenet.pth",
+    url=None,
+    sha256=None,
+    licence="MIT (the DDRNet repository's licence; the weights carry no separate licence)",
+    source="https://github.com/ydhongHIT/DDRNet (README, 'Pretrained models': DDRNet_23_slim on ImageNet)",
+    note="Download it in a browser from the Google Drive page the DDRNet README and Rudolph et al.'s "
+         "GuidedDecoding README link (https://drive.google.com/file/d/1mg5tMX7TJ9ZVcAiGSB4PEihPtrJyalB4/view) "
+         "and point train.encoder_weights (or create_model(encoder_weights=...)) at it.",
+)
+
+
+def _lcb(label: str, tag: str) -> Group:
+    return Group("lcb", label, tag)
+
+
+# Thesis figures: NYU-Depth V2 RMSE / REL / δ1 (Tables 9.1-9.6), KITTI (9.7), EndoSLAM (9.8).
+_LEVE_ROWS = (
+    ThesisResult("9.1", "DDRNet-23-Slim", 0.516, 0.142, 0.814, 27.0),
+    ThesisResult("9.2", "3x3+3x3", 0.516, 0.142, 0.814, 27.0),
+    ThesisResult("9.4", "main-skip-connections", 0.516, 0.142, 0.814, 27.0),
+    ThesisResult("9.5", "Leve (240x320)", 0.516, 0.142, 0.814, 27.0),
+    ThesisResult("9.5", "Leve (480x640)", 0.495, 0.136, 0.829, 27.0, train_resolution="480x640"),
+    ThesisResult("9.6", "3x3+3x3", 0.516, 0.142, 0.814),
+    ThesisResult("9.6", "teacher-student-10", 0.523, 0.144, 0.810, kd_eps=0.10),
+    ThesisResult("9.6", "teacher-student-25", 0.512, 0.144, 0.817, kd_eps=0.25),
+    ThesisResult("9.6", "teacher-student-50", 0.519, 0.145, 0.810, kd_eps=0.50),
+    ThesisResult("9.7", "3x3+3x3", 12.051, 0.835, 0.209, dataset="kitti"),
+    ThesisResult("9.7", "teacher-student-10", 11.929, 0.777, 0.224, dataset="kitti", kd_eps=0.10),
+    ThesisResult("9.7", "teacher-student-25", 12.484, 0.790, 0.223, dataset="kitti", kd_eps=0.25),
+    ThesisResult("9.7", "teacher-student-50", 11.967, 0.787, 0.229, dataset="kitti", kd_eps=0.50),
+    ThesisResult("9.8", "3x3+3x3", 0.078, 45.658, 0.153, dataset="endoslam"),
+    ThesisResult("9.8", "teacher-student-10", 0.073, 35.971, 0.151, dataset="endoslam", kd_eps=0.10),
+    ThesisResult("9.8", "teacher-student-25", 0.079, 38.001, 0.143, dataset="endoslam", kd_eps=0.25),
+    ThesisResult("9.8", "teacher-student-50", 0.073, 34.404, 0.156, dataset="endoslam", kd_eps=0.50),
+)
+
+# The thesis's variants (§9.1.2-9.2) in the order its tables list them.
+_THESIS_MODELS = (
+    ModelSpec("leve-3x3", "LCB with a single 3x3 convolution.", lcb="3x3", label="3x3",
+              groups=(_lcb("3x3", "3x3"),),
+              results=(ThesisResult("9.2", "3x3", 0.515, 0.143, 0.817, 34.0),
+                      ThesisResult("9.3", "3x3", 0.515, 0.143, 0.817, 34.0))),
+    ModelSpec("leve-3x3-1x1", "LCB 3x3 then 1x1.", lcb="3x3+1x1", label="3x3+1x1",
+              groups=(_lcb("3x3+1x1", "3x3-1x1"),),
+              results=(ThesisResult("9.2", "3x3+1x1", 0.515, 0.143, 0.818, 29.5),)),
+    ModelSpec("leve", "Leve as in the thesis: LCB 3x3+3x3, main skips (image, layer1, high branch).",
+              label="3x3+3x3",
+              groups=(_lcb("3x3+3x3", "3x3-3x3"), Group("skips", "main skips", "main"), Group("kd", "3x3+3x3", ""),
+                      Group("encoders", "DDRNet-23-slim", "ddrnet23s")),
+              results=_LEVE_ROWS),
+    ModelSpec("leve-5x5-5x5", "LCB with two 5x5 convolutions.", lcb="5x5+5x5", label="5x5+5x5",
+              groups=(_lcb("5x5+5x5", "5x5-5x5"),),
+              results=(ThesisResult("9.2", "5x5+5x5", 0.514, 0.140, 0.816, 17.5),)),
+    ModelSpec("leve-dw", "LCB as one depthwise-separable 3x3 (the thesis's [3x3-dw-separable]).", lcb="dw",
+              label="3x3-dw-separable", groups=(_lcb("3x3-dw-separable", "3x3-dw"),),
+              results=(ThesisResult("9.3", "3x3-dw-separable", 0.520, 0.148, 0.810, 33.0),)),
+    ModelSpec("leve-alt-skips", "Alternative skips: high branch after each fusion and layer2 (all 64 ch at H/8).",
+              skips="alt", label="alternative-skip-connections", groups=(Group("skips", "alternative skips", "alt"),),
+              results=(ThesisResult("9.4", "alternative-skip-connections", 0.513, 0.143, 0.815, 25.0),)),
+    ModelSpec("leve-no-skips", "No skip connections.", skips="none", label="no-skip-connections",
+              groups=(Group("skips", "no skips", "none"),),
+              results=(ThesisResult("9.4", "no-skip-connections", 0.518, 0.146, 0.813, 29.0),)),
+)
+
+
+
+def torchvision_weights(encoder: str) -> PretrainedWeights:
+    """The published ImageNet file of an encoder of :data:`leve.models.encoders.ENCODERS`."""
+    e = ENCODERS[encoder]
+    return PretrainedWeights(file=e.file, url=e.url, sha256=None, licence=e.licence, source=e.url,
+                             sha256_prefix=e.sha256_prefix)
+
+
+def _encoders(label: str, tag: str) -> Group:
+    return Group("encoders", label, tag)
+
+
+# Thesis Table 9.1 (encoders under Leve's decoder, NYU, 240x320): the MobileNetV3 row.
+LEVE_MOBILENETV3 = ModelSpec(
+    "leve-mobilenetv3", "Leve's decoder on MobileNetV3-Small features[0:9] (16 @ 1/2, 24 @ 1/8, 48 @ 1/16), "
+    "an extra x2 between the first two blocks (thesis Table 9.1).",
+    label="MobileNetV3", groups=(_encoders("MobileNetV3", "mobilenetv3"),),
+    results=(ThesisResult("9.1", "MobileNetV3", 0.671, 0.206, 0.681, 43.0),),
+    encoder_weights=torchvision_weights(LEVE_MOBILENET_ENCODER), architecture="leve-mobilenetv3",
+    encoder=LEVE_MOBILENET_ENCODER, input_multiple=LeveMobileNetV3.input_multiple, train_resolution=(240, 320))
+
+
+def _densedepth(encoder: str, label: str, d1: float, rel: float, rmse: float, d2: float, d3: float,
+                log10: float) -> ModelSpec:
+    """A DenseDepth model of seed 002 (Table I: NYU, trained at 480x640, output at 240x320)."""
+    name = "densedepth-" + encoder.replace("_", "")
+    row = ReferenceResult("I", label, rmse, rel, d1, dataset="nyu", train_resolution="480x640", source=SEED_002,
+                          d2=d2, d3=d3, log10=log10)
+    return ModelSpec(name, f"DenseDepth's decoder on an ImageNet {label} (seed 002); output at half the input "
+                     "resolution.", label=label, groups=(_encoders(f"DenseDepth {label}", name),), results=(row,),
+                     encoder_weights=torchvision_weights(encoder), architecture="densedepth", encoder=encoder,
+                     output_stride=DenseDepth.output_stride, input_multiple=DenseDepth.input_multiple,
+                     min_size=DenseDepth.min_input_size, train_resolution=(480, 640))
+
+
+# Seed 002, Table I, in its order: δ1, REL, RMS, then δ2, δ3, log10.
+_DENSEDEPTH_MODELS = (
+    _densedepth("densenet169", "DenseNet-169", 0.837, 0.133, 0.481, 0.967, 0.992, 0.056),
+    _densedepth("densenet161", "DenseNet-161", 0.827, 0.133, 0.483, 0.969, 0.993, 0.056),
+    _densedepth("resnet50", "ResNet-50", 0.664, 0.209, 0.701, 0.900, 0.971, 0.086),
+    _densedepth("mobilenet_v2", "MobileNetV2", 0.792, 0.146, 0.525, 0.955, 0.990, 0.063),
+    _densedepth("resnet101", "ResNet-101", 0.696, 0.197, 0.663, 0.912, 0.973, 0.081),
+)
+
+MODELS: dict[str, ModelSpec] = {}  # registration order: the thesis's order, then seed 002's
+
+
+def register_model(spec: ModelSpec | str) -> ModelSpec | Callable[[Factory], Factory]:
+    """Register a :class:`ModelSpec`; or, given a name, a decorator adding a custom factory
+    ``f(encoder_weights=None, max_depth=10.0) -> nn.Module`` under that name."""
+    if isinstance(spec, ModelSpec):
+        if spec.name in MODELS:
+            raise ValueError(f"model '{spec.name}' registered twice")
+        MODELS[spec.name] = spec
+        return spec
 
     def add(fn: Factory) -> Factory:
-        if name in _REGISTRY:
-            raise ValueError(f"model '{name}' registered twice")
-        _REGISTRY[name] = fn
+        doc = (fn.__doc__ or "").strip()
+        register_model(ModelSpec(spec, doc.splitlines()[0] if doc else "", factory=fn))
         return fn
 
     return add
 
 
-def list_models() -> list[str]:
-    """Registered model names, the default first."""
-    return sorted(_REGISTRY, key=lambda n: (n != DEFAULT_MODEL, n))
+for _spec in _THESIS_MODELS:  # every thesis variant's encoder loads the ImageNet DDRNet-23-slim file
+    register_model(replace(_spec, encoder_weights=DDRNET23S_IMAGENET))
+for _spec in (LEVE_MOBILENETV3, *_DENSEDEPTH_MODELS):
+    register_model(_spec)
 
 
-def create_model(name: str = DEFAULT_MODEL, encoder_weights: str | Path | None = None, max_depth: float = 10.0) -> Leve:
-    """Build a registered model; ``encoder_weights`` is a local ``DDRNet23s_imagenet.pth``."""
-    if name not in _REGISTRY:
+def list_models(group: str | None = None, table: str | None = None) -> list[str]:
+    """Registered model names, the default first then sorted; with ``group`` (lcb | skips | kd |
+    encoders) or ``table`` (a thesis table number such as "9.2"), only its members, in the
+    registry's (the thesis's) order."""
+    if group is None and table is None:
+        return sorted(MODELS, key=lambda n: (n != DEFAULT_MODEL, n))
+    if group is not None and group not in GROUPS:
+        raise LeveError(f"unknown model group '{group}'; choose from {', '.join(GROUPS)}")
+    return [n for n, s in MODELS.items()
+            if (group is None or s.group(group)) and (table is None or table in s.tables)]
+
+
+def model_spec(name: str = DEFAULT_MODEL) -> ModelSpec:
+    """The registry entry of ``name``."""
+    if name not in MODELS:
         raise LeveError(f"unknown model '{name}'; choose from {', '.join(list_models())}")
+    return MODELS[name]
+
+
+def model_specs() -> list[ModelSpec]:
+    """Every registry entry, in registration (the thesis's) order."""
+    return list(MODELS.values())
+
+
+def _encoder_report(path: str | Path, name: str, loaded: int, params: int, skipped: int) -> None:
+    console.print(f"{path}: loaded {loaded} tensors ({params / 1e6:.2f} M parameters) into {name}; "
+                  f"skipped {skipped} classifier tensors; random init: decoder")
+
+
+def _build(spec: ModelSpec, encoder_weights: str | Path | None, max_depth: float) -> DepthModel:
+    """The network of a data-only spec, its encoder loaded from ``encoder_weights`` when given."""
+    if spec.architecture == "leve":
+        model: DepthModel = Leve(spec.config(max_depth))
+        if encoder_weights is not None:
+            report = load_encoder_weights(model.encoder, encoder_weights)
+            console.print(report.summary() + ", decoder")
+        return model
+    if spec.architecture not in ARCHITECTURES:
+        raise LeveError(f"model '{spec.name}': unknown architecture '{spec.architecture}'")
+    encoder = create_encoder(spec.encoder)
+    if encoder_weights is not None:  # into the whole published trunk, before any unused block is dropped
+        r = load_imagenet_weights(encoder, encoder_weights)
+        _encoder_report(encoder_weights, spec.encoder, r.loaded, r.loaded_params, len(r.skipped))
+    if spec.architecture == "leve-mobilenetv3":
+        return LeveMobileNetV3(encoder, max_depth, lcb=spec.lcb)
+    trim = getattr(encoder, "trim", None)
+    if trim is not None:
+        trim()  # MobileNetV2's final 1x1 conv (features.18) is not run: not part of the model
+    return DenseDepth(encoder, max_depth)
+
+
+def create_model(name: str = DEFAULT_MODEL, encoder_weights: str | Path | None = None,
+                 max_depth: float = 10.0) -> nn.Module:
+    """Build a registered model; ``encoder_weights`` is a local copy of the spec's pretrained file
+    (``spec.encoder_weights``: ``DDRNet23s_imagenet.pth`` for Leve, see :data:`DDRNET23S_IMAGENET`;
+    torchvision's ImageNet file for the other encoders, e.g. ``densenet169-b2777c0a.pth``).
+
+    Every model has ``encoder``, ``decoder``, ``max_depth``, ``output_stride`` (1 or 2),
+    ``input_multiple`` and ``min_input_size``."""
+    spec = model_spec(name)
     if not max_depth > 0:
         raise LeveError(f"max_depth must be positive, got {max_depth}")
-    return _REGISTRY[name](encoder_weights=encoder_weights, max_depth=max_depth)
-
-
-def _build(lcb: str, skips: str, encoder_weights: str | Path | None, max_depth: float) -> Leve:
-    model = Leve(LeveConfig(lcb=lcb, skips=skips, max_depth=float(max_depth)))
-    if encoder_weights is not None:
-        report = load_encoder_weights(model.encoder, encoder_weights)
-        console.print(report.summary() + ", decoder")
+    if spec.factory is not None:
+        return spec.factory(encoder_weights=encoder_weights, max_depth=max_depth)
+    model = _build(spec, encoder_weights, max_depth)
+    model.name = spec.name
     return model
-
-
-@register_model("leve")
-def leve(encoder_weights: str | Path | None = None, max_depth: float = 10.0) -> Leve:
-    """Leve as in the thesis: LCB 3x3+3x3, main skips (image, layer1, high branch)."""
-    return _build("3x3+3x3", "main", encoder_weights, max_depth)
-
-
-@register_model("leve-3x3")
-def leve_3x3(encoder_weights: str | Path | None = None, max_depth: float = 10.0) -> Leve:
-    """LCB with a single 3x3 convolution."""
-    return _build("3x3", "main", encoder_weights, max_depth)
-
-
-@register_model("leve-3x3-1x1")
-def leve_3x3_1x1(encoder_weights: str | Path | None = None, max_depth: float = 10.0) -> Leve:
-    """LCB 3x3 then 1x1."""
-    return _build("3x3+1x1", "main", encoder_weights, max_depth)
-
-
-@register_model("leve-5x5-5x5")
-def leve_5x5_5x5(encoder_weights: str | Path | None = None, max_depth: float = 10.0) -> Leve:
-    """LCB with two 5x5 convolutions."""
-    return _build("5x5+5x5", "main", encoder_weights, max_depth)
-
-
-@register_model("leve-dw")
-def leve_dw(encoder_weights: str | Path | None = None, max_depth: float = 10.0) -> Leve:
-    """LCB as one depthwise-separable 3x3 (the thesis's [3x3-dw-separable])."""
-    return _build("dw", "main", encoder_weights, max_depth)
-
-
-@register_model("leve-alt-skips")
-def leve_alt_skips(encoder_weights: str | Path | None = None, max_depth: float = 10.0) -> Leve:
-    """Alternative skips: high branch after each fusion and layer2 (all 64 ch at H/8)."""
-    return _build("3x3+3x3", "alt", encoder_weights, max_depth)
-
-
-@register_model("leve-no-skips")
-def leve_no_skips(encoder_weights: str | Path | None = None, max_depth: float = 10.0) -> Leve:
-    """No skip connections."""
-    return _build("3x3+3x3", "none", encoder_weights, max_depth)

@@ -1,1 +1,1 @@
-"""pipeline."""
+"""The pipeline as a whole: stage dependencies derived from imports, profiles, and the demo."""

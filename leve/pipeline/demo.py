@@ -24,7 +24,7 @@ from leve.errors import LeveError
 from leve.progress import console
 
 MARKER = ".leve-demo"
-COPY = ["dvc.yaml", "params.yaml", "profiles", "leve", ".gitignore"]
+COPY = ["dvc.yaml", "params.yaml", "profiles", "leve", ".gitignore", ".dvcignore"]
 
 
 def source_root() -> Path:

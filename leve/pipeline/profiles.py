@@ -1,17 +1,22 @@
 """Profiles: named sets of params (``profiles/<name>.yaml``, dotted keys -> values).
 
-``apply_profile`` writes them into params.yaml in place, changing only the values on their
-lines (comments and layout kept); ``dvc_set_args`` renders the same values as ``dvc exp run -S``
-arguments, so a profile can also run as an experiment without touching params.yaml.
+``apply_profile`` writes them into params.yaml with a ruamel.yaml round trip (the library
+DVC itself edits params with), so comments, key order and layout are kept; new values are
+spelled as PyYAML's flow style, as ``dvc_set_args`` renders them for ``dvc exp run -S``, so a
+profile can also run as an experiment without touching params.yaml.
 """
 
 from __future__ import annotations
 
-import re
+import io
+import json
 from pathlib import Path
 from typing import Any
 
 import yaml
+from ruamel.yaml import YAML, CommentedMap
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.util import load_yaml_guess_indent
 
 from leve.errors import LeveError
 from leve.params import PARAMS_FILE
@@ -35,58 +40,93 @@ def load_profile(name: str, folder: Path = PROFILES_DIR) -> dict[str, Any]:
     return data
 
 
-_KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_.-]+):(?P<rest>.*)$")
-
-
 def flow(value: Any) -> str:
     """A value in YAML flow style on one line (``null``, ``[a, b]``, ``1.0e-4``)."""
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
 
 
-def _split_comment(rest: str) -> tuple[str, str]:
-    """``' value   # note'`` -> (``' value   '``, ``'# note'``)."""
-    match = re.search(r"\s#", rest)
-    return (rest, "") if match is None else (rest[: match.start() + 1], rest[match.start() + 1 :])
+def _round_trip(text: str) -> YAML:
+    """A ruamel.yaml round-trip dumper for ``text``: comments, key order, flow/block style, quotes
+    and number spellings are kept; indentation as guessed from ``text``; ``null`` written out."""
+    _, indent, dash = load_yaml_guess_indent(text)
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 10_000  # never fold a long line
+    rt.indent(mapping=indent or 2, sequence=indent or 2, offset=dash or 0)
+    rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    return rt
 
 
-def set_value(lines: list[str], dotted: str, value: Any, where: Path) -> bool:
-    """Replace the scalar or flow value of ``dotted`` in YAML ``lines`` in place, keeping the
-    line's comment and alignment; True when the text changed."""
-    stack: list[tuple[int, str]] = []
-    for n, line in enumerate(lines):
-        match = _KEY_LINE.match(line)
-        if match is None or line.lstrip().startswith("#"):
-            continue
-        indent = len(match["indent"])
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        stack.append((indent, match["key"]))
-        if ".".join(k for _, k in stack) != dotted:
-            continue
-        old, comment = _split_comment(match["rest"])
-        if not old.strip() and not comment and n + 1 < len(lines) and lines[n + 1].startswith(" " * (indent + 1)):
-            raise LeveError(f"{where}: '{dotted}' is a section, not a value")
-        new = " " + flow(value)
-        new = new.ljust(max(len(old), len(new) + 1)) if comment else new
-        lines[n] = f"{match['indent']}{match['key']}:{new}{comment}"
-        return lines[n] != line
-    raise LeveError(f"{where}: no key '{dotted}' to set")
+def _node(value: Any) -> Any:
+    """``value`` as ruamel nodes spelled as :func:`flow` (PyYAML) writes it: flow style, ``1.0e+20``
+    (ruamel would write ``1e+20``, a string to YAML 1.1) and ``'yes'`` quoted (a bool to YAML 1.1,
+    which is how leve reads params.yaml)."""
+    rt = YAML()
+    rt.preserve_quotes = True
+    return rt.load(flow(value))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal with the same types (``1`` is not ``1.0`` nor ``True``), as the file would read."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def set_value(doc: Any, dotted: str, value: Any, where: Path) -> bool:
+    """Set ``dotted`` in a round-trip loaded document (its comment and layout kept); True when the
+    value changed (an equal value is left as it is spelled)."""
+    *parents, leaf = dotted.split(".")
+    node = doc
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or leaf not in node:
+        raise LeveError(f"{where}: no key '{dotted}' to set")
+    old = node[leaf]
+    if isinstance(old, CommentedMap) and old and not old.fa.flow_style():
+        raise LeveError(f"{where}: '{dotted}' is a section, not a value")
+    if _same(old, value):
+        return False
+    node[leaf] = _node(value)
+    return True
+
+
+def edit_yaml(text: str, values: dict[str, Any], where: Path) -> tuple[str, list[str]]:
+    """``text`` with each dotted key of ``values`` set (comments and layout kept), and the keys that
+    changed. The result is re-read as leve reads it and must equal the original with only those
+    keys changed, else an error."""
+    rt = _round_trip(text)
+    try:
+        doc = rt.load(text)
+    except YAMLError as exc:
+        raise LeveError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    changed = [key for key, value in values.items() if set_value(doc, key, value, where)]
+    out = io.StringIO()
+    rt.dump(doc, out)
+    expected = yaml.safe_load(text)
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = expected
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    got = yaml.safe_load(out.getvalue())
+    if got != expected:
+        bad = [k for k in values if not _same(_get(got, k), values[k])] or ["a key outside the profile"]
+        raise LeveError(f"{where}: setting {', '.join(bad)} did not give the expected values when re-read; "
+                        "file left unchanged")
+    return out.getvalue(), changed
+
+
+def _get(tree: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
 
 
 def apply_profile(name: str, params_file: Path = PARAMS_FILE, folder: Path = PROFILES_DIR) -> list[str]:
-    """Write profile ``name`` into ``params_file`` line by line (comments kept); returns the
-    keys whose value changed. The result is re-read and checked before it replaces the file."""
-    values = load_profile(name, folder)
-    lines = params_file.read_text().splitlines()
-    changed = [key for key, value in values.items() if set_value(lines, key, value, params_file)]
-    text = "\n".join(lines) + "\n"
-    parsed = yaml.safe_load(text)
-    for key, value in values.items():
-        node = parsed
-        for part in key.split("."):
-            node = node[part]
-        if node != value:
-            raise LeveError(f"{params_file}: setting '{key}' did not give {value!r}; file left unchanged")
+    """Write profile ``name`` into ``params_file`` (ruamel.yaml round trip: comments kept); returns
+    the keys whose value changed. The result is re-read and checked before it atomically
+    replaces the file."""
+    text, changed = edit_yaml(params_file.read_text(), load_profile(name, folder), params_file)
     tmp = params_file.with_name(params_file.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(params_file)

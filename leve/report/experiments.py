@@ -15,25 +15,39 @@ carries ``data.params`` per params file and ``data.metrics`` per metrics file, o
 from __future__ import annotations
 
 import json
-import subprocess
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from leve.errors import LeveError
 from leve.evaluation.metrics import METRIC_KEYS
+from leve.models.registry import DEFAULT_MODEL, model_spec, model_specs
+from leve.report.tables import METRIC_HEADERS, MISSING, markdown_table, metric_cells
+from leve.report.tables import number as cell_number
 
-DEFAULT_MODEL = "leve"
 MODEL_KEY, EPS_KEY, DATASET_KEY = "train.model", "train.kd.eps", "train.dataset"
-TABLE_COLUMNS = (("RMSE", "rmse"), ("REL", "abs_rel"), ("δ1", "d1"), ("δ2", "d2"), ("δ3", "d3"))
-LCB_LABELS = {"leve-3x3": "3x3", "leve-3x3-1x1": "3x3+1x1", "leve": "3x3+3x3", "leve-5x5-5x5": "5x5+5x5",
-              "leve-dw": "3x3-dw-separable"}
-SKIP_LABELS = {"leve": "main skips", "leve-alt-skips": "alternative skips", "leve-no-skips": "no skips"}
-THESIS_KD_TABLES = {"nyu": "9.6", "kitti": "9.7", "endoslam": "9.8"}
+# Row labels and table membership come from the model registry (leve.models.registry): each
+# spec names its thesis tables, its experiment groups and its label in each group.
+# Ablation tables: (key, thesis table, registry group of the row labels, title).
+ABLATION_TABLES = (("lcb", "9.2", "lcb", "layered convolution block (LCB)"),
+                   ("dw", "9.3", "lcb", "depthwise-separable LCB"),
+                   ("skips", "9.4", "skips", "skip connections"))
+
+
+def group_labels(group: str, table: str | None = None) -> dict[str, str]:
+    """model -> row label of the registry's ``group`` (only the models of thesis ``table``), thesis order."""
+    return {s.name: g.label for s in model_specs() if (g := s.group(group)) and (table is None or table in s.tables)}
+
+
+LCB_LABELS = group_labels("lcb")
+SKIP_LABELS = group_labels("skips")
+KD_LABEL = model_spec(DEFAULT_MODEL).label  # "3x3+3x3": the plain student of Tables 9.6-9.8
+THESIS_KD_TABLES = {r.dataset: r.table for s in model_specs() if s.group("kd") for r in s.thesis if r.kd_eps > 0}
 NOT_FINISHED = ("queued", "running", "failed")
-VARIANT_ORDER = ("leve", "leve-3x3", "leve-3x3-1x1", "leve-5x5-5x5", "leve-dw", "leve-alt-skips", "leve-no-skips")
+VARIANT_ORDER = (DEFAULT_MODEL, *(s.name for s in model_specs() if s.name != DEFAULT_MODEL))
 LABEL_KEYS_FIRST = (MODEL_KEY, EPS_KEY)
 
 
@@ -120,7 +134,7 @@ def revision_metrics(data: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], d
     bench = None
     for _path, entry in sorted((data.get("metrics") or {}).items()):
         doc = (entry or {}).get("data")
-        if is_eval_doc(doc):
+        if isinstance(doc, dict) and is_eval_doc(doc):
             evals[str(doc["dataset"])] = doc
         elif isinstance(doc, dict) and isinstance(doc.get("models"), dict):
             bench = doc
@@ -293,7 +307,7 @@ def kd_table(records: Sequence[Record], dataset: str) -> Table | None:
     rows = dataset_rows(chosen, row_labels(chosen, [EPS_KEY]), dataset, True, None)
     teacher = teacher_row(chosen, dataset)
     number = THESIS_KD_TABLES.get(dataset)
-    title = (f"Table {number}: " if number else "") + f"knowledge distillation ε, Leve 3x3+3x3 on {dataset}"
+    title = (f"Table {number}: " if number else "") + f"knowledge distillation ε, Leve {KD_LABEL} on {dataset}"
     return Table(f"kd-{dataset}", title, dataset, tuple(rows + ([teacher] if teacher else [])))
 
 
@@ -326,12 +340,9 @@ def build_tables(records: Sequence[Record], dataset: str | None = None) -> list[
         return []
     ds = dataset or ablation_dataset(records)
     bench = next((r.bench for r in records if r.bench), None)
-    lcb = {m: LCB_LABELS[m] for m in ("leve-3x3", "leve-3x3-1x1", "leve", "leve-5x5-5x5")}
-    dw = {m: LCB_LABELS[m] for m in ("leve-3x3", "leve-dw")}
     tables = [
-        ablation_table(records, "lcb", f"Table 9.2: layered convolution block (LCB) on {ds}, no KD", lcb, ds, bench),
-        ablation_table(records, "dw", f"Table 9.3: depthwise-separable LCB on {ds}, no KD", dw, ds, bench),
-        ablation_table(records, "skips", f"Table 9.4: skip connections on {ds}, no KD", SKIP_LABELS, ds, bench),
+        *(ablation_table(records, key, f"Table {number}: {title} on {ds}, no KD", group_labels(group, number), ds, bench)
+          for key, number, group, title in ABLATION_TABLES),
         *(kd_table(records, d) for d in datasets_of(records)),
         *(overview_table(records, d) for d in datasets_of(records)),
     ]
@@ -339,10 +350,6 @@ def build_tables(records: Sequence[Record], dataset: str | None = None) -> list[
 
 
 # ----------------------------------------------------------------------------- outputs
-
-
-def _num(value: Any, digits: int = 3) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "–"
 
 
 def protocol_caption(table: Table) -> str:
@@ -353,20 +360,19 @@ def protocol_caption(table: Table) -> str:
     return f"{doc.get('split', '?')} split, protocol {p.get('name', '?')}" + (f" (crop {crop})" if crop else "")
 
 
-def markdown_table(table: Table) -> str:
+def table_markdown(table: Table) -> str:
     """One table: label, [organ,] RMSE, REL, δ1–δ3, [ms, FPS,] experiment."""
     organs = any(r.group != "all" for r in table.rows)
     bench = table.bench_note is not None
-    head = ["Model"] + (["Organ"] if organs else []) + [c for c, _ in TABLE_COLUMNS]
-    head += (["Inference (ms)", "FPS"] if bench else []) + ["Experiment"]
-    lines = [f"### {table.title}", "", f"_{protocol_caption(table)}; lower RMSE/REL, higher δ are better._", "",
-             "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    head = ["Model", *(["Organ"] if organs else []), *METRIC_HEADERS, *(["Inference (ms)", "FPS"] if bench else []),
+            "Experiment"]
+    rows = []
     for r in table.rows:
-        cells = [r.label] + ([r.group] if organs else []) + [_num(r.means.get(k)) for _, k in TABLE_COLUMNS]
-        if bench:
-            cells += [_num((r.bench or {}).get("median_ms"), 1), _num((r.bench or {}).get("fps"), 1)]
-        cells.append("–" if r.label.startswith("teacher") else r.record.name)
-        lines.append("| " + " | ".join(cells) + " |")
+        timing = [cell_number((r.bench or {}).get(k), 1) for k in ("median_ms", "fps")] if bench else []
+        rows.append([r.label, *([r.group] if organs else []), *metric_cells(r.means), *timing,
+                     MISSING if r.label.startswith("teacher") else r.record.name])
+    lines = [f"### {table.title}", "", f"_{protocol_caption(table)}; lower RMSE/REL, higher δ are better._", "",
+             markdown_table(head, rows)]
     if table.bench_note:
         lines += ["", table.bench_note]
     return "\n".join(lines) + "\n"
@@ -376,7 +382,7 @@ def markdown(tables: Sequence[Table], left_out: Sequence[Record] = (), source: s
     """The report: every table, then the experiments not in them."""
     parts = ["# Experiments\n", f"From {source}. Rows are labelled by the params that differ between them.\n"
              if source else ""]
-    parts += [markdown_table(t) for t in tables]
+    parts += [table_markdown(t) for t in tables]
     if left_out:
         items = ", ".join(f"{r.name} ({r.state or 'error'})" for r in left_out)
         parts.append(f"Not in the tables (no metrics yet): {items}.\n")
@@ -405,18 +411,39 @@ def csv_rows(tables: Sequence[Table]) -> list[dict[str, Any]]:
 
 
 def exp_show_json(repo: Path, all_commits: bool = False) -> Any:
-    """Run ``dvc exp show --json`` in ``repo`` and parse its output."""
+    """What ``dvc exp show --json [--all-commits]`` prints for ``repo``, computed in this process.
+
+    This is the call the dvc command makes (``Repo.experiments.show``, each ``ExpState.dumpd()``,
+    JSON-encoded as the command does), so :func:`parse_exp_show` reads it and saved ``--json``
+    files alike; the result equals the command's output (compared). Measured on the kd grid of
+    tests/report/exp_repo.py (4 experiments, 1 queued, 1 failed; 2 shared CPU cores), first call in
+    a fresh process after importing leve: ``subprocess dvc exp show --json`` 2.5-2.8 s,
+    ``dvc.api.exp_show`` 1.4-1.9 s, this 1.1-1.8 s (dvc's import included; 0.24-0.46 s once imported).
+    ``dvc.api.exp_show`` is not used: its flat rows (``dvc exp show --csv`` as dicts) name a
+    metrics column by its file only when two files share the key (with one dataset it is just
+    ``student.rmse``), make ints floats, show unreadable metrics as ``"!"``, keep only short revs
+    and have no ``--all-commits``, so the per-dataset documents cannot be rebuilt reliably from them.
+    """
     if not (repo / ".dvc").is_dir():
         raise LeveError(f"{repo.resolve()}: not a DVC repository (no .dvc/); run `leve report` in the project")
-    cmd = ["dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
     try:
-        proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, check=False)
-    except FileNotFoundError as exc:
-        raise LeveError("dvc: command not found; install leve's dependencies (pip install -e .)") from exc
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise LeveError(f"{repo.resolve()}: `dvc exp show --json` failed: {last}")
-    return parse_json_text(proc.stdout, "dvc exp show --json")
+        with Repo(str(repo)) as dvc_repo:
+            states = dvc_repo.experiments.show(all_commits=all_commits)
+    except DvcException as exc:
+        raise LeveError(f"{repo.resolve()}: `dvc exp show` failed: {exc}") from exc
+    return json.loads(json.dumps([s.dumpd() for s in states], default=_dvc_json))
+
+
+def _dvc_json(obj: Any) -> Any:
+    """Encode what ``ExpState.dumpd()`` leaves as objects, as ``dvc exp show --json`` does."""
+    if isinstance(obj, (date, datetime)):
+        return obj.isoformat()
+    if isinstance(obj, Exception):
+        return {"type": type(obj).__name__, "msg": str(obj)}
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
 def parse_json_text(text: str, source: str) -> Any:

@@ -3,18 +3,19 @@ error-vs-depth CSV (DVC plots), and thesis-like tables (Markdown + CSV)."""
 
 from __future__ import annotations
 
-import csv
 import json
-import math
-import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leve.errors import LeveError
 from leve.evaluation.metrics import METRIC_KEYS, Aggregate
-from leve.evaluation.runner import EvalResult
+from leve.report.tables import METRIC_HEADERS, markdown_table, metric_cells, write_text
+from leve.report.tables import write_csv as write_csv  # re-exported: leve.evaluation.stage imports the writers from here
+from leve.report.tables import write_json as write_json
 
-TABLE_COLUMNS = (("RMSE", "rmse"), ("REL", "abs_rel"), ("δ1", "d1"), ("δ2", "d2"), ("δ3", "d3"))
+if TYPE_CHECKING:  # an annotation only: the `tables` stage need not import the runner (and torch)
+    from leve.evaluation.runner import EvalResult
+
 SUMMARY_FIELDS = ("dataset", "split", "protocol", "model", "group", "count", "skipped", *METRIC_KEYS)
 
 
@@ -40,37 +41,6 @@ def metrics_document(result: EvalResult, split: str, checkpoint: dict[str, Any],
         doc["groups"] = {g: {m: _rounded(a) for m in ("student", "teacher")
                              if (a := result.aggregate(m, g)) is not None and a.count} for g in result.groups}
     return doc
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write atomically (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
-def write_json(path: Path, doc: dict[str, Any]) -> Path:
-    return write_text(path, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str] | tuple[str, ...] | None = None) -> Path:
-    """Rows to CSV (``fields``: the column order; default the first row's keys)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(fields or (rows[0] if rows else [])), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({k: _cell(v) for k, v in r.items()} for r in rows)
-    os.replace(tmp, path)
-    return path
-
-
-def _cell(v: Any) -> Any:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.6g}"
-    return "" if v is None else v
 
 
 def summary_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -99,7 +69,7 @@ def _model_label(doc: dict[str, Any], model: str) -> str:
     return f"student {doc['checkpoint'].get('model', '')} ({Path(doc['checkpoint'].get('path', '')).name})"
 
 
-def markdown_table(docs: list[dict[str, Any]]) -> str:
+def evaluation_markdown(docs: list[dict[str, Any]]) -> str:
     """Thesis-like tables, one per dataset: model rows × RMSE, REL, δ1–δ3 (+ group column)."""
     parts = ["# Evaluation\n", ("Per-image means; lower RMSE/REL and higher δ are better. "
              "Teacher rows: the cached teacher aligned per image by least squares in disparity space.\n")]
@@ -107,13 +77,9 @@ def markdown_table(docs: list[dict[str, Any]]) -> str:
         rows = summary_rows(doc)
         grouped = any(r["group"] != "all" for r in rows)
         parts.append(f"\n## {doc['dataset']} ({doc['split']}, {rows[0]['protocol']})\n")
-        head = ["Model"] + (["Organ"] if grouped else []) + [c for c, _ in TABLE_COLUMNS] + ["Samples"]
-        parts.append("| " + " | ".join(head) + " |")
-        parts.append("|" + "|".join(["---"] * len(head)) + "|")
-        for r in rows:
-            cells = [r["model"]] + ([r["group"]] if grouped else [])
-            cells += [f"{r[k]:.3f}" for _, k in TABLE_COLUMNS] + [str(r["count"])]
-            parts.append("| " + " | ".join(cells) + " |")
+        head = ["Model", *(["Organ"] if grouped else []), *METRIC_HEADERS, "Samples"]
+        parts.append(markdown_table(head, [[r["model"], *([r["group"]] if grouped else []), *metric_cells(r), r["count"]]
+                                           for r in rows]))
     return "\n".join(parts) + "\n"
 
 
@@ -133,4 +99,13 @@ def read_metrics_docs(metrics_dir: Path) -> list[dict[str, Any]]:
 def write_tables(docs: list[dict[str, Any]], md: Path, table_csv: Path) -> tuple[Path, Path]:
     """The Markdown and CSV tables of ``docs``."""
     rows = [r for d in docs for r in summary_rows(d)]
-    return write_text(md, markdown_table(docs)), write_csv(table_csv, rows, SUMMARY_FIELDS)
+    return write_text(md, evaluation_markdown(docs)), write_csv(table_csv, rows, SUMMARY_FIELDS)
+
+
+def combined_tables(metrics_dir: Path = Path("metrics"), reports_dir: Path = Path("reports")) -> tuple[Path, Path]:
+    """Stage ``tables``: every evaluation document in ``metrics_dir`` as one Markdown and one CSV
+    table, ``reports_dir/metrics.md`` and ``reports_dir/metrics.csv``."""
+    docs = read_metrics_docs(metrics_dir)
+    if not docs:
+        raise LeveError(f"{metrics_dir}: no evaluation metrics (*.json with protocol and student); run `leve eval` first")
+    return write_tables(docs, reports_dir / "metrics.md", reports_dir / "metrics.csv")

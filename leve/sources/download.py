@@ -120,6 +120,7 @@ def download_verified(
         raise LeveError(
             f"{url}: download failed ({exc.__class__.__name__}); fetch it elsewhere and pass --source FILE"
         ) from exc
+    total: int | None
     with resp:
         if resp.status_code == 416 and have:  # the part file is already whole
             total = have

@@ -17,6 +17,7 @@ from zarr.core.dtype import VariableLengthBytes
 
 from leve import __version__
 from leve.errors import LeveError
+from leve.processes import acquire
 from leve.store.format import (
     PARTIAL_SUFFIX,
     PROGRESS_DIR,
@@ -41,7 +42,13 @@ def replace_dir(src: Path, dst: Path) -> None:
 
 
 class StoreBuilder:
-    """Build (or resume building) a store in ``<path>.partial``; move it into place when done."""
+    """Build (or resume building) a store in ``<path>.partial``; move it into place when done.
+
+    With ``exclusive`` (the default) it holds the write lock of ``path`` (``<path>.lock``, see
+    :mod:`leve.processes`) from before it touches anything until :meth:`close`: a second
+    builder of the same store is refused with one line. The teacher cache's shards build one
+    staging store together and pass ``exclusive=False`` (they coordinate with a lock of their own).
+    """
 
     def __init__(
         self,
@@ -49,6 +56,7 @@ class StoreBuilder:
         attrs: dict[str, Any],
         params_fingerprint: str,
         block_size: int = 256,
+        exclusive: bool = True,
     ) -> None:
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
@@ -56,9 +64,30 @@ class StoreBuilder:
         self.fingerprint = fingerprint([STORE_FORMAT, params_fingerprint, self.block_size])
         self.attrs = attrs
         self.resumed = False
-        self._root = self._open_or_create()
+        self._lock = acquire(self.path) if exclusive else None
+        try:
+            self._root = self._open_or_create()
+        except BaseException:
+            self.close()
+            raise
 
     # -- lifecycle -----------------------------------------------------------
+
+    def discard(self) -> None:
+        """Remove ``<path>.partial`` (nothing to build: the store is up to date)."""
+        shutil.rmtree(self.partial, ignore_errors=True)
+
+    def close(self) -> None:
+        """Release the write lock (also released by the OS when this process ends)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> StoreBuilder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def up_to_date(self) -> bool:
         """True when the final path already holds a complete store built from the same inputs."""

@@ -92,7 +92,8 @@ class Split:
         m = self.meta
         if "height" in m and "width" in m:
             return int(m["height"].iat[i]), int(m["width"].iat[i])
-        return tuple(self.group["depth"].shape[1:3])  # type: ignore[return-value]
+        h, w = self.group["depth"].shape[1:3]
+        return int(h), int(w)
 
     def _check(self, i: int) -> int:
         if not -self.length <= i < self.length:

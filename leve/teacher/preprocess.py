@@ -124,11 +124,10 @@ class Preprocessing:
     def lookup_table(self) -> torch.Tensor:
         """(3, 256) float32: the normalised value of each uint8 level per channel."""
         levels = np.arange(256, dtype=np.uint8)
-        x = levels.astype(np.float64) * self.rescale_factor if self.do_rescale else levels
-        x = x.astype(np.float32)
+        x = (levels.astype(np.float64) * self.rescale_factor if self.do_rescale else levels).astype(np.float32)
         rows = []
         for c in range(3):
-            v = x
+            v: np.ndarray = x
             if self.do_normalize:
                 v = (x - np.float32(self.image_mean[c])) / np.float32(self.image_std[c])
             rows.append(v.astype(np.float32))

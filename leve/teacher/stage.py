@@ -11,6 +11,10 @@ from leve.params import PARAMS_FILE, build_config, load_params, section
 from leve.progress import console
 from leve.teacher.registry import DEFAULT_TEACHER
 
+# Config fields that do not change the cache (speed): not among the stage's DVC params
+# (leve/pipeline/stages.py).
+RESULT_INDEPENDENT: tuple[str, ...] = ("workers",)
+
 
 @dataclass
 class Config:

@@ -61,7 +61,7 @@ class DepthDataset(torch.utils.data.Dataset):
 
     def __init__(self, store: str | Path, split: str, size: tuple[int, int], teacher: str | Path | None = None,
                  augment: AugmentConfig | None = None, seed: int = 0) -> None:
-        self.store, self.split_name, self.size = str(store), split, tuple(size)
+        self.store, self.split_name, self.size = str(store), split, (int(size[0]), int(size[1]))
         self.teacher_path = None if teacher is None else str(teacher)
         self.augment, self.seed = augment, seed
         self._split: Split | None = None

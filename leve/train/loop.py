@@ -1,7 +1,7 @@
 """``leve train``: distil the student from a store split and its teacher cache.
 
 Checkpoints go to ``<out_dir>/last.pt`` (model + training state, every epoch, every
-``checkpoint_every`` steps, on Ctrl-C/SIGTERM and at the end) and ``<out_dir>/best.pt`` (the
+``checkpoint_every`` steps and ``checkpoint_minutes``, on Ctrl-C/SIGTERM and at the end) and ``<out_dir>/best.pt`` (the
 lowest validation RMSE). Rerunning the same command continues an interrupted run from
 ``last.pt``; a run with other params starts over; a finished run is left as it is.
 """
@@ -25,8 +25,9 @@ from leve.errors import LeveError
 from leve.evaluation.metrics import MetricAccumulator, compute_metrics
 from leve.models import create_model
 from leve.models.checkpoint import save_checkpoint
-from leve.models.depth import depth_to_output, output_to_depth
+from leve.models.depth import depth_to_output, output_to_depth, upsample_output
 from leve.params import config_dict
+from leve.processes import DiesWithParent
 from leve.progress import console, progress_bar
 from leve.store import open_store
 from leve.train import distributed as dist_
@@ -34,35 +35,38 @@ from leve.train.data import DepthDataset, EpochBatchSampler, collate
 from leve.train.logging import RunLog
 from leve.train.losses import student_loss
 from leve.train.schedule import make_scheduler
-from leve.train.stage import TrainConfig
+from leve.train.stage import RESULT_INDEPENDENT, TrainConfig
 from leve.train.state import Position, load_state, read_state, save_state
-from leve.train.step import StepRunner
-
-# params that change what is computed (the rest: speed, logging cadence, places)
-_NOT_HASHED = {"workers", "log_every", "val_every", "val_limit", "checkpoint_every", "device", "compile",
-               "out_dir", "log_dir", "data_dir"}
-
-
-# the code whose change makes a saved run another run
-_TRAINING_CODE = ("train", "models", "losses.py", "depth.py")
+from leve.train.step import StepRunner, targets_at
 
 
 def code_digest() -> str:
-    """sha256 over the source files of training, losses and models."""
-    root = Path(__file__).resolve().parents[1]
+    """sha256 over the source files the ``train`` stage imports (the same import closure that
+    dvc.yaml lists as the stage's code deps, see leve/pipeline/closure.py)."""
+    from leve.pipeline.closure import code_closure
+
+    root = Path(__file__).resolve().parents[2]
     digest = hashlib.sha256()
-    for name in _TRAINING_CODE:
-        for path in sorted((root / name).rglob("*.py")) if (root / name).is_dir() else [root / name]:
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    for rel in code_closure("leve.train.stage", root):
+        digest.update(rel.encode() + b"\0" + (root / rel).read_bytes())
     return digest.hexdigest()
 
 
+def _without(values: dict[str, Any], dotted: str) -> None:
+    """Drop ``a.b`` (``values[a][b]``) from nested ``values`` in place."""
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        values = values.get(key) or {}
+    values.pop(leaf, None)
+
+
 def run_identity(cfg: TrainConfig, data: dict[str, Any] | None = None) -> str:
-    """What a run computes: its params (not speed, logging or places), the data it reads
-    (store fingerprint, teacher identity) and the training code. ``last.pt`` from another
-    identity is never resumed or taken as finished."""
-    values = {k: v for k, v in config_dict(cfg).items() if k not in _NOT_HASHED}
-    values["kd"] = {k: v for k, v in values["kd"].items() if k != "teacher_dir"}
+    """What a run computes: its params (not speed, logging or places: ``RESULT_INDEPENDENT``),
+    the data it reads (store fingerprint, teacher identity) and the training code. ``last.pt``
+    from another identity is never resumed or taken as finished."""
+    values = config_dict(cfg)
+    for dotted in RESULT_INDEPENDENT:
+        _without(values, dotted)
     payload = {"config": values, "data": data or {}, "code": code_digest()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -190,7 +194,8 @@ class Trainer:
         workers = self.cfg.workers
         return torch.utils.data.DataLoader(
             dataset, num_workers=workers, collate_fn=collate, pin_memory=self.device.type == "cuda",
-            persistent_workers=workers > 0, prefetch_factor=4 if workers else None, **kwargs)
+            persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+            worker_init_fn=DiesWithParent(), **kwargs)  # no worker outlives this process, however it ends
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -223,9 +228,30 @@ class Trainer:
 
     def save_last(self) -> None:
         if self.layout.main:
-            save_state(self.last_path, self.model, self.cfg.model, self.max_depth, self.cfg.resolution,
-                       self._objects(), self.position, self.hash)
+            self._write_last()
         dist_.barrier(self.layout)
+
+    def _write_last(self) -> None:
+        """``last.pt``, atomically (a temporary file renamed into place): a kill never leaves half of it."""
+        save_state(self.last_path, self.model, self.cfg.model, self.max_depth, self.cfg.resolution,
+                   self._objects(), self.position, self.hash)
+        self._saved_at = time.monotonic()
+
+    def _checkpoint_due(self) -> bool:
+        """``checkpoint_every`` steps or ``checkpoint_minutes`` since the last save; never at the last step,
+        whose save follows the final validation (a kill between the two must not skip that validation)."""
+        cfg, step = self.cfg, self.position.step
+        if step >= self.total_steps:
+            return False
+        by_steps = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
+        by_time = cfg.checkpoint_minutes > 0 and time.monotonic() - self._saved_at >= 60 * cfg.checkpoint_minutes
+        return by_steps or by_time
+
+    def _save_periodic(self) -> None:
+        """A save inside the loop: process 0 alone, no barrier (under torchrun the processes' clocks
+        disagree on when ``checkpoint_minutes`` have passed; the others only read)."""
+        if self.layout.main:
+            self._write_last()
 
     def _save_best(self, metrics: dict[str, float]) -> None:
         extra = {"step": self.position.step, "epoch": self.position.epoch, "val": metrics,
@@ -243,9 +269,11 @@ class Trainer:
             batch = self.runner.to_device(batch)
             with self.runner.autocast():
                 out = self.model(batch["rgb"]).float()
-            loss_sum += float(student_loss(out, depth_to_output(batch["depth"], self.max_depth), batch["depth"] > 0)["student"])
+            depth, _ = targets_at(out, batch["depth"])  # the loss as trained: at the output's size
+            loss_sum += float(student_loss(out, depth_to_output(depth, self.max_depth), depth > 0)["student"])
             batches += 1
-            pred = output_to_depth(out, self.max_depth)
+            # metrics at the input size: a half-resolution output is upsampled first
+            pred = output_to_depth(upsample_output(out, batch["rgb"].shape[-2:]), self.max_depth)
             for p, g in zip(pred.cpu(), batch["depth"].cpu()):
                 acc.add(compute_metrics(p, g))
         result = acc.result()
@@ -278,7 +306,8 @@ class Trainer:
         if start >= self.total_steps and self.best_path.exists():
             result.up_to_date = True
             return result
-        log = RunLog(self.cfg.log_dir, self.layout.main, resumed, config_dict(self.cfg))
+        log = RunLog(self.cfg.log_dir, self.layout.main, start if resumed else None, config_dict(self.cfg))
+        self._saved_at = time.monotonic()
         t0 = time.perf_counter()
         try:
             with _sigterm_as_interrupt(), progress_bar(self.show_progress and self.layout.main) as bar:
@@ -312,8 +341,8 @@ class Trainer:
                 if cfg.val_every and pos.step % cfg.val_every == 0:
                     self._validate_and_keep_best(log)
                     validated_at = pos.step
-                if cfg.checkpoint_every and pos.step % cfg.checkpoint_every == 0:
-                    self.save_last()
+                if self._checkpoint_due():
+                    self._save_periodic()
                 if pos.step >= self.total_steps or (stop_after is not None and pos.step >= stop_after):
                     break
             epoch_done = pos.batch >= self.sampler.batches_per_epoch()

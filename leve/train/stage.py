@@ -3,13 +3,18 @@ thesis recipe) -> ``models/student/{best,last}.pt`` and DVCLive logs in ``dvcliv
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from leve.errors import LeveError
 from leve.models.leve import MIN_SIZE, MULTIPLE
+from leve.models.registry import model_spec
 from leve.params import PARAMS_FILE, build_config, load_params, nest_overrides, section
+from leve.processes import exclusive_writer
 
 
 @dataclass
@@ -40,6 +45,15 @@ class AugmentConfig:
     channel_swap: float = 0.5  # random permutation of the RGB channels
 
 
+# TrainConfig fields that do not change what a run computes (speed, logging cadence, places; dotted
+# within nested configs): neither in the run identity (leve/train/loop.py) nor among the `train`
+# stage's DVC params (leve/pipeline/stages.py).
+RESULT_INDEPENDENT: tuple[str, ...] = (
+    "workers", "log_every", "checkpoint_every", "checkpoint_minutes", "device", "compile",
+    "out_dir", "log_dir", "data_dir", "kd.teacher_dir",
+)
+
+
 @dataclass
 class TrainConfig:
     """Everything ``leve train`` needs; the defaults are the thesis's recipe on NYU."""
@@ -48,7 +62,7 @@ class TrainConfig:
     data_dir: Path = Path("data/zarr")
     train_split: str = "train"
     val_split: str = "val"
-    model: str = "leve"
+    model: str = "leve"  # a registered model (leve.models.list_models()); output at 1/1 or 1/2 (DenseDepth)
     encoder_weights: Path | None = None  # DDRNet23s_imagenet.pth (None: random encoder)
     resolution: tuple[int, int] = (240, 320)  # HxW; 480x640 for the final model
     epochs: int = 20
@@ -64,6 +78,7 @@ class TrainConfig:
     val_every: int = 125  # steps between validations (0: only at the end of each epoch)
     val_limit: int | None = None  # validate on the first N val samples
     checkpoint_every: int = 0  # steps between extra last.pt saves (0: each epoch and at the end)
+    checkpoint_minutes: float = 5.0  # also save last.pt once this long since the last save (0: off)
     log_every: int = 10  # steps between logged training losses
     workers: int = 2  # DataLoader processes
     seed: int = 0
@@ -79,6 +94,7 @@ class TrainConfig:
         checks = [
             (self.batch_size >= 1 and self.accumulate >= 1, "batch_size and accumulate must be >= 1"),
             (self.epochs >= 1, "epochs must be >= 1"),
+            (self.checkpoint_every >= 0 and self.checkpoint_minutes >= 0, "checkpoint_every and checkpoint_minutes must be >= 0"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1 or null"),
             (0.0 <= self.kd.eps <= 1.0, f"kd.eps must be in [0, 1], got {self.kd.eps}"),
             (self.kd.loss in ("l1", "ssi"), f"kd.loss must be l1 or ssi, got {self.kd.loss!r}"),
@@ -92,6 +108,12 @@ class TrainConfig:
             if not ok:
                 raise LeveError(f"train: {message}")
         self.resolution = (int(self.resolution[0]), int(self.resolution[1]))
+        # the model's own input contract (MobileNetV3 Leve: multiples of 16); an unknown name is refused here
+        try:
+            spec = model_spec(self.model)
+        except LeveError as exc:
+            raise LeveError(f"train: {exc}") from None
+        spec.check_size(*self.resolution, what=f"train: resolution {list(self.resolution)}")
 
     @property
     def store_path(self) -> Path:
@@ -123,4 +145,19 @@ def run(overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE
 
     cfg = config(overrides, params_file)
     teacher = expected_teacher(cfg.dataset, params_file) if cfg.kd.eps > 0 else None
-    return train(cfg, expected_teacher=teacher, restart=restart, stop_after=stop_after, show_progress=show_progress)
+    with _sole_writer(cfg.out_dir):
+        return train(cfg, expected_teacher=teacher, restart=restart, stop_after=stop_after, show_progress=show_progress)
+
+
+@contextmanager
+def _sole_writer(out_dir: Path) -> Iterator[None]:
+    """The write lock of ``out_dir`` (``<out_dir>.lock``), held by the process that writes it (torchrun
+    rank 0); another run on the same output is refused. A temporary checkpoint file left by a killed run
+    is removed (never a half-written ``last.pt``: it is renamed into place only once whole)."""
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    with exclusive_writer(out_dir):
+        for tmp in out_dir.glob("*.pt.tmp"):
+            tmp.unlink(missing_ok=True)
+        yield

@@ -225,8 +225,13 @@ def test_store_from_raw_tree(raw, tmp_path):
         assert sample.meta["source"] == f"{drive[:10]}/{drive}/image_02/data/{frame:010d}.png"
     attrs = s.attrs | dict(__import__("zarr").open_group(str(tmp_path / "kitti.zarr")).attrs)
     assert attrs["units"] == "metres" and attrs["max_depth"] == 80.0 and attrs["min_depth"] == 1e-3
-    assert attrs["crops"]["leve2024"] == {"units": "pixels", "rows": [128, 381], "cols": [45, 1196]}
-    assert attrs["crops"]["garg"]["rows"] == [0.40810811, 0.99189189]
+    # crops and caps belong to the evaluation protocol, not to the store
+    assert not [k for k in attrs if "crop" in k or k == "depth_caps"]
+    from leve.evaluation.protocols import CROPS, Crop
+
+    assert CROPS["kitti"]["leve2024"] == Crop("leve2024", (128, 381), (45, 1196), "pixels")
+    assert CROPS["kitti"]["garg"] == Crop("garg", (0.40810811, 0.99189189), (0.03594771, 0.96405229), "fraction")
+    assert CROPS["kitti"]["eigen"] == Crop("eigen", (0.3324324, 0.91351351), (0.03594771, 0.96405229), "fraction")
     assert attrs["split_file"]["frames"] == 3 and len(attrs["split_file"]["sha256"]) == 64
     assert all(len(r["sha256"]) == 64 and r["size"] > 0 for r in attrs["sources"] if "size" in r)
     assert sum("size" in r for r in attrs["sources"]) == 4  # the calibration files

@@ -85,7 +85,13 @@ def test_zip_values_match_source(nyu_zip, tmp_path, run_cli):
     assert res.code == 0, res.stderr
     store = open_store(out)
     assert store.attrs["dataset"] == "nyu" and store.attrs["units"] == "metres"
-    assert store.attrs["val_scenes"] == ["kitchen_0002"]
+    assert store.attrs["val_scenes"] == ["kitchen_0002"] and store.attrs["max_depth"] == 10.0
+    # crops belong to the evaluation protocol (two different published boxes), not to the store
+    assert not [k for k in store.attrs if "crop" in k]
+    from leve.evaluation.protocols import CROPS, Crop
+
+    assert CROPS["nyu"]["leve2024"] == Crop("leve2024", (20, 460), (24, 616))
+    assert CROPS["nyu"]["eigen"] == Crop("eigen", (45, 471), (41, 601))
     assert store.attrs["sources"][0]["sha256"] == __import__("hashlib").sha256(zip_path.read_bytes()).hexdigest()
     train, val, test = (open_split(out, s) for s in ("train", "val", "test"))
     assert (len(train), len(val), len(test)) == (5, 2, 3)

@@ -95,6 +95,7 @@ def test_store_is_deterministic_and_readable(tmp_path):
     store = open_store(tmp_path / "a.zarr")
     assert store.splits == ["train", "val", "test"]
     assert store.attrs["units"] == "metres" and store.attrs["max_depth"] == 10.0
+    assert not [k for k in store.attrs if "crop" in k]  # evaluation scores it in full (protocols.CROPS)
     s = open_split(tmp_path / "a.zarr", "val")
     rgb, depth = render_sample(0, "val", 1, H, W)
     np.testing.assert_array_equal(s.rgb(1), rgb)

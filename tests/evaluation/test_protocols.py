@@ -31,6 +31,57 @@ def test_nyu_crops_select_the_stated_pixels():
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (45, 470, 41, 600)
 
 
+def test_nyu_crops_are_the_two_published_boxes():
+    from leve.evaluation.protocols import CROPS, DEFAULT_CROP
+
+    # the thesis's crop (DenseDepth's "Eigen crop") and the literature's Eigen crop are different boxes
+    assert CROPS["nyu"]["leve2024"].box(480, 640) == (20, 460, 24, 616)
+    assert CROPS["nyu"]["eigen"].box(480, 640) == (45, 471, 41, 601)
+    assert set(CROPS["nyu"]) == {"leve2024", "eigen", "full"} and set(CROPS["kitti"]) == {"leve2024", "garg", "eigen", "full"}
+    assert DEFAULT_CROP == {"leve2024": {"nyu": "leve2024", "kitti": "leve2024"}, "standard": {"nyu": "eigen", "kitti": "garg"}}
+
+
+class _OneImage:
+    """A one-sample NYU-sized split in memory (what :func:`evaluate` reads of a store split)."""
+
+    name, meta = "test", {}
+
+    def __init__(self, depth: np.ndarray) -> None:
+        self._depth = depth
+
+    def __len__(self) -> int:
+        return 1
+
+    def rgb(self, i: int) -> np.ndarray:
+        return np.zeros((*self._depth.shape, 3), np.uint8)
+
+    def depth(self, i: int) -> np.ndarray:
+        return self._depth
+
+
+class _TwoMetres(torch.nn.Module):
+    """Depth 2 everywhere (output max_depth/depth with max_depth 10)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(x[:, :1], 5.0)
+
+
+@pytest.mark.parametrize("name", ["leve2024", "standard"])
+def test_eval_with_crop_leve2024_on_nyu_scores_rows_20_460_cols_24_616(name):
+    gt = np.full((480, 640), 9.0)  # any pixel scored outside the box costs 7 m
+    gt[20:460, 24:616] = 2.0
+    gt[[20, 459], 24:616] = gt[20:460, [24, 615]] = 4.0  # the box's edges must be scored
+    protocol = get_protocol(name, "nyu", 10.0, crop="leve2024", flip=False)
+    assert protocol.settings()["crop"] == {"name": "leve2024", "rows": [20, 460], "cols": [24, 616], "units": "pixels"}
+    result = evaluate(_TwoMetres(), _OneImage(gt), protocol, (64, 64), 10.0, show_progress=False)
+    want = compute_metrics(np.full((440, 592), 2.0), gt[20:460, 24:616])
+    student = [s.metrics for s in result.scored if s.model == "student"]
+    assert student and all(m == pytest.approx(want, rel=1e-9) for m in student)  # leve2024: the flipped sample too
+    eigen = evaluate(_TwoMetres(), _OneImage(gt), get_protocol(name, "nyu", 10.0, crop="eigen", flip=False),
+                     (64, 64), 10.0, show_progress=False)
+    assert eigen.scored[0].metrics["rmse"] > want["rmse"]  # the literature's box reaches rows 460..470
+
+
 def test_kitti_crops():
     rows, cols = np.nonzero(crop_for("kitti", None, "leve2024").mask(375, 1242))
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (128, 374, 45, 1195)  # clamped to 375 rows

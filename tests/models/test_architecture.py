@@ -1,4 +1,5 @@
-"""Every variant builds, runs forward/backward, has the stated shapes and parameter counts."""
+"""Every registered model builds, runs forward/backward, has the stated shapes and parameter counts;
+its registry entry carries the published facts (the thesis's chapter 9, seed 002's Table I)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,18 @@ import math
 import pytest
 import torch
 
-from leve.models import create_model, list_models
+from leve.models import create_model, list_models, model_spec
 from tests.models.reference import CLASSIFIER_ONLY, reference_entries
 
+# The thesis's variants (§9.1), written out as the independent check of the registry.
 VARIANTS = ["leve", "leve-3x3", "leve-3x3-1x1", "leve-5x5-5x5", "leve-dw", "leve-alt-skips", "leve-no-skips"]
+# The encoder comparisons: thesis Table 9.1's MobileNetV3 Leve and seed 002's DenseDepth models.
+OTHERS = ["leve-mobilenetv3", "densedepth-densenet169", "densedepth-densenet161", "densedepth-resnet50",
+          "densedepth-mobilenetv2", "densedepth-resnet101"]
+MODELS = list_models()
+LEVE_MODELS = [n for n in MODELS if model_spec(n).architecture == "leve"]  # DDRNet-23-slim + Leve decoder
+# cheap enough to build and run in every test run; the big DenseDepth encoders are marked slow
+SMALL = {"leve-mobilenetv3", "densedepth-mobilenetv2", *VARIANTS}
 
 
 # --- an independent parameter count from the layer list -----------------------------------------
@@ -62,8 +71,9 @@ def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def test_registry_lists_every_thesis_variant():
-    assert list_models() == VARIANTS[:1] + sorted(VARIANTS[1:])
+def test_registry_lists_every_model():
+    assert list_models() == VARIANTS[:1] + sorted(VARIANTS[1:] + OTHERS)
+    assert LEVE_MODELS == VARIANTS[:1] + sorted(VARIANTS[1:])
 
 
 def test_pretrained_part_equals_reference_checkpoint():
@@ -76,7 +86,7 @@ def dtype_is_float(name: str) -> bool:
     return not name.endswith("num_batches_tracked")
 
 
-@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("name", LEVE_MODELS)
 def test_parameter_count_matches_layer_list(name):
     model = create_model(name)
     enc = sum(encoder_params().values())
@@ -94,25 +104,37 @@ def test_headline_counts():
 def _forward_backward(name: str, h: int, w: int):
     torch.manual_seed(0)
     model = create_model(name).train()
+    stride = model_spec(name).output_stride
+    assert model.output_stride == stride and model.max_depth == 10.0 and model.name == name
     x = torch.rand(2, 3, h, w, requires_grad=False)
     y = model(x)
-    assert y.shape == (2, 1, h, w)
+    assert y.shape == (2, 1, h // stride, w // stride)
     assert torch.isfinite(y).all()
     y.square().mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, f"parameters without gradient: {missing[:5]}"
-    assert model.encoder.conv1[0].weight.grad.abs().sum() > 0
+    first = next(model.encoder.parameters())  # the stem convolution: gradients reach the input end
+    assert first.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", VARIANTS)
+def _cost(name: str) -> list:
+    return [] if name in SMALL else [pytest.mark.slow]
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_cost(n)) for n in MODELS])
 def test_forward_backward_64x96(name):
     _forward_backward(name, 64, 96)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("name", LEVE_MODELS + ["leve-mobilenetv3"])
 def test_forward_backward_240x320(name):
     _forward_backward(name, 240, 320)
+
+
+@pytest.mark.slow
+def test_forward_backward_256x320_half_resolution_output():  # the big encoders: 30-50 s each here, covered at 64x96
+    _forward_backward("densedepth-mobilenetv2", 256, 320)
 
 
 def test_intermediate_shapes_480x640():
@@ -173,3 +195,70 @@ def test_unknown_model_and_bad_max_depth():
         create_model("leve-xl")
     with pytest.raises(LeveError, match="max_depth"):
         create_model("leve", max_depth=0)
+
+
+# --- the registry's data, checked against the thesis text (chapter 9) written out here ------------
+# name: (LCB, skips, label, FPS on a GTX 1650 Ti at 480x640, (table, RMSE, REL, δ1) on NYU)
+THESIS = {
+    "leve": ("3x3+3x3", "main", "3x3+3x3", 27.0, ("9.2", 0.516, 0.142, 0.814)),
+    "leve-3x3": ("3x3", "main", "3x3", 34.0, ("9.2", 0.515, 0.143, 0.817)),
+    "leve-3x3-1x1": ("3x3+1x1", "main", "3x3+1x1", 29.5, ("9.2", 0.515, 0.143, 0.818)),
+    "leve-5x5-5x5": ("5x5+5x5", "main", "5x5+5x5", 17.5, ("9.2", 0.514, 0.140, 0.816)),
+    "leve-dw": ("dw", "main", "3x3-dw-separable", 33.0, ("9.3", 0.520, 0.148, 0.810)),
+    "leve-alt-skips": ("3x3+3x3", "alt", "alternative-skip-connections", 25.0, ("9.4", 0.513, 0.143, 0.815)),
+    "leve-no-skips": ("3x3+3x3", "none", "no-skip-connections", 29.0, ("9.4", 0.518, 0.146, 0.813)),
+}
+
+
+@pytest.mark.parametrize("name", LEVE_MODELS)
+def test_spec_carries_the_thesis_facts(name):
+    spec = model_spec(name)
+    lcb, skips, label, fps, (table, rmse, rel, d1) = THESIS[name]
+    assert (spec.name, spec.lcb, spec.skips, spec.label, spec.fps) == (name, lcb, skips, label, fps)
+    row = spec.result(table)
+    assert (row.rmse, row.rel, row.d1) == (rmse, rel, d1)
+    assert all(r.fps in (None, fps) for r in spec.thesis)  # one speed per model across tables
+    assert spec.description and spec.groups and table in spec.tables
+    model = create_model(name)
+    assert (model.config.lcb, model.config.skips) == (lcb, skips) and model.config == spec.config()
+    weights = spec.encoder_weights
+    assert weights.file == "DDRNet23s_imagenet.pth" and weights.url is None and weights.sha256 is None
+    assert "MIT" in weights.licence and "ydhongHIT/DDRNet" in weights.source and "train.encoder_weights" in weights.note
+
+
+def test_groups_and_tables_list_the_thesis_rows_in_order():
+    assert list_models(group="lcb") == ["leve-3x3", "leve-3x3-1x1", "leve", "leve-5x5-5x5", "leve-dw"]
+    assert list_models(group="skips") == ["leve", "leve-alt-skips", "leve-no-skips"]
+    assert list_models(group="kd") == ["leve"]
+    assert list_models(group="encoders") == ["leve", *OTHERS]  # Table 9.1's order, then Table I's
+    assert list_models(table="9.2") == ["leve-3x3", "leve-3x3-1x1", "leve", "leve-5x5-5x5"]
+    assert list_models(table="9.3") == ["leve-3x3", "leve-dw"]
+    assert [model_spec(n).group("skips").label for n in list_models(table="9.4")] == [
+        "main skips", "alternative skips", "no skips"]
+
+
+def test_default_model_figures_of_the_final_and_distillation_tables():
+    spec = model_spec("leve")
+    assert [(r.row, r.rmse, r.rel, r.d1, r.train_resolution) for r in spec.thesis if r.table == "9.5"] == [
+        ("Leve (240x320)", 0.516, 0.142, 0.814, "240x320"), ("Leve (480x640)", 0.495, 0.136, 0.829, "480x640")]
+    assert [(r.rmse, r.rel, r.d1) for r in spec.thesis if r.table == "9.6"] == [
+        (0.516, 0.142, 0.814), (0.523, 0.144, 0.810), (0.512, 0.144, 0.817), (0.519, 0.145, 0.810)]
+    kd25 = {r.dataset: (r.table, r.rmse, r.rel, r.d1) for r in spec.thesis if r.kd_eps == 0.25}
+    assert kd25 == {"nyu": ("9.6", 0.512, 0.144, 0.817), "kitti": ("9.7", 12.484, 0.790, 0.223),
+                    "endoslam": ("9.8", 0.079, 38.001, 0.143)}
+
+
+def test_register_model_by_name_keeps_working(monkeypatch):
+    from leve.models import registry
+
+    monkeypatch.setattr(registry, "MODELS", dict(registry.MODELS))
+
+    @registry.register_model("leve-custom")
+    def custom(encoder_weights=None, max_depth=10.0):
+        """A custom factory."""
+        return registry.Leve(registry.LeveConfig(lcb="3x3", max_depth=max_depth))
+
+    assert "leve-custom" in list_models() and model_spec("leve-custom").description == "A custom factory."
+    assert create_model("leve-custom", max_depth=5.0).max_depth == 5.0
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register_model(model_spec("leve"))

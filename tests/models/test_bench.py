@@ -66,3 +66,25 @@ def test_params_yaml_section_builds():
     # params.yaml ships the embedded profile: the default model, eager only (the thesis profile
     # benchmarks every variant with compile)
     assert cfg.resolution == "480x640" and cfg.models == ("leve",) and cfg.modes == ("eager",)
+
+
+def test_bench_model_other_architectures(tmp_path, run_cli):
+    res = run_cli("bench", "model", "--models", "leve,leve-mobilenetv3,densedepth-mobilenetv2", "--resolution", "64x96",
+                  "--repeats", "1", "--warmup", "0", "--modes", "eager", "--out", "", "--params", tmp_path / "none.yaml")
+    assert res.code == 0, res.stderr
+    models = json.loads(res.stdout)["models"]
+    assert models["densedepth-mobilenetv2"]["params"] == {"total": 3_006_013, "encoder": 1_811_712, "decoder": 1_194_301}
+    assert models["leve-mobilenetv3"]["params"] == {"total": 250_585, "encoder": 190_520, "decoder": 60_065}
+    assert {n: r["output_stride"] for n, r in models.items()} == {
+        "leve": 1, "leve-mobilenetv3": 1, "densedepth-mobilenetv2": 2}
+    for r in models.values():
+        assert r["macs"] > 0 and r["fp32"]["eager"]["runs"] == 1 and r["fp32"]["eager"]["median_ms"] > 0
+    comparison = json.loads(res.stdout)["thesis_comparison"]["variants"]
+    assert comparison["leve-mobilenetv3"]["thesis_fps"] == 43.0 and "densedepth-mobilenetv2" not in comparison
+
+
+def test_bench_model_refuses_a_size_a_model_cannot_take(tmp_path, run_cli):
+    res = run_cli("bench", "model", "--models", "leve,leve-mobilenetv3", "--resolution", "64x88", "--out", "",
+                  "--params", tmp_path / "none.yaml")
+    assert res.code == 1 and len(res.stderr.strip().splitlines()) == 1
+    assert "resolution 64x88: model 'leve-mobilenetv3'" in res.stderr and "multiples of 16" in res.stderr

@@ -52,3 +52,24 @@ def test_save_refuses_unknown_name_and_non_json_extra(tmp_path):
     with pytest.raises(LeveError, match="JSON-serialisable"):
         save_checkpoint(tmp_path / "a.safetensors", model, "leve-no-skips", 10.0, extra={"t": torch.zeros(1)})
     assert not list(tmp_path.iterdir())
+
+
+def _every_model():
+    from leve.models import list_models
+
+    big = {"densedepth-densenet169", "densedepth-densenet161", "densedepth-resnet50", "densedepth-resnet101"}
+    return [pytest.param(n, marks=[pytest.mark.slow] if n in big else []) for n in list_models()]
+
+
+@pytest.mark.parametrize("name", _every_model())
+def test_every_model_round_trips(tmp_path, name):
+    torch.manual_seed(2)
+    model = create_model(name, max_depth=10.0).eval()
+    path = save_checkpoint(tmp_path / "m.safetensors", model, name, 10.0, resolution=(64, 96))
+    loaded, info = load_checkpoint(path)
+    assert info.model == name and type(loaded) is type(model) and loaded.name == name
+    assert loaded.output_stride == model.output_stride and not loaded.training
+    x = torch.rand(1, 3, 64, 96)
+    with torch.inference_mode():
+        y = loaded(x)
+        assert torch.equal(y, model(x)) and y.shape == (1, 1, 64 // model.output_stride, 96 // model.output_stride)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -106,4 +107,92 @@ def test_torchscript_export(tmp_path, small_checkpoint, run_cli):
 def test_export_refuses_unknown_format(tmp_path, small_checkpoint, run_cli):
     res = run_cli("export", "--checkpoint", small_checkpoint, "--format", "tflite", "--out", tmp_path / "x")
     assert res.code == 1 and "unknown export format 'tflite'" in res.stderr
+    assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------ other architectures
+
+
+def _checkpoint(tmp_path_factory: pytest.TempPathFactory, name: str) -> object:
+    from leve.models import create_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model(name, max_depth=10.0)
+    convs = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():  # a positive, image-dependent output, like a trained model's
+        if model.output_stride == 2:  # DenseDepth's default init shrinks the signal block by block
+            for conv in convs:
+                torch.nn.init.kaiming_normal_(conv.weight, a=0.2)
+        convs[-1].bias.fill_(5.0)
+    path = tmp_path_factory.mktemp("ckpt") / f"{name}.safetensors"
+    return save_checkpoint(path, model, name, 10.0, resolution=(64, 96))
+
+
+@pytest.fixture(scope="module")
+def half_res_checkpoint(tmp_path_factory):
+    """DenseDepth on MobileNetV2: its output has half the input resolution."""
+    return _checkpoint(tmp_path_factory, "densedepth-mobilenetv2")
+
+
+def test_predict_upsamples_a_half_resolution_output_before_reading_depth(tmp_path, half_res_checkpoint, run_cli):
+    img = gradient_image(50, 70)
+    Image.fromarray(img).save(tmp_path / "room.png")
+    res = run_cli("predict", tmp_path / "room.png", "--checkpoint", half_res_checkpoint, "--out", tmp_path / "o",
+                  "--depth-format", "npy", "--flip")
+    assert res.code == 0, res.stderr
+    depth = np.load(tmp_path / "o" / "room_depth.npy")
+    assert depth.shape == (50, 70)
+    model, info = load_checkpoint(half_res_checkpoint)
+    x = F.interpolate(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255, size=(64, 96), mode="bilinear",
+                      align_corners=False)
+    with torch.inference_mode():
+        def at_input(t: torch.Tensor) -> torch.Tensor:
+            out = model(t)
+            assert out.shape[-2:] == (32, 48)
+            return output_to_depth(F.interpolate(out, size=(64, 96), mode="bilinear", align_corners=False), 10.0)
+
+        both = 0.5 * (at_input(x) + at_input(x.flip(-1)).flip(-1))
+        want = F.interpolate(both, size=(50, 70), mode="bilinear", align_corners=False)[0, 0].numpy()
+    np.testing.assert_allclose(depth, want, rtol=1e-5, atol=1e-6)
+
+
+def test_serve_predicts_at_the_image_size(half_res_checkpoint):
+    from leve.serve.config import Config
+    from leve.serve.model import load_model
+
+    loaded = load_model(Config(checkpoint=half_res_checkpoint, device="cpu"))
+    try:
+        depth, seconds = loaded.predict(gradient_image(40, 60), flip=False)
+        assert depth.shape == (40, 60) and np.isfinite(depth).all() and seconds > 0
+        assert loaded.name == "densedepth-mobilenetv2" and loaded.resolution == (64, 96)
+    finally:
+        loaded.worker.shutdown()
+
+
+@pytest.mark.parametrize("name", ["densedepth-mobilenetv2", "leve-mobilenetv3",
+                                  pytest.param("densedepth-densenet169", marks=pytest.mark.slow)])
+def test_onnx_export_of_other_architectures(tmp_path_factory, tmp_path, name, run_cli):
+    ckpt = _checkpoint(tmp_path_factory, name)
+    out = tmp_path / f"{name}.onnx"
+    res = run_cli("export", "--checkpoint", ckpt, "--format", "onnx", "--out", out)
+    assert res.code == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert len(report["checks"]) == 2 and all(c["relative"] < 1e-4 for c in report["checks"])
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    model, _ = load_checkpoint(ckpt)
+    stride = model.output_stride
+    assert session.get_modelmeta().custom_metadata_map["output_stride"] == str(stride)
+    x = torch.rand(2, 3, 96, 128)  # another size: the graph's spatial axes are dynamic
+    with torch.inference_mode():
+        ref = model(x).numpy()
+    got = session.run(None, {"rgb": x.numpy()})[0]
+    assert got.shape == (2, 1, 96 // stride, 128 // stride)
+    assert np.abs(got - ref).max() < 1e-4 * (ref.max() - ref.min())
+
+
+def test_export_refuses_a_size_the_model_cannot_take(tmp_path, half_res_checkpoint, run_cli):
+    res = run_cli("export", "--checkpoint", half_res_checkpoint, "--format", "onnx", "--out", tmp_path / "x.onnx",
+                  "--resolution", "68x96")
+    assert res.code == 1 and len(res.stderr.strip().splitlines()) == 1
+    assert "resolution 68x96: height and width must be multiples of 8" in res.stderr
     assert not list(tmp_path.iterdir())

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from leve.errors import LeveError
-from leve.pipeline.profiles import apply_profile, dvc_set_args, load_profile, set_value
+from leve.pipeline.profiles import apply_profile, dvc_set_args, edit_yaml, load_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,12 +60,46 @@ def test_dvc_set_args_round_trip():
 
 
 def test_set_value_keeps_comment_and_refuses_sections_and_unknown_keys(tmp_path):
-    lines = ["a:", "  b: 1      # note", "  c:", "    d: x"]
-    assert set_value(lines, "a.b", [1, 2], tmp_path) and lines[1] == "  b: [1, 2] # note"
+    text = "a:\n  b: 1      # note\n  c:\n    d: x\n"
+    out, changed = edit_yaml(text, {"a.b": [1, 2]}, tmp_path)
+    assert changed == ["a.b"] and out.splitlines()[1] == "  b: [1, 2] # note"
+    assert edit_yaml(out, {"a.b": [1, 2]}, tmp_path) == (out, [])  # an equal value is no change
     with pytest.raises(LeveError, match="section"):
-        set_value(lines, "a.c", 3, tmp_path)
+        edit_yaml(text, {"a.c": 3}, tmp_path)
     with pytest.raises(LeveError, match="no key 'a.z'"):
-        set_value(lines, "a.z", 3, tmp_path)
+        edit_yaml(text, {"a.z": 3}, tmp_path)
+
+
+def test_comments_survive_and_nested_keys_change(tmp_path):
+    """A ruamel.yaml round trip: every comment (own-line and end-of-line) stays where it was; a key
+    three levels deep changes; values read back as leve reads them (PyYAML, YAML 1.1)."""
+    text = ("# top comment\n"
+            "datasets: [synthetic]   # which datasets\n"
+            "train:\n"
+            "  # section comment\n"
+            "  lr: 1.0e-3            # learning rate\n"
+            "  weights: null         # none yet\n"
+            "  schedule:\n"
+            "    name: cosine        # step | cosine\n"
+            "    gamma: 0.99\n")
+    values = {"train.schedule.name": "step", "datasets": ["nyu", "kitti"], "train.weights": "yes",
+              "train.lr": 1e20}
+    out, changed = edit_yaml(text, values, tmp_path)
+    assert changed == list(values)
+    lines = out.splitlines()
+    assert lines[0] == "# top comment" and lines[3] == "  # section comment"
+    assert lines[1] == "datasets: [nyu, kitti]  # which datasets"
+    assert lines[7] == "    name: step          # step | cosine" and lines[8] == "    gamma: 0.99"
+    back = yaml.safe_load(out)
+    assert back["train"]["schedule"] == {"name": "step", "gamma": 0.99}
+    assert back["train"]["weights"] == "yes" and back["train"]["lr"] == 1e20  # quoted 'yes', 1.0e+20
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "p.yaml").write_text("train.schedule.name: step\n")
+    assert apply_profile("p", params, tmp_path / "profiles") == ["train.schedule.name"]
+    assert params.read_text() == text.replace("name: cosine  ", "name: step    ")
+    assert not (tmp_path / "params.yaml.tmp").exists()
 
 
 def test_cli_profile_print_and_unknown(run_cli):

@@ -96,3 +96,36 @@ def test_obtain_hashes_each_file_once(payload, tmp_path, server_for, monkeypatch
     mine.write_bytes(data)
     assert dl.obtain(mine, "http://unused.invalid/x", tmp_path / "x", sha256=digest, show_progress=False) == (mine, digest)
     assert len(calls) == 3
+
+
+def test_range_file_retries_and_names_the_url(payload, server_for, monkeypatch):
+    """HttpRangeFile: a dropped range request is retried; a server that ignores Range is one clear error."""
+    from leve.sources import remote_zip
+
+    www, data = payload
+    _, base = server_for(www, True)
+    url = f"{base}/file.bin"
+    monkeypatch.setattr(remote_zip, "RETRY_WAIT", 0.0)
+    real, drops = requests.Session.get, [1]
+
+    def flaky(self, *args, **kwargs):
+        if drops and "bytes=0-0" not in kwargs.get("headers", {}).get("Range", ""):
+            drops.pop()
+            raise requests.ConnectionError("connection reset")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "get", flaky)
+    f = remote_zip.HttpRangeFile(url)
+    f.seek(500_000)
+    assert f.read(1000) == data[500_000:501_000] and f.requests == 2 and not drops
+    monkeypatch.setattr(requests.Session, "get", lambda self, *a, **k: (_ for _ in ()).throw(requests.Timeout("slow")))
+    f.seek(0)
+    with pytest.raises(LeveError, match=rf"^{url}: range request failed 3 times \(Timeout\); rerun to resume$"):
+        f.read(10)
+    monkeypatch.setattr(requests.Session, "get", real)
+    _, plain = server_for(www, False)
+    with pytest.raises(LeveError, match=rf"^{plain}/file.bin: server does not support range requests$"):
+        remote_zip.HttpRangeFile(f"{plain}/file.bin")
+    ignoring = remote_zip.HttpRangeFile(f"{plain}/file.bin", size=len(data))  # told the size, then refused a range
+    with pytest.raises(LeveError, match=r"bad range reply \(HTTP 200, 1024000 bytes for bytes 0-262143\)"):
+        ignoring.read(10)

@@ -64,6 +64,19 @@ class TappedTrunk(Encoder):
                 out.append(x)
         return out
 
+    def trim(self, taps: tuple[int, ...] | None = None) -> None:
+        """Keep only the maps of ``taps`` (a subset of ``self.taps``; default all) and drop every block
+        after the last of them, in place: a network built on the trunk then has no parameter it
+        never runs (MobileNetV2's ``features.18``). Load ImageNet weights before trimming."""
+        taps = self.taps if taps is None else tuple(taps)
+        if not taps or any(t not in self.taps for t in taps) or list(taps) != sorted(taps):
+            raise ValueError(f"{self.name}: taps {taps} are not an ordered subset of {self.taps}")
+        keep = [self.taps.index(t) for t in taps]
+        self.channels = [self.channels[i] for i in keep]
+        self.reductions = [self.reductions[i] for i in keep]
+        self.taps = taps
+        self.features = self.features[: taps[-1] + 1]
+
 
 class InvertedResidualV2(nn.Module):
     """Expand (1x1, unless t = 1) -> depthwise 3x3 -> linear 1x1 projection, residual when shapes allow."""

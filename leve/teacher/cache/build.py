@@ -34,6 +34,7 @@ import zarr
 
 from leve import __version__
 from leve.errors import LeveError
+from leve.processes import DiesWithParent, exclusive_writer
 from leve.progress import console, progress_bar
 from leve.store import ArraySpec, Split, SplitSpec, SplitWriter, Store, StoreBuilder, disk_usage, fingerprint, open_store
 from leve.teacher.cache.read import CACHE_FORMAT, CACHE_META, dataset_identity
@@ -211,31 +212,34 @@ def build_teacher_cache(
         attrs={**identity, "identity_fingerprint": identity_fp, "leve_version": __version__},
         meta_group="",
     )
-    with _lock(lock):
-        if force and shard[1] == 1:
-            shutil.rmtree(staging.with_name(staging.name + ".partial"), ignore_errors=True)
-        builder = StoreBuilder(staging, {"kind": "teacher-cache-staging"}, identity_fp, block_size=block_size)
-        writer = builder.split(spec)
-    mine = [b for b in writer.pending_blocks() if b % shard[1] == shard[0]]
-    if max_blocks is not None:
-        mine = mine[:max_blocks]
-    done = writer.n_blocks - len(writer.pending_blocks())
-    if builder.resumed and done:
-        console.print(f"resuming {builder.partial}: {done} of {writer.n_blocks} block(s) already done")
-    written, seconds = _run_blocks(runner, data, writer, mine, batch_size, workers, show_progress)
-    result = CacheResult(out, split, n, written, seconds, shard=shard, licence=teacher.licence)
-    with _lock(lock):
-        if not builder.partial.exists():  # another shard finished it meanwhile
-            result.complete = split_is_current(out, split, identity_fp)
-            return result
-        left = writer.pending_blocks()
-        if left:
-            result.pending_elsewhere = len(left)
-            return result
-        _finalize_split(builder, writer, out, store)
-    result.complete = True
-    result.bytes = disk_usage(out / split)[0]
-    return result
+    # one process per shard (two would write the same blocks, or --force would delete the other's work)
+    with exclusive_writer(out / split, lock=out.with_name(f"{out.name}.{split}.{shard[0]}-of-{shard[1]}.lock")):
+        with _lock(lock):
+            if force and shard[1] == 1:
+                shutil.rmtree(staging.with_name(staging.name + ".partial"), ignore_errors=True)
+            builder = StoreBuilder(staging, {"kind": "teacher-cache-staging"}, identity_fp, block_size=block_size,
+                                   exclusive=False)  # shared by the shards; `lock` coordinates them
+            writer = builder.split(spec)
+        mine = [b for b in writer.pending_blocks() if b % shard[1] == shard[0]]
+        if max_blocks is not None:
+            mine = mine[:max_blocks]
+        done = writer.n_blocks - len(writer.pending_blocks())
+        if builder.resumed and done:
+            console.print(f"resuming {builder.partial}: {done} of {writer.n_blocks} block(s) already done")
+        written, seconds = _run_blocks(runner, data, writer, mine, batch_size, workers, show_progress)
+        result = CacheResult(out, split, n, written, seconds, shard=shard, licence=teacher.licence)
+        with _lock(lock):
+            if not builder.partial.exists():  # another shard finished it meanwhile
+                result.complete = split_is_current(out, split, identity_fp)
+                return result
+            left = writer.pending_blocks()
+            if left:
+                result.pending_elsewhere = len(left)
+                return result
+            _finalize_split(builder, writer, out, store)
+        result.complete = True
+        result.bytes = disk_usage(out / split)[0]
+        return result
 
 
 def _run_blocks(
@@ -260,6 +264,7 @@ def _run_blocks(
         collate_fn=_collate,
         pin_memory=runner.cuda,
         prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=DiesWithParent(),  # no worker outlives this process, however it ends
     )
     block_of = {i: b for b, r in ranges.items() for i in r}
     buffers: dict[int, dict[str, Any]] = {}
