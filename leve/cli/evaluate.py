@@ -14,7 +14,8 @@ from leve.params import PARAMS_FILE, merge_options
 def eval_command(
     dataset: str = typer.Option("synthetic", help="Dataset store data/zarr/<dataset>.zarr."),
     checkpoint: Path = typer.Option(None, help="Checkpoint (default params eval.checkpoint: models/student/best.pt)."),
-    protocol: str = typer.Option(None, help="leve2024 (the thesis) | standard (the literature)."),
+    protocol: str = typer.Option(None, help="leve2024 (the thesis) | standard (the literature) | densedepth "
+                                             "(DenseDepth's own evaluation: flip-averaged, metrics pooled over pixels)."),
     split: str = typer.Option(None, help="Split to score (default test)."),
     crop: str = typer.Option(None, help="Crop name (nyu: leve2024|eigen|full; kitti: leve2024|garg|eigen|full)."),
     align: str = typer.Option(None, help="standard: none | median | lstsq (disparity scale and shift)."),

@@ -18,11 +18,12 @@ def report_command(
     from_json: Path = typer.Option(None, "--from-json", help="Read a saved `dvc exp show --json` output instead."),
     all_commits: bool = typer.Option(False, "--all-commits", help="Experiments of every commit, not only HEAD."),
     workspace: bool = typer.Option(False, "--workspace", help="Add the workspace's results (unless an experiment has them)."),
-    dataset: str = typer.Option(None, help="Test set of Tables 9.2-9.4 (default: the training dataset)."),
+    dataset: str = typer.Option(None, help="Test set of Tables 9.1-9.4 and Table I (default: the training dataset)."),
     out_md: Path = typer.Option(Path("reports/experiments.md"), "--md", help="Markdown output (under --repo)."),
     out_csv: Path = typer.Option(Path("reports/experiments.csv"), "--csv", help="CSV output (under --repo)."),
 ) -> None:
-    """Thesis Tables 9.2-9.8 from the DVC experiments' metrics (the workspace when there are none)."""
+    """Thesis Tables 9.1-9.8 and seed 002's Table I from the DVC experiments' metrics (the workspace when
+    there are none), the published figures beside the runs."""
     from leve.report import experiments as ex
     from leve.report.tables import write_csv, write_text
 

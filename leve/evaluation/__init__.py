@@ -9,9 +9,10 @@ from leve.evaluation.protocols import (
     Crop,
     Protocol,
     crop_for,
+    densedepth,
     get_protocol,
     leve2024,
     standard,
 )
 
-__all__ = ["PROTOCOLS", "Crop", "Protocol", "crop_for", "get_protocol", "leve2024", "standard"]
+__all__ = ["PROTOCOLS", "Crop", "Protocol", "crop_for", "densedepth", "get_protocol", "leve2024", "standard"]

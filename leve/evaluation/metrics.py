@@ -1,8 +1,7 @@
-"""Depth metrics for one image, and their average over a split.
+"""Depth metrics for one image, and their aggregation over a split.
 
-Every metric is computed per image over its valid pixels, then averaged over images
-(the thesis's equations 8.1–8.3 and the usual Eigen et al. definitions). With ``p`` the
-predicted and ``g`` the ground-truth depth at a valid pixel, ``mean`` over valid pixels:
+With ``p`` the predicted and ``g`` the ground-truth depth at a valid pixel and ``mean`` over
+the valid pixels (the thesis's equations 8.1–8.3 and the usual Eigen et al. definitions):
 
 - ``abs_rel``  = mean(|p − g| / g)
 - ``sq_rel``   = mean((p − g)² / g)
@@ -14,13 +13,26 @@ predicted and ``g`` the ground-truth depth at a valid pixel, ``mean`` over valid
 - ``d1, d2, d3`` = share of pixels with max(p/g, g/p) < 1.25, 1.25², 1.25³
   (strictly less, as the thesis defines the threshold: a ratio of exactly 1.25 fails δ1).
 
+``rel_denominator="pred"`` divides ``abs_rel`` and ``sq_rel`` by ``p`` instead of ``g``: DenseDepth's
+evaluation does so (see :func:`leve.evaluation.protocols.densedepth`); every other metric is
+symmetric in ``p`` and ``g`` or does not divide.
+
+Two aggregations over a split (:data:`AGGREGATIONS`), named by each protocol and recorded with
+its numbers:
+
+- ``per_image``: every metric per image over its valid pixels, then the mean over images
+  (the thesis's eq. 8.1–8.3: RMSE is the mean of the per-image RMSEs);
+- ``pooled``: every pixel of the split is one sample: the per-pixel terms are summed over all
+  images (:func:`pixel_sums`) and the metrics computed once from the totals
+  (:func:`metrics_from_sums`), e.g. ``rmse = sqrt(Σ(p − g)² / Σ pixels)`` (DenseDepth).
+
 Valid pixels: ``valid`` (when given) and a finite ground truth > 0; a pixel with no
 measurement cannot be scored, whatever the protocol. Predictions are clamped to at least
 :data:`MIN_PRED` so logs and ratios stay finite (a non-positive prediction is never right,
 and clamping keeps it counted as an error rather than dropping it).
 
-An image with no valid pixel has no metrics: :func:`compute_metrics` returns ``None``, and
-the aggregation skips it and counts it in :attr:`Aggregate.skipped`.
+An image with no valid pixel has no metrics: :func:`compute_metrics` (and :func:`pixel_sums`)
+return ``None``, and the aggregation skips it and counts it in :attr:`Aggregate.skipped`.
 Arrays are numpy or torch (any device); work happens in float64 numpy.
 """
 
@@ -39,6 +51,11 @@ METRIC_KEYS: tuple[str, ...] = (
 LOWER_IS_BETTER: frozenset[str] = frozenset(METRIC_KEYS) - {"d1", "d2", "d3"}
 DELTA = 1.25
 MIN_PRED = 1e-6
+AGGREGATIONS = ("per_image", "pooled")
+REL_DENOMINATORS = ("gt", "pred")
+# The per-pixel terms whose sums make every metric (pixel_sums -> metrics_from_sums):
+# pixels; |p-g|/den; (p-g)²/den; (p-g)²; e²; e (e = ln p - ln g); |log10 p - log10 g|; |p-g|; ratio < 1.25^n.
+SUM_KEYS: tuple[str, ...] = ("pixels", "rel", "sq_rel", "sq", "log_sq", "log", "log10", "abs", "d1", "d2", "d3")
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -56,12 +73,15 @@ def valid_pixels(gt: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     return mask
 
 
-def compute_metrics(pred: Any, gt: Any, valid: Any = None) -> dict[str, float] | None:
-    """Metrics of one image (see the module docstring), or ``None`` if no pixel is valid.
+def pixel_sums(pred: Any, gt: Any, valid: Any = None, rel_denominator: str = "gt") -> dict[str, float] | None:
+    """Sums over the valid pixels of one image of every per-pixel term (:data:`SUM_KEYS`), or
+    ``None`` if no pixel is valid. Sums of several images add up key by key (pooled aggregation).
 
     ``pred``, ``gt`` and ``valid`` must have the same number of elements (any shape,
     e.g. (H, W) or (1, H, W)); depth is in the dataset's units.
     """
+    if rel_denominator not in REL_DENOMINATORS:
+        raise ValueError(f"rel_denominator must be one of {REL_DENOMINATORS}, got '{rel_denominator}'")
     p, g = _as_numpy(pred).ravel(), _as_numpy(gt).ravel()
     v = None if valid is None else _as_numpy(valid).ravel() != 0
     if p.shape != g.shape or (v is not None and v.shape != g.shape):
@@ -71,32 +91,59 @@ def compute_metrics(pred: Any, gt: Any, valid: Any = None) -> dict[str, float] |
     if not mask.any():
         return None
     p, g = np.maximum(np.nan_to_num(p[mask], nan=MIN_PRED), MIN_PRED), g[mask]
-    return _metrics_on_pixels(p, g)
-
-
-def _metrics_on_pixels(p: np.ndarray, g: np.ndarray) -> dict[str, float]:
-    """The metric dict for matching 1-D arrays of positive predictions and ground truth."""
     diff = p - g
     e = np.log(p) - np.log(g)
     ratio = np.maximum(p / g, g / p)
-    silog_var = max(float(np.mean(e**2) - np.mean(e) ** 2), 0.0)
+    den = g if rel_denominator == "gt" else p
     return {
-        "abs_rel": float(np.mean(np.abs(diff) / g)),
-        "sq_rel": float(np.mean(diff**2 / g)),
-        "rmse": float(np.sqrt(np.mean(diff**2))),
-        "rmse_log": float(np.sqrt(np.mean(e**2))),
-        "log10": float(np.mean(np.abs(np.log10(p) - np.log10(g)))),
-        "silog": math.sqrt(silog_var) * 100.0,
-        "mae": float(np.mean(np.abs(diff))),
-        "d1": float(np.mean(ratio < DELTA)),
-        "d2": float(np.mean(ratio < DELTA**2)),
-        "d3": float(np.mean(ratio < DELTA**3)),
+        "pixels": float(p.size),
+        "rel": float(np.sum(np.abs(diff) / den)),
+        "sq_rel": float(np.sum(diff**2 / den)),
+        "sq": float(np.sum(diff**2)),
+        "log_sq": float(np.sum(e**2)),
+        "log": float(np.sum(e)),
+        "log10": float(np.sum(np.abs(np.log10(p) - np.log10(g)))),
+        "abs": float(np.sum(np.abs(diff))),
+        "d1": float(np.sum(ratio < DELTA)),
+        "d2": float(np.sum(ratio < DELTA**2)),
+        "d3": float(np.sum(ratio < DELTA**3)),
     }
+
+
+def metrics_from_sums(sums: dict[str, float]) -> dict[str, float]:
+    """The metric dict (see the module docstring) from per-pixel sums over ``sums["pixels"]`` > 0
+    pixels: one image's (:func:`pixel_sums`) or a whole split's (their key-by-key total)."""
+    n = sums["pixels"]
+    mean_e = sums["log"] / n
+    silog_var = max(sums["log_sq"] / n - mean_e**2, 0.0)
+    return {
+        "abs_rel": sums["rel"] / n,
+        "sq_rel": sums["sq_rel"] / n,
+        "rmse": math.sqrt(sums["sq"] / n),
+        "rmse_log": math.sqrt(sums["log_sq"] / n),
+        "log10": sums["log10"] / n,
+        "silog": math.sqrt(silog_var) * 100.0,
+        "mae": sums["abs"] / n,
+        "d1": sums["d1"] / n,
+        "d2": sums["d2"] / n,
+        "d3": sums["d3"] / n,
+    }
+
+
+def compute_metrics(pred: Any, gt: Any, valid: Any = None, rel_denominator: str = "gt") -> dict[str, float] | None:
+    """Metrics of one image (see the module docstring), or ``None`` if no pixel is valid.
+
+    ``pred``, ``gt`` and ``valid`` must have the same number of elements (any shape,
+    e.g. (H, W) or (1, H, W)); depth is in the dataset's units.
+    """
+    sums = pixel_sums(pred, gt, valid, rel_denominator)
+    return None if sums is None else metrics_from_sums(sums)
 
 
 @dataclass
 class Aggregate:
-    """Mean of per-image metrics; ``count`` images scored, ``skipped`` with no valid pixel.
+    """The split's metrics under ``aggregation``; ``count`` images scored, ``skipped`` with no
+    valid pixel; ``pixels`` the pixels scored (pooled aggregation only).
 
     ``means`` holds NaN for every key when no image was scored.
     """
@@ -104,22 +151,48 @@ class Aggregate:
     means: dict[str, float]
     count: int
     skipped: int
+    aggregation: str = "per_image"
+    pixels: int | None = None
 
     def as_dict(self) -> dict[str, float | int]:
-        """The means plus ``count`` and ``skipped``, as one flat dict."""
-        return {**self.means, "count": self.count, "skipped": self.skipped}
+        """The means plus ``count`` and ``skipped`` (and ``pixels`` when pooled), as one flat dict."""
+        extra = {} if self.pixels is None else {"pixels": self.pixels}
+        return {**self.means, "count": self.count, "skipped": self.skipped, **extra}
 
 
 @dataclass
 class MetricAccumulator:
-    """Streaming mean of per-image metric dicts (``None`` entries are counted as skipped)."""
+    """Streaming aggregation of scored images (``None`` entries are counted as skipped).
 
+    ``per_image``: the mean of the images' metric dicts; ``pooled``: the metrics of the summed
+    per-pixel terms (each image added with its :func:`pixel_sums`).
+    """
+
+    aggregation: str = "per_image"
     sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(METRIC_KEYS, 0.0))
+    totals: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SUM_KEYS, 0.0))
     count: int = 0
     skipped: int = 0
 
-    def add(self, metrics: dict[str, float] | None) -> None:
-        """Add one image's metrics, or count a skipped image for ``None``."""
+    def __post_init__(self) -> None:
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got '{self.aggregation}'")
+
+    def add(self, metrics: dict[str, float] | None, sums: dict[str, float] | None = None) -> None:
+        """Add one image: its metrics (per_image) or its pixel sums (pooled; ``sums`` alone also
+        serves per_image); ``None`` counts a skipped image."""
+        if self.aggregation == "pooled":
+            if sums is None and metrics is not None:
+                raise ValueError("pooled aggregation needs each image's pixel sums (pixel_sums), not its metrics")
+            if sums is None:
+                self.skipped += 1
+                return
+            for key in SUM_KEYS:
+                self.totals[key] += sums[key]
+            self.count += 1
+            return
+        if metrics is None and sums is not None:
+            metrics = metrics_from_sums(sums)
         if metrics is None:
             self.skipped += 1
             return
@@ -128,8 +201,12 @@ class MetricAccumulator:
         self.count += 1
 
     def result(self) -> Aggregate:
-        """The per-image means so far."""
+        """The split's metrics so far."""
         n = self.count
+        if self.aggregation == "pooled":
+            means = metrics_from_sums(self.totals) if n else dict.fromkeys(METRIC_KEYS, math.nan)
+            return Aggregate(means=means, count=n, skipped=self.skipped, aggregation="pooled",
+                             pixels=int(self.totals["pixels"]))
         means = {k: (s / n if n else math.nan) for k, s in self.sums.items()}
         return Aggregate(means=means, count=n, skipped=self.skipped)
 
@@ -139,4 +216,12 @@ def aggregate_metrics(per_image: Iterable[dict[str, float] | None]) -> Aggregate
     acc = MetricAccumulator()
     for metrics in per_image:
         acc.add(metrics)
+    return acc.result()
+
+
+def pool_pixel_sums(per_image: Iterable[dict[str, float] | None]) -> Aggregate:
+    """Pooled metrics of per-image :func:`pixel_sums` over a split; ``None`` entries are skipped and counted."""
+    acc = MetricAccumulator("pooled")
+    for sums in per_image:
+        acc.add(None, sums)
     return acc.result()

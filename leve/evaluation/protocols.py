@@ -1,8 +1,9 @@
-"""The two evaluation protocols, as small named factories returning a :class:`Protocol`.
+"""The evaluation protocols, as small named factories returning a :class:`Protocol`.
 
 This module is the only place evaluation crops (:data:`CROPS`, by dataset and name) and depth
-caps (:data:`LEVE2024_MIN_DEPTH_DIVISOR`, :data:`STANDARD_MIN_DEPTH`) are defined; dataset
-stores record only the dataset's own facts (units, max depth, intrinsics, sources), never a crop.
+caps (:data:`LEVE2024_MIN_DEPTH_DIVISOR`, :data:`STANDARD_MIN_DEPTH`,
+:data:`DENSEDEPTH_MIN_DEPTH_DIVISOR`) are defined; dataset stores record only the dataset's own
+facts (units, max depth, intrinsics, sources), never a crop.
 
 - ``leve2024`` reproduces the thesis: input resized to the training resolution, the fixed
   ``leve2024`` crops (NYU rows 20:460 cols 24:616, KITTI rows 128:381 cols 45:1196,
@@ -14,8 +15,15 @@ stores record only the dataset's own facts (units, max depth, intrinsics, source
   the prediction averaged with the un-flipped prediction of the flipped image, depth from the
   checkpoint's own ``max_depth`` and clipped to ``[min, max]``, and per-image alignment
   ``none | median | lstsq`` (least-squares scale and shift in disparity space).
+- ``densedepth`` reproduces DenseDepth's own evaluation (seed 002's Table I; see
+  :func:`densedepth` for what its code does, line by line): depth ``clamp(D / out, D/100, D)``
+  with the checkpoint's ``D``, a half-resolution output upsampled x2 *as depth*, averaged with
+  the un-mirrored prediction of the flipped image, NYU rows 20:460 cols 24:616 (the ``leve2024``
+  box), no validity mask, REL divided by the prediction, metrics pooled over every pixel.
 
-Any crop of the dataset can be chosen under either protocol (``eval.crop``).
+How a split's numbers are aggregated (``per_image`` means, or ``pooled`` over every pixel; see
+:mod:`leve.evaluation.metrics`) is part of each protocol and recorded with the numbers.
+Any crop of the dataset can be chosen under any protocol (``eval.crop``).
 """
 
 from __future__ import annotations
@@ -27,9 +35,11 @@ from typing import Any
 import numpy as np
 
 from leve.errors import LeveError
+from leve.evaluation.metrics import AGGREGATIONS, REL_DENOMINATORS
 
 ALIGNMENTS = ("none", "median", "lstsq")
 FLIPS = ("none", "separate", "average")
+UPSAMPLES = ("output", "depth")  # a low-resolution output is brought to the input size before / after reading depth
 
 
 @dataclass(frozen=True)
@@ -84,12 +94,18 @@ CROPS: dict[str, dict[str, Crop]] = {
         "full": FULL,
     },
 }  # other datasets (EndoSLAM, synthetic): the full image only
-DEFAULT_CROP = {"leve2024": {"nyu": "leve2024", "kitti": "leve2024"}, "standard": {"nyu": "eigen", "kitti": "garg"}}
+DEFAULT_CROP = {"leve2024": {"nyu": "leve2024", "kitti": "leve2024"}, "standard": {"nyu": "eigen", "kitti": "garg"},
+                # DenseDepth's evaluation crops NYU only (its code evaluates no other test set): the same box
+                # as leve2024's; every other dataset is scored in full
+                "densedepth": {"nyu": "leve2024"}}
 # Depth caps. leve2024: depth clamped to [D/100, D], D the dataset's max depth (the store's
 # max_depth: NYU 10 m, KITTI 80 m, EndoSLAM 1). standard: valid mask and clipping to
 # [min_depth, D], min_depth 1e-3 unless eval.min_depth says otherwise (the KITTI literature's 1e-3..80 m).
 LEVE2024_MIN_DEPTH_DIVISOR = 100  # min depth = D / 100
 STANDARD_MIN_DEPTH = 1e-3
+# densedepth: DenseDepth clips 1000/out to [10, 1000] (cm), i.e. depth to [D/100, D] with D = 10 m, the
+# maximum of its own depth normalisation; for a leve checkpoint D is its max_depth (see densedepth()).
+DENSEDEPTH_MIN_DEPTH_DIVISOR = 100
 
 
 def crop_for(dataset: str, name: str | None, protocol: str) -> Crop:
@@ -115,12 +131,20 @@ class Protocol:
     depth_scale: str  # dataset: D/out with the dataset's max depth | checkpoint: the model's own
     align: str  # none | median | lstsq (disparity space)
     teacher_align: str = "lstsq"
+    upsample: str = "output"  # a half-resolution output upsampled as the raw output (then read) | as depth
+    rel_denominator: str = "gt"  # abs_rel and sq_rel divide by the ground truth | by the prediction
+    aggregation: str = "per_image"  # per_image: mean of per-image metrics | pooled: over every pixel of the split
 
     def __post_init__(self) -> None:
         if self.align not in ALIGNMENTS:
             raise LeveError(f"eval.align: unknown alignment '{self.align}'; choose from {', '.join(ALIGNMENTS)}")
         if self.flip not in FLIPS:
             raise LeveError(f"eval.flip: unknown flip handling '{self.flip}'; choose from {', '.join(FLIPS)}")
+        for key, value, choices in (("upsample", self.upsample, UPSAMPLES),
+                                    ("rel_denominator", self.rel_denominator, REL_DENOMINATORS),
+                                    ("aggregation", self.aggregation, AGGREGATIONS)):
+            if value not in choices:
+                raise LeveError(f"protocol '{self.name}': unknown {key} '{value}'; choose from {', '.join(choices)}")
 
     def settings(self) -> dict[str, Any]:
         """A JSON-friendly description (the crop with its numbers)."""
@@ -153,7 +177,59 @@ def standard(dataset: str, max_depth: float, min_depth: float | None = None, cro
                     depth_scale="checkpoint", align=align)
 
 
-PROTOCOLS: dict[str, Callable[..., Protocol]] = {"leve2024": leve2024, "standard": standard}
+def densedepth(dataset: str, max_depth: float, min_depth: float | None = None, crop: str | None = None,
+               **_: Any) -> Protocol:
+    """DenseDepth's own evaluation (seed 002's Table I), as its public code computes it.
+
+    Checked against ialhashim/DenseDepth at 2e15107 (``utils.py``, the Keras evaluation behind
+    its published numbers; ``evaluate.py`` calls it, line 40, ``batch_size=6``):
+
+    - depth: ``predict`` (utils.py l.7-14) returns ``clip(1000 / out, 10, 1000) / 1000``, and
+      ``evaluate`` (l.120) multiplies by 10: metres ``clip(10 / out, 0.1, 10)``, which is
+      ``clamp(D / out, D/100, D)`` with ``D`` = 10 m, the max depth of the model's own output
+      normalisation. For a leve checkpoint (whose output is ``max_depth / depth``,
+      :mod:`leve.models.depth`) that is the checkpoint's ``max_depth`` (``depth_scale:
+      checkpoint``); the depth is then clipped to ``[max_depth/100, max_depth]`` of the dataset
+      (a no-op when the two agree, as for NYU, 10 m).
+    - upsampling: ``scale_up(2, ...)`` (l.16-25, skimage ``resize`` order 1 = bilinear) is applied
+      to that depth (l.120, l.123), not to the raw output: ``upsample: depth``. Bilinear at
+      pixel centres as torch's ``align_corners=False``; skimage's ``mode='reflect'`` edge differs
+      from torch's clamped edge only in the first/last row and column, which the NYU crop drops;
+      ``anti_aliasing`` smooths only when downscaling.
+    - input: the whole test image (``x/255``, l.120), no resize; leve resizes to the training
+      resolution, the same thing for models trained at 480x640 (DenseDepth, seed 002).
+    - flip: the width-mirrored image (``x[..., ::-1, :]`` on NHWC, l.123) is predicted too and
+      ``0.5 * pred + 0.5 * fliplr(pred_flip)`` scored (l.132): ``flip: average``. DenseDepth crops
+      the mirrored map before un-mirroring it (l.128, l.132); the column crop 24..615 of 640 is
+      symmetric (24 columns each side), so this equals un-mirroring first.
+    - crop: ``[:, crop[0]:crop[1]+1, crop[2]:crop[3]+1]`` (l.126-128), inclusive bounds read from
+      ``eigen_test_crop.npy`` in its ``nyu_test.zip`` (l.92; evaluate.py l.34): data, not code.
+      The box rows 20..459, cols 24..615 is DESIGN §3's and the one DenseDepth forks hard-code
+      (``crop = [20, 459, 24, 615]``); leve's ``leve2024`` crop of NYU. DenseDepth evaluates no
+      other test set in code: other datasets are scored in full.
+    - mask: none; every pixel of the crop is scored (l.126-138). leve still leaves out pixels
+      without a measurement (gt <= 0), which cannot be scored.
+    - aggregation: every image's prediction and ground truth are stacked (l.135-136) and
+      ``compute_errors`` (l.96-105) takes means over all pixels of the test set at once: pooled
+      (``rmse = sqrt(mean over every pixel of (p - g)^2)``), not a mean of per-image numbers
+      (the per-image mean was its code before commit fdcef58, "Fixed incorrect computation of RMSE").
+    - REL: ``compute_errors(gt, pred)`` is called as ``compute_errors(predictions, testSetDepths)``
+      (l.138), so its ``abs_rel = mean(|gt - pred| / gt)`` (l.101) divides by the *prediction*:
+      ``rel_denominator: pred``. δ1-δ3 (l.97-100), rmse (l.102-103) and log10 (l.104) are
+      symmetric in the two and unaffected; DenseDepth reports no sq_rel, rmse_log, silog or mae
+      (leve computes them the same way, sq_rel also divided by the prediction).
+    - every image is scored: ``N // bs`` batches (l.115) drop a last partial batch, none at
+      654 images and ``batch_size=6``.
+
+    ``min_depth``, ``align`` and ``flip`` options are ignored: the protocol fixes them.
+    """
+    return Protocol("densedepth", dataset, crop_for(dataset, crop, "densedepth"), flip="average",
+                    valid_mask=False, min_depth=max_depth / DENSEDEPTH_MIN_DEPTH_DIVISOR, max_depth=max_depth,
+                    depth_scale="checkpoint", align="none", upsample="depth", rel_denominator="pred",
+                    aggregation="pooled")
+
+
+PROTOCOLS: dict[str, Callable[..., Protocol]] = {"leve2024": leve2024, "standard": standard, "densedepth": densedepth}
 
 
 def get_protocol(name: str, dataset: str, max_depth: float, **options: Any) -> Protocol:

@@ -3,10 +3,12 @@
 The predictor is any callable mapping a batch ``(B, 3, h, w)`` of RGB in [0, 1] at the
 training resolution to the network output ``(B, 1, h, w)`` (read as ``max_depth / depth``);
 a Leve model is one. An output at a lower resolution (DenseDepth's, ``output_stride`` 2: h/2 x
-w/2) is first upsampled to the input size (bilinear, x2, as DenseDepth's evaluation does).
+w/2) is upsampled to the input size (bilinear, x2): the raw output before it is read as depth,
+or the depth read from it (``protocol.upsample: depth``, as DenseDepth's evaluation does).
 Images are resized to the training resolution in batches, depth is read from the output at
 that resolution and resized back to each image's own size (bilinear), then cropped, masked,
-aligned and scored per image.
+aligned and scored per image; each scored sample keeps its metrics and its per-pixel sums, and
+the split's numbers are aggregated as the protocol says (per-image means or pooled pixels).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from leve.evaluation.metrics import (
     METRIC_KEYS,
     Aggregate,
     MetricAccumulator,
-    compute_metrics,
+    metrics_from_sums,
+    pixel_sums,
 )
 from leve.evaluation.protocols import Protocol
 from leve.models.depth import output_to_depth, upsample_output
@@ -37,7 +40,8 @@ MODELS = ("student", "teacher")
 
 @dataclass
 class Scored:
-    """One scored sample: where it came from and its metrics (None: no valid pixel)."""
+    """One scored sample: where it came from, its metrics and the per-pixel sums they come
+    from (both None: no valid pixel)."""
 
     index: int
     flipped: bool
@@ -45,6 +49,7 @@ class Scored:
     group: str
     source: str
     metrics: dict[str, float] | None
+    sums: dict[str, float] | None = None
 
     def row(self) -> dict[str, Any]:
         """A per-image CSV row (empty metric cells for a skipped image)."""
@@ -109,11 +114,12 @@ class EvalResult:
     examples: list[Example]
 
     def aggregate(self, model: str = "student", group: str | None = None) -> Aggregate | None:
-        """Per-image mean for ``model`` (optionally one group), None if it has no sample."""
-        acc = MetricAccumulator()
+        """The metrics of ``model`` (optionally one group) aggregated as the protocol says (per-image
+        mean or pooled over pixels), None if it has no sample."""
+        acc = MetricAccumulator(self.protocol.aggregation)
         for s in self.scored:
             if s.model == model and (group is None or s.group == group):
-                acc.add(s.metrics)
+                acc.add(s.metrics, s.sums)
         return acc.result() if acc.count + acc.skipped else None
 
     @property
@@ -141,28 +147,42 @@ def _predict_batch(net: Predictor, x: torch.Tensor, protocol: Protocol,
                    depth_scale: float) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Depth at the training resolution, and that of the flipped input (back in its own frame
     for ``flip: separate``, i.e. still mirrored; un-mirrored and averaged for ``average``)."""
-    size = x.shape[-2:]  # a half-resolution output is upsampled to the input size before depth conversion
-    depth = output_to_depth(upsample_output(net(x).float(), size), depth_scale)
+    size = x.shape[-2:]
+
+    def depth_of(out: torch.Tensor) -> torch.Tensor:  # a half-resolution output is upsampled to the input size
+        if protocol.upsample == "depth":
+            return upsample_output(output_to_depth(out.float(), depth_scale), size)
+        return output_to_depth(upsample_output(out.float(), size), depth_scale)
+
+    depth = depth_of(net(x))
     if protocol.flip == "none":
         return depth, None
-    flipped = output_to_depth(upsample_output(net(x.flip(-1)).float(), size), depth_scale)
+    flipped = depth_of(net(x.flip(-1)))
     if protocol.flip == "average":
         return 0.5 * (depth + flipped.flip(-1)), None
     return depth, flipped
 
 
-def score_sample(pred: np.ndarray, gt: np.ndarray, protocol: Protocol) -> tuple[np.ndarray, np.ndarray, dict | None]:
-    """(aligned depth, scored-pixel mask, metrics) of one full-size prediction."""
+Score = tuple[np.ndarray, np.ndarray, dict | None, dict | None]  # depth, mask, metrics, pixel sums
+
+
+def _score(depth: np.ndarray, gt: np.ndarray, mask: np.ndarray, protocol: Protocol) -> Score:
+    sums = pixel_sums(depth, gt, mask, protocol.rel_denominator)
+    return depth, mask, (None if sums is None else metrics_from_sums(sums)), sums
+
+
+def score_sample(pred: np.ndarray, gt: np.ndarray, protocol: Protocol) -> Score:
+    """(aligned depth, scored-pixel mask, metrics, pixel sums) of one full-size prediction."""
     mask = protocol.crop.mask(*gt.shape) & protocol.valid(gt)
     aligned = align_depth(pred, gt, mask, protocol.align, protocol.min_depth, protocol.max_depth)
-    return aligned, mask, compute_metrics(aligned, gt, mask)
+    return _score(aligned, gt, mask, protocol)
 
 
-def score_teacher(disp: np.ndarray, gt: np.ndarray, protocol: Protocol) -> tuple[np.ndarray, np.ndarray, dict | None]:
-    """(depth, mask, metrics) of a teacher disparity map, lstsq-aligned to the ground truth."""
+def score_teacher(disp: np.ndarray, gt: np.ndarray, protocol: Protocol) -> Score:
+    """(depth, mask, metrics, pixel sums) of a teacher disparity map, lstsq-aligned to the ground truth."""
     mask = protocol.crop.mask(*gt.shape) & protocol.valid(gt)
     depth = align_lstsq_disparity(disp, gt, mask, protocol.min_depth, protocol.max_depth)
-    return depth, mask, compute_metrics(depth, gt, mask)
+    return _score(depth, gt, mask, protocol)
 
 
 def evaluate(
@@ -194,16 +214,17 @@ def evaluate(
             for k, i in enumerate(idx):
                 gt = split.depth(i).astype(np.float64)
                 info = (groups[i], sources[i])
-                pred, mask, metrics = score_sample(_resize_back(depth[k], gt.shape), gt, protocol)
-                result.scored.append(Scored(i, False, "student", *info, metrics))
+                pred, mask, metrics, sums = score_sample(_resize_back(depth[k], gt.shape), gt, protocol)
+                result.scored.append(Scored(i, False, "student", *info, metrics, sums))
                 result.bins.add("student", pred[mask], gt[mask])
                 if flipped is not None:
-                    _, _, m_flip = score_sample(_resize_back(flipped[k], gt.shape), gt[:, ::-1].copy(), protocol)
-                    result.scored.append(Scored(i, True, "student", *info, m_flip))
+                    _, _, m_flip, s_flip = score_sample(_resize_back(flipped[k], gt.shape), gt[:, ::-1].copy(),
+                                                        protocol)
+                    result.scored.append(Scored(i, True, "student", *info, m_flip, s_flip))
                 t_depth = None
                 if teacher is not None:
-                    t_depth, t_mask, t_metrics = score_teacher(teacher.disparity(i), gt, protocol)
-                    result.scored.append(Scored(i, False, "teacher", *info, t_metrics))
+                    t_depth, t_mask, t_metrics, t_sums = score_teacher(teacher.disparity(i), gt, protocol)
+                    result.scored.append(Scored(i, False, "teacher", *info, t_metrics, t_sums))
                     result.bins.add("teacher", t_depth[t_mask], gt[t_mask])
                 if i in examples:
                     result.examples.append(Example(i, rgbs[k], gt, pred, t_depth))

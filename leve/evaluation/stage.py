@@ -20,7 +20,7 @@ class Config:
     """The ``eval`` section of params.yaml."""
 
     checkpoint: Path = Path("models/student/best.pt")
-    protocol: str = "leve2024"  # leve2024 (the thesis) | standard (the literature)
+    protocol: str = "leve2024"  # leve2024 (the thesis) | standard (the literature) | densedepth (DenseDepth's, pooled)
     split: str = "test"
     crop: str | None = None  # None: the protocol's default (nyu: leve2024|eigen; kitti: leve2024|garg)
     align: str = "none"  # standard only: none | median | lstsq (scale and shift in disparity space)

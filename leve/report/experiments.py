@@ -8,7 +8,10 @@ carries ``data.params`` per params file and ``data.metrics`` per metrics file, o
   evaluation documents ``metrics/<ds>.json`` by dataset, ``metrics/bench_model.json``);
 * :func:`select_records` -> the finished experiments (and committed baselines) with metrics,
   or the workspace when no experiment has any;
-* :func:`build_tables` -> the thesis tables, rows labelled by the params that differ;
+* :func:`build_tables` -> the thesis tables, rows labelled by the params that differ, and the
+  encoder comparisons in the layouts the thesis (Table 9.1) and seed 002 (Table I) print, each
+  run beside the figures that source published for its model (:class:`Published`, the model
+  registry's :class:`~leve.models.registry.ReferenceResult` rows, never retyped here);
 * :func:`markdown` / :func:`csv_rows` -> the outputs.
 """
 
@@ -24,8 +27,17 @@ from typing import Any
 
 from leve.errors import LeveError
 from leve.evaluation.metrics import METRIC_KEYS
-from leve.models.registry import DEFAULT_MODEL, model_spec, model_specs
-from leve.report.tables import METRIC_HEADERS, MISSING, markdown_table, metric_cells
+from leve.models.registry import (
+    DEFAULT_MODEL,
+    SEED_002,
+    THESIS,
+    THESIS_FPS_DEVICE,
+    ModelSpec,
+    ReferenceResult,
+    model_spec,
+    model_specs,
+)
+from leve.report.tables import METRIC_COLUMNS, METRIC_HEADERS, MISSING, SEED002_COLUMNS, markdown_table, metric_cells
 from leve.report.tables import number as cell_number
 
 MODEL_KEY, EPS_KEY, DATASET_KEY = "train.model", "train.kd.eps", "train.dataset"
@@ -35,6 +47,12 @@ MODEL_KEY, EPS_KEY, DATASET_KEY = "train.model", "train.kd.eps", "train.dataset"
 ABLATION_TABLES = (("lcb", "9.2", "lcb", "layered convolution block (LCB)"),
                    ("dw", "9.3", "lcb", "depthwise-separable LCB"),
                    ("skips", "9.4", "skips", "skip connections"))
+# Encoder comparisons in their source's layout: (key, source, table, layout, title). Members: the
+# registry's `encoders` group models with a row in that table.
+ENCODER_TABLES = (("encoders", THESIS, "9.1", "thesis-9.1", "Table 9.1: encoders under Leve's decoder"),
+                  ("encoders-seed002", SEED_002, "I", "seed-002", "Seed 002 Table I: DenseDepth on ImageNet encoders"))
+# The leve protocol that computes a source's numbers as it did (leve/evaluation/protocols.py).
+SOURCE_PROTOCOL = {THESIS: "leve2024", SEED_002: "densedepth"}
 
 
 def group_labels(group: str, table: str | None = None) -> dict[str, str]:
@@ -87,6 +105,31 @@ class Row:
     group: str
     means: dict[str, Any]
     bench: dict[str, Any] | None = None  # fp32 eager latency of the row's model variant
+    params: int | None = None  # the model's parameter count, from the same benchmark
+
+
+@dataclass(frozen=True)
+class Published:
+    """A row a paper printed for ``model`` (its registry entry's :class:`ReferenceResult`), shown
+    beside that model's runs as a reference."""
+
+    model: str
+    result: ReferenceResult
+
+    @property
+    def label(self) -> str:
+        return self.result.row
+
+    @property
+    def means(self) -> dict[str, float | None]:
+        """The printed figures under the metrics document's keys (None where not printed)."""
+        r = self.result
+        return {"rmse": r.rmse, "abs_rel": r.rel, "d1": r.d1, "d2": r.d2, "d3": r.d3, "log10": r.log10}
+
+    @property
+    def source(self) -> str:
+        """``published (thesis Table 9.1)``."""
+        return f"published ({self.result.citation})"
 
 
 @dataclass(frozen=True)
@@ -96,6 +139,10 @@ class Table:
     dataset: str
     rows: tuple[Row, ...]
     bench_note: str | None = None
+    layout: str = "metrics"  # metrics (leve's: RMSE, REL, δ1-δ3) | thesis-9.1 | seed-002
+    published: tuple[Published, ...] = ()
+    models: tuple[str, ...] = ()  # the row order of a comparison layout (runs of a model, then its published row)
+    notes: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -248,6 +295,13 @@ def bench_entry(record: Record, fallback: dict[str, Any] | None) -> dict[str, An
     return entry if isinstance(entry, dict) and "fps" in entry else None
 
 
+def bench_params(record: Record, fallback: dict[str, Any] | None) -> int | None:
+    """The parameter count of the record's model in its (or any) model benchmark."""
+    bench = record.bench or fallback
+    total = (((bench or {}).get("models") or {}).get(record.model) or {}).get("params", {}).get("total")
+    return total if isinstance(total, int) and not isinstance(total, bool) else None
+
+
 def bench_note(bench: dict[str, Any] | None) -> str | None:
     if not bench:
         return None
@@ -265,7 +319,8 @@ def dataset_rows(records: Sequence[Record], labels: Sequence[str], dataset: str,
         doc = record.evals.get(dataset)
         if doc is None:
             continue
-        rows.append(Row(label, record, dataset, "all", doc["student"], bench_entry(record, bench)))
+        rows.append(Row(label, record, dataset, "all", doc["student"], bench_entry(record, bench),
+                        bench_params(record, bench) if bench else None))
         if organs:
             for group, models in (doc.get("groups") or {}).items():
                 if "student" in models:
@@ -297,6 +352,41 @@ def ablation_table(records: Sequence[Record], key: str, title: str, labels: dict
         return None
     rows = dataset_rows(chosen, row_labels(chosen, [MODEL_KEY], labels), dataset, False, bench)
     return Table(key, title, dataset, tuple(rows), bench_note(bench) if any(r.bench for r in rows) else None)
+
+
+def table_members(source: str, table: str) -> list[ModelSpec]:
+    """The ``encoders`` group models with a row in ``source``'s ``table``, in the registry's order."""
+    return [s for s in model_specs() if s.group("encoders") and any(r.source == source and r.table == table
+                                                                      for r in s.results)]
+
+
+def encoder_table(records: Sequence[Record], key: str, source: str, number: str, layout: str, title: str,
+                  dataset: str, bench: dict[str, Any] | None) -> Table | None:
+    """The members of ``source``'s ``number`` table without distillation (ε = 0) on ``dataset``, each
+    run beside the row that source printed for its model (on ``dataset``); None with fewer than two
+    models run."""
+    members = table_members(source, number)
+    names = [s.name for s in members]
+    chosen = ordered((r for r in records if r.model in names and r.eps == 0 and dataset in r.evals), names)
+    if len({r.model for r in chosen}) < 2:
+        return None
+    printed = {s.name: next(r.row for r in s.results if r.source == source and r.table == number) for s in members}
+    rows = dataset_rows(chosen, [printed[r.model] for r in chosen], dataset, False, bench)
+    published = tuple(Published(s.name, ref) for s in members
+                      if (ref := s.result(number, dataset, 0.0, source)) is not None)
+    notes = []
+    if published:
+        ref, protocol = published[0].result, SOURCE_PROTOCOL.get(source, "?")
+        fps = f"; FPS on a {THESIS_FPS_DEVICE}" if any(p.result.fps is not None for p in published) else ""
+        notes.append(f"Published rows: {ref.citation} ({ref.dataset} test set, trained at {ref.train_resolution}{fps}), "
+                     f"as leve's model registry records them; computed as leve's protocol `{protocol}` does.")
+        used = sorted({str((r.record.evals[dataset].get("protocol") or {}).get("name", "?")) for r in rows})
+        if used != [protocol]:
+            notes.append(f"These runs were scored under protocol {', '.join(f'`{u}`' for u in used)}: evaluate them with "
+                         f"`eval.protocol: {protocol}` (`leve eval --protocol {protocol}`) to compare like for like.")
+    timed = layout == "thesis-9.1" and any(r.bench for r in rows)  # seed 002's layout has no speed columns
+    return Table(key, f"{title} on {dataset}, no KD", dataset, tuple(rows), bench_note(bench) if timed else None,
+                 layout, published, tuple(names), tuple(notes))
 
 
 def kd_table(records: Sequence[Record], dataset: str) -> Table | None:
@@ -334,15 +424,19 @@ def ablation_dataset(records: Sequence[Record]) -> str:
 
 
 def build_tables(records: Sequence[Record], dataset: str | None = None) -> list[Table]:
-    """Tables 9.2 (LCB), 9.3 (depthwise), 9.4 (skips) on the in-domain set, 9.6–9.8 (ε) per dataset,
-    then an overview per dataset. Tables with fewer than two comparable rows are left out."""
+    """Tables 9.1 (encoders), 9.2 (LCB), 9.3 (depthwise), 9.4 (skips) and seed 002's Table I
+    (DenseDepth encoders) on the in-domain set, 9.6–9.8 (ε) per dataset, then an overview per
+    dataset. Tables with fewer than two comparable rows are left out."""
     if not records:
         return []
     ds = dataset or ablation_dataset(records)
     bench = next((r.bench for r in records if r.bench), None)
+    thesis_91, seed_i = (encoder_table(records, *spec, ds, bench) for spec in ENCODER_TABLES)
     tables = [
+        thesis_91,
         *(ablation_table(records, key, f"Table {number}: {title} on {ds}, no KD", group_labels(group, number), ds, bench)
           for key, number, group, title in ABLATION_TABLES),
+        seed_i,
         *(kd_table(records, d) for d in datasets_of(records)),
         *(overview_table(records, d) for d in datasets_of(records)),
     ]
@@ -353,15 +447,60 @@ def build_tables(records: Sequence[Record], dataset: str | None = None) -> list[
 
 
 def protocol_caption(table: Table) -> str:
-    """``test split, protocol leve2024 (crop leve2024)`` from the first row's document."""
+    """``test split, protocol leve2024 (crop leve2024)`` from the first row's document (``, metrics
+    pooled over pixels`` when its protocol pools them)."""
     doc = table.rows[0].record.evals.get(table.dataset, {}) if table.rows else {}
     p = doc.get("protocol") or {}
     crop = (p.get("crop") or {}).get("name")
-    return f"{doc.get('split', '?')} split, protocol {p.get('name', '?')}" + (f" (crop {crop})" if crop else "")
+    pooled = ", metrics pooled over pixels" if p.get("aggregation") == "pooled" else ""
+    return f"{doc.get('split', '?')} split, protocol {p.get('name', '?')}" + (f" (crop {crop})" if crop else "") + pooled
+
+
+def entries(table: Table) -> list[Row | Published]:
+    """The table's rows in print order: a comparison layout lists, model by model (``table.models``),
+    its runs then its published row; other tables their rows as built."""
+    if table.layout == "metrics":
+        return list(table.rows)
+    out: list[Row | Published] = []
+    for model in table.models:
+        out += [r for r in table.rows if r.record.model == model]
+        out += [p for p in table.published if p.model == model]
+    return out
+
+
+# Each comparison layout: its first column's header and its metric columns (tables.py's definitions).
+LAYOUTS = {"thesis-9.1": ("Encoder", METRIC_COLUMNS), "seed-002": ("Method", SEED002_COLUMNS)}
+
+
+def comparison_markdown(table: Table) -> list[str]:
+    """Table 9.1 (Encoder, RMSE, REL, δ1–δ3, Params (M), Inference (ms), FPS, Source) or seed 002's
+    Table I (Method, δ1, δ2, δ3, REL, RMS, log10, Source) lines: runs and published rows."""
+    first, columns = LAYOUTS[table.layout]
+    speed = table.layout == "thesis-9.1"
+    head = [first, *(h for h, _ in columns), *(["Params (M)", "Inference (ms)", "FPS"] if speed else []), "Source"]
+    rows = []
+    for e in entries(table):
+        if isinstance(e, Published):
+            r = e.result
+            ms = None if r.latency_s is None else r.latency_s * 1000.0
+            timing = [MISSING, cell_number(ms, 1), cell_number(r.fps, 1)]
+            rows.append([e.label, *metric_cells(e.means, columns=columns), *(timing if speed else []), e.source])
+        else:
+            params = None if e.params is None else e.params / 1e6
+            timing = [cell_number(params, 2), *(cell_number((e.bench or {}).get(k), 1) for k in ("median_ms", "fps"))]
+            rows.append([e.label, *metric_cells(e.means, columns=columns), *(timing if speed else []), e.record.name])
+    return [markdown_table(head, rows)]
 
 
 def table_markdown(table: Table) -> str:
-    """One table: label, [organ,] RMSE, REL, δ1–δ3, [ms, FPS,] experiment."""
+    """One table: label, [organ,] RMSE, REL, δ1–δ3, [ms, FPS,] experiment; or a comparison layout
+    (:func:`comparison_markdown`)."""
+    lines = [f"### {table.title}", "", f"_{protocol_caption(table)}; lower RMSE/REL, higher δ are better._", ""]
+    if table.layout != "metrics":
+        lines += comparison_markdown(table)
+        for note in (*table.notes, *([table.bench_note] if table.bench_note else [])):
+            lines += ["", note]
+        return "\n".join(lines) + "\n"
     organs = any(r.group != "all" for r in table.rows)
     bench = table.bench_note is not None
     head = ["Model", *(["Organ"] if organs else []), *METRIC_HEADERS, *(["Inference (ms)", "FPS"] if bench else []),
@@ -371,8 +510,7 @@ def table_markdown(table: Table) -> str:
         timing = [cell_number((r.bench or {}).get(k), 1) for k in ("median_ms", "fps")] if bench else []
         rows.append([r.label, *([r.group] if organs else []), *metric_cells(r.means), *timing,
                      MISSING if r.label.startswith("teacher") else r.record.name])
-    lines = [f"### {table.title}", "", f"_{protocol_caption(table)}; lower RMSE/REL, higher δ are better._", "",
-             markdown_table(head, rows)]
+    lines.append(markdown_table(head, rows))
     if table.bench_note:
         lines += ["", table.bench_note]
     return "\n".join(lines) + "\n"
@@ -390,20 +528,28 @@ def markdown(tables: Sequence[Table], left_out: Sequence[Record] = (), source: s
 
 
 CSV_FIELDS = ("table", "label", "experiment", "rev", "kind", "dataset", "group", "model", "eps",
-              *METRIC_KEYS, "count", "inference_ms", "fps")
+              *METRIC_KEYS, "count", "params", "inference_ms", "fps", "reference")
 
 
 def csv_rows(tables: Sequence[Table]) -> list[dict[str, Any]]:
-    """One CSV row per table row, with every metric mean."""
-    out = []
+    """One CSV row per table row (in print order), with every metric; published rows have
+    ``kind`` published, the printed figures and ``reference`` (``thesis Table 9.1``)."""
+    out: list[dict[str, Any]] = []
     for t in tables:
-        for r in t.rows:
+        for r in entries(t):
+            if isinstance(r, Published):
+                ms = None if r.result.latency_s is None else r.result.latency_s * 1000.0
+                out.append({"table": t.key, "label": r.label, "kind": "published", "dataset": r.result.dataset,
+                            "group": "all", "model": r.model, "eps": r.result.kd_eps, **r.means,
+                            "inference_ms": ms, "fps": r.result.fps, "reference": r.result.citation})
+                continue
             teacher = r.label.startswith("teacher")
             out.append({"table": t.key, "label": r.label, "experiment": "" if teacher else r.record.name,
                         "rev": "" if teacher else r.record.rev, "kind": "teacher" if teacher else r.record.kind,
                         "dataset": r.dataset, "group": r.group, "model": "" if teacher else r.record.model,
                         "eps": "" if teacher else r.record.eps, **{k: r.means.get(k) for k in (*METRIC_KEYS, "count")},
-                        "inference_ms": (r.bench or {}).get("median_ms"), "fps": (r.bench or {}).get("fps")})
+                        "params": r.params, "inference_ms": (r.bench or {}).get("median_ms"),
+                        "fps": (r.bench or {}).get("fps")})
     return out
 
 

@@ -20,12 +20,14 @@ SUMMARY_FIELDS = ("dataset", "split", "protocol", "model", "group", "count", "sk
 
 
 def _rounded(agg: Aggregate) -> dict[str, float | int]:
-    return {**{k: round(v, 6) for k, v in agg.means.items()}, "count": agg.count, "skipped": agg.skipped}
+    """Means rounded to 6 digits, ``count``, ``skipped`` (and ``pixels`` when pooled)."""
+    return {k: (round(v, 6) if k in METRIC_KEYS else v) for k, v in agg.as_dict().items()}
 
 
 def metrics_document(result: EvalResult, split: str, checkpoint: dict[str, Any],
                      teacher: dict[str, Any] | None) -> dict[str, Any]:
-    """The metrics JSON: protocol and sources first, then per-model (and per-group) means."""
+    """The metrics JSON: protocol (with its ``aggregation``: ``per_image`` means or ``pooled`` over
+    every pixel) and sources first, then per-model (and per-group) metrics."""
     student = result.aggregate("student")
     if student is None or student.count == 0:
         raise LeveError(f"{result.protocol.dataset}/{split}: no sample has a valid pixel under protocol "
@@ -60,6 +62,8 @@ def _protocol_label(p: dict[str, Any]) -> str:
     label = f"{p['name']} (crop {p['crop']['name']}"
     if p["name"] == "standard":
         label += f", align {p['align']}, flip {p['flip']}"
+    if p.get("aggregation", "per_image") == "pooled":
+        label += ", pooled over pixels"
     return label + ")"
 
 
@@ -70,8 +74,12 @@ def _model_label(doc: dict[str, Any], model: str) -> str:
 
 
 def evaluation_markdown(docs: list[dict[str, Any]]) -> str:
-    """Thesis-like tables, one per dataset: model rows × RMSE, REL, δ1–δ3 (+ group column)."""
-    parts = ["# Evaluation\n", ("Per-image means; lower RMSE/REL and higher δ are better. "
+    """Thesis-like tables, one per dataset: model rows × RMSE, REL, δ1–δ3 (+ group column); the
+    intro says how the numbers are aggregated (per-image means, pooled pixels)."""
+    pooled = [d["protocol"].get("aggregation", "per_image") == "pooled" for d in docs]
+    how = ("Metrics pooled over every pixel of the split" if pooled and all(pooled) else "Per-image means"
+           + (", or metrics pooled over every pixel where the protocol says so" if any(pooled) else ""))
+    parts = ["# Evaluation\n", (f"{how}; lower RMSE/REL and higher δ are better. "
              "Teacher rows: the cached teacher aligned per image by least squares in disparity space.\n")]
     for doc in docs:
         rows = summary_rows(doc)

@@ -18,6 +18,8 @@ from tabulate import tabulate
 # The thesis's metric columns: header, key of the metrics document.
 METRIC_COLUMNS = (("RMSE", "rmse"), ("REL", "abs_rel"), ("δ1", "d1"), ("δ2", "d2"), ("δ3", "d3"))
 METRIC_HEADERS = tuple(header for header, _ in METRIC_COLUMNS)
+# Seed 002's Table I columns, in its order and with its names (δ1↑ δ2↑ δ3↑ rel↓ rms↓ log10↓).
+SEED002_COLUMNS = (("δ1", "d1"), ("δ2", "d2"), ("δ3", "d3"), ("REL", "abs_rel"), ("RMS", "rmse"), ("log10", "log10"))
 MISSING = "–"
 
 
@@ -28,9 +30,10 @@ def number(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def metric_cells(means: Mapping[str, Any], digits: int = 3) -> list[str]:
-    """The :data:`METRIC_COLUMNS` cells of one row of means."""
-    return [number(means.get(key), digits) for _, key in METRIC_COLUMNS]
+def metric_cells(means: Mapping[str, Any], digits: int = 3,
+                 columns: Sequence[tuple[str, str]] = METRIC_COLUMNS) -> list[str]:
+    """The cells of ``columns`` (default :data:`METRIC_COLUMNS`) of one row of means."""
+    return [number(means.get(key), digits) for _, key in columns]
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -55,6 +55,24 @@ def test_standard_protocol_options_are_recorded(workspace, run_cli):
     assert doc["student"]["count"] == 4 and "teacher" not in doc
 
 
+def test_densedepth_protocol_records_pooled_aggregation(workspace, run_cli):
+    res = run_cli("eval", "--dataset", "synthetic", "--protocol", "densedepth", "--quiet")
+    assert res.code == 0, res.stderr
+    doc = json.loads(Path("metrics/synthetic.json").read_text())
+    assert doc["protocol"]["name"] == "densedepth" and doc["protocol"]["aggregation"] == "pooled"
+    assert (doc["protocol"]["flip"], doc["protocol"]["rel_denominator"]) == ("average", "pred")
+    assert doc["student"]["count"] == 4 and doc["teacher"]["count"] == 4
+    assert doc["student"]["pixels"] == doc["teacher"]["pixels"] == 4 * 48 * 64   # synthetic depth is dense
+    with open("reports/synthetic/per_image.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["model"] == "student"]
+    assert len(rows) == 4 and "pixels" not in rows[0]   # per-image rows stay per image
+    table = Path("reports/synthetic/metrics.md").read_text()
+    assert "densedepth (crop full, pooled over pixels)" in table and table.count("Metrics pooled over every pixel") == 1
+    res = run_cli("eval", "--dataset", "synthetic", "--no-teacher", "--quiet")   # the default: leve2024, per image
+    doc = json.loads(Path("metrics/synthetic.json").read_text())
+    assert doc["protocol"]["aggregation"] == "per_image" and "pixels" not in doc["student"]
+
+
 def test_params_section_and_per_dataset_overrides(workspace, run_cli):
     Path("params.yaml").write_text(yaml.safe_dump(
         {"eval": {"protocol": "standard", "teacher": False, "datasets": {"synthetic": {"align": "lstsq"}}}}))

@@ -134,3 +134,77 @@ def test_empty_aggregation_gives_nan_means():
     agg = acc.result()
     assert (agg.count, agg.skipped) == (0, 1)
     assert all(math.isnan(v) for v in agg.means.values())
+
+
+# ----------------------------------------------------------------------------- pooled aggregation
+
+
+def _pooled_by_hand(preds, gts, valids, rel_to="gt"):
+    """Every metric over the concatenated valid pixels of all images (an independent numpy computation)."""
+    p = np.concatenate([np.asarray(a, float)[v] for a, v in zip(preds, valids)])
+    g = np.concatenate([np.asarray(a, float)[v] for a, v in zip(gts, valids)])
+    den = g if rel_to == "gt" else p
+    e = np.log(p) - np.log(g)
+    ratio = np.maximum(p / g, g / p)
+    return {"abs_rel": np.mean(np.abs(p - g) / den),
+            "sq_rel": np.mean((p - g) ** 2 / den), "rmse": np.sqrt(np.mean((p - g) ** 2)),
+            "rmse_log": np.sqrt(np.mean(e**2)), "log10": np.mean(np.abs(np.log10(p) - np.log10(g))),
+            "silog": np.sqrt(np.mean(e**2) - np.mean(e) ** 2) * 100, "mae": np.mean(np.abs(p - g)),
+            "d1": np.mean(ratio < 1.25), "d2": np.mean(ratio < 1.25**2), "d3": np.mean(ratio < 1.25**3)}
+
+
+def _three_images():
+    """Three images of different sizes and valid-pixel counts (one with holes gt = 0), where the
+    per-image mean and the pooled value differ."""
+    rng = np.random.default_rng(7)
+    gts = [rng.uniform(0.5, 9.0, (6, 8)), rng.uniform(0.5, 9.0, (3, 4)), rng.uniform(0.5, 9.0, (10, 10))]
+    gts[2][:, :7] = 0.0   # 30 measured pixels of 100
+    preds = [gts[0] * rng.uniform(0.7, 1.4, gts[0].shape), gts[1] * 2.5, gts[2] * rng.uniform(0.9, 1.1, gts[2].shape)]
+    masks = [np.ones_like(gts[0], bool), np.ones_like(gts[1], bool), np.ones_like(gts[2], bool)]
+    masks[0][0, :] = False   # an explicit validity mask too
+    valids = [m & (g > 0) for m, g in zip(masks, gts)]
+    assert [int(v.sum()) for v in valids] == [40, 12, 30]
+    return preds, gts, masks, valids
+
+
+@pytest.mark.parametrize("rel_to", ["gt", "pred"])
+def test_pooled_metrics_equal_a_computation_over_the_concatenated_pixels(rel_to):
+    from leve.evaluation.metrics import pixel_sums, pool_pixel_sums
+
+    preds, gts, masks, valids = _three_images()
+    sums = [pixel_sums(p, g, m, rel_to) for p, g, m in zip(preds, gts, masks)]
+    pooled = pool_pixel_sums([sums[0], None, sums[1], sums[2]])
+    want = _pooled_by_hand(preds, gts, valids, rel_to)
+    assert pooled.means == pytest.approx(want, rel=1e-12)
+    assert (pooled.count, pooled.skipped, pooled.pixels, pooled.aggregation) == (3, 1, 82, "pooled")
+    assert pooled.as_dict()["pixels"] == 82 and "pixels" not in aggregate_metrics([None]).as_dict()
+    per_image = aggregate_metrics(compute_metrics(p, g, m, rel_to) for p, g, m in zip(preds, gts, masks))
+    for key in ("abs_rel", "rmse", "log10", "d1"):   # the aggregation matters for these images
+        assert abs(per_image.means[key] - pooled.means[key]) > 1e-3, key
+    # one image: pooled and per-image agree, and the metrics come from the same sums
+    assert pool_pixel_sums([sums[0]]).means == pytest.approx(compute_metrics(preds[0], gts[0], masks[0], rel_to))
+
+
+def test_rel_denominator_pred_divides_by_the_prediction():
+    got = compute_metrics(PRED, GT, rel_denominator="pred")
+    assert got["abs_rel"] == pytest.approx((0.5 / 1.5 + 0 + 2 / 2 + 0) / 4)
+    assert got["sq_rel"] == pytest.approx((0.25 / 1.5 + 0 + 4 / 2 + 0) / 4)
+    same = {k: v for k, v in hand_metrics().items() if k not in ("abs_rel", "sq_rel")}
+    assert {k: got[k] for k in same} == pytest.approx(same)   # the symmetric metrics do not change
+    with pytest.raises(ValueError, match="rel_denominator"):
+        compute_metrics(PRED, GT, rel_denominator="mean")
+
+
+def test_accumulator_aggregations():
+    from leve.evaluation.metrics import pixel_sums
+
+    acc = MetricAccumulator("pooled")
+    with pytest.raises(ValueError, match="needs each image's pixel sums"):
+        acc.add(compute_metrics(PRED, GT))
+    acc.add(None)
+    assert math.isnan(acc.result().means["rmse"]) and acc.result().pixels == 0
+    per_image = MetricAccumulator()
+    per_image.add(None, pixel_sums(PRED, GT))   # per_image also takes an image's sums
+    assert per_image.result().means == pytest.approx(hand_metrics())
+    with pytest.raises(ValueError, match="aggregation"):
+        MetricAccumulator("median")

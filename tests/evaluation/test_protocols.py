@@ -38,7 +38,29 @@ def test_nyu_crops_are_the_two_published_boxes():
     assert CROPS["nyu"]["leve2024"].box(480, 640) == (20, 460, 24, 616)
     assert CROPS["nyu"]["eigen"].box(480, 640) == (45, 471, 41, 601)
     assert set(CROPS["nyu"]) == {"leve2024", "eigen", "full"} and set(CROPS["kitti"]) == {"leve2024", "garg", "eigen", "full"}
-    assert DEFAULT_CROP == {"leve2024": {"nyu": "leve2024", "kitti": "leve2024"}, "standard": {"nyu": "eigen", "kitti": "garg"}}
+    assert DEFAULT_CROP == {"leve2024": {"nyu": "leve2024", "kitti": "leve2024"}, "standard": {"nyu": "eigen", "kitti": "garg"},
+                            "densedepth": {"nyu": "leve2024"}}
+
+
+def test_densedepth_protocol_settings():
+    p = get_protocol("densedepth", "nyu", 10.0, align="lstsq", flip=False, min_depth=0.5)  # options are fixed
+    assert p.settings() == {
+        "name": "densedepth", "dataset": "nyu",
+        "crop": {"name": "leve2024", "rows": [20, 460], "cols": [24, 616], "units": "pixels"},
+        "flip": "average", "valid_mask": False, "min_depth": 0.1, "max_depth": 10.0, "depth_scale": "checkpoint",
+        "align": "none", "teacher_align": "lstsq", "upsample": "depth", "rel_denominator": "pred",
+        "aggregation": "pooled"}
+    r0, r1, c0, c1 = p.crop.box(480, 640)
+    assert (r0, r1 - 1, c0, c1 - 1) == (20, 459, 24, 615) and c0 == 640 - c1   # symmetric columns: crop and mirror commute
+    assert get_protocol("densedepth", "kitti", 80.0).crop.name == "full"
+    assert get_protocol("densedepth", "kitti", 80.0).min_depth == pytest.approx(0.8)
+    for name in ("leve2024", "standard"):
+        assert get_protocol(name, "nyu", 10.0).settings()["aggregation"] == "per_image"
+        assert (get_protocol(name, "nyu", 10.0).upsample, get_protocol(name, "nyu", 10.0).rel_denominator) == ("output", "gt")
+    from dataclasses import replace
+
+    with pytest.raises(LeveError, match="unknown aggregation 'mean'"):
+        replace(get_protocol("densedepth", "nyu", 10.0), aggregation="mean")
 
 
 class _OneImage:

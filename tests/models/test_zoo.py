@@ -232,12 +232,15 @@ def test_densedepth_specs_carry_seed_002_table_i(name):
 def test_leve_mobilenetv3_spec_carries_thesis_table_9_1():
     spec = model_spec("leve-mobilenetv3")
     row = spec.result("9.1")
-    assert (row.rmse, row.rel, row.d1, row.fps, row.source) == (0.671, 0.206, 0.681, 43.0, THESIS)
+    assert (row.rmse, row.rel, row.d1, row.d2, row.d3, row.latency_s, row.fps, row.source) == (
+        0.671, 0.206, 0.681, 0.914, 0.976, 0.023, 43.0, THESIS)
     assert row.citation == "thesis Table 9.1" and spec.fps == 43.0 and spec.tables == ("9.1",)
     assert (spec.architecture, spec.encoder, spec.output_stride, spec.input_multiple) == (
         "leve-mobilenetv3", "mobilenet_v3_small", 1, 16)
     assert spec.encoder_weights.file == ENCODERS["mobilenet_v3_small"].file
-    assert model_spec("leve").result("9.1").row == "DDRNet-23-Slim"
+    ddrnet = model_spec("leve").result("9.1")
+    assert (ddrnet.row, ddrnet.rmse, ddrnet.rel, ddrnet.d1, ddrnet.d2, ddrnet.d3, ddrnet.latency_s, ddrnet.fps) == (
+        "DDRNet-23-Slim", 0.516, 0.142, 0.814, 0.958, 0.988, 0.037, 27.0)
     assert list_models(table="9.1") == ["leve", "leve-mobilenetv3"]
 
 

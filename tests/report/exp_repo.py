@@ -3,7 +3,7 @@ for testing the ``dvc exp`` plumbing of ``leve experiments`` and ``leve report``
 
 Re-capture the fixture ``data/exp_show.json`` (the output of a real ``dvc exp show --json``)::
 
-    PYTHONPATH=. python -m tests.report.exp_repo /tmp/exp-capture tests/evaluation/data/exp_show.json
+    PYTHONPATH=. python -m tests.report.exp_repo /tmp/exp-capture tests/report/data/exp_show.json
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ PARAMS = """\
 train:
   dataset: synthetic
   model: leve
+  resolution: [120, 160]
   epochs: 5
   kd:
     eps: 0.25

@@ -14,14 +14,15 @@ import pytest
 
 from leve.errors import LeveError
 from leve.experiments import grid as g
+from leve.models.registry import SEED_002, model_spec
 from leve.report import experiments as ex
-from tests.report.data.fake_stages import FPS, ORGANS, expected_rmse
+from tests.report.data.fake_stages import FPS, ORGANS, PARAMS, expected_rmse, means
 
 DATA = Path(__file__).parent / "data"
 FIXTURE = DATA / "exp_show.json"
 GRID_NAMES_ALL = ["kd-eps0.00", "kd-eps0.10", "kd-eps0.25", "kd-eps0.50", "lcb-3x3", "lcb-3x3-1x1",
                   "lcb-5x5-5x5", "lcb-3x3-dw", "skips-alt", "skips-none"]
-# the encoder comparison (thesis Table 9.1, seed 002 Table I), also in `all` (not in the captured fixture)
+# the encoder comparison (thesis Table 9.1, seed 002 Table I), also in `all` (`encoders-ddrnet23s` is kd-eps0.00)
 GRID_NAMES_ENCODERS = ["encoders-mobilenetv3", "encoders-densedepth-densenet169", "encoders-densedepth-densenet161",
                        "encoders-densedepth-resnet50", "encoders-densedepth-mobilenetv2", "encoders-densedepth-resnet101"]
 
@@ -61,7 +62,7 @@ def test_flatten_nested_params():
 
 def test_parse_every_revision_of_the_capture(records):
     kinds = [r.kind for r in records]
-    assert kinds[:2] == ["workspace", "baseline"] and kinds[2:] == ["experiment"] * 12
+    assert kinds[:2] == ["workspace", "baseline"] and kinds[2:] == ["experiment"] * 18
     assert records[0].name == "workspace" and records[1].name == "main" and len(records[1].rev) == 40
     by_name = {r.name: r for r in records}
     assert by_name["later-kd-eps0.50"].state == "queued" and not by_name["later-kd-eps0.50"].evals
@@ -75,7 +76,7 @@ def test_parse_every_revision_of_the_capture(records):
 
 def test_select_finished_experiments_only(records):
     chosen = ex.select_records(records)
-    assert sorted(r.name for r in chosen) == sorted(GRID_NAMES_ALL)
+    assert sorted(r.name for r in chosen) == sorted(GRID_NAMES_ALL + GRID_NAMES_ENCODERS)
     assert {r.name for r in ex.pending(records)} == {"broken", "later-kd-eps0.50"}
 
 
@@ -91,7 +92,7 @@ def test_workspace_is_used_only_without_experiment_metrics(payload):
     assert "workspace" not in {r.kind for r in ex.select_records(with_experiments, workspace=True)}
     workspace["data"]["params"]["params.yaml"]["data"]["train"]["epochs"] = 20
     added = ex.select_records(ex.parse_exp_show([workspace, payload[1]]), workspace=True)
-    assert [r.name for r in added if r.kind == "workspace"] == ["workspace"] and len(added) == 11
+    assert [r.name for r in added if r.kind == "workspace"] == ["workspace"] and len(added) == 17
 
 
 def test_no_metrics_anywhere_is_one_clear_error(payload):
@@ -181,6 +182,98 @@ def test_ablation_tables_follow_the_thesis_rows(records):
     assert ex.build_tables(ex.select_records(records), dataset="kitti")[0].dataset == "kitti"
 
 
+# the seeds' layouts: thesis Table 9.1 and seed 002 Table I, each run beside its model's published row
+TABLE_9_1 = ["leve", "leve-mobilenetv3"]  # the registry's order
+TABLE_I = ["densedepth-densenet169", "densedepth-densenet161", "densedepth-resnet50", "densedepth-mobilenetv2",
+           "densedepth-resnet101"]  # seed 002's order
+
+
+def _section(text, title):
+    """The Markdown table lines (cells) and the text of the section ``### title``."""
+    part = text.split(f"### {title}", 1)[1].split("\n### ", 1)[0]
+    return table_lines(part), part
+
+
+def test_table_9_1_pairs_each_run_with_the_thesis_row(records):
+    t = table(ex.build_tables(ex.select_records(records)), "encoders")
+    assert t.title == "Table 9.1: encoders under Leve's decoder on nyu, no KD" and t.layout == "thesis-9.1"
+    assert [(e.label, type(e).__name__) for e in ex.entries(t)] == [
+        ("DDRNet-23-Slim", "Row"), ("DDRNet-23-Slim", "Published"), ("MobileNetV3", "Row"), ("MobileNetV3", "Published")]
+    lines, part = _section(ex.markdown([t]), t.title)
+    assert lines[0] == ["Encoder", "RMSE", "REL", "δ1", "δ2", "δ3", "Params (M)", "Inference (ms)", "FPS", "Source"]
+    body = lines[2:]
+    assert len(body) == 4
+    for (run, published), model, experiment in zip((body[0:2], body[2:4]), TABLE_9_1,
+                                                   ("kd-eps0.00", "encoders-mobilenetv3")):
+        m = means(expected_rmse(model, 0.0, "nyu"))   # the run's own numbers, params and measured FPS
+        assert run == [model_spec(model).result("9.1").row, *(f"{m[k]:.3f}" for k in ("rmse", "abs_rel", "d1", "d2", "d3")),
+                       f"{PARAMS[model] / 1e6:.2f}", f"{1000 / FPS[model]:.1f}", f"{FPS[model]:.1f}", experiment]
+        ref = model_spec(model).result("9.1")   # the registry's numbers, never retyped
+        assert published == [ref.row, f"{ref.rmse:.3f}", f"{ref.rel:.3f}", f"{ref.d1:.3f}", f"{ref.d2:.3f}",
+                             f"{ref.d3:.3f}", "–", f"{ref.latency_s * 1000:.1f}", f"{ref.fps:.1f}",
+                             "published (thesis Table 9.1)"]
+    assert body[1][1:6] == ["0.516", "0.142", "0.814", "0.958", "0.988"] and body[3][-2] == "43.0"   # as printed
+    assert "Published rows: thesis Table 9.1 (nyu test set, trained at 240x320; FPS on a GTX 1650 Ti" in part
+    assert "`leve2024` does." in part and "These runs were scored" not in part   # the thesis's own protocol
+    assert "Inference: `leve bench model` fp32 eager" in part
+
+
+def test_seed_002_table_i_in_the_seeds_layout(records):
+    t = table(ex.build_tables(ex.select_records(records)), "encoders-seed002")
+    assert t.layout == "seed-002" and [r.record.model for r in t.rows] == TABLE_I
+    lines, part = _section(ex.markdown([t]), t.title)
+    assert lines[0] == ["Method", "δ1", "δ2", "δ3", "REL", "RMS", "log10", "Source"]
+    body = lines[2:]
+    assert len(body) == 2 * len(TABLE_I)
+    for i, model in enumerate(TABLE_I):
+        run, published = body[2 * i], body[2 * i + 1]
+        m = means(expected_rmse(model, 0.0, "nyu"))
+        assert run == [model_spec(model).label, *(f"{m[k]:.3f}" for k in ("d1", "d2", "d3", "abs_rel", "rmse", "log10")),
+                       f"encoders-{model}"]
+        ref = model_spec(model).result("I", source=SEED_002)
+        assert published == [ref.row, f"{ref.d1:.3f}", f"{ref.d2:.3f}", f"{ref.d3:.3f}", f"{ref.rel:.3f}",
+                             f"{ref.rmse:.3f}", f"{ref.log10:.3f}", "published (seed 002 Table I)"]
+    assert body[1] == ["DenseNet-169", "0.837", "0.967", "0.992", "0.133", "0.481", "0.056", "published (seed 002 Table I)"]
+    assert "trained at 480x640), as leve's model registry records them; computed as leve's protocol `densedepth`" in part
+    assert "_test split, protocol leve2024 (crop leve2024);" in part   # the runs' own protocol, as recorded
+    assert "These runs were scored under protocol `leve2024`: evaluate them with `eval.protocol: densedepth`" in part
+    assert "Inference:" not in part and t.bench_note is None   # no speed columns in seed 002's layout
+
+
+def test_runs_scored_under_densedepth_need_no_protocol_note(records):
+    from leve.evaluation import get_protocol
+
+    settings = get_protocol("densedepth", "nyu", 10.0).settings()
+    pooled = [ex.Record(**{**r.__dict__, "evals": {d: {**doc, "protocol": settings} for d, doc in r.evals.items()}})
+              for r in ex.select_records(records)]
+    t = table(ex.build_tables(pooled), "encoders-seed002")
+    _, part = _section(ex.markdown([t]), t.title)
+    assert "_test split, protocol densedepth (crop leve2024), metrics pooled over pixels;" in part
+    assert "These runs were scored" not in part
+
+
+def test_encoder_tables_in_the_csv(records):
+    tables = [t for t in ex.build_tables(ex.select_records(records)) if t.key.startswith("encoders")]
+    rows = ex.csv_rows(tables)
+    published = [r for r in rows if r["kind"] == "published"]
+    assert [r["model"] for r in published] == TABLE_9_1 + TABLE_I
+    for r in published:
+        ref = next(x for x in model_spec(r["model"]).results if x.citation == r["reference"])
+        assert (r["rmse"], r["abs_rel"], r["d1"], r["d2"], r["d3"], r["log10"], r["fps"]) == (
+            ref.rmse, ref.rel, ref.d1, ref.d2, ref.d3, ref.log10, ref.fps)
+    runs = [r for r in rows if r["kind"] == "experiment"]
+    assert [(r["model"], r["params"], r["fps"]) for r in runs] == [(m, PARAMS[m], FPS[m]) for m in TABLE_9_1 + TABLE_I]
+
+
+def test_encoder_tables_need_two_models_and_show_published_rows_only_on_their_dataset(records):
+    chosen = ex.select_records(records)
+    one = [r for r in chosen if r.model != "leve-mobilenetv3"]
+    assert "encoders" not in [t.key for t in ex.build_tables(one)]
+    kitti = table(ex.build_tables(chosen, dataset="kitti"), "encoders-seed002")
+    assert kitti.rows and kitti.published == () and kitti.notes == ()   # the papers printed NYU figures only
+    assert kitti.rows[0].means["rmse"] == pytest.approx(expected_rmse(TABLE_I[0], 0.0, "kitti"))
+
+
 def test_tables_need_two_comparable_rows(records):
     kd_only = [r for r in ex.select_records(records) if r.name.startswith("kd-")]
     keys = [t.key for t in ex.build_tables(kd_only)]
@@ -201,7 +294,7 @@ def test_markdown_and_csv(records, tmp_path):
     assert all(c and set(c) <= {"-"} for c in lines[1])  # the header's separator line
     assert "later-kd-eps0.50 (queued)" in text and "broken (failed)" in text
     rows = ex.csv_rows(tables)
-    assert len(rows) == sum(len(t.rows) for t in tables)
+    assert len(rows) == sum(len(t.rows) + len(t.published) for t in tables)
     from leve.report.tables import write_csv
 
     path = write_csv(tmp_path / "e.csv", rows, ex.CSV_FIELDS)
@@ -262,7 +355,9 @@ def test_report_cli_from_saved_json(run_cli, tmp_path):
     assert res.code == 0, res.stderr
     md, table_csv = tmp_path / "reports/experiments.md", tmp_path / "reports/experiments.csv"
     assert md.read_text() + "\n" in res.stdout and "### Table 9.8:" in res.stdout
-    assert f"wrote {md} and {table_csv} (10 runs, 9 tables)" in res.stdout
+    assert f"wrote {md} and {table_csv} (16 runs, 11 tables)" in res.stdout
+    assert "### Table 9.1: encoders under Leve's decoder on nyu, no KD" in res.stdout
+    assert "### Seed 002 Table I: DenseDepth on ImageNet encoders on nyu, no KD" in res.stdout
     assert next(csv.reader(table_csv.open())) == list(ex.CSV_FIELDS)
 
 
