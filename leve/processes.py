@@ -90,7 +90,7 @@ def exclusive_writer(output: str | Path, lock: Path | None = None) -> Iterator[N
     try:
         yield
     finally:
-        handle.close()  # closing the file releases the lock
+        handle.close()  # unlocks and closes the file
 
 
 def acquire(output: Path, lock: Path | None = None) -> _LockFile:
@@ -140,6 +140,13 @@ class _LockFile:
     def close(self) -> None:
         if self.fd is not None and self.fd in _HELD:
             _HELD.discard(self.fd)
+            import fcntl
+
+            # Unlock explicitly before closing: a flock belongs to the open file description, which a
+            # child forked meanwhile shares until its at-fork hook closes its copy; LOCK_UN through any
+            # copy releases it for all, so the release never waits on that child being scheduled.
+            with contextlib.suppress(OSError):
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
         self.fd = None
 
