@@ -67,7 +67,8 @@ def run(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path
     from leve.evaluation.runner import evaluate
     from leve.models.checkpoint import load_checkpoint
     from leve.report.figures import save_grid
-    from leve.report.metrics import metrics_document, write_csv, write_json, write_tables
+    from leve.report.metrics import metrics_document, write_tables
+    from leve.report.tables import write_csv, write_json
     from leve.store import open_store
 
     cfg = config(dataset, overrides, params_file)

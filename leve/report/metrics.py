@@ -9,9 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from leve.errors import LeveError
 from leve.evaluation.metrics import METRIC_KEYS, Aggregate
-from leve.report.tables import METRIC_HEADERS, markdown_table, metric_cells, write_text
-from leve.report.tables import write_csv as write_csv  # re-exported: leve.evaluation.stage imports the writers from here
-from leve.report.tables import write_json as write_json
+from leve.report.tables import METRIC_HEADERS, markdown_table, metric_cells, write_csv, write_text
 
 if TYPE_CHECKING:  # an annotation only: the `tables` stage need not import the runner (and torch)
     from leve.evaluation.runner import EvalResult
