@@ -5,9 +5,10 @@ BIN    := $(abspath $(VENV))/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup clean gpu-check
 
 DEMO_DIR ?= leve-demo
+GPU_CHECK_OUT ?= bench-gpu.json
 
 demo: $(STAMP)  ## the whole product on the embedded default: pipeline, 2nd experiment, table, diff, figures
 	leve demo $(DEMO_DIR)
@@ -16,6 +17,9 @@ test: $(STAMP)  ## lint, type-check and run the test suite (what CI runs)
 	ruff check leve tests
 	mypy
 	python -m pytest
+
+gpu-check: $(STAMP)  ## leve bench gpu on this machine's GPU (< 8 min on an H200, nothing downloaded)
+	leve bench gpu --out $(GPU_CHECK_OUT)
 
 setup: $(STAMP)
 

@@ -1,10 +1,12 @@
-"""``leve export``: a checkpoint to ONNX or TorchScript, verified against PyTorch after export.
+"""``leve export``: a checkpoint to ONNX, TorchScript or a Hugging Face folder (``hf``:
+:mod:`leve.models.hf`), verified against PyTorch after export.
 
 ONNX uses torch's TorchScript-based exporter (``dynamo=False``: no onnxscript dependency) with
 dynamic batch, height and width; the graph is run with onnxruntime and compared with the
 PyTorch output at the export size (batch 2) and at a second size. The model description
 (name, max_depth, resolution, output_stride: the output is the input size / output_stride, 2 for
-DenseDepth) goes into the ONNX metadata. The export size must be one the model takes (DenseDepth:
+DenseDepth) and its lineage (teacher, licence, non-commercial flag, data: :mod:`leve.models.lineage`)
+go into the ONNX metadata. The export size must be one the model takes (DenseDepth:
 multiples of 8). The file is written under a
 temporary name and moved into place only when verification passes.
 """
@@ -22,8 +24,10 @@ from torch import nn
 
 from leve.errors import LeveError
 from leve.models.checkpoint import CheckpointInfo, load_checkpoint
+from leve.models.lineage import Lineage
+from leve.models.runtime import export_onnx
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "hf")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 TOLERANCE = 1e-4  # max abs difference relative to the output's range
 
@@ -54,10 +58,15 @@ class ExportResult:
 
 
 def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None = None,
-                      resolution: tuple[int, int] | None = None, opset: int = 17) -> ExportResult:
-    """Export, verify, then move the file into place; a failed check leaves nothing behind."""
+                      resolution: tuple[int, int] | None = None, opset: int = 17,
+                      metrics: tuple[str | Path, ...] = ()) -> ExportResult:
+    """Export, verify, then move the file into place; a failed check leaves nothing behind.
+    ``hf``: a Hugging Face layout folder (:mod:`leve.models.hf`; ``metrics``: ``leve eval`` files
+    for its model card), by default ``<checkpoint stem>-hf`` beside the checkpoint."""
     if fmt not in FORMATS:
         raise LeveError(f"unknown export format '{fmt}'; choose from {', '.join(FORMATS)}")
+    if fmt == "hf":
+        return _export_hf(Path(checkpoint), out, metrics)
     from leve.models.registry import model_spec
 
     model, info = load_checkpoint(checkpoint)
@@ -76,6 +85,16 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None =
     finally:
         tmp.unlink(missing_ok=True)
     return ExportResult(str(out), fmt, info.model, checks)
+
+
+def _export_hf(checkpoint: Path, out: str | Path | None, metrics: tuple[str | Path, ...]) -> ExportResult:
+    from leve.models.checkpoint import read_checkpoint
+    from leve.models.hf import write_hf_folder
+
+    target = Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}-hf")
+    diff, shape, span = write_hf_folder(checkpoint, target, metrics)
+    check = Check(shape, diff, span, diff / span if span > 0 else diff)
+    return ExportResult(str(target), "hf", read_checkpoint(target)[1].model, [check])
 
 
 def _inputs(size: tuple[int, int], multiple: int = 8, min_size: int = 64) -> list[torch.Tensor]:
@@ -112,17 +131,13 @@ def _export_onnx(model: nn.Module, info: CheckpointInfo, size: tuple[int, int], 
     import onnxruntime as ort
 
     xs = _model_inputs(model, size)
-    axes = {0: "batch", 2: "height", 3: "width"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
-        torch.onnx.export(model, (xs[0],), str(path), dynamo=False, opset_version=opset, input_names=["rgb"],
-                          output_names=["out"], dynamic_axes={"rgb": axes, "out": axes})
+    export_onnx(model, xs[0], path, opset)
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
     stride = int(getattr(model, "output_stride", 1))
     meta = {"leve_model": info.model, "max_depth": str(info.max_depth),
             "resolution": f"{size[0]}x{size[1]}", "input": "RGB in [0,1], NCHW", "output": "max_depth/depth",
-            "output_stride": str(stride)}
+            "output_stride": str(stride), **Lineage.of(info).onnx_metadata()}
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))

@@ -28,9 +28,13 @@ def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise LeveError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
+    except UnicodeDecodeError as exc:
+        raise LeveError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    except (OSError, RecursionError) as exc:
+        raise LeveError(f"{path}: cannot read params ({exc.__class__.__name__})") from exc
     if not isinstance(data, dict):
         raise LeveError(f"{path}: expected a mapping at the top level")
     return data
@@ -60,7 +64,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise LeveError(f"--set expects key=value, got '{item}'")
+            raise LeveError(f"--set expects key=value, got {item!r}")
         out[key.strip()] = Override(value)
     return out
 
@@ -89,9 +93,10 @@ def build_config(cls: type[T], values: dict[str, Any], where: str) -> T:
 
     A field typed as another dataclass takes a mapping (a nested params section)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted((k for k in values if k not in fields), key=str)
     if unknown:
-        raise LeveError(f"{where}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+        shown = ", ".join(k if isinstance(k, str) and k.isprintable() else repr(k) for k in unknown)
+        raise LeveError(f"{where}: unknown parameter(s) {shown}; known: {', '.join(fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
     return cls(**kwargs)
@@ -114,7 +119,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             try:
                 value = yaml.safe_load(value)
             except yaml.YAMLError as exc:
-                raise LeveError(f"{where}: cannot parse '{value}'") from exc
+                raise LeveError(f"{where}: cannot parse {str(value)!r}") from exc
         else:
             value = str(value)
     if origin in (typing.Union, types.UnionType):
@@ -131,11 +136,24 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise LeveError(f"{where}: expected float, got {value!r}") from None
     if hint is Path and isinstance(value, str):
         return Path(value)
-    if origin is tuple and isinstance(value, list):
-        return tuple(value)
-    if hint in (int, float, str, bool) and not isinstance(value, hint):
+    if origin in (tuple, list):
+        return _coerce_sequence(value, origin, args, where)
+    if hint in (int, float, str, bool, Path) and (not isinstance(value, hint) or (hint is not bool and isinstance(value, bool))):
         raise LeveError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value
+
+
+def _coerce_sequence(value: Any, origin: Any, args: tuple[Any, ...], where: str) -> Any:
+    """A YAML list as ``tuple[X, ...]``, ``tuple[X, Y]`` or ``list[X]``, each item checked."""
+    if not isinstance(value, list | tuple):
+        raise LeveError(f"{where}: expected a list, got {value!r}")
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(value) != len(args):
+            raise LeveError(f"{where}: expected {len(args)} values, got {len(value)}")
+        items = [_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+    else:
+        items = [_coerce(v, args[0], f"{where}[{i}]") if args else v for i, v in enumerate(value)]
+    return tuple(items) if origin is tuple else items
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

@@ -53,3 +53,33 @@ def synthetic_store(path: Path, height: int, width: int, train: int, val: int, t
                            block_size=block_size)
     synthetic.prepare(cfg, show_progress=False)
     return path
+
+
+def endoslam_store(path: Path, frames: dict[str, int], height: int = 12, width: int = 16, seed: int = 0,
+                   zero_share: float = 0.1) -> tuple[Path, dict[str, list[tuple[np.ndarray, np.ndarray]]]]:
+    """A complete EndoSLAM store built by ``leve prepare endoslam`` from a UnityCam tree written beside
+    it (``<path>.src/UnityCam/<organ>/{Frames,Pixelwise Depths}``): ``frames[organ]`` random frames per
+    organ, depth R channel with about ``zero_share`` zero (unmeasured) pixels. Returns the store and,
+    per organ in store order, each frame's ``(rgb uint8 (H, W, 3), depth R / 255 float32 (H, W))``."""
+    from leve.datasets import endoslam
+    from leve.store.images import encode_png
+
+    src = path.with_name(path.name + ".src")
+    rng = np.random.default_rng(seed)
+    truth: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for organ, count in frames.items():
+        base = src / "UnityCam" / organ
+        (base / "Frames").mkdir(parents=True, exist_ok=True)
+        (base / "Pixelwise Depths").mkdir(parents=True, exist_ok=True)
+        truth[organ] = []
+        for n in range(1, count + 1):
+            rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            rgba = rng.integers(1, 256, (height, width, 4), dtype=np.uint8)
+            rgba[..., 0][rng.random((height, width)) < zero_share] = 0
+            (base / "Frames" / f"image_{n:04d}.png").write_bytes(encode_png(rgb))
+            (base / "Pixelwise Depths" / f"aov_image_{n:04d}.png").write_bytes(encode_png(rgba))
+            truth[organ].append((rgb, (rgba[..., 0] / np.float32(255.0)).astype(np.float32)))
+    cfg = endoslam.Config(out=path, raw=path.with_name(path.name + ".raw"), source=src, organs=tuple(frames),
+                          per_organ=max(frames.values()), block_size=4)
+    endoslam.prepare(cfg, show_progress=False)
+    return path, truth

@@ -3,23 +3,33 @@ size, compute and speed of every registered variant, side by side.
 
 Per model: parameters (total, encoder, decoder), its output stride (1, or 2 for DenseDepth's
 half-resolution output; the timings cover the network only, not the upsampling), MACs (``torch.utils.flop_counter``: convs and
-matmuls; bilinear resizes, pooling and batch norm are not counted) and batch latency
-(median of ``repeats`` timed runs after ``warmup`` runs, under ``torch.inference_mode``) with
-FPS, in each execution mode: ``eager``, ``channels_last`` and ``compile`` (``torch.compile``,
-only for ``compile_models`` since compiling takes about a minute per model on a CPU). On CUDA
-every mode is also timed in fp16 (weights and input cast to half). Speed-ups are ratios to
-eager fp32 measured in the same process. A mode that fails records its error instead.
+matmuls; bilinear resizes, pooling and batch norm are not counted) and batch latency under
+``torch.inference_mode`` with FPS, in each execution mode: ``eager``, ``channels_last`` (weights
+and input only) and the inference runtimes of :mod:`leve.models.runtime` that ``leve predict`` and
+``leve serve`` run: ``torch`` (batch norm folded, channels-last), ``compiled`` (that, through
+``torch.compile``; only for ``compile_models``, since compiling takes minutes per model on a
+CPU) and ``onnx`` (onnxruntime, CPU). ``compile`` and ``fused`` are accepted for ``compiled`` and
+``torch``. Every mode is prepared first, checked against eager on the timed input (``check``:
+max abs difference relative to the output range) and warmed up; then ``repeats`` rounds each
+time every mode once, in rotating order, so that load from other processes falls on all modes
+alike. Per mode: ``prepare_s`` (preparing it and its first call: the export or compilation
+included), median and p10/p90 latency; ``latency_ratio_vs_eager``: the median over rounds
+of (mode / eager in the same round), the figure the goal (<= 0.6) is about; ``speedup_vs_eager_fp32``:
+eager median / mode median. On CUDA every mode is also timed in fp16 (weights and input cast to
+half; onnx is CPU only). A mode that fails records its error instead. The 1-minute load average
+is recorded at the start and end of each model.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +41,12 @@ from leve import __version__
 from leve.errors import LeveError
 from leve.models import DEFAULT_MODEL, create_model, list_models
 from leve.models.registry import THESIS_FPS_DEVICE, model_spec, model_specs
+from leve.models.runtime import compare, prepare_for_inference
 from leve.params import PARAMS_FILE, build_config, load_params, section
 
-MODES = ("eager", "channels_last", "compile")
+MODES = ("eager", "channels_last", "torch", "compiled", "onnx")
+ALIASES = {"compile": "compiled", "fused": "torch"}  # older names of two modes
+RATIO_GOAL = 0.6  # issue 16: a runtime at <= 0.6x the eager latency of the same model
 # Thesis Tables 9.1-9.4: FPS on a GTX 1650 Ti, 480x640 input, fp32 eager (from the model registry).
 THESIS_FPS = {s.name: s.fps for s in model_specs() if s.fps is not None}
 
@@ -82,28 +95,39 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
 
 def time_forward(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, warmup: int, repeats: int) -> list[float]:
     """Wall-clock milliseconds of ``repeats`` calls after ``warmup`` calls (CUDA synchronised)."""
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    times = []
+    return time_interleaved({"fn": (fn, x)}, warmup, repeats)["fn"]
+
+
+def time_interleaved(fns: dict[str, tuple[Callable[[torch.Tensor], Any], torch.Tensor]], warmup: int,
+                     repeats: int) -> dict[str, list[float]]:
+    """Milliseconds per call of each ``fn(x)``: ``warmup`` untimed calls each, then ``repeats``
+    rounds that call every one once, the order rotating by one each round (CUDA synchronised)."""
+    cuda = any(x.is_cuda for _, x in fns.values())
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
     with torch.inference_mode():
-        for i in range(warmup + repeats):
-            sync()
-            t0 = time.perf_counter()
-            fn(x)
-            sync()
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1000.0)
+        for n in names:
+            for _ in range(warmup):
+                fns[n][0](fns[n][1])
+        for r in range(repeats):
+            for n in names[r % len(names):] + names[: r % len(names)]:
+                fn, x = fns[n]
+                sync()
+                t0 = time.perf_counter()
+                fn(x)
+                sync()
+                times[n].append((time.perf_counter() - t0) * 1000.0)
     return times
 
 
-def _prepare(model: nn.Module, x: torch.Tensor, mode: str, dtype: torch.dtype) -> tuple[Callable, torch.Tensor]:
-    model = model.to(dtype=dtype)
-    x = x.to(dtype=dtype)
-    if mode in ("channels_last", "compile"):
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    if mode == "compile":
-        return torch.compile(model), x
-    return model, x
+def prepare_mode(model: nn.Module, x: torch.Tensor, mode: str, batch: int) -> tuple[Callable, torch.Tensor]:
+    """The callable and input of one mode; the runtimes come from :func:`prepare_for_inference`."""
+    if mode == "eager":
+        return model, x
+    if mode == "channels_last":
+        return model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    return prepare_for_inference(model, mode, tuple(x.shape[-2:]), batch, check=False), x
 
 
 def _latency(times: list[float], batch: int) -> dict[str, float]:
@@ -113,34 +137,77 @@ def _latency(times: list[float], batch: int) -> dict[str, float]:
             "fps": round(1000.0 * batch / med, 2), "runs": len(times)}
 
 
-def bench_mode(name: str, mode: str, dtype: torch.dtype, cfg: Config, x: torch.Tensor) -> dict[str, Any]:
-    """Time one model in one mode; errors are recorded, not raised."""
-    if mode == "compile" and name not in cfg.compile_models:
-        return {"skipped": "not in compile_models"}
-    model = create_model(name).eval().to(x.device)
+def _error(exc: BaseException) -> dict[str, str]:
+    text = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return {"error": f"{exc.__class__.__name__}: {text}"}
+
+
+def _skip_reason(name: str, mode: str, cfg: Config, dtype: torch.dtype, device: torch.device) -> str | None:
+    if mode == "compiled" and name not in cfg.compile_models:
+        return "not in compile_models"
+    if mode == "onnx" and (device.type != "cpu" or dtype != torch.float32):
+        return "onnxruntime runs fp32 on the CPU here"
+    return None
+
+
+def bench_modes(name: str, dtype: torch.dtype, cfg: Config, x: torch.Tensor) -> dict[str, Any]:
+    """Prepare, check against eager and time every mode of one model in one dtype, interleaved;
+    a mode that fails records its error, not raised."""
+    x = x.to(dtype=dtype)
+    eager = create_model(name).eval().to(x.device, dtype=dtype)
+    results: dict[str, Any] = {}
+    fns: dict[str, tuple[Callable, torch.Tensor]] = {}
+    with torch.inference_mode():
+        reference = eager(x)
+    for mode in cfg.modes:
+        reason = _skip_reason(name, mode, cfg, dtype, x.device)
+        if reason:
+            results[mode] = {"skipped": reason}
+            continue
+        try:  # compile needs a C++ toolchain / triton, onnx the export extra: report why it failed
+            t0 = time.perf_counter()
+            model = eager if mode == "eager" else copy.deepcopy(eager)  # the same weights
+            fn, xin = prepare_mode(model, x, mode, cfg.batch)
+            with torch.inference_mode():
+                check = compare(reference, fn(xin))  # also the first (compiling) call
+            fns[mode] = (fn, xin)
+            results[mode] = {"prepare_s": round(time.perf_counter() - t0, 2)}  # incl. export/compile, 1st call
+            if mode != "eager":
+                results[mode]["check"] = check.to_dict()
+        except Exception as exc:
+            results[mode] = _error(exc)
     try:
-        fn, xin = _prepare(model, x, mode, dtype)
-        warmup = max(cfg.warmup, 1) if mode == "compile" else cfg.warmup  # never time the compilation
-        return _latency(time_forward(fn, xin, warmup, cfg.repeats), cfg.batch)
-    except Exception as exc:  # compile needs a C++ toolchain / triton; report why it failed
-        return {"error": f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
+        times = time_interleaved(fns, cfg.warmup, cfg.repeats)
+    except Exception as exc:
+        return {m: (_error(exc) if m in fns else r) for m, r in results.items()}
+    for mode, t in times.items():
+        results[mode].update(_latency(t, cfg.batch))
+        if "eager" in times:
+            results[mode]["latency_ratio_vs_eager"] = round(
+                statistics.median(a / b for a, b in zip(t, times["eager"])), 3)
+    return results
 
 
 def bench_model(name: str, cfg: Config, device: torch.device) -> dict[str, Any]:
     """Params, MACs and per-mode latency of one registered model."""
     h, w = parse_resolution(cfg.resolution)
-    x = torch.rand(cfg.batch, 3, h, w, device=device)
+    x = torch.rand(cfg.batch, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
     model = create_model(name).eval().to(device)
     result: dict[str, Any] = {"params": count_params(model), "macs": count_macs(model, x),
-                              "output_stride": int(getattr(model, "output_stride", 1))}
+                              "output_stride": int(getattr(model, "output_stride", 1)),
+                              "loadavg_1min_start": _loadavg()}
+    del model
     result["gmacs"] = round(result["macs"] / 1e9, 3)
     dtypes = {"fp32": torch.float32, **({"fp16": torch.float16} if device.type == "cuda" else {})}
     for dname, dtype in dtypes.items():
-        result[dname] = {mode: bench_mode(name, mode, dtype, cfg, x) for mode in cfg.modes}
+        result[dname] = bench_modes(name, dtype, cfg, x)
+    result["loadavg_1min_end"] = _loadavg()
     base = result["fp32"].get("eager", {}).get("median_ms")
     result["speedup_vs_eager_fp32"] = {
         f"{d}/{m}": round(base / r["median_ms"], 3)
         for d in dtypes for m, r in result[d].items() if base and "median_ms" in r}
+    result["latency_ratio_vs_eager"] = {
+        m: r["latency_ratio_vs_eager"] for m, r in result["fp32"].items() if "latency_ratio_vs_eager" in r}
     return result
 
 
@@ -169,6 +236,8 @@ def _resolve(cfg: Config) -> tuple[list[str], torch.device]:
     bad = [m for m in cfg.modes if m not in MODES]
     if bad:
         raise LeveError(f"unknown mode(s) {', '.join(bad)}; choose from {', '.join(MODES)}")
+    if cfg.threads < 0:
+        raise LeveError(f"bench.model: threads must be >= 0, got {cfg.threads}")
     if cfg.device not in ("cpu", "cuda"):
         raise LeveError(f"device must be cpu or cuda, got '{cfg.device}'")
     if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -210,6 +279,9 @@ def benchmark(cfg: Config, progress: Callable[[str], None] | None = None) -> dic
     report = {"resolution": [h, w], "batch": cfg.batch, "warmup": cfg.warmup, "repeats": cfg.repeats,
               "environment": {**_environment(device, cfg), "loadavg_1min_start": load_start,
                               "loadavg_1min_end": _loadavg()}, "models": models}
+    report["latency_ratio_vs_eager"] = {
+        "goal": f"<= {RATIO_GOAL} (median over interleaved rounds of runtime / eager, fp32, same process)",
+        "models": {n: r["latency_ratio_vs_eager"] for n, r in models.items()}}
     report["thesis_comparison"] = _thesis_comparison(models)
     return report
 
@@ -217,7 +289,9 @@ def benchmark(cfg: Config, progress: Callable[[str], None] | None = None) -> dic
 def config(overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE) -> Config:
     """The typed config of ``bench.model``: code defaults < params.yaml < overrides."""
     values = {**section(load_params(params_file), "bench.model"), **(overrides or {})}
-    return build_config(Config, values, "bench.model")
+    cfg = build_config(Config, values, "bench.model")
+    modes = [ALIASES.get(m, m) for m in ("eager", *cfg.modes)]  # eager always: the baseline of the ratios
+    return replace(cfg, modes=tuple(dict.fromkeys(modes)))
 
 
 def run(overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE,

@@ -6,14 +6,16 @@ the data loader keeps up.
    ``plain`` (eps = 0, no cache read), ``kd_cache`` (eps = 0.25, teacher maps read from the
    cache) and ``kd_online`` (eps = 0.25, the thesis's way: the teacher, real-size
    Depth-Anything Small with random weights, runs on every batch). Goal: kd_cache / plain <= 1.05.
-2. Loader throughput with the default workers against the model's training rate on batches
-   already in memory: the model never waits when the loader is faster.
+2. Loader throughput with the default workers (in all and per worker) against the model's
+   training rate on batches already in memory: the model never waits when the loader is faster.
+3. The same loader per worker from an ``rgb_codec: jpeg`` store, decoding in full and at
+   libjpeg's reduced DCT scale (``decode: draft``), side by side.
 Store: NYU-sized 480x640 samples, resized to the training resolution as in ``leve train``.
 """
 
 from __future__ import annotations
 
-import itertools
+import os
 import statistics
 import tempfile
 import time
@@ -26,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from leve.bench import report_header
-from leve.bench.teacher import make_store
+from leve.bench.teacher import NYU_SIZE, make_store
 from leve.device import resolve_device
 from leve.models import create_model
 from leve.processes import DiesWithParent
@@ -83,8 +85,8 @@ def step_times(variants: dict[str, Callable[[int], None]], steps: int) -> dict[s
 def _variants(store: Path, cache: Path, online: OnlineTeacher, batch_size: int, size: tuple[int, int],
               device: torch.device) -> dict[str, Callable[[int], None]]:
     n = len(open_split(store, "train"))
-    plain_data = DepthDataset(store, "train", size, augment=AugmentConfig())
-    kd_data = DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig())
+    plain_data = DepthDataset(store, "train", size, augment=AugmentConfig(), rgb_uint8=True)
+    kd_data = DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig(), rgb_uint8=True)
     runners = {"plain": _runner(device, 0.0), "kd_cache": _runner(device, KD_EPS), "kd_online": _runner(device, KD_EPS)}
 
     def indices(k: int) -> list[int]:
@@ -111,19 +113,41 @@ def _variants(store: Path, cache: Path, online: OnlineTeacher, batch_size: int, 
     return {"plain": plain, "kd_cache": kd_cache, "kd_online": kd_online}
 
 
-def loader_vs_model(store: Path, cache: Path, batch_size: int, size: tuple[int, int], workers: int,
-                    device: torch.device, batches: int) -> dict[str, Any]:
-    """Samples/s of the DataLoader alone (KD from the cache, ``workers`` processes) and of the
-    training step alone on a batch already in memory."""
-    data = DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig())
-    sampler = [[(0, i) for i in range(b * batch_size, (b + 1) * batch_size)] for b in range(len(data) // batch_size)]
+def _children_cpu() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def loader_rate(data: DepthDataset, batch_size: int, workers: int, batches: int,
+                pin_memory: bool = False) -> dict[str, float]:
+    """One pass of ``batches + 1`` batches through a DataLoader built as ``leve train`` builds it
+    (collate in the workers, prefetch 4, pinned memory on CUDA). ``samples_per_s``: wall clock after
+    the first batch; ``samples_per_cpu_s``: samples per CPU second the loading processes spent in
+    all (the workers, counted once they have exited), the rate of one worker given a whole core,
+    whatever else shares the machine."""
+    n = len(data)
+    sampler = [[(0, (b * batch_size + j) % n) for j in range(batch_size)] for b in range(batches + 1)]
+    cpu0, main0 = _children_cpu(), time.process_time()
     loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                                         persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+                                         pin_memory=pin_memory, prefetch_factor=4 if workers else None,
                                          worker_init_fn=DiesWithParent())
-    next(iter(loader))  # start the workers
+    it = iter(loader)
+    next(it)  # start the workers
     t0 = time.perf_counter()
-    seen = sum(b["rgb"].shape[0] for b in itertools.islice(itertools.cycle(loader), batches))
-    loader_rate = seen / (time.perf_counter() - t0)
+    seen = sum(b["rgb"].shape[0] for b in it)
+    wall = time.perf_counter() - t0
+    del it, loader  # the exhausted iterator has joined its workers
+    cpu = _children_cpu() - cpu0 if workers else time.process_time() - main0
+    return {"samples_per_s": seen / wall, "samples_per_cpu_s": (batches + 1) * batch_size / max(cpu, 1e-9)}
+
+
+def loader_vs_model(store: Path, cache: Path, batch_size: int, size: tuple[int, int], workers: int,
+                    device: torch.device, batches: int, decode: str = "full", loader_batches: int = 12) -> dict[str, Any]:
+    """Samples/s of the DataLoader alone (KD from the cache, ``workers`` processes; per worker too)
+    and of the training step alone on a batch already in memory (``batches`` steps; ``loader_batches``
+    batches: a dozen or more, or the workers' start-up dominates their CPU time)."""
+    data = DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig(), decode=decode, rgb_uint8=True)
+    rate = loader_rate(data, batch_size, workers, loader_batches, pin_memory=device.type == "cuda")
     runner, batch = _runner(device, KD_EPS), _fetch(data, list(range(batch_size)))
     runner.step(batch)
     t0 = time.perf_counter()
@@ -132,8 +156,55 @@ def loader_vs_model(store: Path, cache: Path, batch_size: int, size: tuple[int, 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     model_rate = batches * batch_size / (time.perf_counter() - t0)
-    return {"workers": workers, "batches": batches, "loader_samples_per_s": round(loader_rate, 2),
-            "model_samples_per_s": round(model_rate, 2), "model_waits_for_data": loader_rate < model_rate}
+    return {"workers": workers, "batches": batches, "loader_batches": loader_batches, "decode": decode,
+            "loader_samples_per_s": round(rate["samples_per_s"], 2),
+            "loader_samples_per_s_per_worker": round(rate["samples_per_s"] / max(workers, 1), 2),
+            "loader_samples_per_cpu_s": round(rate["samples_per_cpu_s"], 2),
+            "model_samples_per_s": round(model_rate, 2), "model_waits_for_data": rate["samples_per_s"] < model_rate}
+
+
+class SmoothJpegRGBD:
+    """Picklable loader of NYU-sized samples: smooth random RGB with sensor-like noise as JPEG bytes
+    (quality 90, as NYU's), positive depth."""
+
+    def __call__(self, i: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        from leve.store.images import encode_jpeg
+
+        h, w = NYU_SIZE
+        rng = np.random.default_rng(i)
+        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+        rgb = np.stack([np.sin(rng.uniform(2, 9) * xx + rng.uniform(1, 7) * yy + c) for c in range(3)], -1)
+        rgb = np.clip(rgb * 100 + 128 + rng.normal(0, 4, (h, w, 3)), 0, 255).astype(np.uint8)
+        depth = (1 + 8 * yy + rng.uniform(0, 0.2, (h, w))).astype(np.float32)
+        return {"rgb_jpeg": encode_jpeg(rgb, 90), "depth": depth}, {"height": h, "width": w}
+
+
+def jpeg_loader(tmp: Path, images: int, batch_size: int, size: tuple[int, int], workers: int,
+                batches: int) -> dict[str, Any]:
+    """Per-worker loader rate from an ``rgb_codec: jpeg`` store (the NYU source's own JPEG bytes),
+    decoding in full (bit-equal to evaluation) and at libjpeg's reduced DCT scale (``decode: draft``),
+    interleaved: two rounds each, the best kept."""
+    from leve.datasets.build import SplitSource, build_store
+    from leve.store import SplitSpec, dataset_arrays
+
+    store = tmp / "nyu_jpeg.zarr"
+    spec = SplitSpec("train", images, dataset_arrays(*NYU_SIZE, rgb_codec="jpeg"), {"height": "int32", "width": "int32"})
+    build_store(store, {"dataset": "bench-jpeg"}, f"bench-jpeg-{images}", [SplitSource(spec, SmoothJpegRGBD())],
+                show_progress=False)
+    cache = tmp / "nyu_teacher.zarr"
+    build_teacher_cache(store, cache, "train", load_teacher("tiny-random"), batch_size=4, device="cpu",
+                        show_progress=False)
+    rates: dict[str, list[float]] = {"full": [], "draft": []}
+    for _ in range(2):
+        for decode in rates:
+            data = DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig(), decode=decode,
+                                rgb_uint8=True)
+            rates[decode].append(loader_rate(data, batch_size, workers, batches)["samples_per_cpu_s"])
+    best = {k: max(v) for k, v in rates.items()}
+    return {"store": "rgb_codec: jpeg (smooth synthetic RGB, JPEG quality 90), 480x640", "workers": workers,
+            "samples_per_cpu_s": {k: round(v, 2) for k, v in best.items()},
+            "draft_over_full": round(best["draft"] / best["full"], 3),
+            "note": "decode: draft is not bit-equal to evaluation's full decode + resize"}
 
 
 def run_bench(steps: int = 3, batch_size: int = 8, size: tuple[int, int] = (240, 320), workers: int = 2,
@@ -149,6 +220,7 @@ def run_bench(steps: int = 3, batch_size: int = 8, size: tuple[int, int] = (240,
                                              amp="float16" if cuda else "float32"), store, size)
         times = step_times(_variants(store, cache, online, batch_size, size, dev), steps)
         loader = loader_vs_model(store, cache, batch_size, size, workers, dev, batches=max(steps, 3))
+        jpeg = jpeg_loader(Path(tmp), 2 * batch_size, batch_size, size, workers, batches=12)
     median = {k: statistics.median(v) for k, v in times.items()}
     return {
         **report_header("train", dev),
@@ -165,4 +237,5 @@ def run_bench(steps: int = 3, batch_size: int = 8, size: tuple[int, int] = (240,
         "ratio_kd_online_over_plain": round(median["kd_online"] / median["plain"], 3),
         "goal": "kd_cache / plain <= 1.05",
         "loader": loader,
+        "loader_jpeg_store": jpeg,
     }

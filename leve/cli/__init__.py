@@ -36,6 +36,7 @@ def _root(
 
 # Command modules register themselves on import.
 from leve.cli import (  # noqa: E402,F401
+    bench_gpu,
     bench_io,
     evaluate,
     info,

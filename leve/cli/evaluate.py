@@ -20,6 +20,8 @@ def eval_command(
     crop: str = typer.Option(None, help="Crop name (nyu: leve2024|eigen|full; kitti: leve2024|garg|eigen|full)."),
     align: str = typer.Option(None, help="standard: none | median | lstsq (disparity scale and shift)."),
     flip: bool = typer.Option(None, "--flip/--no-flip", help="standard: average with the flipped prediction."),
+    aggregation: str = typer.Option(None, help="Over the split: per_image (means) | per_image_mse (RMSE as the "
+                                               "thesis's eq. 8.1) | pooled (every pixel) (default: the protocol's)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Images per forward pass."),
     device: str = typer.Option(None, help="auto | cpu | cuda | cuda:N."),
     teacher: bool = typer.Option(None, "--teacher/--no-teacher", help="Add teacher rows from the teacher cache."),
@@ -31,6 +33,6 @@ def eval_command(
     from leve.evaluation import stage
 
     options = {"checkpoint": checkpoint, "protocol": protocol, "split": split, "crop": crop, "align": align,
-               "flip": flip, "batch_size": batch_size, "device": device, "teacher": teacher}
+               "flip": flip, "aggregation": aggregation, "batch_size": batch_size, "device": device, "teacher": teacher}
     overrides = merge_options(sets, options)
     stage.run(dataset, overrides, params_file=params, show_progress=not quiet)

@@ -1,4 +1,4 @@
-"""``leve predict``, ``leve export`` and ``leve bench model``."""
+"""``leve predict``, ``leve export``, ``leve model-card`` and ``leve bench model``."""
 
 from __future__ import annotations
 
@@ -19,38 +19,72 @@ def _split(values: list[str] | None) -> list[str]:
 
 @app.command("predict")
 def predict(
-    inputs: list[Path] = typer.Argument(..., help="Images (JPEG/PNG) or folders of images."),
+    inputs: list[Path] = typer.Argument(..., help="Images (JPEG/PNG), videos, or folders of them."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A leve checkpoint (.safetensors or .pt)."),
     out: Path = typer.Option(Path("predictions"), "--out", help="Output folder."),
     depth_format: str = typer.Option("png16", "--depth-format", help="Metric depth as 'png16' (mm) or 'npy' (m)."),
     flip: bool = typer.Option(False, "--flip", help="Average with the prediction on the mirrored image."),
     cmap: str = typer.Option("magma", "--cmap", help="Matplotlib colour map for the preview PNG."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    runtime: str = typer.Option("auto", "--runtime", help="auto (onnx on the CPU when onnxruntime is installed, "
+                                "else torch), torch (batch norm folded, channels-last), compiled (torch.compile), "
+                                "onnx (onnxruntime, CPU) or eager; each checked against eager."),
+    every: int = typer.Option(1, "--every", min=1, help="Videos: predict every k-th frame."),
+    pointcloud: bool = typer.Option(False, "--pointcloud", help="Also write a coloured PLY point cloud per image "
+                                    "(intrinsics: --fx/--fov, --intrinsics STORE, or the image's EXIF focal length)."),
+    fx: float = typer.Option(None, "--fx", help="Point cloud: focal length in pixels (x)."),
+    fy: float = typer.Option(None, "--fy", help="Point cloud: focal length in pixels (y; default --fx)."),
+    cx: float = typer.Option(None, "--cx", help="Point cloud: principal point x in pixels (default the centre)."),
+    cy: float = typer.Option(None, "--cy", help="Point cloud: principal point y in pixels (default the centre)."),
+    fov: float = typer.Option(None, "--fov", help="Point cloud: horizontal field of view in degrees."),
+    intrinsics: Path = typer.Option(None, "--intrinsics", help="Point cloud: a leve store whose recorded "
+                                    "intrinsics describe the camera (scaled to each image's size)."),
+    scale: float = typer.Option(None, "--scale", help="Point cloud from a relative-depth checkpoint: metres per "
+                                "unit of its depth."),
 ) -> None:
-    """Predict depth maps: a colour PNG and the metric depth per image."""
+    """Predict depth maps: a colour PNG and the metric depth per image; for a video, per-frame maps, a depth
+    video and its temporal stability; with --pointcloud, a PLY per image."""
+    from leve.outputs.intrinsics import CameraOptions
+    from leve.outputs.pointcloud import CloudOptions
     from leve.predict import PredictOptions, run_predict
 
-    opts = PredictOptions(out_dir=out, depth_format=depth_format, flip=flip, cmap=cmap, device=device)
+    cloud = CloudOptions(CameraOptions(fx, fy, cx, cy, fov, intrinsics), scale) if pointcloud else None
+    opts = PredictOptions(out_dir=out, depth_format=depth_format, flip=flip, cmap=cmap, device=device, runtime=runtime,
+                          every=every, pointcloud=cloud)
     written = run_predict(list(inputs), checkpoint, opts)
-    console.print(f"wrote {len(written)} files for {len(written) // 2} images to {out}")
+    console.print(f"wrote {len(written)} files to {out}")
 
 
 @app.command("export")
 def export(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A leve checkpoint (.safetensors or .pt)."),
-    fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
-    out: Path = typer.Option(None, "--out", help="Output file (default next to the checkpoint)."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx, torchscript or hf (a Hugging Face layout folder)."),
+    out: Path = typer.Option(None, "--out", help="Output file or hf folder (default next to the checkpoint)."),
     resolution: str = typer.Option(None, "--resolution", help="HxW to trace at (default: the checkpoint's)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset."),
+    metrics: list[Path] = typer.Option([], "--metrics", help="hf: `leve eval` metrics JSON for the card (repeatable)."),
 ) -> None:
-    """Export to ONNX (dynamic batch and size) or TorchScript, verified against PyTorch."""
+    """Export to ONNX (dynamic batch and size), TorchScript or a Hugging Face folder, verified against
+    PyTorch; the model's lineage (teacher, licence, data) goes with it."""
     from leve.bench.model import parse_resolution
     from leve.export import export_checkpoint
 
     size = parse_resolution(resolution) if resolution else None
-    result = export_checkpoint(checkpoint, fmt, out, size, opset)
+    result = export_checkpoint(checkpoint, fmt, out, size, opset, tuple(metrics))
     console.print(f"wrote {result.path}; max abs diff vs PyTorch {result.max_abs_diff:.3g}")
     typer.echo(json.dumps(result.to_dict(), indent=2))
+
+
+@app.command("model-card")
+def model_card(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A leve checkpoint (or hf folder)."),
+    metrics: list[Path] = typer.Option([], "--metrics", help="`leve eval` metrics JSON to include (repeatable)."),
+    out: Path = typer.Option(None, "--out", help="Card path (default MODEL_CARD.md beside the checkpoint)."),
+) -> None:
+    """(Re)write a checkpoint's model card: architecture, parameters, data, teacher, metrics, licence."""
+    from leve.models.card import write_model_card
+
+    console.print(f"wrote {write_model_card(checkpoint, out, metrics)}")
 
 
 @bench_app.command("model")
@@ -61,18 +95,19 @@ def bench_model(
     repeats: int = typer.Option(None, "--repeats", help="Timed runs per mode."),
     warmup: int = typer.Option(None, "--warmup", help="Untimed runs first."),
     batch: int = typer.Option(None, "--batch", help="Batch size (default 1)."),
-    modes: list[str] = typer.Option(None, "--modes", help="eager, channels_last, compile."),
-    compile_models: list[str] = typer.Option(None, "--compile-models", help="Models to time with torch.compile."),
+    modes: list[str] = typer.Option(None, "--modes", help="eager, channels_last, torch, compiled, onnx (eager always)."),
+    compile_models: list[str] = typer.Option(None, "--compile-models", help="Models to time compiled (torch.compile)."),
+    threads: int = typer.Option(None, "--threads", help="torch (and onnxruntime) threads; 0: torch's default."),
     out: str = typer.Option(None, "--out", help="JSON report path ('' for none)."),
     sets: list[str] = typer.Option([], "--set", help="Override a param: key=value (repeatable)."),
     params: Path = typer.Option(PARAMS_FILE, "--params", help="Params file (section bench.model)."),
 ) -> None:
-    """Parameters, MACs, latency and FPS of every model variant side by side (JSON out)."""
+    """Parameters, MACs, latency and FPS of every model variant and runtime side by side (JSON out)."""
     from leve.bench import model as stage
 
     options = {"resolution": resolution, "device": device, "repeats": repeats, "warmup": warmup, "batch": batch,
                "out": out, "models": _split(models) or None, "modes": _split(modes) or None,
-               "compile_models": _split(compile_models) or None}
+               "compile_models": _split(compile_models) or None, "threads": threads}
     overrides = merge_options(sets, options)
     report = stage.run(overrides, params_file=params, progress=lambda m: console.print(m))
     typer.echo(json.dumps(report, indent=2))

@@ -15,14 +15,16 @@ from leve.progress import console
 @app.command("demo")
 def demo(
     workspace: Path = typer.Argument(Path("leve-demo"), help="Folder to create (or continue)."),
-    eps: float = typer.Option(0.0, "--eps", help="kd.eps of the second experiment (the baseline uses params.yaml's)."),
+    eps: float | None = typer.Option(None, "--eps", help="kd.eps of the distillation experiment (default: params.yaml's; "
+                              "the baseline uses 0)."),
     quiet: bool = typer.Option(False, "--quiet", help="Hide the commands' own output."),
 ) -> None:
-    """Create a git + DVC workspace, run the pipeline on the embedded default, run a second
-    experiment, print the metric table and `dvc metrics diff`, and show where the figures are."""
+    """Create a git + DVC workspace, run the pipeline on the embedded default without distillation
+    (the baseline), then distil the teacher as an experiment, print the metric tables and
+    `dvc metrics diff`, and show where the figures are."""
     from leve.pipeline.demo import run_demo
 
-    run_demo(workspace, second_eps=eps, quiet=quiet)
+    run_demo(workspace, eps=eps, quiet=quiet)
 
 
 @app.command("profile")

@@ -5,13 +5,45 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from leve.cli import app
 from leve.params import PARAMS_FILE, merge_options
 from leve.progress import console
 
-prepare_app = typer.Typer(help="Build a dataset's Zarr store under data/zarr/.", no_args_is_help=True)
+
+class PrepareGroup(TyperGroup):
+    """``leve prepare NAME`` for a dataset that is not built in: runs ``prepare.NAME`` of the
+    params file through the adapter it names (``adapter: folder``), as dvc.yaml's foreach does."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or _named_command(cmd_name)
+
+
+def _named_command(name: str) -> click.Command:
+    def callback(sets: tuple[str, ...], params: Path, force: bool) -> None:
+        run_prepare(name, {}, list(sets), params, force)
+
+    return click.Command(
+        name,
+        callback=callback,
+        help=f"Build data/zarr/{name}.zarr from prepare.{name} of the params file.",
+        params=[
+            click.Option(["--set", "sets"], multiple=True, help="Override a param: key=value (repeatable)."),
+            click.Option(["--params"], type=click.Path(path_type=Path), default=PARAMS_FILE, help="Params file."),
+            click.Option(["--force"], is_flag=True, help="Rebuild even if an up-to-date store exists."),
+        ],
+    )
+
+
+prepare_app = typer.Typer(
+    cls=PrepareGroup,
+    help="Build a dataset's Zarr store under data/zarr/. `leve prepare NAME` builds a dataset of your own "
+    "declared in params.yaml (prepare.NAME with adapter: folder).",
+    no_args_is_help=True,
+)
 app.add_typer(prepare_app, name="prepare")
 
 SetOpt = typer.Option([], "--set", help="Override a param: key=value (repeatable).")
@@ -19,12 +51,14 @@ ForceOpt = typer.Option(False, "--force", help="Rebuild even if an up-to-date st
 ParamsOpt = typer.Option(PARAMS_FILE, "--params", help="Params file (section prepare.<dataset>).")
 
 
-def run_prepare(dataset: str, options: dict[str, Any], sets: list[str], params: Path, force: bool) -> None:
+def run_prepare(
+    dataset: str, options: dict[str, Any], sets: list[str], params: Path, force: bool, adapter: str | None = None
+) -> None:
     """Merge explicit options over --set overrides, run the stage and print its summary."""
     from leve.datasets import stage
 
     overrides = merge_options(sets, options)
-    result = stage.run(dataset, overrides, params_file=params, force=force)
+    result = stage.run(dataset, overrides, params_file=params, force=force, adapter=adapter)
     console.print(result.summary())
 
 
@@ -67,9 +101,11 @@ def nyu(
 
 @prepare_app.command("kitti")
 def kitti(
-    source: Path = typer.Option(None, help="Folder with the extracted raw tree or the raw zips (skips the download)."),
+    source: Path = typer.Option(None, help="Folder with the extracted raw tree or the raw zips (skips the download); "
+                                "with --gt guideddecoding, GuidedDecoding's KITTI test zip or folder."),
     split_file: Path = typer.Option(None, help="Eigen test split file you already have (697 lines)."),
-    gt: str = typer.Option(None, help="Ground truth: 'velodyne' (LiDAR projection) or 'annotated' (16-bit PNGs)."),
+    gt: str = typer.Option(None, help="Ground truth: 'velodyne' (LiDAR projection), 'annotated' (16-bit PNGs) or "
+                       "'guideddecoding' (its prepared test .npz files, the thesis's Table 9.7)."),
     annotated_source: Path = typer.Option(None, help="data_depth_annotated folder or zip you already have."),
     raw: Path = typer.Option(None, help="Folder for downloads (default data/raw/kitti)."),
     out: Path = typer.Option(None, help="Store path (default data/zarr/kitti.zarr)."),
@@ -103,7 +139,8 @@ def endoslam(
     params: Path = ParamsOpt,
     force: bool = ForceOpt,
 ) -> None:
-    """EndoSLAM UnityCam (Colon, Small Intestine, Stomach): RGB and relative depth (R/255)."""
+    """EndoSLAM UnityCam (Colon, Small Intestine, Stomach): RGB and relative depth (R/255; `--set depth=thesis`:
+    R/255 + 1e-6 at every pixel, as the thesis scored it)."""
     options = {
         "source": source,
         "per_organ": per_organ,
@@ -113,3 +150,37 @@ def endoslam(
         "workers": workers,
     }
     run_prepare("endoslam", options, sets, params, force)
+
+
+@prepare_app.command("folder")
+def folder(
+    name: str = typer.Argument(..., help="Dataset name: the store is data/zarr/NAME.zarr, its params prepare.NAME."),
+    source: Path = typer.Option(None, help="Folder of images (+ depth maps) and/or videos, searched recursively; or one video."),
+    pairs_csv: Path = typer.Option(
+        None, "--csv", help="CSV of pairs: header rgb,depth[,split][,scene]; paths relative to --source."),
+    depth_scale: float = typer.Option(None, help="Units per stored depth value (PNG: required, e.g. 0.001 for mm)."),
+    depth: str = typer.Option(None, help="auto (pair the depth maps found) or none (images only)."),
+    split: str = typer.Option(None, help="Split rule: fraction, scenes (whole sub-folders) or lists."),
+    sizes: str = typer.Option(None, help="Mixed image sizes in a split: refuse (default), pad, or HxW (resize)."),
+    video_every: int = typer.Option(None, help="Keep every k-th video frame."),
+    video_fps: float = typer.Option(None, help="Keep one video frame per 1/fps seconds instead."),
+    out: Path = typer.Option(None, help="Store path (default data/zarr/NAME.zarr)."),
+    workers: int = typer.Option(None, help="Parallel decode processes."),
+    sets: list[str] = SetOpt,
+    params: Path = ParamsOpt,
+    force: bool = ForceOpt,
+) -> None:
+    """Your own RGB(-D) folder or video(s): images with optional depth maps, or video frames."""
+    options = {
+        "source": source,
+        "pairs_csv": pairs_csv,
+        "depth_scale": depth_scale,
+        "depth": depth,
+        "split": split,
+        "sizes": sizes,
+        "video_every": video_every,
+        "video_fps": video_fps,
+        "out": out,
+        "workers": workers,
+    }
+    run_prepare(name, options, sets, params, force, adapter="folder")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from leve.cli import app
+from leve.errors import LeveError
 
 experiments_app = typer.Typer(help="The thesis experiment grid as DVC experiments.", no_args_is_help=True)
 app.add_typer(experiments_app, name="experiments")
@@ -44,15 +45,21 @@ def queue_command(
     sets: list[str] = typer.Option([], "--set", "-S", help="Extra param for every experiment: key=value."),
     targets: list[str] = typer.Option([], "--target", help="dvc stages to reproduce (default: the whole pipeline)."),
     prefix: str = typer.Option("", help="Prefix of the experiment names (run the grid again under new names)."),
+    seeds: int = typer.Option(0, "--seeds", min=0, help="Run each configuration with seeds train.seed=0..N-1 "
+                                                         "(names <name>-seed<k>); `leve report` shows mean ± sd "
+                                                         "and the 95 % interval over them (0: the params' seed)."),
     run: bool = typer.Option(False, "--run", help="Then run the queue in the foreground (dvc exp run --run-all)."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Experiments run in parallel by --run."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the dvc commands, run nothing."),
     repo: Path = typer.Option(Path("."), "--repo", help="The DVC project."),
 ) -> None:
-    """Queue the thesis grid: one `dvc exp run --queue` per configuration, then compare with `leve report`."""
+    """Queue the thesis grid: one `dvc exp run --queue` per configuration (and seed), then compare with
+    `leve report`."""
     from leve.experiments import grid as g
 
-    commands = g.queue_commands(g.grid(grid_name), sets, targets, prefix)
+    if seeds and any(item.partition("=")[0].strip() == g.SEED_PARAM for item in sets):
+        raise LeveError(f"--set {g.SEED_PARAM}=... conflicts with --seeds {seeds}; use one of them")
+    commands = g.queue_commands(g.with_seeds(g.grid(grid_name), seeds), sets, targets, prefix)
     if run:
         commands.append(g.run_command(jobs))
     if dry_run:

@@ -24,6 +24,9 @@ from leve.store import SplitSpec, StoreBuilder, disk_usage
 
 # A loader maps a sample index to (arrays by name, metadata by field).
 Loader = Callable[[int], tuple[dict[str, Any], dict[str, Any]]]
+# Root attributes known only once every sample is written (e.g. the largest depth), from the
+# metadata of each split (split name -> field -> values in sample order).
+FinalAttrs = Callable[[dict[str, dict[str, list[Any]]]], dict[str, Any]]
 
 
 @dataclass
@@ -65,17 +68,26 @@ def build_store(
     block_size: int = 256,
     force: bool = False,
     show_progress: bool = True,
+    final_attrs: FinalAttrs | None = None,
 ) -> BuildResult:
     """Build every split into a store at ``path``, resuming an interrupted build.
 
     The store is written under ``<path>.partial`` and moved into place with its
-    completion marker only once every block of every split is written.
+    completion marker only once every block of every split is written; ``final_attrs``
+    adds root attributes computed from the written metadata just before that marker.
     """
     with StoreBuilder(path, attrs, params_fingerprint, block_size=block_size) as builder:  # one writer at a time
-        return _build(builder, splits, workers, force, show_progress)
+        return _build(builder, splits, workers, force, show_progress, final_attrs)
 
 
-def _build(builder: StoreBuilder, splits: list[SplitSource], workers: int, force: bool, show_progress: bool) -> BuildResult:
+def _build(
+    builder: StoreBuilder,
+    splits: list[SplitSource],
+    workers: int,
+    force: bool,
+    show_progress: bool,
+    final_attrs: FinalAttrs | None = None,
+) -> BuildResult:
     path = builder.path
     total = sum(s.spec.length for s in splits)
     if builder.up_to_date() and not force:
@@ -96,7 +108,8 @@ def _build(builder: StoreBuilder, splits: list[SplitSource], workers: int, force
             writer.write_block(blk, arrays, meta)
             bar.advance(task, len(rows))
     seconds = time.perf_counter() - start
-    builder.finalize()
+    extra = final_attrs({w.spec.name: w.read_meta() for w, _ in writers}) if final_attrs else None
+    builder.finalize(extra)
     b, f = disk_usage(path)
     return BuildResult(path, total, pending, seconds, b, f, builder.resumed, False)
 

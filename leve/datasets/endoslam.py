@@ -8,6 +8,13 @@ the depth. The dataset describes these values as relative distances in 0..1, so 
 store holds ``depth = R / 255`` in *relative* units with max depth 1 (as the thesis
 used); they are not metres. ``per_organ`` frames are picked from each organ by the
 rule ``selection`` (see :func:`select`), skipping frames that lack an image or a depth.
+
+``depth`` chooses how the R channel becomes depth (:data:`DEPTHS`): ``r255`` (default) stores
+``R / 255`` and a zero R is no measurement (0 in the store, left out of every metric);
+``thesis`` stores ``R / 255 + 1e-6`` as the thesis code's ``EndoSLAMDataset`` read it
+(``np.array(depth) / 255.0 + 1e-6``, in float64 then cast to float32 by its ``ToTensor``), so
+every pixel, zero R included, is a measurement and is scored: what its Table 9.8 computed
+(a REL of 35-46 comes from those 1e-6 denominators).
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from leve.store.images import decode_channel, decode_rgb
 MENDELEY_PAGE = "https://data.mendeley.com/datasets/cd2rtzm23r/1"
 ORGANS = ("Colon", "Small Intestine", "Stomach")
 SELECTIONS = ("even", "first")
+DEPTHS = ("r255", "thesis")  # R/255 with 0 = no measurement | R/255 + 1e-6, every pixel scored (the thesis code)
+THESIS_DEPTH_OFFSET = 1e-6
 
 
 @dataclass
@@ -48,6 +57,8 @@ class Config:
     # even: k frames at sorted-pair positions round(i (n-1) / (k-1)), i = 0..k-1; first: the first k
     selection: str = "even"
     max_depth: float = 1.0
+    # r255: depth = R/255, zero R = no measurement | thesis: R/255 + 1e-6, every pixel scored (Table 9.8)
+    depth: str = "r255"
     workers: int = 1
     block_size: int = 200
 
@@ -106,11 +117,12 @@ def resolve_source(cfg: Config, show_progress: bool = True) -> tuple[Path, dict[
 
 @dataclass
 class EndoLoader:
-    """Sample ``i``: frame RGB and depth R/255 (relative units). Picklable."""
+    """Sample ``i``: frame RGB and depth R/255 (+ ``offset``; relative units). Picklable."""
 
     items: list[tuple[str, int, Member, Member]]  # organ, frame number, image, depth
     height: int
     width: int
+    offset: float = 0.0  # THESIS_DEPTH_OFFSET for depth "thesis"
 
     def __call__(self, i: int) -> tuple[dict[str, Any], dict[str, Any]]:
         organ, num, img_m, dep_m = self.items[i]
@@ -120,7 +132,7 @@ class EndoLoader:
         for name, arr in ((img_m.name, rgb), (dep_m.name, red)):
             if arr.shape[:2] != (self.height, self.width):
                 raise LeveError(f"{name}: is {arr.shape[1]}x{arr.shape[0]}, expected {self.width}x{self.height}")
-        depth = (red.astype(np.float32) / np.float32(255.0)).astype(np.float32)
+        depth = red_to_depth(red, self.offset)
         meta = {
             "source": img_m.logical or img_m.name,
             "depth_source": dep_m.logical or dep_m.name,
@@ -132,6 +144,14 @@ class EndoLoader:
             "depth_sha256": hashlib.sha256(dep_bytes).hexdigest(),
         }
         return {"rgb": rgb, "depth": depth}, meta
+
+
+def red_to_depth(red: np.ndarray, offset: float = 0.0) -> np.ndarray:
+    """Depth (float32) from the 8-bit R channel: ``R / 255`` in float32, or with an ``offset`` the thesis
+    code's ``R / 255.0 + offset`` computed in float64 and then cast to float32."""
+    if offset == 0.0:
+        return (red.astype(np.float32) / np.float32(255.0)).astype(np.float32)
+    return (red.astype(np.float64) / 255.0 + offset).astype(np.float32)
 
 
 META = {
@@ -147,6 +167,8 @@ def plan(cfg: Config, show_progress: bool = True) -> tuple[EndoLoader, dict[str,
         raise LeveError(f"prepare.endoslam.organs: unknown organ(s) {unknown}; known: {list(ORGANS)}")
     if cfg.per_organ < 1:
         raise LeveError(f"prepare.endoslam.per_organ must be >= 1, got {cfg.per_organ}")
+    if cfg.depth not in DEPTHS:
+        raise LeveError(f"prepare.endoslam.depth must be one of {', '.join(DEPTHS)}, got '{cfg.depth}'")
     src, record = resolve_source(cfg, show_progress)
     found = index_frames(list_tree(src, Path(cfg.raw) / "unpacked"))
     items: list[tuple[str, int, Member, Member]] = []
@@ -171,7 +193,8 @@ def plan(cfg: Config, show_progress: bool = True) -> tuple[EndoLoader, dict[str,
     if not items:
         raise LeveError(f"{src}: no frame has both an image and a depth map")
     first = decode_rgb(items[0][2].read(), items[0][2].name)
-    loader = EndoLoader(items, first.shape[0], first.shape[1])
+    thesis = cfg.depth == "thesis"
+    loader = EndoLoader(items, first.shape[0], first.shape[1], THESIS_DEPTH_OFFSET if thesis else 0.0)
     attrs = {
         "dataset": "endoslam",
         "splits": ["test"],
@@ -179,7 +202,10 @@ def plan(cfg: Config, show_progress: bool = True) -> tuple[EndoLoader, dict[str,
         "units_note": "EndoSLAM UnityCam depth is a relative distance in 0..1 (not metres): depth = R/255",
         "max_depth": cfg.max_depth,
         "min_depth": 0.0,
-        "depth_encoding": "R channel of the 8-bit RGBA aov_image PNG, divided by 255; 0 = invalid",
+        "depth": cfg.depth,
+        "depth_encoding": ("R channel of the 8-bit RGBA aov_image PNG: R/255 + 1e-6 (float64, then float32), "
+                           "every pixel a measurement, as the thesis code read it" if thesis else
+                           "R channel of the 8-bit RGBA aov_image PNG, divided by 255; 0 = invalid"),
         "organs": list(cfg.organs),
         "selection": {"rule": cfg.selection, "per_organ": cfg.per_organ, "organs": report},
         "sources": [record],

@@ -12,12 +12,23 @@ the usual protocol (see :func:`project_velodyne`); ``gt: annotated`` reads the 1
 ``data_depth_annotated`` PNGs (metres = value / 256), which exist for 652 of the 697 frames.
 Images differ in size by date: arrays are zero-padded to the largest size and every
 sample's true ``height``/``width`` is stored in its metadata.
+
+``gt: guideddecoding`` imports GuidedDecoding's prepared KITTI test files instead (the
+"KITTI" download of github.com/mic-rud/GuidedDecoding's README, a zip or its unpacked
+folder given as ``source``): one ``.npz`` per sample holding ``image`` (H, W, 3, 0..255) and
+``depth`` (H, W, metres), stored as they are, in file-name order. These are the files the
+thesis scored for its Table 9.7 (its notebooks' ``KITTIDataset`` reads them, sorted, with no
+mask); GuidedDecoding publishes no code that makes them ("Preparing KITTI: Coming soon!"),
+so they cannot be rebuilt from the raw KITTI data here: see :data:`GUIDEDDECODING_PROTOCOL`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import posixpath
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +39,7 @@ from leve.datasets.build import BuildResult, SplitSource, build_store
 from leve.errors import LeveError
 from leve.params import config_dict
 from leve.progress import console
-from leve.sources.archive import Member, zip_names
+from leve.sources.archive import Member, list_tree, zip_names
 from leve.sources.download import obtain, verify_file
 from leve.store import SplitSpec, dataset_arrays, fingerprint
 from leve.store.images import decode_gray, decode_rgb
@@ -41,6 +52,16 @@ EIGEN_TEST_LINES = 697
 
 # Evaluation crops (garg, eigen, leve2024) are defined in leve.evaluation.protocols.CROPS.
 CAMERAS = {"l": "02", "r": "03"}
+GT_CHOICES = ("velodyne", "annotated", "guideddecoding")
+GUIDEDDECODING_REPO = "https://github.com/mic-rud/GuidedDecoding"
+# What is known of GuidedDecoding's KITTI test files, from its public code (HEAD b1db515): data/kitti.py
+# (KITTIDataset) lists <root>/test/*.npz and reads arrays 'image' and 'depth'; for the test split with its
+# default 'alhashim' mode it applies no transform; evaluate.py feeds 'depth' unscaled to the metrics as
+# metres (max depth 80) with no mask. The README's "Preparing KITTI" section says "Coming soon!" and the
+# repository holds no script that makes the files: which KITTI product, densification and size they hold
+# is not public. The thesis's Table 9.7 REL is finite with no mask, so no scored pixel is 0 (not raw LiDAR).
+GUIDEDDECODING_PROTOCOL = ("GuidedDecoding's prepared KITTI test files (.npz 'image', 'depth' in metres, file-name "
+                           "order), stored as they are; how they were made is not published; 0 = no measurement")
 
 
 @dataclass
@@ -49,12 +70,12 @@ class Config:
 
     out: Path = Path("data/zarr/kitti.zarr")
     raw: Path = Path("data/raw/kitti")  # downloads and fallback archives
-    source: Path | None = None  # extracted raw tree or folder of raw zips
+    source: Path | None = None  # extracted raw tree or folder of raw zips; gt guideddecoding: its test zip or folder
     split_file: Path | None = None  # Eigen split file you already have
     split_url: str = SPLIT_URL
     split_lines: int = EIGEN_TEST_LINES  # expected lines of the downloaded split
     split_sha256: str | None = None  # pin the split file's hash
-    gt: str = "velodyne"  # "velodyne" | "annotated"
+    gt: str = "velodyne"  # "velodyne" | "annotated" | "guideddecoding" (the thesis's Table 9.7 files, from source)
     annotated_source: Path | None = None  # data_depth_annotated folder or zip
     annotated_url: str = ANNOTATED_URL
     raw_url: str = RAW_URL
@@ -179,7 +200,12 @@ def velo_to_image(cam_to_cam: str, velo_to_cam: str, camera: str, names: tuple[s
     rt = np.eye(4)
     rt[:3, :3] = _take(vc, "R", 9, names[1]).reshape(3, 3)
     rt[:3, 3] = _take(vc, "T", 3, names[1])
-    return Calibration(p_rect @ r_rect @ rt, int(round(height)), int(round(width)))
+    projection = p_rect @ r_rect @ rt
+    if not np.isfinite(projection).all():
+        raise LeveError(f"{names[0]} / {names[1]}: calibration holds non-finite values")
+    if not (1 <= width <= 100_000 and 1 <= height <= 100_000):
+        raise LeveError(f"{names[0]}: S_rect_{camera} gives an image size of {width:g} x {height:g}")
+    return Calibration(projection, int(round(height)), int(round(width)))
 
 
 def project_velodyne(points: np.ndarray, P: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -341,7 +367,7 @@ class KittiLoader:
         f = self.frames[i]
         cal = self.calibs[f"{f.date}/{f.camera}"]
         img_bytes = self.images[i].read()
-        rgb = decode_rgb(img_bytes, self.images[i].name)
+        rgb = decode_rgb(img_bytes, self.images[i].name, strict=True)
         if rgb.shape[:2] != (cal.height, cal.width):
             raise LeveError(
                 f"{self.images[i].name}: image is {rgb.shape[1]}x{rgb.shape[0]}, "
@@ -380,8 +406,8 @@ META = {
 
 def plan(cfg: Config, show_progress: bool = True) -> tuple[KittiLoader, dict[str, Any]]:
     """Resolve split, sources and calibrations into a loader and the store attributes."""
-    if cfg.gt not in ("velodyne", "annotated"):
-        raise LeveError(f"prepare.kitti.gt must be 'velodyne' or 'annotated', got '{cfg.gt}'")
+    if cfg.gt not in GT_CHOICES:
+        raise LeveError(f"prepare.kitti.gt must be one of {', '.join(GT_CHOICES)}, got '{cfg.gt}'")
     frames, split_info = load_split(cfg, show_progress)
     sources = locate_sources(cfg, frames, show_progress)
     calibs = load_calibrations(sources, frames)
@@ -426,6 +452,8 @@ def plan(cfg: Config, show_progress: bool = True) -> tuple[KittiLoader, dict[str
 
 def prepare(cfg: Config, force: bool = False, show_progress: bool = True) -> BuildResult:
     """Build ``cfg.out`` with split ``test`` (resumable; complete only when every block is written)."""
+    if cfg.gt == "guideddecoding":
+        return prepare_guideddecoding(cfg, force, show_progress)
     loader, attrs = plan(cfg, show_progress)
     height = max(c.height for c in loader.calibs.values())
     width = max(c.width for c in loader.calibs.values())
@@ -433,4 +461,114 @@ def prepare(cfg: Config, force: bool = False, show_progress: bool = True) -> Bui
                      attrs={"padded_to": [height, width]})
     fp = fingerprint({"attrs": attrs, "frames": [f.id for f in loader.frames]})
     return build_store(cfg.out, attrs, fp, [SplitSource(spec, loader)], cfg.workers, cfg.block_size,
+                       force=force, show_progress=show_progress)
+
+
+# --------------------------------------------------------------------------- gt: guideddecoding
+
+
+def _npz(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The raw ``image`` and ``depth`` arrays of one GuidedDecoding test file."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            missing = [k for k in ("image", "depth") if k not in z.files]
+            if missing:
+                raise LeveError(f"{name}: no {' or '.join(missing)} array (GuidedDecoding's KITTI files hold "
+                                f"'image' and 'depth')")
+            return z["image"], z["depth"]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise LeveError(f"{name}: not a readable .npz ({exc.__class__.__name__}: {exc})") from exc
+
+
+def npz_sample(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` as (H, W, 3) uint8 and ``depth`` as (H, W) float32 metres from one ``.npz``; refuses
+    anything else (wrong shapes, image values that are not 0..255 integers, negative or non-finite depth)."""
+    image, depth = _npz(data, name)
+    if image.ndim != 3 or image.shape[2] != 3 or not np.issubdtype(image.dtype, np.number):
+        raise LeveError(f"{name}: 'image' is {image.dtype} {image.shape}, expected (H, W, 3) numbers")
+    if image.dtype != np.uint8:
+        ok = np.isfinite(image).all() and image.min() >= 0 and image.max() <= 255 and (image == np.round(image)).all()
+        if not ok:
+            raise LeveError(f"{name}: 'image' ({image.dtype}) must hold integers 0..255")
+        image = image.astype(np.uint8)
+    if depth.ndim == 3 and depth.shape[2] == 1:
+        depth = depth[..., 0]
+    if depth.shape != image.shape[:2] or not np.issubdtype(depth.dtype, np.number):
+        raise LeveError(f"{name}: 'depth' is {depth.dtype} {depth.shape}, expected {image.shape[:2]} numbers")
+    depth = depth.astype(np.float32)
+    if not np.isfinite(depth).all() or (depth < 0).any():
+        raise LeveError(f"{name}: 'depth' holds negative or non-finite values")
+    return image, depth
+
+
+def locate_npz(cfg: Config) -> tuple[list[Member], dict[str, Any]]:
+    """The ``.npz`` test files under ``cfg.source`` (zip or folder), in file-name order, and their record.
+    Files in several folders: the one folder named ``test`` (GuidedDecoding's ``<root>/test``)."""
+    if cfg.source is None:
+        raise LeveError(f"prepare.kitti.gt guideddecoding: no source; download the prepared KITTI test set linked "
+                        f"in {GUIDEDDECODING_REPO}'s README and pass --source ZIP_OR_FOLDER")
+    src = Path(cfg.source)
+    if not src.exists():
+        raise LeveError(f"{src}: GuidedDecoding KITTI source not found")
+    by_dir: dict[str, list[Member]] = {}
+    for m in list_tree(src, Path(cfg.raw) / "unpacked"):
+        path = m.logical or m.path
+        if path.lower().endswith(".npz"):
+            by_dir.setdefault(posixpath.dirname(path), []).append(m)
+    if len(by_dir) > 1:
+        tests = [d for d in by_dir if posixpath.basename(d) == "test"]
+        if len(tests) != 1:
+            raise LeveError(f"{src}: .npz files in {len(by_dir)} folders ({', '.join(sorted(by_dir)[:3])}); "
+                            f"pass the folder of the test files")
+        by_dir = {tests[0]: by_dir[tests[0]]}
+    if not by_dir:
+        raise LeveError(f"{src}: no .npz file (GuidedDecoding's KITTI test files are .npz with 'image' and 'depth')")
+    folder, members = next(iter(by_dir.items()))
+    members.sort(key=lambda m: posixpath.basename(m.logical or m.path))
+    record = _record_local(src, cfg.hash_sources) if src.is_file() else {"path": str(src)}
+    return members, {**record, "folder": folder, "files": len(members), "role": "GuidedDecoding KITTI test files"}
+
+
+@dataclass
+class NpzLoader:
+    """Sample ``i``: image and depth of the ``i``-th GuidedDecoding ``.npz``. Picklable."""
+
+    files: list[Member]
+
+    def __call__(self, i: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        m = self.files[i]
+        data = m.read()
+        rgb, depth = npz_sample(data, m.name)
+        path = m.logical or m.path
+        meta = {"source": path, "frame_id": posixpath.splitext(posixpath.basename(path))[0],
+                "height": rgb.shape[0], "width": rgb.shape[1], "npz_sha256": hashlib.sha256(data).hexdigest()}
+        return {"rgb": rgb, "depth": depth}, meta
+
+
+NPZ_META = {"source": "str", "frame_id": "str", "height": "int32", "width": "int32", "npz_sha256": "str"}
+
+
+def prepare_guideddecoding(cfg: Config, force: bool = False, show_progress: bool = True) -> BuildResult:
+    """Build ``cfg.out`` (split ``test``) from GuidedDecoding's KITTI test files, padded to the largest image."""
+    members, record = locate_npz(cfg)
+    sizes = [npz_sample(m.read(), m.name)[0].shape[:2] for m in members]
+    if len(members) != EIGEN_TEST_LINES:
+        console.print(f"note: {record['path']} holds {len(members)} test files (the Eigen test split has "
+                      f"{EIGEN_TEST_LINES})")
+    height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
+    attrs = {
+        "dataset": "kitti",
+        "splits": ["test"],
+        "units": "metres",
+        "min_depth": cfg.min_depth,
+        "max_depth": cfg.max_depth,
+        "gt": cfg.gt,
+        "gt_protocol": GUIDEDDECODING_PROTOCOL,
+        "sizes": sorted({f"{w}x{h}" for h, w in sizes}),
+        "sources": [record],
+        "params": {k: v for k, v in config_dict(cfg).items() if k not in ("workers",)},
+    }
+    spec = SplitSpec("test", len(members), dataset_arrays(height, width), NPZ_META, attrs={"padded_to": [height, width]})
+    fp = fingerprint({"attrs": attrs, "files": [m.logical or m.path for m in members]})
+    return build_store(cfg.out, attrs, fp, [SplitSource(spec, NpzLoader(members))], cfg.workers, cfg.block_size,
                        force=force, show_progress=show_progress)

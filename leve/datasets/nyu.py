@@ -83,25 +83,37 @@ def open_zip(path: Path) -> zipfile.ZipFile:
     """Open an archive with a one-line error for truncated or corrupt files."""
     try:
         return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except archive.ZIP_ERRORS as exc:
         raise LeveError(f"{path}: not a readable zip archive (truncated or corrupt?): {exc}") from exc
 
 
 def read_pairs(zf: zipfile.ZipFile, csv_member: str, zip_name: str) -> list[Pair]:
-    """Rows of a DenseDepth CSV, each checked to name members present in the archive."""
-    names = set(zf.namelist())
-    if csv_member not in names:
+    """Rows of a DenseDepth CSV, each checked to name a plain member present in the archive."""
+    infos = {i.filename: i for i in zf.infolist()}
+    if csv_member not in infos:
         raise LeveError(f"{zip_name}: '{csv_member}' not found (is this DenseDepth's nyu_data.zip?)")
-    text = zf.read(csv_member).decode("utf-8")
+    where = f"{zip_name}:{csv_member}"
+    try:
+        rows = list(csv.reader(io.StringIO(zf.read(csv_member).decode("utf-8"))))
+    except UnicodeDecodeError as exc:
+        raise LeveError(f"{where}: not UTF-8 text (byte {exc.start})") from exc
+    except csv.Error as exc:
+        raise LeveError(f"{where}: not a readable CSV ({exc})") from exc
+    except archive.ZIP_ERRORS as exc:
+        raise LeveError(f"{where}: cannot read member ({exc.__class__.__name__}: {exc})") from exc
     pairs = []
-    for row_no, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+    for row_no, row in enumerate(rows, start=1):
         if not row:
             continue
         if len(row) != 2:
-            raise LeveError(f"{zip_name}:{csv_member} row {row_no}: expected 2 columns, got {len(row)}")
+            raise LeveError(f"{where} row {row_no}: expected 2 columns, got {len(row)}")
         for member in row:
-            if member not in names:
-                raise LeveError(f"{zip_name}:{csv_member} row {row_no}: member '{member}' missing from the archive")
+            archive.safe_member(member, f"{where} row {row_no}")  # no absolute or ../ names
+            info = infos.get(member)
+            if info is None:
+                raise LeveError(f"{where} row {row_no}: member '{member}' missing from the archive")
+            if archive.is_symlink(info):
+                raise LeveError(f"{where} row {row_no}: member '{member}' is a symbolic link (refused)")
         pairs.append(Pair(row[0], row[1]))
     return pairs
 
@@ -139,14 +151,14 @@ class ZipLoader:
     def _read(self, member: str) -> bytes:
         try:
             return archive.open_zip(self.zip_path).read(member)
-        except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+        except (*archive.ZIP_ERRORS, KeyError) as exc:
             raise LeveError(f"{self.zip_path}:{member}: cannot read member ({exc})") from exc
 
     def __call__(self, i: int) -> tuple[dict[str, Any], dict[str, Any]]:
         pair = self.pairs[i]
         name = Path(self.zip_path).name
         rgb_bytes = self._read(pair.rgb)
-        rgb = decode_rgb(rgb_bytes, f"{name}:{pair.rgb}")
+        rgb = decode_rgb(rgb_bytes, f"{name}:{pair.rgb}", strict=True)
         raw = decode_gray(self._read(pair.depth), f"{name}:{pair.depth}", self.depth_bits)
         if rgb.shape[:2] != (HEIGHT, WIDTH):
             raise LeveError(f"{name}:{pair.rgb}: image is {rgb.shape[1]}x{rgb.shape[0]}, NYU images are 640x480")
@@ -191,38 +203,68 @@ class LabeledLoader:
         if self._h5 is None or self._pid != os.getpid():
             self._h5, self._pid = open_labeled(Path(self.mat_path), self.depth_key), os.getpid()
         k = self.indices[i]
-        rgb = np.ascontiguousarray(np.asarray(self._h5["images"][k]).transpose(2, 1, 0))
-        depth = np.ascontiguousarray(np.asarray(self._h5[self.depth_key][k], dtype=np.float32).T)
+        try:
+            rgb = np.ascontiguousarray(np.asarray(self._h5["images"][k]).transpose(2, 1, 0))
+            depth = np.ascontiguousarray(np.asarray(self._h5[self.depth_key][k], dtype=np.float32).T)
+        except H5_ERRORS as exc:
+            raise LeveError(f"{self.mat_path}: cannot read image {k + 1} ({exc.__class__.__name__}: {_one_line(exc)})") from exc
+        bad = int((~np.isfinite(depth) | (depth < 0)).sum())
+        if bad:
+            raise LeveError(f"{self.mat_path}: {self.depth_key}[{k + 1}] has {bad} NaN, inf or negative value(s)")
         meta = {"source": f"nyu_depth_v2_labeled.mat#{k + 1}", "scene": "", "height": rgb.shape[0], "width": rgb.shape[1]}
         return {"rgb": rgb, "depth": depth}, meta
 
 
+# What h5py raises on a damaged file: OSError (most), RuntimeError (a bad heap or B-tree), and
+# KeyError/ValueError/TypeError/AttributeError from objects that are not what their names promise.
+H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError)
+
+
 def open_labeled(path: Path, depth_key: str) -> Any:
+    """The labeled .mat (HDF5) opened for reading, its two datasets checked; a damaged file is one line."""
     import h5py
 
     try:
         f = h5py.File(path, "r")
-    except OSError as exc:
-        raise LeveError(f"{path}: not a readable MATLAB 7.3 (HDF5) file: {exc}") from exc
-    for key in ("images", depth_key):
-        if key not in f:
-            raise LeveError(f"{path}: dataset '{key}' missing (is this nyu_depth_v2_labeled.mat?)")
-    if f["images"].shape[1:] != (3, WIDTH, HEIGHT):
-        raise LeveError(f"{path}: 'images' has shape {f['images'].shape}, expected (N, 3, 640, 480)")
+    except H5_ERRORS as exc:
+        raise LeveError(f"{path}: not a readable MATLAB 7.3 (HDF5) file: {_one_line(exc)}") from exc
+    try:
+        _check_labeled(f, path, depth_key)
+    except LeveError:
+        f.close()
+        raise
+    except H5_ERRORS as exc:
+        f.close()
+        raise LeveError(f"{path}: damaged MATLAB 7.3 (HDF5) file ({exc.__class__.__name__}: {_one_line(exc)})") from exc
     return f
+
+
+def _check_labeled(f: Any, path: Path, depth_key: str) -> None:
+    import h5py
+
+    for key in ("images", depth_key):
+        if key not in f or not isinstance(f[key], h5py.Dataset):
+            raise LeveError(f"{path}: dataset '{key}' missing (is this nyu_depth_v2_labeled.mat?)")
+    images, depths = f["images"].shape, f[depth_key].shape
+    if images[1:] != (3, WIDTH, HEIGHT):
+        raise LeveError(f"{path}: 'images' has shape {images}, expected (N, 3, 640, 480)")
+    if depths != (images[0], WIDTH, HEIGHT):
+        raise LeveError(f"{path}: '{depth_key}' has shape {depths}, expected ({images[0]}, 640, 480)")
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else exc.__class__.__name__
 
 
 def read_test_indices(path: Path) -> list[int]:
     """Zero-based test rows from ``splits.mat`` (``testNdxs`` holds one-based indices)."""
-    import scipy.io
+    from leve.sources.matfile import read_numeric
 
-    try:
-        mat = scipy.io.loadmat(path)
-    except Exception as exc:
-        raise LeveError(f"{path}: not a readable MATLAB .mat file ({exc.__class__.__name__})") from exc
-    if "testNdxs" not in mat:
-        raise LeveError(f"{path}: 'testNdxs' not found (is this splits.mat?)")
-    return [int(v) - 1 for v in np.asarray(mat["testNdxs"]).ravel()]
+    values = read_numeric(path, "testNdxs").ravel()
+    if not values.size or not np.isfinite(values).all() or (values < 1).any() or (values != np.round(values)).any():
+        raise LeveError(f"{path}: 'testNdxs' must hold one-based row numbers (whole numbers >= 1)")
+    return [int(v) - 1 for v in values]
 
 
 # --------------------------------------------------------------------------- prepare

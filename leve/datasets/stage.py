@@ -1,12 +1,21 @@
-"""Stage ``prepare@<dataset>``: params ``prepare.<dataset>`` -> ``data/zarr/<dataset>.zarr``."""
+"""Stage ``prepare@<dataset>``: params ``prepare.<dataset>`` -> ``data/zarr/<dataset>.zarr``.
+
+A dataset's section names its adapter: the built-in datasets are their own adapter
+(``prepare.nyu`` is read by :mod:`leve.datasets.nyu`); any other name needs ``adapter`` in its
+section (``prepare.mydata: {adapter: folder, source: ...}``), or is prepared with
+``leve prepare folder mydata``. An adapter used under another name writes
+``data/zarr/<name>.zarr`` unless ``out`` says otherwise, so the pipeline's foreach finds it.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from leve.datasets import endoslam, kitti, nyu, synthetic
+from leve.datasets import endoslam, folder, kitti, nyu, synthetic
+from leve.errors import LeveError
 from leve.params import PARAMS_FILE, build_config, load_params, section
 
 # dataset name -> adapter module exposing ``Config`` (a dataclass) and ``prepare(cfg, ...)``
@@ -16,13 +25,43 @@ DATASETS: dict[str, ModuleType] = {
     "kitti": kitti,
     "endoslam": endoslam,
 }
+# adapter name -> module: the built-in datasets and the generic ones, named by `adapter:`
+ADAPTERS: dict[str, ModuleType] = {**DATASETS, "folder": folder}
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _adapter(dataset: str, values: dict[str, Any], expected: str | None) -> str:
+    """The adapter of ``prepare.<dataset>`` (removing ``adapter`` from ``values``)."""
+    given = values.pop("adapter", None)
+    if not NAME.fullmatch(dataset) or dataset.endswith(".zarr"):
+        raise LeveError(f"'{dataset}': a dataset name is letters, digits, '_', '-' or '.' (it names data/zarr/<name>.zarr)")
+    if expected is not None and given is None and dataset in DATASETS and dataset != expected:
+        raise LeveError(f"'{dataset}' is a built-in dataset (leve prepare {dataset}); choose another name")
+    if expected is not None and given is not None and given != expected:
+        raise LeveError(f"prepare.{dataset}.adapter is '{given}' in params.yaml, not '{expected}'")
+    name = str(given or expected or dataset)
+    if name not in ADAPTERS:
+        raise LeveError(f"prepare.{dataset}: unknown dataset; built in: {', '.join(DATASETS)}; for your own data run "
+                        f"`leve prepare folder {dataset} --source DIR` or set `adapter: folder` in prepare.{dataset}")
+    return name
+
+
+def resolve(
+    dataset: str, overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE, adapter: str | None = None
+) -> tuple[ModuleType, Any]:
+    """The adapter module of ``dataset`` and its typed config: code defaults < params.yaml < overrides.
+    ``adapter`` is the one the command asked for (``leve prepare folder NAME``), if any."""
+    values = {**section(load_params(params_file), f"prepare.{dataset}"), **(overrides or {})}
+    name = _adapter(dataset, values, adapter)
+    if name != dataset and values.get("out") is None:
+        values["out"] = Path("data/zarr") / f"{dataset}.zarr"
+    module = ADAPTERS[name]
+    return module, build_config(module.Config, values, f"prepare.{dataset}")
 
 
 def config(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE) -> Any:
     """The typed config of ``prepare.<dataset>``: code defaults < params.yaml < overrides."""
-    module = DATASETS[dataset]
-    values = {**section(load_params(params_file), f"prepare.{dataset}"), **(overrides or {})}
-    return build_config(module.Config, values, f"prepare.{dataset}")
+    return resolve(dataset, overrides, params_file)[1]
 
 
 def run(
@@ -31,8 +70,8 @@ def run(
     params_file: Path = PARAMS_FILE,
     force: bool = False,
     show_progress: bool = True,
+    adapter: str | None = None,
 ) -> Any:
     """Build the store of ``dataset``; returns the build result (path, counts, timing)."""
-    module = DATASETS[dataset]
-    cfg = config(dataset, overrides, params_file)
+    module, cfg = resolve(dataset, overrides, params_file, adapter)
     return module.prepare(cfg, force=force, show_progress=show_progress)

@@ -17,11 +17,14 @@ the valid pixels (the thesis's equations 8.1–8.3 and the usual Eigen et al. de
 evaluation does so (see :func:`leve.evaluation.protocols.densedepth`); every other metric is
 symmetric in ``p`` and ``g`` or does not divide.
 
-Two aggregations over a split (:data:`AGGREGATIONS`), named by each protocol and recorded with
-its numbers:
+Three aggregations over a split (:data:`AGGREGATIONS`), named by each protocol (``eval.aggregation``
+overrides it) and recorded with its numbers, per metric (:func:`metric_aggregation`):
 
 - ``per_image``: every metric per image over its valid pixels, then the mean over images
-  (the thesis's eq. 8.1–8.3: RMSE is the mean of the per-image RMSEs);
+  (BTS, monodepth2, and what the thesis's code computed: RMSE is the mean of the per-image RMSEs);
+- ``per_image_mse``: as ``per_image``, except the root metrics (:data:`ROOT_KEYS`: rmse, rmse_log,
+  silog), which are the square root of the mean over images of their per-image squares: the
+  thesis's eq. 8.1, ``rmse = sqrt(mean_i MSE_i)``, applied alike to the log RMSE and SIlog;
 - ``pooled``: every pixel of the split is one sample: the per-pixel terms are summed over all
   images (:func:`pixel_sums`) and the metrics computed once from the totals
   (:func:`metrics_from_sums`), e.g. ``rmse = sqrt(Σ(p − g)² / Σ pixels)`` (DenseDepth).
@@ -51,7 +54,15 @@ METRIC_KEYS: tuple[str, ...] = (
 LOWER_IS_BETTER: frozenset[str] = frozenset(METRIC_KEYS) - {"d1", "d2", "d3"}
 DELTA = 1.25
 MIN_PRED = 1e-6
-AGGREGATIONS = ("per_image", "pooled")
+AGGREGATIONS = ("per_image", "per_image_mse", "pooled")
+ROOT_KEYS: tuple[str, ...] = ("rmse", "rmse_log", "silog")  # square roots of a per-image mean square
+# One line per aggregation, for table captions.
+AGGREGATION_CAPTIONS: dict[str, str] = {
+    "per_image": "per-image means (BTS, monodepth2, the thesis code)",
+    "per_image_mse": "per-image means; RMSE, RMSE log and SIlog the square root of the mean per-image square "
+                     "(thesis eq. 8.1)",
+    "pooled": "metrics pooled over every pixel of the split (DenseDepth)",
+}
 REL_DENOMINATORS = ("gt", "pred")
 # The per-pixel terms whose sums make every metric (pixel_sums -> metrics_from_sums):
 # pixels; |p-g|/den; (p-g)²/den; (p-g)²; e²; e (e = ln p - ln g); |log10 p - log10 g|; |p-g|; ratio < 1.25^n.
@@ -140,6 +151,17 @@ def compute_metrics(pred: Any, gt: Any, valid: Any = None, rel_denominator: str 
     return None if sums is None else metrics_from_sums(sums)
 
 
+def metric_aggregation(aggregation: str) -> dict[str, str]:
+    """How each metric of :data:`METRIC_KEYS` is aggregated over a split under ``aggregation``, as a
+    formula (``mean_i(rmse_i)``, ``sqrt(mean_i(rmse_i^2))``, ``rmse(all pixels)``), for the metrics JSON."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got '{aggregation}'")
+    if aggregation == "pooled":
+        return {k: f"{k}(all pixels)" for k in METRIC_KEYS}
+    root = ROOT_KEYS if aggregation == "per_image_mse" else ()
+    return {k: f"sqrt(mean_i({k}_i^2))" if k in root else f"mean_i({k}_i)" for k in METRIC_KEYS}
+
+
 @dataclass
 class Aggregate:
     """The split's metrics under ``aggregation``; ``count`` images scored, ``skipped`` with no
@@ -164,12 +186,14 @@ class Aggregate:
 class MetricAccumulator:
     """Streaming aggregation of scored images (``None`` entries are counted as skipped).
 
-    ``per_image``: the mean of the images' metric dicts; ``pooled``: the metrics of the summed
-    per-pixel terms (each image added with its :func:`pixel_sums`).
+    ``per_image``: the mean of the images' metric dicts; ``per_image_mse``: the same, but the root
+    metrics (:data:`ROOT_KEYS`) the square root of the mean of their squares; ``pooled``: the
+    metrics of the summed per-pixel terms (each image added with its :func:`pixel_sums`).
     """
 
     aggregation: str = "per_image"
     sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(METRIC_KEYS, 0.0))
+    squares: dict[str, float] = field(default_factory=lambda: dict.fromkeys(ROOT_KEYS, 0.0))
     totals: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SUM_KEYS, 0.0))
     count: int = 0
     skipped: int = 0
@@ -198,6 +222,8 @@ class MetricAccumulator:
             return
         for key in METRIC_KEYS:
             self.sums[key] += metrics[key]
+        for key in ROOT_KEYS:
+            self.squares[key] += metrics[key] ** 2
         self.count += 1
 
     def result(self) -> Aggregate:
@@ -208,12 +234,17 @@ class MetricAccumulator:
             return Aggregate(means=means, count=n, skipped=self.skipped, aggregation="pooled",
                              pixels=int(self.totals["pixels"]))
         means = {k: (s / n if n else math.nan) for k, s in self.sums.items()}
-        return Aggregate(means=means, count=n, skipped=self.skipped)
+        if self.aggregation == "per_image_mse":
+            means.update({k: (math.sqrt(s / n) if n else math.nan) for k, s in self.squares.items()})
+        return Aggregate(means=means, count=n, skipped=self.skipped, aggregation=self.aggregation)
 
 
-def aggregate_metrics(per_image: Iterable[dict[str, float] | None]) -> Aggregate:
-    """Mean of per-image metric dicts over a split; ``None`` entries are skipped and counted."""
-    acc = MetricAccumulator()
+def aggregate_metrics(per_image: Iterable[dict[str, float] | None], aggregation: str = "per_image") -> Aggregate:
+    """Per-image metric dicts over a split, aggregated as ``per_image`` (means) or ``per_image_mse``
+    (root metrics from the mean of their squares); ``None`` entries are skipped and counted."""
+    if aggregation == "pooled":
+        raise ValueError("pooled aggregation needs each image's pixel sums: use pool_pixel_sums")
+    acc = MetricAccumulator(aggregation)
     for metrics in per_image:
         acc.add(metrics)
     return acc.result()

@@ -9,26 +9,37 @@ facts (units, max depth, intrinsics, sources), never a crop.
   ``leve2024`` crops (NYU rows 20:460 cols 24:616, KITTI rows 128:381 cols 45:1196,
   EndoSLAM full), depth = ``clamp(D / out, D/100, D)`` with ``D`` the *dataset's* max depth,
   the width-flipped image predicted and scored as a separate sample (2N samples), no
-  validity mask (only pixels without any measurement, gt <= 0, are left out).
+  validity mask (only pixels without any measurement, gt <= 0, are left out). The thesis's
+  KITTI and EndoSLAM tables scored ground truth that only some stores hold
+  (``prepare.kitti.gt: guideddecoding``, ``prepare.endoslam.depth: thesis``; the latter stores
+  every pixel as R/255 + 1e-6, so zero R is scored): on other stores :func:`ground_truth_note`
+  says why the numbers are not comparable with those tables.
 - ``standard`` follows the literature: valid mask ``min < gt < max``, the ``eigen`` crop on
   NYU (rows 45:471 cols 41:601, as in BTS/AdaBins), the ``garg`` or ``eigen`` crop on KITTI,
   the prediction averaged with the un-flipped prediction of the flipped image, depth from the
   checkpoint's own ``max_depth`` and clipped to ``[min, max]``, and per-image alignment
-  ``none | median | lstsq`` (least-squares scale and shift in disparity space).
+  ``none | median | lstsq`` (least-squares scale and shift in disparity space). An aligned
+  prediction is fitted unclamped and clipped to ``[min, max]`` only afterwards: ``median`` reads
+  the raw depth ``D/out``, ``lstsq`` the disparity ``out/D``, and flip-averages and resizes it in
+  that space (monodepth2 scales the raw prediction, MiDaS and Marigold fit it). The teacher row
+  scores the cached map, flip-averaged when the cache was built with ``teacher.tta: flip``
+  (``teacher_flip: average``), as the student's prediction is under ``eval.flip``.
 - ``densedepth`` reproduces DenseDepth's own evaluation (seed 002's Table I; see
   :func:`densedepth` for what its code does, line by line): depth ``clamp(D / out, D/100, D)``
   with the checkpoint's ``D``, a half-resolution output upsampled x2 *as depth*, averaged with
   the un-mirrored prediction of the flipped image, NYU rows 20:460 cols 24:616 (the ``leve2024``
   box), no validity mask, REL divided by the prediction, metrics pooled over every pixel.
 
-How a split's numbers are aggregated (``per_image`` means, or ``pooled`` over every pixel; see
-:mod:`leve.evaluation.metrics`) is part of each protocol and recorded with the numbers.
+How a split's numbers are aggregated (``per_image`` means, ``per_image_mse`` with RMSE as the thesis's
+eq. 8.1, or ``pooled`` over every pixel; see :mod:`leve.evaluation.metrics`) is part of each protocol
+(``leve2024`` and ``standard``: per_image; ``densedepth``: pooled), can be overridden by
+``eval.aggregation``, and is recorded with the numbers.
 Any crop of the dataset can be chosen under any protocol (``eval.crop``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -39,6 +50,7 @@ from leve.evaluation.metrics import AGGREGATIONS, REL_DENOMINATORS
 
 ALIGNMENTS = ("none", "median", "lstsq")
 FLIPS = ("none", "separate", "average")
+TEACHER_FLIPS = ("none", "average")  # the cached teacher map: as predicted | flip-averaged (teacher.tta: flip)
 UPSAMPLES = ("output", "depth")  # a low-resolution output is brought to the input size before / after reading depth
 
 
@@ -133,7 +145,12 @@ class Protocol:
     teacher_align: str = "lstsq"
     upsample: str = "output"  # a half-resolution output upsampled as the raw output (then read) | as depth
     rel_denominator: str = "gt"  # abs_rel and sq_rel divide by the ground truth | by the prediction
-    aggregation: str = "per_image"  # per_image: mean of per-image metrics | pooled: over every pixel of the split
+    aggregation: str = "per_image"  # per_image: mean of per-image metrics | per_image_mse: RMSE (and the other
+    # root metrics) sqrt of the mean per-image square, the thesis's eq. 8.1 | pooled: over every pixel of the split
+
+    # Filled in by the evaluation (leve.evaluation.runner), recorded with the numbers:
+    teacher_flip: str = "none"  # none | average: the teacher's cached map is flip-averaged (teacher.tta: flip)
+    resize: str = ""  # how images and predictions are resized (leve.images.RGB_RESIZE)
 
     def __post_init__(self) -> None:
         if self.align not in ALIGNMENTS:
@@ -141,6 +158,7 @@ class Protocol:
         if self.flip not in FLIPS:
             raise LeveError(f"eval.flip: unknown flip handling '{self.flip}'; choose from {', '.join(FLIPS)}")
         for key, value, choices in (("upsample", self.upsample, UPSAMPLES),
+                                    ("teacher_flip", self.teacher_flip, TEACHER_FLIPS),
                                     ("rel_denominator", self.rel_denominator, REL_DENOMINATORS),
                                     ("aggregation", self.aggregation, AGGREGATIONS)):
             if value not in choices:
@@ -232,13 +250,43 @@ def densedepth(dataset: str, max_depth: float, min_depth: float | None = None, c
 PROTOCOLS: dict[str, Callable[..., Protocol]] = {"leve2024": leve2024, "standard": standard, "densedepth": densedepth}
 
 
-def get_protocol(name: str, dataset: str, max_depth: float, **options: Any) -> Protocol:
-    """Build protocol ``name`` for ``dataset``; options: crop, align, flip, min_depth."""
+def get_protocol(name: str, dataset: str, max_depth: float, aggregation: str | None = None,
+                 **options: Any) -> Protocol:
+    """Build protocol ``name`` for ``dataset``; options: crop, align, flip, min_depth; ``aggregation``
+    (None: the protocol's own) replaces how its numbers are aggregated over the split."""
     if name not in PROTOCOLS:
         raise LeveError(f"eval.protocol: unknown protocol '{name}'; choose from {', '.join(PROTOCOLS)}")
-    return PROTOCOLS[name](dataset, float(max_depth), **options)
+    if aggregation is not None and aggregation not in AGGREGATIONS:
+        raise LeveError(f"eval.aggregation: unknown aggregation '{aggregation}'; choose from {', '.join(AGGREGATIONS)}")
+    protocol = PROTOCOLS[name](dataset, float(max_depth), **options)
+    return protocol if aggregation is None else replace(protocol, aggregation=aggregation)
 
 
 def with_align(protocol: Protocol, align: str) -> Protocol:
     """The same protocol with another alignment."""
     return replace(protocol, align=align)
+
+
+# The ground truth the thesis's leve2024 tables scored, per dataset: the store attribute naming a store's
+# ground truth, its value in stores that predate the attribute, the value that holds what the thesis scored,
+# and the note shown next to leve2024 numbers of any other store ({value}: the store's).
+THESIS_GROUND_TRUTH: dict[str, tuple[str, str, str, str]] = {
+    "kitti": ("gt", "velodyne", "guideddecoding",
+              "not comparable with the thesis's Table 9.7, which scored GuidedDecoding's prepared KITTI test files "
+              "(dense: no zero in the crop, as its finite REL without a mask shows; prepare.kitti.gt: guideddecoding); "
+              "this store's ground truth is '{value}', sparse, its pixels without a measurement left out"),
+    "endoslam": ("depth", "r255", "thesis",
+                 "not comparable with the thesis's Table 9.8, which scored depth R/255 + 1e-6 at every pixel, zero R "
+                 "included (prepare.endoslam.depth: thesis); this store holds R/255 with zero R left out"),
+}
+
+
+def ground_truth_note(protocol: Protocol, store_attrs: Mapping[str, Any]) -> str | None:
+    """Why ``leve2024`` numbers on this store are not comparable with the thesis's table (None: they are,
+    or another protocol); the evaluation writes it into the metrics document and the tables show it."""
+    dataset = str(store_attrs.get("dataset") or protocol.dataset)
+    if protocol.name != "leve2024" or dataset not in THESIS_GROUND_TRUTH:
+        return None
+    key, default, thesis, note = THESIS_GROUND_TRUTH[dataset]
+    value = str(store_attrs.get(key) or default)
+    return None if value == thesis else note.format(value=value)

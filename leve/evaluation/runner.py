@@ -5,23 +5,28 @@ training resolution to the network output ``(B, 1, h, w)`` (read as ``max_depth 
 a Leve model is one. An output at a lower resolution (DenseDepth's, ``output_stride`` 2: h/2 x
 w/2) is upsampled to the input size (bilinear, x2): the raw output before it is read as depth,
 or the depth read from it (``protocol.upsample: depth``, as DenseDepth's evaluation does).
-Images are resized to the training resolution in batches, depth is read from the output at
-that resolution and resized back to each image's own size (bilinear), then cropped, masked,
-aligned and scored per image; each scored sample keeps its metrics and its per-pixel sums, and
-the split's numbers are aggregated as the protocol says (per-image means or pooled pixels).
+Images are resized to the training resolution as training resizes them (:mod:`leve.images`),
+the output is read at that resolution in the space the protocol scores or fits it in (depth
+clamped to the checkpoint's range; for ``median`` the unclamped depth, for ``lstsq`` the
+disparity), flip-averaged there, resized back to each image's own size with the same filter,
+then cropped, masked, aligned (an aligned prediction is clipped only after its fit) and scored
+per image; each scored sample keeps its metrics and its per-pixel sums, and the split's numbers
+are aggregated as the protocol says (per-image means or pooled pixels).
+
+The teacher rows score the cached map as it is: the flip-averaged map when the cache was built
+with ``teacher.tta: flip``, recorded as the protocol's ``teacher_flip``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from leve.evaluation.align import align_depth, align_lstsq_disparity
+from leve.evaluation.align import align_lstsq_disparity, align_prediction
 from leve.evaluation.metrics import (
     METRIC_KEYS,
     Aggregate,
@@ -30,6 +35,7 @@ from leve.evaluation.metrics import (
     pixel_sums,
 )
 from leve.evaluation.protocols import Protocol
+from leve.images import RGB_RESIZE, resize_maps, resize_rgb
 from leve.models.depth import output_to_depth, upsample_output
 from leve.progress import progress_bar
 from leve.store import Split
@@ -129,30 +135,39 @@ class EvalResult:
         return names if len(names) > 1 or (names and names[0]) else []
 
 
-def _batch_input(rgbs: list[np.ndarray], resolution: tuple[int, int], device: str) -> torch.Tensor:
-    """Stack images resized (bilinear) to ``resolution`` as (B, 3, h, w) floats in [0, 1]."""
-    xs = [F.interpolate(torch.tensor(r).permute(2, 0, 1)[None].float().div(255.0),
-                        size=resolution, mode="bilinear", align_corners=False) for r in rgbs]
-    return torch.cat(xs).to(device)
+def batch_input(rgbs: list[np.ndarray], resolution: tuple[int, int], device: str = "cpu") -> torch.Tensor:
+    """(B, 3, h, w) network input: each image resized to ``resolution`` as training resizes it."""
+    return torch.stack([resize_rgb(r, resolution) for r in rgbs]).to(device)
 
 
-def _resize_back(depth: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """(1, h, w) depth -> (H, W) float64 numpy at the image's own size."""
-    out = F.interpolate(depth[None].float(), size=size, mode="bilinear", align_corners=False)
-    return out[0, 0].cpu().double().numpy()
+def _resize_back(pred: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """(1, h, w) map -> (H, W) float64 numpy at the image's own size (the same filter)."""
+    return resize_maps(pred[None].float().cpu(), size)[0, 0].double().numpy()
+
+
+def read_output(out: torch.Tensor, protocol: Protocol, depth_scale: float) -> torch.Tensor:
+    """The output read in the space the protocol scores (``align: none``: depth clamped to
+    ``[D/100, D]``) or fits it in, unclamped: ``median`` the depth ``D/out`` (NaN where
+    ``out <= 0``), ``lstsq`` the disparity ``out/D`` (``D = depth_scale``)."""
+    if protocol.align == "lstsq":
+        return out / depth_scale
+    if protocol.align == "median":
+        return torch.where(out > 0, depth_scale / out, torch.full_like(out, float("nan")))
+    return output_to_depth(out, depth_scale)
 
 
 @torch.inference_mode()
 def _predict_batch(net: Predictor, x: torch.Tensor, protocol: Protocol,
                    depth_scale: float) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Depth at the training resolution, and that of the flipped input (back in its own frame
-    for ``flip: separate``, i.e. still mirrored; un-mirrored and averaged for ``average``)."""
+    """The prediction (:func:`read_output`) at the training resolution, and that of the flipped
+    input (back in its own frame for ``flip: separate``, i.e. still mirrored; un-mirrored and
+    averaged for ``average``)."""
     size = x.shape[-2:]
 
     def depth_of(out: torch.Tensor) -> torch.Tensor:  # a half-resolution output is upsampled to the input size
         if protocol.upsample == "depth":
-            return upsample_output(output_to_depth(out.float(), depth_scale), size)
-        return output_to_depth(upsample_output(out.float(), size), depth_scale)
+            return upsample_output(read_output(out.float(), protocol, depth_scale), size)
+        return read_output(upsample_output(out.float(), size), protocol, depth_scale)
 
     depth = depth_of(net(x))
     if protocol.flip == "none":
@@ -172,17 +187,25 @@ def _score(depth: np.ndarray, gt: np.ndarray, mask: np.ndarray, protocol: Protoc
 
 
 def score_sample(pred: np.ndarray, gt: np.ndarray, protocol: Protocol) -> Score:
-    """(aligned depth, scored-pixel mask, metrics, pixel sums) of one full-size prediction."""
+    """(aligned depth, scored-pixel mask, metrics, pixel sums) of one full-size prediction, read
+    as :func:`read_output` reads it: aligned unclamped, then clipped to the protocol's range."""
     mask = protocol.crop.mask(*gt.shape) & protocol.valid(gt)
-    aligned = align_depth(pred, gt, mask, protocol.align, protocol.min_depth, protocol.max_depth)
+    aligned = align_prediction(pred, gt, mask, protocol.align, protocol.min_depth, protocol.max_depth)
     return _score(aligned, gt, mask, protocol)
 
 
 def score_teacher(disp: np.ndarray, gt: np.ndarray, protocol: Protocol) -> Score:
-    """(depth, mask, metrics, pixel sums) of a teacher disparity map, lstsq-aligned to the ground truth."""
+    """(depth, mask, metrics, pixel sums) of a teacher disparity map, lstsq-aligned to the ground
+    truth on the pixels where it is positive."""
     mask = protocol.crop.mask(*gt.shape) & protocol.valid(gt)
     depth = align_lstsq_disparity(disp, gt, mask, protocol.min_depth, protocol.max_depth)
     return _score(depth, gt, mask, protocol)
+
+
+def teacher_flip(teacher: Any) -> str:
+    """``average`` when the teacher cache holds the flip-averaged map (``teacher.tta: flip``)."""
+    attrs = getattr(teacher, "attrs", None) or {}
+    return "average" if attrs.get("tta") == "flip" else "none"
 
 
 def evaluate(
@@ -201,6 +224,7 @@ def evaluate(
 ) -> EvalResult:
     """Score ``net`` (and the cached ``teacher``, a reader with ``disparity(i)``) on ``split``."""
     scale = protocol.max_depth if protocol.depth_scale == "dataset" else checkpoint_max_depth
+    protocol = replace(protocol, resize=RGB_RESIZE, teacher_flip=teacher_flip(teacher))
     meta = split.meta
     groups = meta[group_column].astype(str).tolist() if group_column and group_column in meta else [""] * len(split)
     sources = meta["source"].astype(str).tolist() if "source" in meta else [""] * len(split)
@@ -210,7 +234,7 @@ def evaluate(
         for start in range(0, len(split), batch_size):
             idx = list(range(start, min(start + batch_size, len(split))))
             rgbs = [split.rgb(i) for i in idx]
-            depth, flipped = _predict_batch(net, _batch_input(rgbs, resolution, device), protocol, scale)
+            depth, flipped = _predict_batch(net, batch_input(rgbs, resolution, device), protocol, scale)
             for k, i in enumerate(idx):
                 gt = split.depth(i).astype(np.float64)
                 info = (groups[i], sources[i])

@@ -27,6 +27,7 @@ class Config:
     flip: bool = True  # standard only: average with the prediction of the flipped image
     min_depth: float | None = None  # standard only: valid mask min (default 1e-3)
     max_depth: float | None = None  # default: the store's max_depth
+    aggregation: str | None = None  # None: the protocol's own | per_image | per_image_mse (eq. 8.1) | pooled
     teacher: bool = True  # add teacher rows when the teacher cache has the split
     batch_size: int = 8
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -63,7 +64,7 @@ def run(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path
         show_progress: bool = True) -> dict[str, Any]:
     """Evaluate the checkpoint on ``dataset``; returns the metrics document written."""
     from leve.device import resolve_device
-    from leve.evaluation.protocols import get_protocol
+    from leve.evaluation.protocols import get_protocol, ground_truth_note
     from leve.evaluation.runner import evaluate
     from leve.models.checkpoint import load_checkpoint
     from leve.report.figures import save_grid
@@ -84,8 +85,12 @@ def run(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path
     if not max_depth:
         raise LeveError(f"{store.path}: no max_depth attribute; set eval.max_depth")
     protocol = get_protocol(cfg.protocol, dataset, max_depth, crop=cfg.crop, align=cfg.align,
-                            flip=cfg.flip, min_depth=cfg.min_depth)
+                            flip=cfg.flip, min_depth=cfg.min_depth, aggregation=cfg.aggregation)
     model, info = load_checkpoint(cfg.checkpoint, device=device)
+    if info.depth_kind == "relative" and (protocol.name != "standard" or protocol.align == "none"):
+        raise LeveError(f"{cfg.checkpoint}: the student predicts relative depth (distilled without depth): score it "
+                        f"with eval.protocol standard and eval.align median or lstsq, not {protocol.name} "
+                        f"with align {protocol.align}")
     model.eval()
     teacher, teacher_info = _open_teacher(cfg, dataset, store)
     picks = tuple(int(i) for i in np.linspace(0, len(split) - 1, min(cfg.examples, len(split))).round())
@@ -94,7 +99,12 @@ def run(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path
                       show_progress=show_progress)
     ckpt = {"path": str(cfg.checkpoint), "model": info.model, "max_depth": info.max_depth,
             "resolution": list(info.resolution)}
+    if info.depth_kind != "metric":
+        ckpt["depth_kind"] = info.depth_kind
     doc = metrics_document(result, cfg.split, ckpt, teacher_info)
+    note = ground_truth_note(protocol, store.attrs)
+    if note:  # shown beside the numbers by the tables of `leve eval`, `leve tables` and `leve report`
+        doc["note"] = note
     reports = cfg.reports_dir / dataset
     write_csv(reports / "per_image.csv", [s.row() for s in result.scored])
     write_csv(reports / "error_vs_depth.csv", result.bins.rows())

@@ -20,6 +20,10 @@ Each grid point is a named set of ``train`` params; queueing it is one
 
 The members of each group, their order and their experiment-name tags come from the model
 registry (:func:`leve.models.registry.model_specs`); nothing here lists the variants.
+
+``--seeds N`` (:func:`with_seeds`) runs every point N times, ``<name>-seed<k>`` with
+``-S train.seed=<k>`` for k = 0..N-1; ``leve report`` then shows each point's mean ± standard
+deviation and 95 % interval over its seeds (:mod:`leve.report.seeds`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 from leve.errors import LeveError
 
 KD_EPS = (0.0, 0.10, 0.25, 0.50)
+SEED_PARAM = "train.seed"
 GRID_NAMES = ("kd", "lcb", "skips", "encoders", "all")
 
 
@@ -85,6 +90,16 @@ def grid(name: str) -> list[GridPoint]:
                 points.setdefault(p.params, p)
         return list(points.values())
     raise LeveError(f"unknown grid '{name}'; choose from {', '.join(GRID_NAMES)}")
+
+
+def with_seeds(points: Sequence[GridPoint], seeds: int) -> list[GridPoint]:
+    """Each point once per seed 0..``seeds``-1, named ``<name>-seed<k>`` and setting ``train.seed``;
+    ``seeds`` 0 leaves the points as they are (the params' own seed)."""
+    if seeds < 0:
+        raise LeveError(f"--seeds must be >= 0, got {seeds}")
+    if seeds == 0:
+        return list(points)
+    return [GridPoint(f"{p.name}-seed{k}", (*p.params, (SEED_PARAM, str(k)))) for p in points for k in range(seeds)]
 
 
 def queue_commands(points: Sequence[GridPoint], extra_sets: Sequence[str] = (), targets: Sequence[str] = (),

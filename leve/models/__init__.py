@@ -30,7 +30,15 @@ the file suffix:
   "state_dict": {...}, "extra": {...}}``, loaded with ``torch.load(weights_only=True)``;
   ``extra`` may hold plain values and tensors only (e.g. an optimizer state for resuming).
 
+* a folder in the Hugging Face layout (``leve export --format hf``, :mod:`leve.models.hf`):
+  ``config.json`` holds the description above (and ``extra`` minus training state),
+  ``model.safetensors`` the state dict, ``README.md`` the model card.
+
 ``resolution`` is the (H, W) the model was trained at; prediction resizes inputs to it.
+``extra["lineage"]`` (written by ``leve train``, :mod:`leve.models.lineage`) names the teacher
+(id, resolved revision, licence), the dataset splits (store path and fingerprint) and whether the
+student is for non-commercial use only; ``MODEL_CARD.md`` beside ``best.pt`` says the same
+(:mod:`leve.models.card`).
 """
 
 from leve.models.base import DepthModel, InputSizeError

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from leve.errors import LeveError
 FORMAT = "leve-checkpoint"
 VERSION = 1
 DEFAULT_RESOLUTION = (480, 640)
+HF_CONFIG, HF_WEIGHTS = "config.json", "model.safetensors"  # a Hugging Face layout folder (leve.models.hf)
 
 
 @dataclass
@@ -28,6 +31,12 @@ class CheckpointInfo:
     max_depth: float
     resolution: tuple[int, int]
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def depth_kind(self) -> str:
+        """``metric`` (trained on depth: metres) or ``relative`` (distilled without depth: known up to
+        scale and shift, scored only with an aligned protocol)."""
+        return str(self.extra.get("depth_kind", "metric"))
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, name: str, max_depth: float,
@@ -74,11 +83,15 @@ def _default_permissions(path: Path) -> None:
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
-    """Read a checkpoint's state dict and description without building the model."""
+    """Read a checkpoint's state dict and description without building the model (a file, or a
+    Hugging Face layout folder written by ``leve export --format hf``)."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        state, header = _read_hf_folder(path)
+    elif not path.is_file():
         raise LeveError(f"{path}: checkpoint not found")
-    state, header = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
+    else:
+        state, header = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
     if header.get("format") != FORMAT:
         raise LeveError(f"{path}: not a leve checkpoint (no format '{FORMAT}'; "
                         f"use encoder_weights= for ImageNet backbones)")
@@ -88,7 +101,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Checkpoi
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointInfo]:
-    """Build the registered model a checkpoint names, load its weights (strict) and set eval mode."""
+    """Build the registered model a checkpoint names, load its weights (strict) and set eval mode. A
+    ``relative`` checkpoint's model comes wrapped in :class:`~leve.models.depth.RelativeOutput`."""
     from leve.models.registry import create_model
 
     state, info = read_checkpoint(path)
@@ -96,17 +110,30 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0][:200]
-        raise LeveError(f"{path}: weights do not fit model '{info.model}' ({first})") from exc
+        raise LeveError(f"{path}: weights do not fit model '{info.model}' ({_first_line(exc)})") from exc
+    if info.depth_kind == "relative":  # its output in the teacher's convention (leve.models.depth.RelativeOutput)
+        from leve.models.depth import RelativeOutput
+
+        scale, shift = info.extra.get("relative_affine") or (1.0, 0.0)
+        model = RelativeOutput(model, scale, shift)
     return model.to(device).eval(), info
+
+
+def _first_line(exc: BaseException) -> str:
+    """The exception's class and the first line of its message (which may be empty), shortened."""
+    lines = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {lines[0][:200]}" if lines else exc.__class__.__name__
 
 
 def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refuses anything but tensors and plain containers
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"it would call {found.group(1)}" if found else "its pickle holds more than tensors and plain containers"
+        raise LeveError(f"{path}: refused to load: {what} (a pickle can carry code; leve loads weights only)") from exc
     except Exception as exc:
-        raise LeveError(f"{path}: cannot read checkpoint safely ({exc.__class__.__name__}: "
-                        f"{str(exc).splitlines()[0][:200]})") from exc
+        raise LeveError(f"{path}: cannot read checkpoint safely ({_first_line(exc)})") from exc
     if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
         raise LeveError(f"{path}: not a leve checkpoint (expected a dict with 'state_dict')")
     return obj["state_dict"], obj
@@ -121,8 +148,29 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
             state = {k: f.get_tensor(k) for k in f.keys()}
         header = {**meta, "config": json.loads(meta.get("config", "{}")), "extra": json.loads(meta.get("extra", "{}"))}
     except Exception as exc:
-        raise LeveError(f"{path}: cannot read safetensors checkpoint ({exc.__class__.__name__}: "
-                        f"{str(exc).splitlines()[0][:200]})") from exc
+        raise LeveError(f"{path}: cannot read safetensors checkpoint ({_first_line(exc)})") from exc
+    return state, header
+
+
+def _read_hf_folder(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A Hugging Face layout folder (``leve export --format hf``): ``config.json`` holds the header
+    (format, version, model, config, extra), ``model.safetensors`` the state dict."""
+    from safetensors.torch import load_file
+
+    config, weights = path / HF_CONFIG, path / HF_WEIGHTS
+    for needed in (config, weights):
+        if not needed.is_file():
+            raise LeveError(f"{needed}: missing (a leve Hugging Face folder holds {HF_CONFIG} and {HF_WEIGHTS})")
+    try:
+        header = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LeveError(f"{config}: cannot read as JSON ({_first_line(exc)})") from exc
+    if not isinstance(header, dict):
+        raise LeveError(f"{config}: not a leve model config (expected a JSON object)")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except Exception as exc:
+        raise LeveError(f"{weights}: cannot read safetensors weights ({_first_line(exc)})") from exc
     return state, header
 
 

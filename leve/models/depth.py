@@ -55,3 +55,26 @@ def depth_to_output(depth: Array, max_depth: float) -> Array:
     if isinstance(depth, torch.Tensor):
         return max_depth / torch.clamp(depth, lo, hi)
     return (max_depth / np.clip(np.asarray(depth, dtype=np.float32), lo, hi)).astype(np.float32)
+
+
+class RelativeOutput(torch.nn.Module):
+    """A student trained without depth (checkpoint ``depth_kind: relative``) in the output convention.
+
+    Its raw output is known only up to scale and shift; training records ``(scale, shift)`` that map it
+    to the teacher's max-normalised disparity ``x`` (near = 1). This module returns
+    ``clamp(x / MIN_DEPTH_FRACTION, 1, 1 / MIN_DEPTH_FRACTION)``, so that :func:`output_to_depth` reads
+    ``max_depth * MIN_DEPTH_FRACTION / x``: a depth proportional to ``1 / x`` (right up to scale, and up
+    to shift in disparity), never clipped for ``x`` in [0.01, 1]. An aligned protocol (median or lstsq)
+    fixes the unknown scale (and shift); the network's size contract passes through.
+    """
+
+    def __init__(self, model: torch.nn.Module, scale: float, shift: float) -> None:
+        super().__init__()
+        self.model, self.scale, self.shift = model, float(scale), float(shift)
+        for attr in ("output_stride", "input_multiple", "min_input_size", "max_depth", "name"):
+            if hasattr(model, attr):
+                setattr(self, attr, getattr(model, attr))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        disparity = self.scale * self.model(x) + self.shift
+        return (disparity / MIN_DEPTH_FRACTION).clamp(1.0, 1.0 / MIN_DEPTH_FRACTION)

@@ -365,7 +365,12 @@ def create_model(name: str = DEFAULT_MODEL, encoder_weights: str | Path | None =
     torchvision's ImageNet file for the other encoders, e.g. ``densenet169-b2777c0a.pth``).
 
     Every model has ``encoder``, ``decoder``, ``max_depth``, ``output_stride`` (1 or 2),
-    ``input_multiple`` and ``min_input_size``."""
+    ``input_multiple`` and ``min_input_size``. ``name`` may also be a folder written by
+    ``leve export --format hf``: its trained model is loaded (offline, in eval mode)."""
+    if name not in MODELS and Path(name).is_dir():
+        from leve.models.checkpoint import load_checkpoint
+
+        return load_checkpoint(name)[0]
     spec = model_spec(name)
     if not max_depth > 0:
         raise LeveError(f"max_depth must be positive, got {max_depth}")

@@ -2,10 +2,14 @@
 
 Creates a workspace (a copy of the pipeline: dvc.yaml, params.yaml, profiles/ and
 the leve package it tracks as dependencies), makes it a git + DVC repository (offline,
-analytics off), runs the whole pipeline on the embedded default, commits it as the
-baseline, runs a second experiment with another distillation weight, then prints the
-metric table and ``dvc metrics diff`` between the two. Rerunning continues: DVC skips
-what is up to date.
+analytics off), and tells the story of distillation where it matters, on the embedded default
+(few labelled images, many unlabelled, the embedded teacher): the baseline is the pipeline
+without distillation (``train.kd.eps: 0`` in the workspace's params.yaml; the student sees
+the depth of ``train.labels.fraction`` of the training images and nothing else), committed;
+the experiment distils the teacher cache on every training image (``dvc exp run -S
+train.kd.eps=E``, E the embedded default's). Then it prints ``leve report`` (with the
+aligned teacher row), ``dvc metrics diff`` between the two and the figures. Rerunning
+continues: DVC skips what is up to date.
 """
 
 from __future__ import annotations
@@ -104,23 +108,49 @@ def has_commit(demo: Demo, message: str) -> bool:
     return message in demo.run("git", "log", "--format=%s", capture=True)
 
 
-def run_demo(workspace: Path, second_eps: float = 0.0, quiet: bool = False) -> Demo:
-    """The whole demo; returns the workspace and the seconds each part took."""
+def demo_params(root: Path) -> tuple[float, float, str]:
+    """The experiment's ``train.kd.eps``, ``train.labels.fraction`` and the synthetic teacher of the
+    params.yaml in ``root``."""
+    from leve.train import stage as train_stage
+
+    cfg = train_stage.config(params_file=root / "params.yaml")
+    return cfg.kd.eps, cfg.labels.fraction, train_stage.expected_teacher(cfg.dataset, root / "params.yaml")
+
+
+def write_baseline_params(workspace: Path) -> None:
+    """The workspace's params.yaml without distillation (``train.kd.eps: 0``; comments kept)."""
+    from leve.pipeline.profiles import edit_yaml
+
+    params = workspace / "params.yaml"
+    params.write_text(edit_yaml(params.read_text(), {"train.kd.eps": 0.0}, params)[0])
+
+
+def run_demo(workspace: Path, eps: float | None = None, quiet: bool = False) -> Demo:
+    """The whole demo (``eps``: the experiment's ``train.kd.eps``, default the embedded default's);
+    returns the workspace and the seconds each part took."""
     demo = Demo(workspace.resolve(), quiet)
     t_all = time.perf_counter()
+    root = source_root()
+    default_eps, fraction, teacher = demo_params(root)
+    eps = default_eps if eps is None else eps
+    if eps <= 0:
+        raise LeveError(f"leve demo: the experiment distils, so its kd.eps must be > 0 (got {eps})")
     t0 = demo.step(1, 5, f"workspace {demo.workspace} (git + DVC, offline)")
-    if create_workspace(demo.workspace, source_root()):
+    if create_workspace(demo.workspace, root):
+        write_baseline_params(demo.workspace)
         init_repo(demo)
     demo.done("workspace", t0)
-    t0 = demo.step(2, 5, "dvc repro: prepare -> teacher cache -> train -> eval -> bench (embedded default)")
+    t0 = demo.step(2, 5, f"baseline, no distillation: dvc repro (train.kd.eps=0; the student sees the depth of "
+                         f"{fraction:.0%} of the training images): prepare -> teacher cache -> train -> eval -> bench")
     demo.run("dvc", "repro")
     baseline = "leve demo: baseline run"
     if not has_commit(demo, baseline):
         demo.run("git", "add", "-A")
         demo.run("git", "commit", "-q", "-m", baseline)
     demo.done("baseline", t0)
-    t0 = demo.step(3, 5, f"second experiment: dvc exp run -S train.kd.eps={second_eps}")
-    demo.run("dvc", "exp", "run", "-S", f"train.kd.eps={second_eps}")
+    t0 = demo.step(3, 5, f"experiment, distillation from the {teacher} teacher's cache on every training image: "
+                         f"dvc exp run -S train.kd.eps={eps}")
+    demo.run("dvc", "exp", "run", "-S", f"train.kd.eps={eps}")
     demo.done("experiment", t0)
     demo.step(4, 5, "results")
     show_results(demo)

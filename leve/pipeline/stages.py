@@ -72,10 +72,20 @@ def compress_folders(files: list[str], root: Path) -> list[str]:
     return sorted(out)
 
 
+# Package data that a module loads at run time (not Python, so outside the import closure):
+# a stage whose closure holds the module depends on the data too. The `embedded` teacher's
+# weights are read by the registry's entry, so retraining them reruns the teacher cache.
+PACKAGE_DATA: dict[str, tuple[str, ...]] = {"leve/teacher/embedded/__init__.py": ("leve/teacher/embedded/weights",)}
+
+
 def stage_deps(stage: str, root: Path = ROOT) -> list[str]:
     """The code deps of ``stage`` as dvc.yaml lists them: its closure, with a folder in place of
-    its files where the closure holds every .py file of the folder (subfolders included). Sorted."""
-    return compress_folders(code_closure(_stage(stage).entry, root), root)
+    its files where the closure holds every .py file of the folder (subfolders included), plus the
+    :data:`PACKAGE_DATA` of its files not already inside a listed folder. Sorted."""
+    files = code_closure(_stage(stage).entry, root)
+    deps = compress_folders(files, root)
+    data = [d for f in files for d in PACKAGE_DATA.get(f, ()) if not any(d.startswith(x + "/") for x in deps)]
+    return sorted(deps + data)
 
 
 # --------------------------------------------------------------------------- params

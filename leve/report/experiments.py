@@ -8,6 +8,10 @@ carries ``data.params`` per params file and ``data.metrics`` per metrics file, o
   evaluation documents ``metrics/<ds>.json`` by dataset, ``metrics/bench_model.json``);
 * :func:`select_records` -> the finished experiments (and committed baselines) with metrics,
   or the workspace when no experiment has any;
+* :func:`merge_seeds` -> one record per configuration run with several seeds (``train.seed``;
+  ``leve experiments queue --seeds N``): its metrics the mean over the seeds, each row then shows
+  mean ± standard deviation and the 95 % interval, and marks what is within seed noise
+  (:mod:`leve.report.seeds`);
 * :func:`build_tables` -> the thesis tables, rows labelled by the params that differ, and the
   encoder comparisons in the layouts the thesis (Table 9.1) and seed 002 (Table I) print, each
   run beside the figures that source published for its model (:class:`Published`, the model
@@ -17,7 +21,9 @@ carries ``data.params`` per params file and ``data.metrics`` per metrics file, o
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from leve.errors import LeveError
-from leve.evaluation.metrics import METRIC_KEYS
+from leve.evaluation.metrics import AGGREGATION_CAPTIONS, LOWER_IS_BETTER, METRIC_KEYS
 from leve.models.registry import (
     DEFAULT_MODEL,
     SEED_002,
@@ -37,10 +43,12 @@ from leve.models.registry import (
     model_spec,
     model_specs,
 )
+from leve.report.metrics import aggregation_of
+from leve.report.seeds import SeedStats, noise_marks, seed_stats
 from leve.report.tables import METRIC_COLUMNS, METRIC_HEADERS, MISSING, SEED002_COLUMNS, markdown_table, metric_cells
 from leve.report.tables import number as cell_number
 
-MODEL_KEY, EPS_KEY, DATASET_KEY = "train.model", "train.kd.eps", "train.dataset"
+MODEL_KEY, EPS_KEY, DATASET_KEY, SEED_KEY = "train.model", "train.kd.eps", "train.dataset", "train.seed"
 # Row labels and table membership come from the model registry (leve.models.registry): each
 # spec names its thesis tables, its experiment groups and its label in each group.
 # Ablation tables: (key, thesis table, registry group of the row labels, title).
@@ -81,6 +89,8 @@ class Record:
     evals: dict[str, dict[str, Any]] = field(default_factory=dict)  # dataset -> metrics document
     bench: dict[str, Any] | None = None  # metrics/bench_model.json
     error: str | None = None
+    baseline: str = ""  # the commit the revision is based on ("workspace" for the workspace)
+    members: tuple[Record, ...] = ()  # a configuration's seeds (merge_seeds): one record per seed
 
     @property
     def model(self) -> str:
@@ -106,6 +116,7 @@ class Row:
     means: dict[str, Any]
     bench: dict[str, Any] | None = None  # fp32 eager latency of the row's model variant
     params: int | None = None  # the model's parameter count, from the same benchmark
+    stats: dict[str, SeedStats] | None = None  # metric -> statistics over the record's seeds (merge_seeds)
 
 
 @dataclass(frozen=True)
@@ -188,13 +199,13 @@ def revision_metrics(data: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], d
     return evals, bench
 
 
-def parse_revision(entry: dict[str, Any], kind: str, name: str, state: str | None) -> Record:
+def parse_revision(entry: dict[str, Any], kind: str, name: str, state: str | None, baseline: str = "") -> Record:
     data = entry.get("data") or {}
     evals, bench = revision_metrics(data)
     err = entry.get("error")
     error = (err.get("msg") or err.get("type") or "error") if isinstance(err, dict) else (str(err) if err else None)
     return Record(name=name, rev=str(entry.get("rev") or data.get("rev") or ""), kind=kind, state=state,
-                  params=revision_params(data), evals=evals, bench=bench, error=error)
+                  params=revision_params(data), evals=evals, bench=bench, error=error, baseline=baseline)
 
 
 def parse_exp_show(payload: Any) -> list[Record]:
@@ -208,12 +219,12 @@ def parse_exp_show(payload: Any) -> list[Record]:
         rev = str(base.get("rev") or "")
         kind = "workspace" if rev == "workspace" else "baseline"
         name = base.get("name") or (kind if kind == "workspace" else rev[:7])
-        records.append(parse_revision(base, kind, name, None))
+        records.append(parse_revision(base, kind, name, None, rev))
         for exp in base.get("experiments") or []:
             state = (exp.get("executor") or {}).get("state")
             for rev_entry in exp.get("revs") or []:
                 name = rev_entry.get("name") or exp.get("name") or str(rev_entry.get("rev", ""))[:7]
-                records.append(parse_revision(rev_entry, "experiment", name, state))
+                records.append(parse_revision(rev_entry, "experiment", name, state, rev))
     return records
 
 
@@ -238,6 +249,114 @@ def select_records(records: Sequence[Record], workspace: bool = False) -> list[R
 def pending(records: Sequence[Record]) -> list[Record]:
     """Experiments left out of the tables: queued, running or failed."""
     return [r for r in records if r.kind == "experiment" and not r.finished]
+
+
+# ----------------------------------------------------------------------------- seeds
+
+KIND_ORDER = {"experiment": 0, "baseline": 1, "workspace": 2}  # which run of a seed counts when it is there twice
+
+
+def cell_key(record: Record) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+    """What identifies a configuration across its seeds: the baseline commit and every param but
+    ``train.seed`` (None: the record has no seed param and is never merged)."""
+    if SEED_KEY not in record.params:
+        return None
+    return record.baseline, tuple(sorted((k, _canonical(v)) for k, v in record.params.items() if k != SEED_KEY))
+
+
+def _seed_order(value: Any) -> tuple[float, str]:
+    number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.inf
+    return number, str(value)
+
+
+def one_per_seed(runs: Sequence[Record]) -> list[Record]:
+    """The runs of one configuration, one per distinct seed (an experiment before the baseline commit
+    or the workspace that repeat it), in seed order."""
+    kept: dict[str, Record] = {}
+    for r in sorted(runs, key=lambda r: KIND_ORDER.get(r.kind, len(KIND_ORDER))):
+        kept.setdefault(_canonical(r.params[SEED_KEY]), r)
+    return sorted(kept.values(), key=lambda r: _seed_order(r.params[SEED_KEY]))
+
+
+def merge_seeds(records: Sequence[Record]) -> list[Record]:
+    """Records with one record per configuration that ran with two or more distinct seeds (in the
+    place of its first run; :func:`merge_runs`); every other record unchanged."""
+    cells: dict[Any, list[Record]] = {}
+    for r in records:
+        if (key := cell_key(r)) is not None:
+            cells.setdefault(key, []).append(r)
+    out: list[Record] = []
+    merged: set[Any] = set()
+    for r in records:
+        key = cell_key(r)
+        runs = one_per_seed(cells[key]) if key is not None else [r]
+        if len(runs) < 2:
+            out.append(r)
+        elif key not in merged:
+            merged.add(key)
+            out.append(merge_runs(runs))
+    return out
+
+
+def merge_runs(runs: Sequence[Record]) -> Record:
+    """One record for the seeds ``runs`` of a configuration: the params of the first with
+    ``train.seed`` the list of seeds (``0,1,2``), each dataset's document the first seed's with the
+    student's metrics (overall and per group) the mean over the seeds; ``members`` keeps the runs."""
+    first = runs[0]
+    datasets = dict.fromkeys(d for r in runs for d in r.evals)
+    evals = {d: _mean_doc([r.evals[d] for r in runs if d in r.evals]) for d in datasets}
+    names = [r.name for r in runs]
+    stem = [n.rsplit("-seed", 1)[0] for n in names]
+    name = stem[0] if len(set(stem)) == 1 and all("-seed" in n for n in names) else "+".join(names)
+    return Record(name=name, rev=" ".join(r.rev[:7] for r in runs),
+                  kind=min((r.kind for r in runs), key=lambda k: KIND_ORDER.get(k, len(KIND_ORDER))),
+                  state=first.state, params={**first.params, SEED_KEY: ",".join(str(r.params[SEED_KEY]) for r in runs)},
+                  evals=evals, bench=next((r.bench for r in runs if r.bench), None), baseline=first.baseline,
+                  members=tuple(runs))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def student_means(doc: dict[str, Any] | None, group: str = "all") -> dict[str, Any] | None:
+    """The student's metrics of an evaluation document, overall (``all``) or of one group."""
+    if not doc:
+        return None
+    found = doc.get("student") if group == "all" else ((doc.get("groups") or {}).get(group) or {}).get("student")
+    return found if isinstance(found, dict) else None
+
+
+def _mean_doc(docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    doc = copy.deepcopy(docs[0])  # protocol, checkpoint and teacher rows: the first seed's
+    doc["student"] = _mean_values([m for d in docs if (m := student_means(d)) is not None])
+    for group, models in (doc.get("groups") or {}).items():
+        if "student" in models:
+            models["student"] = _mean_values([m for d in docs if (m := student_means(d, group)) is not None])
+    return doc
+
+
+def _mean_values(means: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The first dict with each metric replaced by its mean over ``means``."""
+    stats = metric_stats(means)
+    return {**means[0], **{k: s.mean for k, s in stats.items()}}
+
+
+def metric_stats(means: Sequence[dict[str, Any]]) -> dict[str, SeedStats]:
+    """metric -> :class:`SeedStats` over the seeds' metric dicts (the metrics with a value)."""
+    out = {}
+    for key in METRIC_KEYS:
+        values = [float(m[key]) for m in means if _is_number(m.get(key))]
+        if values:
+            out[key] = seed_stats(values)
+    return out
+
+
+def row_stats(record: Record, dataset: str, group: str = "all") -> dict[str, SeedStats] | None:
+    """Statistics over the seeds of a merged record on ``dataset`` (None for a single run)."""
+    if not record.members:
+        return None
+    return metric_stats([m for r in record.members if (m := student_means(r.evals.get(dataset), group)) is not None])
 
 
 # ----------------------------------------------------------------------------- labels
@@ -275,9 +394,12 @@ def format_param(key: str, value: Any, model_labels: dict[str, str] | None = Non
 
 def row_labels(records: Sequence[Record], always: Sequence[str] = (),
                model_labels: dict[str, str] | None = None) -> list[str]:
-    """A label per record from the params that differ among ``records`` (plus ``always``);
-    records that still share a label get their experiment name appended."""
+    """A label per record from the params that differ among ``records`` (plus ``always``; not the
+    seed when a record stands for several, which the Seeds column counts); records that still share
+    a label get their experiment name appended."""
     keys = list(dict.fromkeys([*always, *differing_keys(records)]))
+    if any(r.members for r in records):
+        keys = [k for k in keys if k != SEED_KEY]
     labels = [", ".join(format_param(k, r.params.get(k), model_labels) for k in keys) or r.name for r in records]
     counts = Counter(labels)
     return [f"{lab} [{r.name}]" if counts[lab] > 1 else lab for lab, r in zip(labels, records)]
@@ -320,11 +442,12 @@ def dataset_rows(records: Sequence[Record], labels: Sequence[str], dataset: str,
         if doc is None:
             continue
         rows.append(Row(label, record, dataset, "all", doc["student"], bench_entry(record, bench),
-                        bench_params(record, bench) if bench else None))
+                        bench_params(record, bench) if bench else None, row_stats(record, dataset)))
         if organs:
             for group, models in (doc.get("groups") or {}).items():
                 if "student" in models:
-                    rows.append(Row(label, record, dataset, group, models["student"], None))
+                    rows.append(Row(label, record, dataset, group, models["student"], None,
+                                    stats=row_stats(record, dataset, group)))
     return rows
 
 
@@ -426,9 +549,11 @@ def ablation_dataset(records: Sequence[Record]) -> str:
 def build_tables(records: Sequence[Record], dataset: str | None = None) -> list[Table]:
     """Tables 9.1 (encoders), 9.2 (LCB), 9.3 (depthwise), 9.4 (skips) and seed 002's Table I
     (DenseDepth encoders) on the in-domain set, 9.6–9.8 (ε) per dataset, then an overview per
-    dataset. Tables with fewer than two comparable rows are left out."""
+    dataset; a configuration run with several seeds is one row (:func:`merge_seeds`). Tables with
+    fewer than two comparable rows are left out."""
     if not records:
         return []
+    records = merge_seeds(records)
     ds = dataset or ablation_dataset(records)
     bench = next((r.bench for r in records if r.bench), None)
     thesis_91, seed_i = (encoder_table(records, *spec, ds, bench) for spec in ENCODER_TABLES)
@@ -446,14 +571,65 @@ def build_tables(records: Sequence[Record], dataset: str | None = None) -> list[
 # ----------------------------------------------------------------------------- outputs
 
 
+def _aggregation(row: Row) -> str:
+    return aggregation_of(row.record.evals.get(row.dataset, {}).get("protocol") or {})
+
+
 def protocol_caption(table: Table) -> str:
-    """``test split, protocol leve2024 (crop leve2024)`` from the first row's document (``, metrics
-    pooled over pixels`` when its protocol pools them)."""
+    """``test split, protocol leve2024 (crop leve2024), per-image means (...)`` from the first row's
+    document; how the metrics are aggregated over the split comes from every row's protocol (a
+    table whose rows differ in it says so); then each row document's ``note`` (why its numbers are not
+    comparable with the thesis's table, :func:`leve.evaluation.protocols.ground_truth_note`)."""
     doc = table.rows[0].record.evals.get(table.dataset, {}) if table.rows else {}
     p = doc.get("protocol") or {}
     crop = (p.get("crop") or {}).get("name")
-    pooled = ", metrics pooled over pixels" if p.get("aggregation") == "pooled" else ""
-    return f"{doc.get('split', '?')} split, protocol {p.get('name', '?')}" + (f" (crop {crop})" if crop else "") + pooled
+    aggs = list(dict.fromkeys(_aggregation(r) for r in table.rows)) or ["per_image"]
+    how = (AGGREGATION_CAPTIONS.get(aggs[0], aggs[0]) if len(aggs) == 1
+           else f"rows aggregated differently ({', '.join(aggs)}): not comparable")
+    notes = [n for n in dict.fromkeys(r.record.evals.get(table.dataset, {}).get("note") for r in table.rows) if n]
+    return (f"{doc.get('split', '?')} split, protocol {p.get('name', '?')}" + (f" (crop {crop})" if crop else "")
+            + f", {how}" + "".join(f"; note: {n}" for n in notes))
+
+
+SEED_CAPTION = ("Rows over several seeds (`train.seed`; Seeds: how many): mean ± sample standard deviation "
+                "[95 % confidence interval of the mean, Student's t with n − 1 degrees of freedom]; **bold**: the "
+                "best such row of each column (per organ); ≈: its difference from that best row is within seed "
+                "noise (Welch's unequal-variance t-test, two-sided, p ≥ 0.05).")
+
+
+def seed_marks(rows: Sequence[Row], columns: Sequence[tuple[str, str]] = METRIC_COLUMNS) -> list[dict[str, str]]:
+    """Per row, metric -> ``best`` | ``noise`` | ``""`` (:func:`leve.report.seeds.noise_marks`), rows
+    compared only with rows of the same group (organ)."""
+    marks: list[dict[str, str]] = [{} for _ in rows]
+    for group in dict.fromkeys(r.group for r in rows):
+        idx = [i for i, r in enumerate(rows) if r.group == group]
+        for _, key in columns:
+            found = noise_marks([(rows[i].stats or {}).get(key) for i in idx], key in LOWER_IS_BETTER)
+            for i, mark in zip(idx, found):
+                marks[i][key] = mark
+    return marks
+
+
+def seed_cell(stats: SeedStats, mark: str = "", digits: int = 4) -> str:
+    """``0.5123 ± 0.0031 [0.5046, 0.5200]``, bold when ``best``, ``≈ `` first when within noise of it."""
+    text = (f"{stats.mean:.{digits}f} ± {stats.sd:.{digits}f} "
+            f"[{stats.low:.{digits}f}, {stats.high:.{digits}f}]")
+    return f"**{text}**" if mark == "best" else f"≈ {text}" if mark == "noise" else text
+
+
+def row_cells(row: Row, marks: dict[str, str], columns: Sequence[tuple[str, str]] = METRIC_COLUMNS) -> list[str]:
+    """The metric cells of a row: over seeds (:func:`seed_cell`) where it has two or more, else the value."""
+    cells = metric_cells(row.means, columns=columns)
+    for i, (_, key) in enumerate(columns):
+        stats = (row.stats or {}).get(key)
+        if stats is not None and stats.n >= 2:
+            cells[i] = seed_cell(stats, marks.get(key, ""))
+    return cells
+
+
+def seed_count(row: Row) -> int | None:
+    """How many seeds a row's statistics come from (None: a single run)."""
+    return max((s.n for s in (row.stats or {}).values()), default=None)
 
 
 def entries(table: Table) -> list[Row | Published]:
@@ -478,6 +654,8 @@ def comparison_markdown(table: Table) -> list[str]:
     first, columns = LAYOUTS[table.layout]
     speed = table.layout == "thesis-9.1"
     head = [first, *(h for h, _ in columns), *(["Params (M)", "Inference (ms)", "FPS"] if speed else []), "Source"]
+    runs = [e for e in entries(table) if isinstance(e, Row)]
+    marks = dict(zip(map(id, runs), seed_marks(runs, columns)))
     rows = []
     for e in entries(table):
         if isinstance(e, Published):
@@ -488,14 +666,17 @@ def comparison_markdown(table: Table) -> list[str]:
         else:
             params = None if e.params is None else e.params / 1e6
             timing = [cell_number(params, 2), *(cell_number((e.bench or {}).get(k), 1) for k in ("median_ms", "fps"))]
-            rows.append([e.label, *metric_cells(e.means, columns=columns), *(timing if speed else []), e.record.name])
+            rows.append([e.label, *row_cells(e, marks[id(e)], columns), *(timing if speed else []), e.record.name])
     return [markdown_table(head, rows)]
 
 
 def table_markdown(table: Table) -> str:
-    """One table: label, [organ,] RMSE, REL, δ1–δ3, [ms, FPS,] experiment; or a comparison layout
-    (:func:`comparison_markdown`)."""
+    """One table: label, [organ,] RMSE, REL, δ1–δ3, [seeds,] [ms, FPS,] experiment; or a comparison
+    layout (:func:`comparison_markdown`). Rows over seeds show mean ± sd and the 95 % interval."""
+    seeded = any(seed_count(r) for r in table.rows)
     lines = [f"### {table.title}", "", f"_{protocol_caption(table)}; lower RMSE/REL, higher δ are better._", ""]
+    if seeded:
+        lines += [f"_{SEED_CAPTION}_", ""]
     if table.layout != "metrics":
         lines += comparison_markdown(table)
         for note in (*table.notes, *([table.bench_note] if table.bench_note else [])):
@@ -503,12 +684,13 @@ def table_markdown(table: Table) -> str:
         return "\n".join(lines) + "\n"
     organs = any(r.group != "all" for r in table.rows)
     bench = table.bench_note is not None
-    head = ["Model", *(["Organ"] if organs else []), *METRIC_HEADERS, *(["Inference (ms)", "FPS"] if bench else []),
-            "Experiment"]
+    head = ["Model", *(["Organ"] if organs else []), *METRIC_HEADERS, *(["Seeds"] if seeded else []),
+            *(["Inference (ms)", "FPS"] if bench else []), "Experiment"]
     rows = []
-    for r in table.rows:
+    for r, marks in zip(table.rows, seed_marks(table.rows)):
         timing = [cell_number((r.bench or {}).get(k), 1) for k in ("median_ms", "fps")] if bench else []
-        rows.append([r.label, *([r.group] if organs else []), *metric_cells(r.means), *timing,
+        seeds = [MISSING if r.label.startswith("teacher") else str(seed_count(r) or 1)] if seeded else []
+        rows.append([r.label, *([r.group] if organs else []), *row_cells(r, marks), *seeds, *timing,
                      MISSING if r.label.startswith("teacher") else r.record.name])
     lines.append(markdown_table(head, rows))
     if table.bench_note:
@@ -527,15 +709,32 @@ def markdown(tables: Sequence[Table], left_out: Sequence[Record] = (), source: s
     return "\n".join(p for p in parts if p)
 
 
+SEED_FIELDS = ("seeds", *(f"{k}_{s}" for k in METRIC_KEYS for s in ("sd", "ci_low", "ci_high")), "best", "within_noise")
 CSV_FIELDS = ("table", "label", "experiment", "rev", "kind", "dataset", "group", "model", "eps",
-              *METRIC_KEYS, "count", "params", "inference_ms", "fps", "reference")
+              *METRIC_KEYS, "count", "params", "inference_ms", "fps", "reference", *SEED_FIELDS)
+
+
+def seed_columns(row: Row, marks: dict[str, str]) -> dict[str, Any]:
+    """The CSV's columns over seeds: ``seeds``, each metric's sd and 95 % interval, and the metrics in
+    which the row is the best (``best``) or within noise of the best (``within_noise``), space-separated."""
+    n = seed_count(row)
+    if not n or n < 2:
+        return {}
+    out: dict[str, Any] = {"seeds": n}
+    for key, s in (row.stats or {}).items():
+        out.update({f"{key}_sd": s.sd, f"{key}_ci_low": s.low, f"{key}_ci_high": s.high})
+    for mark, column in (("best", "best"), ("noise", "within_noise")):
+        out[column] = " ".join(k for k, m in marks.items() if m == mark)
+    return out
 
 
 def csv_rows(tables: Sequence[Table]) -> list[dict[str, Any]]:
-    """One CSV row per table row (in print order), with every metric; published rows have
-    ``kind`` published, the printed figures and ``reference`` (``thesis Table 9.1``)."""
+    """One CSV row per table row (in print order), with every metric (the mean over seeds, with their
+    spread, for a row over seeds); published rows have ``kind`` published, the printed figures and
+    ``reference`` (``thesis Table 9.1``)."""
     out: list[dict[str, Any]] = []
     for t in tables:
+        marks = dict(zip(map(id, t.rows), seed_marks(t.rows, [(k, k) for k in METRIC_KEYS])))
         for r in entries(t):
             if isinstance(r, Published):
                 ms = None if r.result.latency_s is None else r.result.latency_s * 1000.0
@@ -549,7 +748,7 @@ def csv_rows(tables: Sequence[Table]) -> list[dict[str, Any]]:
                         "dataset": r.dataset, "group": r.group, "model": "" if teacher else r.record.model,
                         "eps": "" if teacher else r.record.eps, **{k: r.means.get(k) for k in (*METRIC_KEYS, "count")},
                         "params": r.params, "inference_ms": (r.bench or {}).get("median_ms"),
-                        "fps": (r.bench or {}).get("fps")})
+                        "fps": (r.bench or {}).get("fps"), **seed_columns(r, marks[id(r)])})
     return out
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leve.errors import LeveError
-from leve.evaluation.metrics import METRIC_KEYS, Aggregate
+from leve.evaluation.metrics import AGGREGATION_CAPTIONS, METRIC_KEYS, Aggregate, metric_aggregation
 from leve.report.tables import METRIC_HEADERS, markdown_table, metric_cells, write_csv, write_text
 
 if TYPE_CHECKING:  # an annotation only: the `tables` stage need not import the runner (and torch)
@@ -24,14 +24,16 @@ def _rounded(agg: Aggregate) -> dict[str, float | int]:
 
 def metrics_document(result: EvalResult, split: str, checkpoint: dict[str, Any],
                      teacher: dict[str, Any] | None) -> dict[str, Any]:
-    """The metrics JSON: protocol (with its ``aggregation``: ``per_image`` means or ``pooled`` over
-    every pixel) and sources first, then per-model (and per-group) metrics."""
+    """The metrics JSON: protocol (with its ``aggregation``: ``per_image`` means, ``per_image_mse`` or
+    ``pooled`` over every pixel), how each metric is aggregated (``metric_aggregation``: metric ->
+    formula) and sources first, then per-model (and per-group) metrics."""
     student = result.aggregate("student")
     if student is None or student.count == 0:
         raise LeveError(f"{result.protocol.dataset}/{split}: no sample has a valid pixel under protocol "
                         f"'{result.protocol.name}'; nothing to report")
     doc: dict[str, Any] = {"dataset": result.protocol.dataset, "split": split,
-                           "protocol": result.protocol.settings(), "checkpoint": checkpoint,
+                           "protocol": result.protocol.settings(),
+                           "metric_aggregation": metric_aggregation(result.protocol.aggregation), "checkpoint": checkpoint,
                            "student": _rounded(student)}
     t = result.aggregate("teacher")
     if t is not None and t.count:
@@ -60,9 +62,23 @@ def _protocol_label(p: dict[str, Any]) -> str:
     label = f"{p['name']} (crop {p['crop']['name']}"
     if p["name"] == "standard":
         label += f", align {p['align']}, flip {p['flip']}"
-    if p.get("aggregation", "per_image") == "pooled":
-        label += ", pooled over pixels"
-    return label + ")"
+    return label + f", {AGGREGATION_LABELS.get(aggregation_of(p), aggregation_of(p))})"
+
+
+# Short forms for the protocol label; the table caption says it in full (AGGREGATION_CAPTIONS).
+AGGREGATION_LABELS = {"per_image": "per-image means", "per_image_mse": "RMSE per eq. 8.1",
+                      "pooled": "pooled over pixels"}
+
+
+def aggregation_of(protocol: dict[str, Any]) -> str:
+    """The aggregation a document's protocol settings name (``per_image`` in documents older than the field)."""
+    return str(protocol.get("aggregation") or "per_image")
+
+
+def aggregation_caption(aggregation: str) -> str:
+    """``Per-image means (BTS, ...)`` for a table caption."""
+    text = AGGREGATION_CAPTIONS.get(aggregation, aggregation)
+    return text[:1].upper() + text[1:]
 
 
 def _model_label(doc: dict[str, Any], model: str) -> str:
@@ -72,17 +88,19 @@ def _model_label(doc: dict[str, Any], model: str) -> str:
 
 
 def evaluation_markdown(docs: list[dict[str, Any]]) -> str:
-    """Thesis-like tables, one per dataset: model rows × RMSE, REL, δ1–δ3 (+ group column); the
-    intro says how the numbers are aggregated (per-image means, pooled pixels)."""
-    pooled = [d["protocol"].get("aggregation", "per_image") == "pooled" for d in docs]
-    how = ("Metrics pooled over every pixel of the split" if pooled and all(pooled) else "Per-image means"
-           + (", or metrics pooled over every pixel where the protocol says so" if any(pooled) else ""))
-    parts = ["# Evaluation\n", (f"{how}; lower RMSE/REL and higher δ are better. "
-             "Teacher rows: the cached teacher aligned per image by least squares in disparity space.\n")]
+    """Thesis-like tables, one per dataset: model rows × RMSE, REL, δ1–δ3 (+ group column); each
+    table's caption says how its numbers are aggregated over the split (per-image means, the thesis's
+    eq. 8.1, pooled pixels)."""
+    parts = ["# Evaluation\n", ("Lower RMSE/REL and higher δ are better; each table says how its numbers are "
+             "aggregated over the split. Teacher rows: the cached teacher aligned per image by least squares "
+             "in disparity space.\n")]
     for doc in docs:
         rows = summary_rows(doc)
         grouped = any(r["group"] != "all" for r in rows)
         parts.append(f"\n## {doc['dataset']} ({doc['split']}, {rows[0]['protocol']})\n")
+        parts.append(f"_{aggregation_caption(aggregation_of(doc['protocol']))}._\n")
+        if doc.get("note"):  # why these numbers are not comparable with the thesis's table
+            parts.append(f"_Note: {doc['note']}._\n")
         head = ["Model", *(["Organ"] if grouped else []), *METRIC_HEADERS, "Samples"]
         parts.append(markdown_table(head, [[r["model"], *([r["group"]] if grouped else []), *metric_cells(r), r["count"]]
                                            for r in rows]))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leve.errors import LeveError
 from leve.params import PARAMS_FILE, build_config, load_params, section
 
 
@@ -19,6 +20,7 @@ class Config:
     host: str = "127.0.0.1"             # loopback only; 0.0.0.0 serves every interface
     port: int = 8000
     device: str = "auto"                # auto (CUDA when available) | cpu | cuda | cuda:N
+    runtime: str = "auto"               # leve.models.runtime: auto (onnx on a CPU, else torch) | torch | compiled | onnx | eager
     max_upload_bytes: int = 20_000_000  # request bodies above this are refused (HTTP 413)
     max_pixels: int = 24_000_000        # width x height above this is refused before decoding
     samples: int = 4                    # synthetic rooms rendered at start-up to try
@@ -28,10 +30,29 @@ class Config:
     cmap: str = "magma"
     display_max_side: int = 1024        # images on the page are downscaled to this; downloads are not
     keep_results: int = 8               # recent results kept for download (LRU)
+    max_result_bytes: int = 256_000_000  # byte cap on the kept results (float32 depth + the RGB kept for
+                                         # the point cloud: 7 bytes a pixel; 4 for a relative-depth model)
+    pointcloud_fov_deg: float = 60.0    # point cloud of an upload without a usable EXIF focal length:
+                                        # this horizontal field of view is assumed (and said)
+    max_active: int = 2                 # requests decoding or predicting at once; the others wait their turn
+    upload_timeout_s: float = 60.0      # a body not received in full within this is refused (HTTP 408)
+    max_connections: int = 64           # open connections at once; uvicorn answers 503 beyond this
     warmup: bool = True                 # one forward pass at start-up, so the first upload is not slow
 
 
 def load_config(overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE) -> Config:
     """Code defaults < ``serve:`` in params.yaml < overrides (CLI flags and ``--set``)."""
     values = {**section(load_params(params_file), "serve"), **(overrides or {})}
-    return build_config(Config, values, "serve")
+    return check(build_config(Config, values, "serve"))
+
+
+def check(cfg: Config) -> Config:
+    """Refuse limits that would leave the server unbounded or unable to answer."""
+    for key in ("max_upload_bytes", "max_pixels", "keep_results", "max_result_bytes", "max_active", "max_connections"):
+        if getattr(cfg, key) < 1:
+            raise LeveError(f"serve.{key} must be >= 1, got {getattr(cfg, key)}")
+    if not cfg.upload_timeout_s > 0:
+        raise LeveError(f"serve.upload_timeout_s must be > 0, got {cfg.upload_timeout_s}")
+    if not 0 < cfg.pointcloud_fov_deg < 180:
+        raise LeveError(f"serve.pointcloud_fov_deg must be between 0 and 180 degrees, got {cfg.pointcloud_fov_deg}")
+    return cfg

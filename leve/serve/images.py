@@ -8,16 +8,17 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from leve.errors import LeveError
+
 FORMATS = ("JPEG", "PNG")
 
 
-class UploadError(Exception):
+class UploadError(LeveError):
     """A refused upload: an HTTP status and a one-line message for the page."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-        self.message = message
 
 
 def check_bytes(size: int, name: str, max_bytes: int) -> None:

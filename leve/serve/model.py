@@ -11,6 +11,7 @@ from torch import nn
 
 from leve.device import resolve_device
 from leve.errors import LeveError
+from leve.models.lineage import Lineage
 from leve.predict import predict_depth
 from leve.serve.config import Config
 
@@ -25,6 +26,8 @@ class LoadedModel:
     max_depth: float
     resolution: tuple[int, int]
     device: str
+    lineage: Lineage = field(default_factory=Lineage)  # teacher, data and licence the checkpoint records
+    depth_kind: str = "metric"  # or "relative" (distilled without depth): no metres, so no point cloud
     # One inference thread: requests run one at a time, and on the thread the warm-up prepared
     # (CPU thread pools and kernel caches are per calling thread).
     worker: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "leve-infer"))
@@ -36,7 +39,8 @@ class LoadedModel:
 
     @property
     def parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+        """Parameters of the model as trained (a prepared runtime may have folded some away)."""
+        return int(getattr(self.model, "source_parameters", 0)) or sum(p.numel() for p in self.model.parameters())
 
     def predict(self, rgb: np.ndarray, flip: bool) -> tuple[np.ndarray, float]:
         """Metric depth for one image and the seconds the model took (one request at a time)."""
@@ -58,13 +62,18 @@ def load_model(cfg: Config) -> LoadedModel:
     """Load ``cfg.checkpoint`` (or build ``cfg.model`` with random weights) once, in eval mode."""
     from leve.models.checkpoint import DEFAULT_RESOLUTION, load_checkpoint
     from leve.models.registry import DEFAULT_MODEL, create_model
+    from leve.models.runtime import check_runtime, prepare_for_inference
 
     device = str(resolve_device(cfg.device, "serve.device"))
+    check_runtime(cfg.runtime, device)  # before a checkpoint is read
     if cfg.checkpoint is None:
         name = cfg.model or DEFAULT_MODEL
         model = create_model(name, max_depth=cfg.max_depth).to(device).eval()
+        model = prepare_for_inference(model, cfg.runtime, DEFAULT_RESOLUTION)
         return LoadedModel(model, name, None, cfg.max_depth, DEFAULT_RESOLUTION, device)
     model, info = load_checkpoint(cfg.checkpoint, device=device)
     if cfg.model and cfg.model != info.model:
         raise LeveError(f"{cfg.checkpoint}: checkpoint holds model '{info.model}', not '{cfg.model}'")
-    return LoadedModel(model, info.model, str(cfg.checkpoint), info.max_depth, info.resolution, device)
+    model = prepare_for_inference(model, cfg.runtime, info.resolution)  # checked against eager there
+    return LoadedModel(model, info.model, str(cfg.checkpoint), info.max_depth, info.resolution, device,
+                       Lineage.of(info), depth_kind=info.depth_kind)

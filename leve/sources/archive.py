@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,13 +22,22 @@ from leve.errors import LeveError
 
 # Open zips per process (loaders run in worker processes; each opens its own handles).
 _OPEN: dict[tuple[int, str], zipfile.ZipFile] = {}
+# What reading a damaged zip can raise: bad headers or CRCs, truncated or corrupt streams, an
+# unsupported compression method (NotImplementedError), an encrypted member (RuntimeError).
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError, ValueError,
+              struct.error)
+
+
+def is_symlink(info: zipfile.ZipInfo) -> bool:
+    """True for a member stored as a symbolic link (Unix mode in the external attributes)."""
+    return stat.S_ISLNK(info.external_attr >> 16)
 
 
 def safe_member(name: str, where: str = "archive") -> str:
     """The normalised relative POSIX path of an archive member; refuses absolute or ``..`` paths."""
     norm = name.replace("\\", "/")
     parts = PurePosixPath(norm).parts
-    if not parts or norm.startswith("/") or (parts[0].endswith(":")) or ".." in parts:
+    if not parts or norm.startswith("/") or (parts[0].endswith(":")) or ".." in parts or "\0" in norm:
         raise LeveError(f"{where}: unsafe member path '{name}' (absolute or escaping the archive)")
     return "/".join(p for p in parts if p not in ("", "."))
 
@@ -62,7 +74,7 @@ class Member:
             return zf.read(self.path)
         except KeyError as exc:
             raise LeveError(f"{self.container}: no member '{self.path}'") from exc
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except ZIP_ERRORS as exc:
             raise LeveError(f"{self.name}: cannot read member ({exc.__class__.__name__}: {exc})") from exc
 
     def exists(self) -> bool:
@@ -90,14 +102,23 @@ def _open_zip_uncached(container: str) -> zipfile.ZipFile:
         fileobj = container
     try:
         return zipfile.ZipFile(fileobj)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except ZIP_ERRORS as exc:
         raise LeveError(f"{container}: not a readable zip ({exc.__class__.__name__}: {exc})") from exc
 
 
 def zip_names(container: str) -> set[str]:
-    """Safe member names (files only) of a zip; refuses a zip holding an escaping path."""
+    """Safe member names (files only) of a zip; refuses a zip holding an escaping path or a link."""
     zf = open_zip(container)
-    return {safe_member(i.filename, container) for i in zf.infolist() if not i.is_dir()}
+    names = set()
+    for info in zf.infolist():
+        if info.is_dir():
+            continue
+        name = safe_member(info.filename, container)
+        if is_symlink(info):
+            raise LeveError(f"{container}: member '{info.filename}' is a symbolic link (refused: it may point "
+                            f"outside the archive)")
+        names.add(name)
+    return names
 
 
 def close_all() -> None:
@@ -155,7 +176,7 @@ def extract_member(member: Member, cache: Path) -> Path:
     try:
         with zf.open(info) as src, open(part, "wb") as out:
             shutil.copyfileobj(src, out, 1 << 20)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except ZIP_ERRORS as exc:
         raise LeveError(f"{member.name}: cannot extract ({exc.__class__.__name__}: {exc})") from exc
     os.replace(part, dest)
     return dest

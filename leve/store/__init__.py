@@ -6,7 +6,8 @@ Layout of ``data/zarr/<dataset>.zarr``::
                               version, creation params, fingerprint, ``complete``
     <split>/rgb               (N, H, W, 3) uint8      (``rgb_codec: raw``)
     <split>/rgb_jpeg          (N,) bytes               (``rgb_codec: jpeg``: the source JPEG)
-    <split>/depth             (N, H, W) float32, dataset units, 0 = invalid
+    <split>/depth             (N, H, W) float32, dataset units, 0 = invalid; absent in a split
+                              without depth (split attribute ``has_depth: false``)
     <split>/meta/<field>      (N,) per-sample metadata (source, scene, height, width, ...)
 
 Writers build the whole store in ``<path>.partial`` and rename it into place after

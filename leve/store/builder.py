@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.core.dtype import VariableLengthBytes
+from zarr.core.dtype.common import UnstableSpecificationWarning
 
 from leve import __version__
 from leve.errors import LeveError
@@ -239,18 +240,25 @@ class SplitWriter:
         if mark_complete:
             _mark_complete(self.group.attrs)
 
-    def write_meta(self) -> None:
-        """Gather the per-block metadata into one array per field (called by ``finalize``)."""
+    def read_meta(self) -> dict[str, list[Any]]:
+        """The metadata of every written block, one list per field, in sample order."""
         columns: dict[str, list[Any]] = {k: [] for k in self.spec.meta}
         for b in range(self.n_blocks):
             record = json.loads((self._progress_dir / f"{b}.json").read_text())
             for k in columns:
                 columns[k].extend(record[k])
+        return columns
+
+    def write_meta(self) -> None:
+        """Gather the per-block metadata into one array per field (called by ``finalize``)."""
+        columns = self.read_meta()
         target = self.group.require_group(self.spec.meta_group) if self.spec.meta_group else self.group
         for k, dtype in self.spec.meta.items():
             values = np.asarray(columns[k], dtype=str if dtype == "str" else dtype)
             n = max(len(values), 1)
-            arr = target.create_array(k, shape=values.shape, chunks=(n,), dtype=values.dtype, overwrite=True)
+            with warnings.catch_warnings():  # fixed-length strings: read back by this zarr, warned as "unstable"
+                warnings.simplefilter("ignore", UnstableSpecificationWarning)
+                arr = target.create_array(k, shape=values.shape, chunks=(n,), dtype=values.dtype, overwrite=True)
             if len(values):
                 arr[:] = values
 

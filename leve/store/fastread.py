@@ -6,7 +6,9 @@ arrays leve writes have one fixed layout: ``sharding_indexed`` with inner chunks
 of one sample, inner codecs ``bytes`` + ``zstd`` or ``blosc``, and the shard
 index (``offset, nbytes`` as little-endian uint64 per chunk, then a crc32c) at
 the end of each shard file. For that layout on a local disk this module reads a
-sample with one ``pread`` and one decompression; anything else returns ``None``
+sample with one ``pread`` and one decompression (a ``variable_length_bytes``
+array with inner codec ``vlen-bytes``, e.g. the source JPEGs: one ``pread``,
+:meth:`ShardReader.read_bytes`); anything else returns ``None``
 from :func:`shard_reader` and the caller uses Zarr. Tests compare every sample
 against Zarr's own read.
 """
@@ -22,6 +24,7 @@ import numcodecs
 import numpy as np
 
 EMPTY = np.uint64(2**64 - 1)
+VLEN = "variable_length_bytes"  # read with ShardReader.read_bytes (e.g. a store's source JPEGs)
 
 
 class ShardReader:
@@ -33,7 +36,7 @@ class ShardReader:
         self.shape = tuple(meta["shape"])
         self.tail = tuple(sharding["chunk_shape"][1:])
         self.per_shard = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
-        self.dtype = np.dtype(meta["data_type"]).newbyteorder("<")
+        self.dtype = np.dtype(meta["data_type"]).newbyteorder("<") if meta["data_type"] != VLEN else np.dtype("O")
         self.fill = meta["fill_value"]
         self.codec = _inner_codec(sharding["codecs"])
         self.suffix = "/".join("0" * 1 for _ in self.tail)
@@ -66,6 +69,20 @@ class ShardReader:
         raw = self.codec.decode(data) if self.codec is not None else data
         return np.frombuffer(raw, dtype=self.dtype).reshape(self.tail)
 
+    def read_bytes(self, i: int) -> bytes:
+        """Element ``i`` of a variable-length bytes array (inner codec ``vlen-bytes``: a uint32
+        count, then per element a uint32 length and the bytes; here one element per chunk)."""
+        shard, j = divmod(i, self.per_shard)
+        fd = self._fd(shard)
+        if fd is None or self._index[shard][j, 0] == EMPTY:
+            return b""
+        offset, nbytes = (int(v) for v in self._index[shard][j])
+        data = os.pread(fd, nbytes, offset)
+        count, length = np.frombuffer(data[:8], dtype="<u4")
+        if count != 1 or 8 + int(length) > len(data):
+            raise ValueError(f"{self.dir}: sample {i}: not a one-element vlen-bytes chunk")
+        return data[8 : 8 + int(length)]
+
     def close(self) -> None:
         for fd in self._files.values():
             os.close(fd)
@@ -83,6 +100,8 @@ def _inner_codec(codecs: list[dict[str, Any]]) -> Any:
         return numcodecs.Zstd()
     if names == ["bytes", "blosc"]:
         return numcodecs.Blosc()
+    if names == ["vlen-bytes"]:
+        return None
     raise ValueError(f"unsupported codecs {names}")
 
 
@@ -105,7 +124,8 @@ def shard_reader(array_dir: str | Path) -> ShardReader | None:
             and list(sharding["chunk_shape"][1:]) == list(meta["shape"][1:])
             and meta["chunk_key_encoding"]["name"] == "default"
             and meta["chunk_key_encoding"]["configuration"].get("separator", "/") == "/"
-            and np.dtype(meta["data_type"]).kind in "uif"
+            and (meta["data_type"] == VLEN and [c["name"] for c in sharding["codecs"]] == ["vlen-bytes"]
+                 or meta["data_type"] != VLEN and np.dtype(meta["data_type"]).kind in "uif")
         )
         if ok:
             _inner_codec(sharding["codecs"])

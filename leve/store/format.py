@@ -40,8 +40,11 @@ class ArraySpec:
         raise ValueError(f"unknown compressor {self.compressor}")
 
 
-def dataset_arrays(height: int, width: int, rgb_codec: str = "raw") -> dict[str, ArraySpec]:
-    """The arrays of a dataset split: RGB (raw or source JPEG bytes) and float32 depth."""
+def dataset_arrays(height: int, width: int, rgb_codec: str = "raw", depth: bool = True) -> dict[str, ArraySpec]:
+    """The arrays of a dataset split: RGB (raw or source JPEG bytes) and float32 depth.
+
+    ``depth=False`` makes a split without depth (images only, e.g. for distillation from the
+    teacher alone): it has no ``depth`` array and its attribute ``has_depth`` is false."""
     if rgb_codec not in RGB_CODECS:
         raise LeveError(f"rgb_codec must be one of {RGB_CODECS}, got '{rgb_codec}'")
     rgb = (
@@ -49,10 +52,10 @@ def dataset_arrays(height: int, width: int, rgb_codec: str = "raw") -> dict[str,
         if rgb_codec == "raw"
         else ArraySpec((), VariableLengthBytes(), "none")
     )
-    return {
-        "rgb" if rgb_codec == "raw" else "rgb_jpeg": rgb,
-        "depth": ArraySpec((height, width), "float32", "zstd"),
-    }
+    arrays = {"rgb" if rgb_codec == "raw" else "rgb_jpeg": rgb}
+    if depth:
+        arrays["depth"] = ArraySpec((height, width), "float32", "zstd")
+    return arrays
 
 
 @dataclass

@@ -16,11 +16,14 @@ Image.MAX_IMAGE_PIXELS = 64_000_000
 
 
 def _open(data: bytes, name: str) -> Image.Image:
+    """Decode; ``info["bits16"]`` records a 16-bit source (Pillow shows 16-bit RGB as 8-bit "RGB")."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
+            bits16 = any(isinstance(t[3], str) and ";16" in t[3] for t in img.tile)
             img.load()
+        img.info["bits16"] = bits16
         return img
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise LeveError(f"{name}: image too large (decompression bomb?)") from exc
@@ -28,12 +31,38 @@ def _open(data: bytes, name: str) -> Image.Image:
         raise LeveError(f"{name}: cannot decode image ({exc.__class__.__name__}: {exc})") from exc
 
 
-def decode_rgb(data: bytes, name: str) -> np.ndarray:
-    """Decode JPEG/PNG bytes to (H, W, 3) uint8."""
+MODE_NAMES = {"P": "a palette image", "RGBA": "RGB with alpha", "LA": "grey with alpha", "CMYK": "CMYK",
+              "L": "greyscale", "1": "bilevel", "I;16": "16-bit grey", "I": "32-bit grey", "F": "float"}
+
+
+def decode_rgb(data: bytes, name: str, strict: bool = False) -> np.ndarray:
+    """Decode JPEG/PNG bytes to (H, W, 3) uint8. Any mode is converted, unless ``strict`` (a
+    dataset source, stored bit for bit): then anything but 8-bit RGB is refused."""
     img = _open(data, name)
+    if strict and (img.mode != "RGB" or img.info.get("bits16")):
+        got = "16-bit RGB" if img.mode == "RGB" else MODE_NAMES.get(img.mode, f"mode {img.mode}")
+        raise LeveError(f"{name}: expected an 8-bit RGB image, got {got}")
     if img.mode != "RGB":
         img = img.convert("RGB")
     return np.asarray(img, dtype=np.uint8)
+
+
+def decode_rgb_draft(data: bytes, name: str, size: tuple[int, int]) -> np.ndarray:
+    """Decode to (h, w, 3) uint8 at the smallest of libjpeg's DCT scales (1, 1/2, 1/4, 1/8) that
+    keeps at least ``size`` (height, width): Pillow's ``draft``. It reads a fraction of the pixels
+    when training at half the stored resolution or less, and differs numerically from a full
+    decode + resize (each pixel is the scaled IDCT of its block, not the triangle filter). Not a
+    JPEG (or no scale fits): the full decode of :func:`decode_rgb`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if img.format == "JPEG" and img.mode == "RGB":
+                img.draft("RGB", (int(size[1]), int(size[0])))
+            img.load()
+    except Exception:  # the full decode names the problem
+        return decode_rgb(data, name)
+    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)
 
 
 def decode_gray(data: bytes, name: str, bits: int) -> np.ndarray:
@@ -42,6 +71,9 @@ def decode_gray(data: bytes, name: str, bits: int) -> np.ndarray:
     arr = np.asarray(img)
     if arr.ndim == 3:
         raise LeveError(f"{name}: expected a single-channel depth PNG, got mode {img.mode}")
+    if img.mode not in ("L", "I;16", "I;16B", "I"):  # palette indices or bilevel pixels are no depth
+        got = MODE_NAMES.get(img.mode, f"mode {img.mode}")
+        raise LeveError(f"{name}: expected a single-channel {bits}-bit depth PNG, got {got}")
     if bits == 8 and arr.dtype != np.uint8:
         raise LeveError(f"{name}: expected an 8-bit depth PNG, got mode {img.mode}")
     if bits == 16:

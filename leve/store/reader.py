@@ -13,6 +13,7 @@ import pandas as pd
 import zarr
 
 from leve.errors import LeveError
+from leve.store.format import STORE_FORMAT
 
 
 def read_root_attrs(path: str | Path) -> dict[str, Any]:
@@ -29,11 +30,12 @@ def is_complete(path: str | Path) -> bool:
 
 @dataclass
 class Sample:
-    """One sample: RGB (H, W, 3) uint8, depth (H, W) float32 and its metadata."""
+    """One sample: RGB (H, W, 3) uint8, depth (H, W) float32 (None in a split without depth)
+    and its metadata."""
 
     index: int
     rgb: np.ndarray
-    depth: np.ndarray
+    depth: np.ndarray | None
     meta: dict[str, Any]
 
 
@@ -50,7 +52,10 @@ class Split:
         self.attrs: dict[str, Any] = dict(group.attrs)
         self.length: int = int(self.attrs.get("length", 0))
         self.rgb_codec = "jpeg" if "rgb_jpeg" in group else "raw"
+        # a split without depth (images only, distilled from the teacher alone) has no `depth` array
+        self.has_depth: bool = "depth" in group
         self._meta: pd.DataFrame | None = None
+        self._sizes: np.ndarray | None = None
         self._fast: dict[str, Any] = {}
 
     def _array(self, name: str, i: int) -> np.ndarray:
@@ -87,13 +92,27 @@ class Split:
             self._meta = pd.DataFrame(cols)
         return self._meta
 
+    @property
+    def array_shape(self) -> tuple[int, int]:
+        """(height, width) the split's arrays are padded to: the depth array's, else the RGB
+        array's, else (source JPEG bytes without depth) the largest true size."""
+        for name in ("depth", "rgb"):
+            if name in self.group:
+                h, w = self.group[name].shape[1:3]
+                return int(h), int(w)
+        m = self.meta
+        return int(m["height"].max()), int(m["width"].max())
+
     def size(self, i: int) -> tuple[int, int]:
         """True (height, width) of sample ``i`` (arrays may be padded to the largest size)."""
-        m = self.meta
-        if "height" in m and "width" in m:
-            return int(m["height"].iat[i]), int(m["width"].iat[i])
-        h, w = self.group["depth"].shape[1:3]
-        return int(h), int(w)
+        if self._sizes is None:  # read once: a pandas lookup per call costs more than a sample's read
+            m = self.meta
+            self._sizes = (np.stack([m["height"].to_numpy(), m["width"].to_numpy()], 1).astype(np.int64)
+                           if "height" in m and "width" in m else np.empty((0, 2), np.int64))
+        if len(self._sizes):
+            h, w = self._sizes[i]
+            return int(h), int(w)
+        return self.array_shape
 
     def _check(self, i: int) -> int:
         if not -self.length <= i < self.length:
@@ -109,26 +128,48 @@ class Split:
             return decode_rgb(self.rgb_bytes(i), f"{self.path}/{self.name}[{i}]")
         return self._array("rgb", i)[:h, :w]
 
+    def rgb_draft(self, i: int, size: tuple[int, int]) -> np.ndarray:
+        """Sample ``i``'s RGB for use at ``size``: with ``rgb_codec: jpeg`` decoded at the
+        smallest DCT scale still at least ``size`` (:func:`leve.store.images.decode_rgb_draft`,
+        not bit-equal to :meth:`rgb`); a raw store returns :meth:`rgb`."""
+        if self.rgb_codec != "jpeg":
+            return self.rgb(i)
+        from leve.store.images import decode_rgb_draft
+
+        i = self._check(i)
+        return decode_rgb_draft(self.rgb_bytes(i), f"{self.path}/{self.name}[{i}]", size)
+
     def rgb_bytes(self, i: int) -> bytes:
         """The stored source JPEG of sample ``i`` (``rgb_codec: jpeg`` only).
 
         Read as a one-element slice: Zarr's scalar read of variable-length bytes
         drops trailing NUL bytes.
         """
+        i = self._check(i)
+        if "rgb_jpeg" not in self._fast:
+            from leve.store.fastread import shard_reader
+
+            local = Path(self.path).is_dir()
+            self._fast["rgb_jpeg"] = shard_reader(Path(self.path) / self.name / "rgb_jpeg") if local else None
+        if self._fast["rgb_jpeg"] is not None:  # one pread; Zarr's read costs twice the JPEG's decode
+            return self._fast["rgb_jpeg"].read_bytes(i)
         return bytes(self.group["rgb_jpeg"][i : i + 1][0])
 
     def depth(self, i: int) -> np.ndarray:
+        if not self.has_depth:
+            raise LeveError(f"{self.path}: split '{self.name}' has no depth (an images-only split)")
         i = self._check(i)
         h, w = self.size(i)
-        return self._array("depth", i)[:h, :w]
+        return checked_depth(self._array("depth", i)[:h, :w], f"{self.path}/{self.name}[{i}]")
 
     def __getitem__(self, i: int) -> Sample:
         i = self._check(i)
         row = self.meta.iloc[i].to_dict() if len(self.meta.columns) else {}
-        return Sample(i, self.rgb(i), self.depth(i), row)
+        return Sample(i, self.rgb(i), self.depth(i) if self.has_depth else None, row)
 
-    def iter_chunks(self, size: int = 64) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Yield ``(start, rgb, depth)`` blocks of up to ``size`` samples, in order.
+    def iter_chunks(self, size: int = 64) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        """Yield ``(start, rgb, depth)`` blocks of up to ``size`` samples, in order (depth None
+        in a split without depth).
 
         Arrays come padded to the split's array shape; use :meth:`size` for true sizes.
         """
@@ -138,7 +179,29 @@ class Split:
                 rgb = np.stack([self.rgb(i) for i in range(start, stop)])
             else:
                 rgb = np.asarray(self.group["rgb"][start:stop])
-            yield start, rgb, np.asarray(self.group["depth"][start:stop])
+            yield start, rgb, np.asarray(self.group["depth"][start:stop]) if self.has_depth else None
+
+
+def checked_depth(depth: np.ndarray, where: str) -> np.ndarray:
+    """``depth`` unchanged; a map with NaN, inf or negative values (no leve store holds one) is refused."""
+    if not np.isfinite(depth).all() or (depth < 0).any():
+        bad = int((~np.isfinite(depth) | (depth < 0)).sum())
+        raise LeveError(f"{where}: depth has {bad} NaN, inf or negative value(s); a store holds depth >= 0 "
+                        f"(0 = no measurement): rebuild it with `leve prepare`")
+    return depth
+
+
+def check_layout(path: str, attrs: dict[str, Any], dataset: bool) -> None:
+    """Refuse a store written by a newer leve, and (``dataset``) any Zarr group that is not a
+    dataset store, a teacher cache included."""
+    version = attrs.get("store_format")
+    if isinstance(version, int) and version > STORE_FORMAT:
+        raise LeveError(f"{path}: store format {version} was written by a newer leve (this one reads format "
+                        f"{STORE_FORMAT}); upgrade leve or rebuild the store")
+    if dataset and attrs.get("kind") == "teacher-cache":
+        raise LeveError(f"{path}: a teacher cache, not a dataset store (stores live in data/zarr/)")
+    if dataset and version is None:
+        raise LeveError(f"{path}: not a leve dataset store (no store_format attribute; a different layout)")
 
 
 class Store:
@@ -153,6 +216,7 @@ class Store:
         except Exception as exc:
             raise LeveError(f"{self.path}: not a readable Zarr store ({exc.__class__.__name__})") from exc
         self.attrs: dict[str, Any] = dict(self.root.attrs)
+        check_layout(self.path, self.attrs, dataset=require_complete)
         if require_complete and not self.attrs.get("complete"):
             raise LeveError(f"{self.path}: store is incomplete (its build did not finish); rerun `leve prepare`")
 

@@ -41,7 +41,7 @@ class Teacher:
     licence: str
     config_hash: str
     preprocessing: Preprocessing
-    source: str  # "builtin" | "hub" | "folder"
+    source: str  # "builtin" | "hub" | "folder" | "packaged"
 
     def identity(self) -> dict[str, Any]:
         """What identifies the teacher's outputs (recorded in the cache and checked on reuse)."""
@@ -76,7 +76,7 @@ def canonical_model_id(model: str) -> str:
 
 
 def load_teacher(model: str, revision: str | None = None) -> Teacher:
-    """Load ``model``: a registry name (``v1-small``, ``tiny-random``), a hub id, or a folder.
+    """Load ``model``: a registry name (``v1-small``, ``tiny-random``, ``embedded``), a hub id, or a folder.
 
     Hub models resolve from the local Hugging Face cache first; when absent and the hub
     cannot be reached, fail at once with how to provide the model.
@@ -87,6 +87,8 @@ def load_teacher(model: str, revision: str | None = None) -> Teacher:
     entry = find_entry(model)
     if entry is not None and entry.is_builtin:
         return _builtin(entry)
+    if entry is not None and entry.folder is not None:
+        return _packaged(entry)
     if entry is None and not _looks_like_hub_id(model):
         names = ", ".join(REGISTRY)
         raise LeveError(
@@ -123,6 +125,14 @@ def _builtin(entry: TeacherEntry) -> Teacher:
     )
 
 
+def _packaged(entry: TeacherEntry) -> Teacher:
+    """A folder shipped inside leve, after its files are checked against the recorded sha256."""
+    from leve.teacher.embedded import verified_folder
+
+    assert entry.folder is not None
+    return _from_folder(verified_folder(entry.folder), model_id=entry.name, licence=entry.licence, source="packaged")
+
+
 def _from_folder(folder: Path, model_id: str, licence: str, source: str) -> Teacher:
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
 
@@ -142,7 +152,7 @@ def _from_folder(folder: Path, model_id: str, licence: str, source: str) -> Teac
     except Exception as exc:  # transformers raises many types for broken folders
         message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise LeveError(f"{folder}: cannot load the teacher ({message})") from exc
-    revision = f"sha256:{_weights_hash(folder)[:16]}" if source == "folder" else "unknown"
+    revision = f"sha256:{_weights_hash(folder)[:16]}" if source in ("folder", "packaged") else "unknown"
     return Teacher(
         model=model.eval(),
         model_id=model_id,

@@ -5,15 +5,19 @@ A *hub* entry names a Hugging Face repository; ``revision`` pins a commit (``Non
 the repository's ``main``, and the commit actually resolved is recorded in the cache).
 A *builtin* entry is a :class:`DepthAnythingConfig` built in code and initialised from a
 fixed seed, so it needs no download and always gives the same weights.
+A *packaged* entry is a ``save_pretrained`` folder shipped inside leve (``embedded``: a small
+Depth-Anything trained here, :mod:`leve.teacher.embedded`), loaded offline after its hashes are checked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from leve.errors import LeveError
+from leve.teacher.embedded import WEIGHTS_DIR
 
 APACHE = "Apache-2.0"
 CC_BY_NC = "CC-BY-NC-4.0 (non-commercial use only)"
@@ -45,10 +49,15 @@ class TeacherEntry:
     builtin: Callable[[], Any] | None = None
     seed: int = 0
     description: str = ""
+    folder: Path | None = None  # a save_pretrained folder shipped with leve (checked against its record)
 
     @property
     def is_builtin(self) -> bool:
         return self.builtin is not None
+
+    @property
+    def is_packaged(self) -> bool:
+        return self.folder is not None
 
 
 # --------------------------------------------------------------------------- built-in configs
@@ -132,6 +141,8 @@ REGISTRY: dict[str, TeacherEntry] = {
         TeacherEntry("tiny-random", APACHE, builtin=tiny_random_config, description="tiny random (tests, demo)"),
         TeacherEntry("small-random", APACHE, builtin=small_random_config, description="Small architecture, random"),
         TeacherEntry("base-random", APACHE, builtin=base_random_config, description="Base architecture, random"),
+        TeacherEntry("embedded", f"{APACHE} (trained here by leve)", folder=WEIGHTS_DIR,
+                     description="small Depth-Anything trained here on synthetic rooms (offline, shipped)"),
     )
 }
 _BY_HUB_ID = {e.hub_id.lower(): e for e in REGISTRY.values() if e.hub_id}

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from leve.images import resize_depth, resize_maps, resize_rgb, resize_rgb_uint8
 from leve.store import Split, open_split
 from leve.train.stage import AugmentConfig
 
@@ -23,20 +23,16 @@ Item = dict[str, torch.Tensor]
 
 
 def resize_sample(rgb: np.ndarray, depth: np.ndarray, teacher: np.ndarray | None,
-                  size: tuple[int, int]) -> Item:
-    """RGB (H, W, 3) uint8 -> (3, h, w) float in [0, 1] (bilinear, antialiased); depth (H, W)
-    -> (1, h, w) by nearest neighbour, so invalid zeros never blend into valid depth; the
-    teacher map bilinear. Nothing is resized when the sizes already agree."""
-    img = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)[None]
+                  size: tuple[int, int], rgb_uint8: bool = False) -> Item:
+    """RGB (H, W, 3) uint8 -> (3, h, w) float in [0, 1], the input evaluation and prediction
+    make of the same image; depth (H, W) -> (1, h, w) by the validity-weighted filter at the
+    same pixel centres (invalid zeros never blend into depth); the teacher map as the RGB. All
+    three by the one resize of :mod:`leve.images`; nothing is resized when the sizes agree. With
+    ``rgb_uint8`` the RGB stays (3, h, w) uint8: :func:`leve.images.rgb_to_float` of it is the input."""
     dep = torch.from_numpy(np.array(depth, dtype=np.float32))[None, None]
-    out = {"rgb": img, "depth": dep}
+    out = {"rgb": (resize_rgb_uint8 if rgb_uint8 else resize_rgb)(rgb, size)[None], "depth": resize_depth(dep, size)}
     if teacher is not None:
-        out["teacher"] = torch.from_numpy(np.array(teacher, dtype=np.float32))[None, None]
-    if tuple(img.shape[-2:]) != tuple(size):
-        out["rgb"] = F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
-        out["depth"] = F.interpolate(dep, size=size, mode="nearest")
-        if teacher is not None:
-            out["teacher"] = F.interpolate(out["teacher"], size=size, mode="bilinear", align_corners=False)
+        out["teacher"] = resize_maps(torch.from_numpy(np.array(teacher, dtype=np.float32))[None, None], size)
     return {k: v[0] for k, v in out.items()}
 
 
@@ -55,15 +51,36 @@ def augment(item: Item, rng: np.random.Generator, cfg: AugmentConfig) -> Item:
     return out
 
 
+DECODES = ("full", "draft")  # how a JPEG-bytes store's RGB is decoded (see DepthDataset)
+
+
 class DepthDataset(torch.utils.data.Dataset):
     """Samples of one store split, resized to ``size``, with the teacher map when a cache path
-    is given. Store and cache are opened lazily in each process (safe with fork and spawn)."""
+    is given. Store and cache are opened lazily in each process (safe with fork and spawn).
+
+    Each item says whether its depth may be used (``has_depth``): only where the split has depth and
+    ``labelled`` (one bool per sample; None: all) keeps it. Elsewhere its depth is all zeros (no
+    measurement), so the sample's ground truth never reaches training.
+
+    ``decode``: ``full`` (the default; bit-equal to evaluation's input) or ``draft``: an
+    ``rgb_codec: jpeg`` store's RGB is decoded at libjpeg's reduced DCT scale when ``size`` is half
+    the stored size or less (:meth:`leve.store.Split.rgb_draft`), then brought to ``size`` by the
+    shared resize. Several times faster, but not bit-equal to the full decode + resize that
+    evaluation and prediction use (a declared choice; a raw store is unaffected).
+
+    ``rgb_uint8``: items carry the RGB as uint8 at ``size`` (a quarter of float's bytes between
+    processes); :meth:`leve.train.step.StepRunner.to_device` makes the same float input of it."""
 
     def __init__(self, store: str | Path, split: str, size: tuple[int, int], teacher: str | Path | None = None,
-                 augment: AugmentConfig | None = None, seed: int = 0) -> None:
+                 augment: AugmentConfig | None = None, seed: int = 0, labelled: np.ndarray | None = None,
+                 decode: str = "full", rgb_uint8: bool = False) -> None:
+        if decode not in DECODES:
+            raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
         self.store, self.split_name, self.size = str(store), split, (int(size[0]), int(size[1]))
+        self.decode, self.rgb_uint8 = decode, rgb_uint8
         self.teacher_path = None if teacher is None else str(teacher)
         self.augment, self.seed = augment, seed
+        self.labelled = None if labelled is None else np.asarray(labelled, dtype=bool)
         self._split: Split | None = None
         self._cache: Any = None
         self._len = len(open_split(self.store, split))
@@ -88,11 +105,25 @@ class DepthDataset(torch.utils.data.Dataset):
         split, cache = self._open()
         h, w = split.size(i)
         teacher = cache.disparity(i) if cache is not None else None
-        item = resize_sample(split.rgb(i)[:h, :w], split.depth(i)[:h, :w], teacher, self.size)
+        has_depth = split.has_depth and (self.labelled is None or bool(self.labelled[i]))
+        depth = split.depth(i)[:h, :w] if has_depth else np.zeros((h, w), np.float32)
+        rgb = split.rgb_draft(i, self.size) if self.decode == "draft" else split.rgb(i)[:h, :w]
+        item = resize_sample(rgb, depth, teacher, self.size, self.rgb_uint8)
         if self.augment is not None:
             item = augment(item, np.random.default_rng([self.seed, epoch, i]), self.augment)
         item["index"] = torch.tensor(i)
+        item["has_depth"] = torch.tensor(has_depth)
         return item
+
+
+def labelled_samples(n: int, fraction: float, seed: int = 0) -> np.ndarray:
+    """Which of ``n`` samples keep their depth: the first ``round(fraction * n)`` indices (at least
+    one when ``fraction > 0``) of a permutation drawn from ``seed`` alone; one bool per sample. A
+    smaller fraction keeps a subset of a larger one's samples."""
+    k = min(n, max(round(fraction * n), 1 if fraction > 0 else 0))
+    keep = np.zeros(n, dtype=bool)
+    keep[np.random.default_rng(seed).permutation(n)[:k]] = True
+    return keep
 
 
 class EpochBatchSampler(torch.utils.data.Sampler[list[tuple[int, int]]]):

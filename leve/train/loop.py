@@ -19,21 +19,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from leve.errors import LeveError
 from leve.evaluation.metrics import MetricAccumulator, compute_metrics
 from leve.models import create_model
+from leve.models.card import write_model_card
 from leve.models.checkpoint import save_checkpoint
-from leve.models.depth import depth_to_output, output_to_depth, upsample_output
+from leve.models.depth import depth_range, depth_to_output, output_to_depth, upsample_output
+from leve.models.lineage import training_lineage
 from leve.params import config_dict
 from leve.processes import DiesWithParent
 from leve.progress import console, progress_bar
 from leve.store import open_store
 from leve.train import distributed as dist_
-from leve.train.data import DepthDataset, EpochBatchSampler, collate
+from leve.train.data import DepthDataset, EpochBatchSampler, collate, labelled_samples
 from leve.train.logging import RunLog
-from leve.train.losses import student_loss
+from leve.train.losses import align_scale_shift, student_loss
 from leve.train.schedule import make_scheduler
 from leve.train.stage import RESULT_INDEPENDENT, TrainConfig
 from leve.train.state import Position, load_state, read_state, save_state
@@ -69,6 +72,21 @@ def run_identity(cfg: TrainConfig, data: dict[str, Any] | None = None) -> str:
         _without(values, dotted)
     payload = {"config": values, "data": data or {}, "code": code_digest()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _aligned_relative(out: torch.Tensor, gt: torch.Tensor, max_depth: float) -> torch.Tensor:
+    """Depth from a relative student's output ``(B, 1, H, W)``: per image the output's least-squares
+    scale and shift to the ground truth's disparity ``1/gt`` over the valid pixels (gt > 0), read back
+    as depth in ``[max_depth/100, max_depth]`` (a disparity at or below ``1/max_depth`` is ``max_depth``)."""
+    lo, hi = depth_range(max_depth)
+    depth = torch.full_like(out, hi)
+    for b in range(out.shape[0]):
+        valid = gt[b] > 0
+        if valid.any():
+            scale, shift = align_scale_shift(out[b][valid][None], 1.0 / gt[b][valid][None])
+            disparity = (scale[0, 0] * out[b] + shift[0, 0]).clamp(min=1.0 / hi)
+            depth[b] = (1.0 / disparity).clamp(lo, hi)
+    return depth
 
 
 @dataclass
@@ -121,15 +139,25 @@ class Trainer:
         for split in (cfg.train_split, cfg.val_split):
             store.split(split)  # a clear error when a split is missing
         data_id: dict[str, Any] = {"store": [store.attrs.get(k) for k in ("fingerprint", "completed_at")]}
+        labelled = self._labelled(store.split(cfg.train_split))
+        self.relative = not labelled.any()  # no depth to learn from: relative depth from the teacher alone
+        self.val_has_depth = store.split(cfg.val_split).has_depth
         teacher = self._teacher(store, expected_teacher, data_id) if cfg.kd.eps > 0 else None
-        self.train_set = DepthDataset(cfg.store_path, cfg.train_split, cfg.resolution, teacher, cfg.augment, cfg.seed)
-        self.val_set = DepthDataset(cfg.store_path, cfg.val_split, cfg.resolution)
+        self.lineage = training_lineage(cfg, store)  # teacher and data, recorded in best.pt and its card
+        # uint8 RGB between processes, made float on the device (runner.to_device): the same input, 4x fewer bytes
+        self.train_set = DepthDataset(cfg.store_path, cfg.train_split, cfg.resolution, teacher, cfg.augment, cfg.seed,
+                                      labelled=None if labelled.all() else labelled, rgb_uint8=True)
+        self.val_set = DepthDataset(cfg.store_path, cfg.val_split, cfg.resolution, rgb_uint8=True)
+        # the unaugmented first training samples with their teacher maps: a relative student's output convention
+        self.calib_set = DepthDataset(cfg.store_path, cfg.train_split, cfg.resolution, teacher,
+                                      labelled=labelled) if self.relative else None
         self.sampler = self._sampler()
         self.model = self._model()
         self.total_steps = self._total_steps()
         optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = make_scheduler(optimizer, cfg.schedule, self.total_steps, self.sampler.batches_per_epoch(), cfg.lr)
-        self.runner = StepRunner(self.ddp_model, optimizer, scheduler, self.device, self.max_depth, cfg.kd.eps,
+        kd_weight = 1.0 if self.relative else cfg.kd.eps  # without labels the KD term is the whole loss
+        self.runner = StepRunner(self.ddp_model, optimizer, scheduler, self.device, self.max_depth, kd_weight,
                                  cfg.kd.loss, cfg.accumulate, cfg.amp, cfg.channels_last, cfg.grad_clip)
         self.hash = run_identity(cfg, data_id)
         self.position = Position()
@@ -161,6 +189,25 @@ class Trainer:
             console.print(f"distilling from {self.cfg.teacher_path} ({t.get('model')} @ {t.get('revision')}), "
                           f"eps={self.cfg.kd.eps}, kd.loss={self.cfg.kd.loss}")
         return self.cfg.teacher_path
+
+    def _labelled(self, split: Any) -> np.ndarray:
+        """Which training samples' depth the student may see (``labels``); a split without depth has none.
+        Without any, the student learns relative depth from the teacher alone, which needs the ssi KD loss."""
+        cfg = self.cfg
+        n = len(split)
+        labelled = labelled_samples(n, cfg.labels.fraction, cfg.labels.seed) if split.has_depth else np.zeros(n, bool)
+        if not labelled.any():
+            why = "has no depth" if not split.has_depth else f"keeps no depth at labels.fraction {cfg.labels.fraction}"
+            if cfg.kd.eps <= 0 or cfg.kd.loss != "ssi":
+                raise LeveError(f"{cfg.store_path}/{cfg.train_split}: the split {why}: training from the teacher alone "
+                                f"needs kd.eps > 0 and kd.loss: ssi (got eps {cfg.kd.eps}, loss {cfg.kd.loss})")
+            if self.layout.main:
+                console.print(f"{cfg.store_path}/{cfg.train_split}: the split {why}: the student learns relative "
+                              "depth from the teacher alone (kd.loss ssi is the whole loss)")
+        elif not labelled.all() and self.layout.main:
+            console.print(f"labels: {int(labelled.sum())} of {n} training samples keep their depth "
+                          f"(labels.fraction {cfg.labels.fraction}, labels.seed {cfg.labels.seed}); KD on all {n}")
+        return labelled
 
     def _sampler(self) -> EpochBatchSampler:
         cfg, world = self.cfg, self.layout.world
@@ -234,7 +281,7 @@ class Trainer:
     def _write_last(self) -> None:
         """``last.pt``, atomically (a temporary file renamed into place): a kill never leaves half of it."""
         save_state(self.last_path, self.model, self.cfg.model, self.max_depth, self.cfg.resolution,
-                   self._objects(), self.position, self.hash)
+                   self._objects(), self.position, self.hash, self._depth_kind())
         self._saved_at = time.monotonic()
 
     def _checkpoint_due(self) -> bool:
@@ -253,16 +300,26 @@ class Trainer:
         if self.layout.main:
             self._write_last()
 
+    def _depth_kind(self) -> dict[str, Any]:
+        """What the checkpoint's output means: ``depth_kind`` metric, or relative with its ``relative_affine``."""
+        if not self.relative:
+            return {"depth_kind": "metric"}
+        return {"depth_kind": "relative", "relative_affine": self._relative_affine()}
+
     def _save_best(self, metrics: dict[str, float]) -> None:
         extra = {"step": self.position.step, "epoch": self.position.epoch, "val": metrics,
-                 "train_config": config_dict(self.cfg), "dataset": self.cfg.dataset}
+                 "train_config": config_dict(self.cfg), "dataset": self.cfg.dataset, **self._depth_kind()}
+        extra["lineage"] = self.lineage
         save_checkpoint(self.best_path, self.model, self.cfg.model, self.max_depth, extra, self.cfg.resolution)
+        write_model_card(self.best_path)  # MODEL_CARD.md beside best.pt
 
     # ------------------------------------------------------------------ validation
 
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
-        """Mean per-image metrics (and the student loss) on the val split, on process 0."""
+        """Mean per-image metrics (and the student loss) on the val split, on process 0. A relative
+        student's output is first aligned to each image's ground truth (least-squares scale and
+        shift in disparity space); it has no student loss."""
         self.model.eval()
         acc, loss_sum, batches = MetricAccumulator(), 0.0, 0
         for batch in self.val_loader:
@@ -270,28 +327,52 @@ class Trainer:
             with self.runner.autocast():
                 out = self.model(batch["rgb"]).float()
             depth, _ = targets_at(out, batch["depth"])  # the loss as trained: at the output's size
-            loss_sum += float(student_loss(out, depth_to_output(depth, self.max_depth), depth > 0)["student"])
+            if not self.relative:
+                loss_sum += float(student_loss(out, depth_to_output(depth, self.max_depth), depth > 0)["student"])
             batches += 1
             # metrics at the input size: a half-resolution output is upsampled first
-            pred = output_to_depth(upsample_output(out, batch["rgb"].shape[-2:]), self.max_depth)
+            full = upsample_output(out, batch["rgb"].shape[-2:])
+            pred = _aligned_relative(full, batch["depth"], self.max_depth) if self.relative else \
+                output_to_depth(full, self.max_depth)
             for p, g in zip(pred.cpu(), batch["depth"].cpu()):
                 acc.add(compute_metrics(p, g))
         result = acc.result()
-        return {**{k: result.means[k] for k in ("rmse", "abs_rel", "d1", "d2", "d3", "log10")},
-                "loss": loss_sum / max(batches, 1)}
+        metrics = {k: result.means[k] for k in ("rmse", "abs_rel", "d1", "d2", "d3", "log10")}
+        return metrics if self.relative else {**metrics, "loss": loss_sum / max(batches, 1)}
+
+    @torch.inference_mode()
+    def _relative_affine(self, count: int = 16) -> list[float]:
+        """``[s, t]`` with ``s * output + t`` closest (least squares over every pixel) to the teacher's
+        max-normalised disparity on the first ``count`` training samples, unaugmented: how a relative
+        student's output reads in the teacher's convention (near = 1, far towards 0), so that
+        evaluation and prediction get its orientation and range (:class:`leve.models.depth.RelativeOutput`)."""
+        assert self.calib_set is not None
+        self.model.eval()
+        batch = collate([self.calib_set[i] for i in range(min(count, len(self.calib_set)))])
+        batch = self.runner.to_device(batch)
+        with self.runner.autocast():
+            out = self.model(batch["rgb"]).float()
+        _, teacher = targets_at(out, batch["depth"], batch["teacher"])
+        assert teacher is not None
+        scale, shift = align_scale_shift(out.reshape(1, -1), teacher.reshape(1, -1))
+        return [float(scale), float(shift)]
 
     def _validate_and_keep_best(self, log: RunLog) -> dict[str, float]:
+        """Validate and keep the best model; without depth in the val split, the latest model is kept."""
         metrics: dict[str, float] = {}
         if self.layout.main:
-            metrics = self.validate()
-            improved = metrics["rmse"] < self.position.best_rmse
+            metrics = self.validate() if self.val_has_depth else {}
+            improved = not metrics or metrics["rmse"] < self.position.best_rmse
             if improved:
-                self.position.best_rmse, self.position.best_step = metrics["rmse"], self.position.step
+                if metrics:
+                    self.position.best_rmse = metrics["rmse"]
+                self.position.best_step = self.position.step
                 self._save_best(metrics)
             log.log(self.position.step, {f"val/{k}": v for k, v in metrics.items()})
-            console.print(f"step {self.position.step}/{self.total_steps} epoch {self.position.epoch}: "
-                          f"val RMSE {metrics['rmse']:.4f}, abs_rel {metrics['abs_rel']:.4f}, "
-                          f"d1 {metrics['d1']:.3f}{' (best)' if improved else ''}")
+            shown = (f"val RMSE {metrics['rmse']:.4f}, abs_rel {metrics['abs_rel']:.4f}, d1 {metrics['d1']:.3f}"
+                     + (" (aligned)" if self.relative else "") if metrics else "no depth in the val split: latest kept")
+            console.print(f"step {self.position.step}/{self.total_steps} epoch {self.position.epoch}: {shown}"
+                          f"{' (best)' if improved and metrics else ''}")
         dist_.barrier(self.layout)
         return metrics
 

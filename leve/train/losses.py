@@ -134,22 +134,37 @@ def align_scale_shift(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, t
 
 def kd_ssi(output: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Scale-and-shift-invariant distillation (leve's choice, after MiDaS): align the student's
-    output (proportional to disparity) to the teacher's disparity per image by least squares,
-    then take the mean absolute difference. Zero when ``output = a * teacher + b`` with a != 0."""
+    output (proportional to disparity) to the teacher's disparity per image by least squares, then
+    take the mean absolute difference in units of the teacher's own spread (its mean absolute
+    deviation from its mean, per image). Zero when ``output = a * teacher + b`` with a != 0; the
+    same for ``teacher`` and ``c * teacher + d`` (c != 0): a relative-depth teacher's unknown scale
+    and shift, e.g. a max-normalised map that keeps a large offset, change nothing."""
     scale, shift = align_scale_shift(output, teacher)
-    return (scale * output + shift - teacher).abs().mean()
+    residual = (scale * output + shift - teacher).abs().flatten(1).mean(1)
+    tf = teacher.flatten(1)
+    spread = (tf - tf.mean(1, keepdim=True)).abs().mean(1).clamp(min=1e-6)
+    return (residual / spread).mean()
 
 
 KD_LOSSES = {"l1": kd_l1, "ssi": kd_ssi}
 
 
 def distillation_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None,
-                      teacher: torch.Tensor | None, eps: float, kd: str = "l1") -> dict[str, torch.Tensor]:
+                      teacher: torch.Tensor | None, eps: float, kd: str = "l1",
+                      has_depth: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Eq. 7.1: ``(1 - eps) L_student + eps L_teacher``; ``eps = 0`` needs no teacher map.
 
+    ``has_depth`` (B,) bool marks the samples whose depth may be used (None: all): the student
+    terms average over those samples only (0 when the batch has none), the KD term over all.
     Returns the student terms, ``kd`` (when eps > 0) and ``loss`` (what is minimised).
     """
-    terms = student_loss(output, target, mask)
+    if has_depth is None or bool(has_depth.all()):
+        terms = student_loss(output, target, mask)
+    elif bool(has_depth.any()):
+        terms = student_loss(output[has_depth], target[has_depth], None if mask is None else mask[has_depth])
+    else:
+        zero = output.sum() * 0.0  # no labelled sample: nothing to learn from depth, graph kept
+        terms = {name: zero for name in ("depth_l1", "gradient", "ssim", "student")}
     loss = terms["student"]
     if eps > 0:
         if teacher is None:

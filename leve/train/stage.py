@@ -27,6 +27,20 @@ class KDConfig:
 
 
 @dataclass
+class LabelsConfig:
+    """Which training samples' depth the student may see (few labels, many images: the setting where
+    distillation matters). ``fraction`` of the train split keeps its depth, the first
+    ``round(fraction * N)`` indices of a permutation seeded by ``seed`` alone (not ``train.seed``: every
+    run sees the same labelled samples, and a smaller fraction keeps a subset of a larger one). The
+    supervised terms use only those samples; the KD term uses the teacher cache on all. With no
+    labelled sample (``fraction: 0``, or a train split without depth) the student learns relative depth
+    from the teacher alone (``kd.loss: ssi`` as the whole loss)."""
+
+    fraction: float = 1.0
+    seed: int = 0
+
+
+@dataclass
 class ScheduleConfig:
     """Learning-rate schedule, stepped after every optimiser step."""
 
@@ -75,6 +89,7 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     kd: KDConfig = field(default_factory=KDConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
     val_every: int = 125  # steps between validations (0: only at the end of each epoch)
     val_limit: int | None = None  # validate on the first N val samples
     checkpoint_every: int = 0  # steps between extra last.pt saves (0: each epoch and at the end)
@@ -98,6 +113,7 @@ class TrainConfig:
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1 or null"),
             (0.0 <= self.kd.eps <= 1.0, f"kd.eps must be in [0, 1], got {self.kd.eps}"),
             (self.kd.loss in ("l1", "ssi"), f"kd.loss must be l1 or ssi, got {self.kd.loss!r}"),
+            (0.0 <= self.labels.fraction <= 1.0, f"labels.fraction must be in [0, 1], got {self.labels.fraction}"),
             (self.schedule.name in ("step", "cosine", "constant"),
              f"schedule.name must be step, cosine or constant, got {self.schedule.name!r}"),
             (self.amp in ("bfloat16", "float16", "float32"), f"amp must be bfloat16, float16 or float32, got {self.amp!r}"),

@@ -50,15 +50,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_state(path: Path, model: torch.nn.Module, name: str, max_depth: float, resolution: tuple[int, int],
-               objects: dict[str, Any], position: Position, config_hash: str) -> Path:
-    """Write model + training state atomically."""
+               objects: dict[str, Any], position: Position, config_hash: str,
+               extra: dict[str, Any] | None = None) -> Path:
+    """Write model + training state atomically (``extra``: more of the checkpoint's description)."""
     train_state = {
         **{k: v.state_dict() for k, v in objects.items() if v is not None},
         "rng": rng_state(),
         "position": asdict(position),
         "config_hash": config_hash,
     }
-    return save_checkpoint(path, model, name, max_depth, extra={"train_state": train_state}, resolution=resolution)
+    return save_checkpoint(path, model, name, max_depth, extra={**(extra or {}), "train_state": train_state},
+                           resolution=resolution)
 
 
 def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

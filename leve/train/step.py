@@ -6,46 +6,26 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 
 from leve.errors import LeveError
+from leve.images import resize_depth, resize_maps, rgb_to_float
 from leve.models.depth import depth_to_output
 from leve.train.losses import distillation_loss
 
 Batch = dict[str, torch.Tensor]
 
 
-def downsample_depth(depth: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Metric depth ``(B, 1, H, W)`` at ``size`` by *nearest valid*: each output pixel takes the
-    first valid (> 0) depth of its k x k block in row-major order (the top-left pixel, as nearest
-    neighbour picks, whenever it is valid), 0 when the block has none. Depth is never averaged, so
-    no value between a foreground and a background surface (and no blend with invalid zeros) is
-    invented. Sizes that are not an integer fraction fall back to plain nearest neighbour."""
-    h, w = depth.shape[-2:]
-    oh, ow = int(size[0]), int(size[1])
-    if (h, w) == (oh, ow):
-        return depth
-    if h % oh or w % ow:
-        return F.interpolate(depth, size=(oh, ow), mode="nearest")
-    kh, kw = h // oh, w // ow
-    b, c = depth.shape[:2]
-    blocks = depth.reshape(b, c, oh, kh, ow, kw).permute(0, 1, 2, 4, 3, 5).reshape(b, c, oh, ow, kh * kw)
-    first = (blocks > 0).to(blocks.dtype).argmax(-1, keepdim=True)  # the first maximum: the first valid pixel
-    return blocks.gather(-1, first).squeeze(-1)
-
-
 def targets_at(out: torch.Tensor, depth: torch.Tensor, teacher: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Depth and teacher map at the network output's size. A model with a half-resolution output
     (DenseDepth, ``output_stride`` 2) is trained against half-resolution targets, as DenseDepth
-    is: the depth by :func:`downsample_depth` (nearest valid), the teacher's relative disparity
-    by area averaging (its mean over each 2x2 block: a smooth map, nothing invalid to keep apart).
-    Unchanged at the same size."""
+    is, made by the one resize rule of :mod:`leve.images`: depth by :func:`~leve.images.resize_depth`
+    (validity-weighted, invalid where too little valid depth lies under the filter), the teacher's
+    disparity by :func:`~leve.images.resize_maps`. Unchanged at the same size."""
     size = out.shape[-2:]
-    if tuple(depth.shape[-2:]) != tuple(size):
-        depth = downsample_depth(depth, size)
-    if teacher is not None and tuple(teacher.shape[-2:]) != tuple(size):
-        teacher = F.interpolate(teacher, size=tuple(size), mode="area")
+    depth = resize_depth(depth, size)
+    if teacher is not None:
+        teacher = resize_maps(teacher, size)
     return depth, teacher
 
 
@@ -72,6 +52,8 @@ class StepRunner:
 
     def to_device(self, batch: Batch) -> Batch:
         out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if out["rgb"].dtype == torch.uint8:  # a loader's uint8 RGB: normalised here, on the device
+            out["rgb"] = rgb_to_float(out["rgb"])
         if self.channels_last:
             out["rgb"] = out["rgb"].contiguous(memory_format=torch.channels_last)
         return out
@@ -82,7 +64,7 @@ class StepRunner:
             out = self.model(batch["rgb"])
         depth, teacher = targets_at(out, batch["depth"], batch.get("teacher"))
         return distillation_loss(out.float(), depth_to_output(depth, self.max_depth), depth > 0,
-                                 teacher, self.eps, self.kd_loss)
+                                 teacher, self.eps, self.kd_loss, batch.get("has_depth"))
 
     def _micro_batches(self, batch: Batch) -> Iterator[Batch]:
         n = next(iter(batch.values())).shape[0]

@@ -191,3 +191,30 @@ def test_resumes_after_a_failure_midway(tree, tmp_path):
     assert result.exit_code == 0, result.output
     assert "(resumed)" in result.output and "wrote 1 in" in result.output  # 11 samples, blocks of 2
     check_store(tmp_path / "endo.zarr", truth)
+
+
+def test_thesis_depth_keeps_zero_red_as_a_measurement(tmp_path):
+    """``depth: thesis`` stores R/255 + 1e-6 at every pixel (zero R included), as the thesis code read
+    the depth PNG; the default stores R/255 with zero R as no measurement. Values checked by hand."""
+    red = np.array([[0, 51, 255], [102, 0, 204]], dtype=np.uint8)  # 51/255 = 0.2, 102/255 = 0.4, 204/255 = 0.8
+    rgba = np.stack([red, np.full_like(red, 7), np.full_like(red, 9), np.full_like(red, 255)], axis=-1)
+    base = tmp_path / "src" / "UnityCam" / "Colon"
+    (base / "Frames").mkdir(parents=True)
+    (base / "Pixelwise Depths").mkdir()
+    (base / "Frames" / "image_0001.png").write_bytes(encode_png(np.zeros((2, 3, 3), np.uint8)))
+    (base / "Pixelwise Depths" / "aov_image_0001.png").write_bytes(encode_png(rgba))
+    want = {"thesis": [[1e-6, 0.200001, 1.000001], [0.400001, 1e-6, 0.800001]],
+            "r255": [[0.0, 0.2, 1.0], [0.4, 0.0, 0.8]]}
+    for depth, expected in want.items():
+        out = tmp_path / f"{depth}.zarr"
+        endoslam.prepare(cfg_for(tmp_path, tmp_path / "src", out=out, organs=("Colon",), depth=depth),
+                         show_progress=False)
+        got = open_split(out, "test").depth(0)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, np.array(expected, dtype=np.float32))
+        attrs = zarr.open_group(str(out)).attrs
+        assert attrs["depth"] == depth and ("1e-6" in attrs["depth_encoding"]) == (depth == "thesis")
+    close_all()
+    with pytest.raises(LeveError, match=r"prepare.endoslam.depth must be one of r255, thesis, got 'metres'"):
+        endoslam.prepare(cfg_for(tmp_path, tmp_path / "src", out=tmp_path / "x.zarr", depth="metres"),
+                         show_progress=False)

@@ -49,7 +49,7 @@ def test_densedepth_protocol_settings():
         "crop": {"name": "leve2024", "rows": [20, 460], "cols": [24, 616], "units": "pixels"},
         "flip": "average", "valid_mask": False, "min_depth": 0.1, "max_depth": 10.0, "depth_scale": "checkpoint",
         "align": "none", "teacher_align": "lstsq", "upsample": "depth", "rel_denominator": "pred",
-        "aggregation": "pooled"}
+        "aggregation": "pooled", "teacher_flip": "none", "resize": ""}
     r0, r1, c0, c1 = p.crop.box(480, 640)
     assert (r0, r1 - 1, c0, c1 - 1) == (20, 459, 24, 615) and c0 == 640 - c1   # symmetric columns: crop and mirror commute
     assert get_protocol("densedepth", "kitti", 80.0).crop.name == "full"
@@ -185,13 +185,15 @@ def test_teacher_rows_are_lstsq_aligned_disparity(eval_workspace):
     result = evaluate(ColumnRampNet(), split, protocol, (HEIGHT, WIDTH), 10.0, teacher=cache, show_progress=False)
     rows = [s for s in result.scored if s.model == "teacher"]
     assert len(rows) == len(split)
-    gt = split.depth(0).astype(np.float64)
-    disp = cache.disparity(0).astype(np.float64)
-    valid = (gt > 1e-3) & (gt < 10.0)
-    a = np.stack([disp[valid], np.ones(valid.sum())], 1)
-    (s, t), *_ = np.linalg.lstsq(a, 1.0 / gt[valid], rcond=None)   # independent solver
-    depth = np.clip(1.0 / np.maximum(s * disp + t, 0.1), 1e-3, 10.0)
-    assert rows[0].metrics == pytest.approx(compute_metrics(depth, gt, valid), rel=1e-6)
+    for i in range(len(split)):
+        gt = split.depth(i).astype(np.float64)
+        disp = cache.disparity(i).astype(np.float64)
+        valid = (gt > 1e-3) & (gt < 10.0)
+        fit = valid & (disp > 0)   # non-positive (clipped) disparity is left out of the fit
+        a = np.stack([disp[fit], np.ones(fit.sum())], 1)
+        (s, t), *_ = np.linalg.lstsq(a, 1.0 / gt[fit], rcond=None)   # independent solver
+        depth = np.clip(1.0 / np.maximum(s * disp + t, 0.1), 1e-3, 10.0)
+        assert rows[i].metrics == pytest.approx(compute_metrics(depth, gt, valid), rel=1e-6)
 
 
 def test_batching_does_not_change_the_numbers(eval_workspace):

@@ -88,3 +88,30 @@ def test_bench_model_refuses_a_size_a_model_cannot_take(tmp_path, run_cli):
                   "--params", tmp_path / "none.yaml")
     assert res.code == 1 and len(res.stderr.strip().splitlines()) == 1
     assert "resolution 64x88: model 'leve-mobilenetv3'" in res.stderr and "multiples of 16" in res.stderr
+
+
+def test_interleaved_rounds_rotate_the_order():
+    from leve.bench.model import time_interleaved
+
+    calls: list[str] = []
+    fns = {n: (lambda x, n=n: calls.append(n), torch.zeros(1)) for n in "abc"}
+    times = time_interleaved(fns, warmup=1, repeats=3)
+    assert calls == list("abc") + list("abc") + list("bca") + list("cab")  # warm-up, then rounds
+    assert {n: len(t) for n, t in times.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_bench_model_runtimes_side_by_side(tmp_path, run_cli):
+    res = run_cli("bench", "model", "--models", "leve-mobilenetv3", "--resolution", "64x96", "--repeats", "3",
+                  "--warmup", "1", "--modes", "torch,onnx,compile", "--out", "", "--params", tmp_path / "none.yaml")
+    assert res.code == 0, res.stderr
+    report = json.loads(res.stdout)
+    modes = report["models"]["leve-mobilenetv3"]["fp32"]
+    assert list(modes) == ["eager", "torch", "onnx", "compiled"]  # eager always first; compile = compiled
+    assert modes["compiled"] == {"skipped": "not in compile_models"}
+    assert modes["eager"]["latency_ratio_vs_eager"] == 1.0
+    for mode in ("torch", "onnx"):
+        assert modes[mode]["runs"] == 3 and modes[mode]["check"]["relative"] < 1e-4
+        assert modes[mode]["check"]["shape"] == [1, 1, 64, 96]
+    ratios = report["latency_ratio_vs_eager"]["models"]["leve-mobilenetv3"]
+    assert ratios == {m: modes[m]["latency_ratio_vs_eager"] for m in ("eager", "torch", "onnx")}
+    assert all(r > 0 for r in ratios.values())

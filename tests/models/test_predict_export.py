@@ -40,7 +40,8 @@ def test_predict_writes_depth_files(tmp_path, small_checkpoint, run_cli):
     x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
     with torch.inference_mode():
         y = model(F.interpolate(x, size=info.resolution, mode="bilinear", align_corners=False))
-        depth = F.interpolate(output_to_depth(y, 10.0), size=(50, 70), mode="bilinear", align_corners=False)
+        depth = F.interpolate(output_to_depth(y, 10.0), size=(50, 70), mode="bilinear", align_corners=False,
+                              antialias=True)  # leve.images: antialiased when shrinking
     expected_mm = np.rint(depth[0, 0].numpy() * 1000)
     assert np.abs(mm.astype(np.float64) - expected_mm).max() <= 1
     assert 100 <= mm.min() and mm.max() <= 10000
@@ -143,8 +144,9 @@ def test_predict_upsamples_a_half_resolution_output_before_reading_depth(tmp_pat
     depth = np.load(tmp_path / "o" / "room_depth.npy")
     assert depth.shape == (50, 70)
     model, info = load_checkpoint(half_res_checkpoint)
-    x = F.interpolate(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255, size=(64, 96), mode="bilinear",
-                      align_corners=False)
+    # the input as leve.images makes it: PIL's bilinear in 8 bits, then / 255
+    small = np.asarray(Image.fromarray(img).resize((96, 64), Image.Resampling.BILINEAR))
+    x = torch.from_numpy(small.copy()).permute(2, 0, 1)[None].float() / 255
     with torch.inference_mode():
         def at_input(t: torch.Tensor) -> torch.Tensor:
             out = model(t)
@@ -152,7 +154,8 @@ def test_predict_upsamples_a_half_resolution_output_before_reading_depth(tmp_pat
             return output_to_depth(F.interpolate(out, size=(64, 96), mode="bilinear", align_corners=False), 10.0)
 
         both = 0.5 * (at_input(x) + at_input(x.flip(-1)).flip(-1))
-        want = F.interpolate(both, size=(50, 70), mode="bilinear", align_corners=False)[0, 0].numpy()
+        want = F.interpolate(both, size=(50, 70), mode="bilinear", align_corners=False,
+                             antialias=True)[0, 0].numpy()  # leve.images: antialiased when shrinking
     np.testing.assert_allclose(depth, want, rtol=1e-5, atol=1e-6)
 
 

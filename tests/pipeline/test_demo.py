@@ -6,13 +6,14 @@ import json
 import re
 
 import pytest
+import yaml
 
 from leve.pipeline.demo import Demo, run_demo
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Demo:
-    return run_demo(tmp_path_factory.mktemp("demo") / "ws", second_eps=0.0, quiet=True)
+    return run_demo(tmp_path_factory.mktemp("demo") / "ws", quiet=True)
 
 
 @pytest.mark.slow
@@ -28,6 +29,10 @@ def test_demo_outputs_and_metrics_diff(demo):
     assert "student.rmse" in changed and changed["student.rmse"]["diff"] != 0
     exps = json.loads(demo.run("dvc", "exp", "show", "--json", capture=True))
     assert any(e.get("experiments") for e in exps), "the second run is a DVC experiment"
+    # the story: the committed baseline trains without the teacher, the experiment distils it
+    baseline = yaml.safe_load(demo.run("git", "show", "HEAD:params.yaml", capture=True))["train"]
+    assert baseline["kd"]["eps"] == 0 and yaml.safe_load((ws / "params.yaml").read_text())["train"]["kd"]["eps"] > 0
+    assert "(lstsq-aligned)" in demo.run("leve", "report", capture=True)  # the aligned teacher row
     assert set(demo.timings) >= {"workspace", "baseline", "experiment", "total"}
 
 
@@ -41,7 +46,8 @@ def test_dvc_status_up_to_date_then_only_train_and_eval_change(demo):
     params = demo.workspace / "params.yaml"
     original = params.read_text()
     try:
-        params.write_text(original.replace("  epochs: 5\n", "  epochs: 6\n", 1))
+        epochs = yaml.safe_load(original)["train"]["epochs"]
+        params.write_text(original.replace(f"  epochs: {epochs}\n", f"  epochs: {epochs + 1}\n", 1))
         assert _changed_stages(demo.run("dvc", "status", capture=True)) == {"train"}
         dry = demo.run("dvc", "repro", "--dry", capture=True)  # (eval reruns once train has changed best.pt)
         assert "Running stage 'train'" in dry

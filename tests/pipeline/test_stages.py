@@ -116,6 +116,18 @@ def test_run_identity_ignores_exactly_the_result_independent_params():
 # --------------------------------------------------------------------------- dvc.yaml
 
 
+def test_package_data_follows_the_module_that_loads_it():
+    """A stage whose closure holds leve/teacher/embedded/__init__.py also depends on the shipped
+    weights (so retraining them reruns the cache); a stage without it does not."""
+    weights = "leve/teacher/embedded/weights"
+    for module, data in st.PACKAGE_DATA.items():
+        assert (REPO / module).is_file() and all((REPO / d).is_dir() for d in data)
+    assert "leve/teacher/embedded/__init__.py" in st.code_closure("leve.teacher.stage")
+    assert weights in st.stage_deps("teacher")
+    assert "leve/teacher/embedded/__init__.py" not in st.code_closure("leve.report.metrics")
+    assert weights not in st.stage_deps("tables")
+
+
 @pytest.mark.parametrize("stage", list(st.STAGES))
 def test_dvc_yaml_lists_the_derived_code_deps_and_params(stage):
     code, params = st.declared(stage, REPO / "dvc.yaml")

@@ -23,6 +23,7 @@ train:
   model: leve
   resolution: [120, 160]
   epochs: 5
+  seed: 0
   kd:
     eps: 0.25
     loss: l1

@@ -8,6 +8,7 @@ import copy
 import csv
 import json
 import os
+import statistics
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from leve.errors import LeveError
 from leve.experiments import grid as g
 from leve.models.registry import SEED_002, model_spec
 from leve.report import experiments as ex
-from tests.report.data.fake_stages import FPS, ORGANS, PARAMS, expected_rmse, means
+from tests.report.data.fake_stages import FPS, ORGANS, PARAMS, SEED_STEP, expected_rmse, means
 
 DATA = Path(__file__).parent / "data"
 FIXTURE = DATA / "exp_show.json"
@@ -235,7 +236,8 @@ def test_seed_002_table_i_in_the_seeds_layout(records):
                              f"{ref.rmse:.3f}", f"{ref.log10:.3f}", "published (seed 002 Table I)"]
     assert body[1] == ["DenseNet-169", "0.837", "0.967", "0.992", "0.133", "0.481", "0.056", "published (seed 002 Table I)"]
     assert "trained at 480x640), as leve's model registry records them; computed as leve's protocol `densedepth`" in part
-    assert "_test split, protocol leve2024 (crop leve2024);" in part   # the runs' own protocol, as recorded
+    # the runs' own protocol, as recorded, and its aggregation (the fixture's documents predate the field: per image)
+    assert "_test split, protocol leve2024 (crop leve2024), per-image means (BTS, monodepth2, the thesis code);" in part
     assert "These runs were scored under protocol `leve2024`: evaluate them with `eval.protocol: densedepth`" in part
     assert "Inference:" not in part and t.bench_note is None   # no speed columns in seed 002's layout
 
@@ -248,7 +250,8 @@ def test_runs_scored_under_densedepth_need_no_protocol_note(records):
               for r in ex.select_records(records)]
     t = table(ex.build_tables(pooled), "encoders-seed002")
     _, part = _section(ex.markdown([t]), t.title)
-    assert "_test split, protocol densedepth (crop leve2024), metrics pooled over pixels;" in part
+    assert ("_test split, protocol densedepth (crop leve2024), metrics pooled over every pixel of the split "
+            "(DenseDepth);") in part
     assert "These runs were scored" not in part
 
 
@@ -397,3 +400,13 @@ def test_queue_run_and_report_in_a_real_dvc_repo(run_cli, tmp_path, monkeypatch)
         assert row[1] == f"{expected_rmse('leve', eps, 'synthetic'):.3f}"
     assert "knowledge distillation ε, Leve 3x3+3x3 on synthetic" in res.stdout
     assert os.path.exists(repo / "reports/experiments.csv")
+    # a second seed of ε = 0.50, queued as `--seeds 2` names it: its row becomes the mean ± sd of the two seeds
+    second = g.queue_commands(g.with_seeds(g.grid("kd")[-1:], 2)[1:])
+    assert g.format_command(second[0]).endswith("-n kd-eps0.50-seed1 -S train.model=leve -S train.kd.eps=0.5 -S train.seed=1")
+    sh([arg for arg in second[0] if arg != "--queue"], repo)   # run at once: one dvc process, not a queue worker
+    res = run_cli("report", "--repo", repo)
+    assert res.code == 0, res.stderr
+    rows = {row[0]: row for row in table_lines(res.stdout) if row[0].startswith("ε=")}
+    values = [expected_rmse("leve", 0.5, "synthetic") + SEED_STEP * k for k in (0, 1)]
+    assert f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} [" in rows["ε=0.50"][1]
+    assert rows["ε=0.50"][-2:] == ["2", "kd-eps0.50+kd-eps0.50-seed1"] and rows["ε=0.10"][-2] == "1"

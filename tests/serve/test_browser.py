@@ -106,6 +106,11 @@ def test_upload_shows_depth_and_downloads(browser, served_full, tmp_path):
     mm = np.asarray(Image.open(io.BytesIO(requests.get(link.get_attribute("href"), timeout=30).content)))
     assert mm.dtype == np.uint16 and mm.shape == (240, 320)
     assert browser.find_element("id", "download-npy").get_attribute("download") == "room_depth.npy"
+    ply = browser.find_element("id", "download-ply")  # metric model: the point cloud is offered too
+    assert ply.is_displayed() and ply.get_attribute("download") == "room.ply"
+    head = requests.get(ply.get_attribute("href"), timeout=30).content[:400]
+    assert head.startswith(b"ply\nformat binary_little_endian 1.0\n") and b"element vertex 76800\n" in head
+    assert "assumed 60 deg horizontal field of view" in browser.find_element("id", "intrinsics").text
 
     shot = tmp_path / "serve_screenshot.png"
     assert browser.save_screenshot(str(shot))

@@ -23,3 +23,9 @@ def test_bench_train_cli_json(run_cli, tmp_path):
     assert data["samples_per_s"]["plain"] == pytest.approx(2 / secs["plain"], rel=1e-2)
     loader = data["loader"]
     assert loader["model_waits_for_data"] == (loader["loader_samples_per_s"] < loader["model_samples_per_s"])
+    assert loader["loader_samples_per_s_per_worker"] == loader["loader_samples_per_s"]  # no workers: one loader
+    assert loader["loader_samples_per_cpu_s"] > 0 and loader["decode"] == "full"
+    jpeg = data["loader_jpeg_store"]
+    rates = jpeg["samples_per_cpu_s"]
+    assert set(rates) == {"full", "draft"} and all(v > 0 for v in rates.values())
+    assert jpeg["draft_over_full"] == pytest.approx(rates["draft"] / rates["full"], rel=1e-2)

@@ -51,13 +51,71 @@ def test_augmentation_probabilities():
     assert all(torch.equal(augment(item, np.random.default_rng(s), never)["rgb"], item["rgb"]) for s in range(10))
 
 
-def test_resize_nearest_keeps_invalid_depth_unblended():
-    depth = np.zeros((40, 60), np.float32)
-    depth[:, 30:] = 5.0
-    rgb = np.zeros((40, 60, 3), np.uint8)
-    out = resize_sample(rgb, depth, None, (20, 30))
-    assert set(out["depth"].unique().tolist()) <= {0.0, 5.0}
-    assert out["rgb"].shape == (3, 20, 30) and out["depth"].shape == (1, 20, 30)
+def _filter_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights of PIL's BILINEAR resize along one axis, written out: a triangle of
+    radius max(scale, 1) input pixels around each output centre (i + 0.5)·scale, renormalised."""
+    scale = n_in / n_out
+    support = max(scale, 1.0)
+    centres = (np.arange(n_out) + 0.5) * scale
+    u = ((np.arange(n_in) + 0.5)[None, :] - centres[:, None]) / support
+    m = np.maximum(0.0, 1.0 - np.abs(u))
+    return m / m.sum(1, keepdims=True)
+
+
+def _naive_resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return _filter_matrix(x.shape[0], size[0]) @ x @ _filter_matrix(x.shape[1], size[1]).T
+
+
+def test_depth_target_is_the_validity_weighted_rgb_filter():
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(1.0, 9.0, (30, 45)).astype(np.float32)
+    depth[5:14, 7:20] = 0.0          # a hole, a ragged edge, scattered misses
+    depth[20:, 30:] *= rng.random((10, 15)) > 0.4
+    depth[0, :] = 0.0
+    rgb = rng.integers(0, 256, (30, 45, 3), dtype=np.uint8)
+    for size in ((12, 20), (45, 50)):  # shrinking (antialiased) and enlarging
+        out = resize_sample(rgb, depth, None, size)
+        valid = (depth > 0).astype(np.float64)
+        num, den = _naive_resize(depth * valid, size), _naive_resize(valid, size)
+        want = np.where(den >= 0.5, num / np.maximum(den, 1e-12), 0.0)
+        assert out["depth"].shape == (1, *size) and out["rgb"].shape == (3, *size)
+        np.testing.assert_allclose(out["depth"][0].numpy(), want, rtol=1e-5, atol=1e-5)
+        assert ((want == 0) == (out["depth"][0].numpy() == 0)).all() and (want == 0).any()
+        # the RGB went through the same filter (the depth is sampled at the same pixel centres), in 8 bits
+        want_rgb = np.stack([_naive_resize(rgb[..., c] / 255.0, size) for c in range(3)])
+        np.testing.assert_allclose(out["rgb"].numpy(), want_rgb, atol=1.0 / 255 + 1e-6)
+        levels = out["rgb"].numpy() * 255
+        np.testing.assert_allclose(levels, np.round(levels), atol=1e-4)
+
+
+def test_rgb_resize_is_pils_bilinear():
+    from PIL import Image
+
+    rgb = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    out = resize_sample(rgb, np.ones((48, 64), np.float32), None, (20, 30))["rgb"].permute(1, 2, 0).numpy()
+    pil = np.asarray(Image.fromarray(rgb).resize((30, 20), Image.BILINEAR), dtype=np.float64) / 255.0
+    assert np.abs(out - pil).max() <= 1.0 / 255 + 1e-6   # PIL rounds to 8 bits
+
+
+def test_train_eval_and_predict_inputs_are_identical(synthetic_store):
+    from leve.evaluation.runner import batch_input
+    from leve.predict import predict_depth
+    from leve.store import open_split
+
+    split = open_split(synthetic_store, "val")
+    size = (40, 56)   # from 96x128: a non-integer shrink
+    seen: list[torch.Tensor] = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.clone())
+            return torch.ones_like(x[:, :1])
+
+    for i in (0, 3):
+        train = DepthDataset(synthetic_store, "val", size)[i]["rgb"]
+        predict_depth(Recorder(), split.rgb(i), size, 10.0)
+        assert torch.equal(train, batch_input([split.rgb(i)], size)[0])
+        assert torch.equal(train, seen[-1][0])
 
 
 def test_dataset_reads_store_and_teacher(synthetic_with_teacher):

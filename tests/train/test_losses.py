@@ -156,3 +156,16 @@ def test_gaussian_window_is_normalised():
     w = losses.gaussian_window()
     assert w.shape == (1, 1, 11, 11) and w.sum().item() == pytest.approx(1.0)
     assert w[0, 0, 5, 5].item() / w[0, 0, 5, 6].item() == pytest.approx(math.exp(1 / (2 * 1.5**2)), rel=1e-5)
+
+
+def test_ssi_is_in_units_of_the_teachers_spread():
+    # one 1x4 image: output [0, 1, 2, 4] aligned to teacher [0, 1, 1, 2] by least squares
+    out = torch.tensor([0.0, 1.0, 2.0, 4.0], dtype=torch.float64).view(1, 1, 1, 4)
+    teacher = torch.tensor([0.0, 1.0, 1.0, 2.0], dtype=torch.float64).view(1, 1, 1, 4)
+    a = np.stack([out.flatten().numpy(), np.ones(4)], 1)
+    (s, t), *_ = np.linalg.lstsq(a, teacher.flatten().numpy(), rcond=None)
+    residual = np.abs(s * out.flatten().numpy() + t - teacher.flatten().numpy()).mean()
+    spread = np.abs(teacher.flatten().numpy() - 1.0).mean()  # mean 1, mean absolute deviation 0.5
+    assert losses.kd_ssi(out, teacher).item() == pytest.approx(residual / spread, rel=1e-9)
+    # a teacher map with another scale and a large offset (what max-normalising an offset disparity gives)
+    assert losses.kd_ssi(out, 0.01 * teacher + 0.98).item() == pytest.approx(residual / spread, rel=1e-6)

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from leve.errors import LeveError
+from leve.images import resize_maps
 from leve.models.checkpoint import load_checkpoint
 from leve.train import KDConfig, TrainConfig, train
-from leve.train.step import downsample_depth, targets_at
+from leve.train.step import targets_at
 from tests.train.test_train import make_config, write_params
 
 SIZE = (64, 96)  # multiples of 8 (DenseDepth) and 16 (MobileNetV3 Leve); the store is 96x128
@@ -73,15 +74,28 @@ def test_cli_train_selects_a_model_and_refuses_a_size_it_cannot_take(run_cli, sy
 # ------------------------------------------------------------------------ targets at the output size
 
 
-def test_depth_is_downsampled_by_nearest_valid():
+def test_half_resolution_depth_target_is_the_validity_weighted_filter():
     depth = torch.tensor([[1.0, 2.0, 0.0, 0.0],
                           [3.0, 4.0, 0.0, 5.0],
                           [0.0, 0.0, 0.0, 0.0],
                           [0.0, 6.0, 0.0, 0.0]])[None, None]
-    # each 2x2 block: its top-left pixel when valid, else the first valid one (row-major), else 0
-    assert downsample_depth(depth, (2, 2))[0, 0].tolist() == [[1.0, 5.0], [6.0, 0.0]]
-    assert downsample_depth(depth, (4, 4)) is depth
-    assert downsample_depth(depth, (3, 3)).shape == (1, 1, 3, 3)  # not an integer fraction: nearest
+    half, _ = targets_at(torch.zeros(1, 1, 2, 2), depth)
+    # naive: a 2x shrink with PIL's bilinear filter weighs the 4 source rows/columns around each output
+    # pixel by (1, 3, 3, 1) / 8 (edge taps renormalised); valid depths only, kept where weight >= 0.5
+    taps = {0: {0: 3, 1: 3, 2: 1}, 1: {1: 1, 2: 3, 3: 3}}
+    want = torch.zeros(2, 2)
+    for i in range(2):
+        for j in range(2):
+            wsum = sum(taps[i].values()) * sum(taps[j].values())
+            num = den = 0.0
+            for y, wy in taps[i].items():
+                for x, wx in taps[j].items():
+                    if depth[0, 0, y, x] > 0:
+                        num += wy * wx * float(depth[0, 0, y, x])
+                        den += wy * wx / wsum
+            want[i, j] = num / (den * wsum) if den >= 0.5 else 0.0
+    torch.testing.assert_close(half[0, 0], want)
+    assert want[0, 0] > 0 and want[1, 1] == 0  # a valid block keeps a value, an empty one is invalid
 
 
 def test_targets_follow_the_output_size():
@@ -91,7 +105,7 @@ def test_targets_follow_the_output_size():
     same_depth, same_teacher = targets_at(torch.zeros(2, 1, 8, 12), depth, teacher)
     assert same_depth is depth and same_teacher is teacher
     half_depth, half_teacher = targets_at(torch.zeros(2, 1, 4, 6), depth, teacher)
-    assert torch.equal(half_depth, depth[..., ::2, ::2])  # all valid: the top-left pixel of each block
-    assert half_teacher is not None
-    torch.testing.assert_close(half_teacher, torch.nn.functional.avg_pool2d(teacher, 2))  # area: the 2x2 mean
+    assert half_teacher is not None  # all valid: depth and teacher by the same filter as the RGB
+    torch.testing.assert_close(half_depth, resize_maps(depth, (4, 6)))
+    torch.testing.assert_close(half_teacher, resize_maps(teacher, (4, 6)))
     assert targets_at(torch.zeros(2, 1, 4, 6), depth)[1] is None

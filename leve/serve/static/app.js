@@ -56,7 +56,10 @@ async function show(r, roundtripMs) {
     r.reference.abs_rel.toFixed(3) + ", RMSE " + r.reference.rmse_m.toFixed(3) + " m." : "";
   const links = { "download-png16": [r.downloads.png16, r.name + "_depth16.png"],
                   "download-npy": [r.downloads.npy, r.name + "_depth.npy"] };
+  if (r.downloads.ply) links["download-ply"] = [r.downloads.ply, r.name + ".ply"];
   for (const [id, [href, file]] of Object.entries(links)) { byId(id).href = href; byId(id).download = file; }
+  byId("ply-link").hidden = !r.downloads.ply;
+  byId("intrinsics").textContent = r.intrinsics ? "Point cloud camera: " + r.intrinsics + "." : "";
   byId("result").hidden = false;
   setStatus("Done: " + r.name + " in " + roundtripMs.toFixed(0) + " ms.");
   document.body.dataset.state = "done";

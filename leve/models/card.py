@@ -1,0 +1,173 @@
+"""The model card: a Markdown description written beside a checkpoint (``MODEL_CARD.md`` next to
+``best.pt``; ``README.md`` of a Hugging Face folder). It states the architecture, parameters, data,
+teacher, metrics with the protocol they were measured under, and the licence, from what the
+checkpoint records (:mod:`leve.models.lineage`) and, optionally, ``leve eval`` metrics files."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from leve.errors import LeveError
+from leve.models.checkpoint import CheckpointInfo, read_checkpoint
+from leve.models.lineage import Lineage
+
+CARD_NAME = "MODEL_CARD.md"
+SHOWN = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "d1", "d2", "d3")
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def count_parameters(state: dict[str, torch.Tensor]) -> int:
+    """Learnable parameters of a state dict: every tensor but batch-norm statistics."""
+    return sum(v.numel() for k, v in state.items() if not k.endswith(BUFFERS))
+
+
+def read_metrics(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """``leve eval`` metrics files (``metrics/<dataset>.json``), each with its protocol."""
+    out = []
+    for path in map(Path, paths):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise LeveError(f"{path}: cannot read metrics JSON ({exc.__class__.__name__}: {exc})") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("student"), dict) or "protocol" not in data:
+            raise LeveError(f"{path}: not a `leve eval` metrics file (no 'student' metrics and 'protocol')")
+        out.append({**data, "file": str(path)})
+    return out
+
+
+def _front_matter(lineage: Lineage) -> list[str]:
+    return ["---", f"license: {lineage.licence_id}", "library_name: leve", "pipeline_tag: depth-estimation",
+            "tags:", "- depth-estimation", "- knowledge-distillation", "- leve", "---", ""]
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(v) for v in row) + " |" for row in rows] + [""]
+
+
+def _model_section(info: CheckpointInfo, params: int, name: str) -> list[str]:
+    from leve.models.registry import model_spec
+
+    spec = model_spec(info.model)
+    h, w = info.resolution
+    relative = info.depth_kind == "relative"
+    output = ("relative depth (right up to an unknown scale, and shift in disparity; not metres)" if relative
+              else f"metric depth in metres, 0.01 x {info.max_depth:g} to {info.max_depth:g} m (read as max_depth / output)")
+    extra = info.extra
+    rows: list[list[Any]] = [["architecture", f"`{info.model}`: {spec.description}"], ["encoder", spec.encoder],
+            ["parameters", f"{params:,}"], ["input", f"RGB in [0, 1], resized to {h}x{w} (HxW)"],
+            ["output", output], ["output stride", spec.output_stride],
+            ["checkpoint", f"`{name}`" + (f", step {extra['step']}, epoch {extra.get('epoch')}" if "step" in extra else "")]]
+    return ["## Model", "", *_table(["", ""], rows)]
+
+
+def _data_section(lineage: Lineage) -> list[str]:
+    if not lineage.datasets:
+        return ["## Data", "", "Not recorded in this checkpoint.", ""]
+    rows = [[d.get("role"), d.get("name"), d.get("split"), d.get("samples"),
+             ("yes" + (f" ({d['labels_fraction']:g} of the samples)" if d.get("labels_fraction", 1) < 1 else ""))
+             if d.get("has_depth") else "no (teacher only)", d.get("units"), f"`{str(d.get('fingerprint'))[:16]}`",
+             f"`{d.get('path')}`"] for d in lineage.datasets]
+    return ["## Data", "", *_table(["role", "dataset", "split", "samples", "depth used", "units",
+                                    "store fingerprint", "store"], rows)]
+
+
+def _teacher_section(lineage: Lineage) -> list[str]:
+    t = lineage.teacher
+    if t is None:
+        text = "No teacher: trained without distillation." if lineage.recorded else \
+            f"Teacher {lineage.teacher_text()}."
+        return ["## Teacher", "", text, ""]
+    rows: list[list[Any]] = [["model", f"`{t['model']}`" + (f" (leve name `{t['name']}`)" if t.get("name") else "")],
+            ["revision", f"`{t.get('revision')}`"], ["licence", t.get("licence")],
+            ["non-commercial", "**yes**" if t.get("non_commercial") else "no"], ["source", t.get("source")],
+            ["config hash", f"`{str(t.get('config_hash'))[:16]}`"],
+            ["cache", f"`{t.get('cache')}` (identity `{str(t.get('cache_fingerprint'))[:16]}`)"],
+            ["distillation", f"eps {t.get('eps')}, KD loss `{t.get('loss')}`"]]
+    return ["## Teacher", "", *_table(["", ""], rows)]
+
+
+def _val_section(info: CheckpointInfo) -> list[str]:
+    val = info.extra.get("val")
+    if not isinstance(val, dict) or not val:
+        return []
+    cfg = info.extra.get("train_config") or {}
+    h, w = info.resolution
+    limit = f", first {cfg['val_limit']} images" if cfg.get("val_limit") else ""
+    align = ("each prediction aligned to the ground truth first (least-squares scale and shift in disparity)"
+             if info.depth_kind == "relative" else "metric depth as predicted, no alignment")
+    protocol = (f"`leve train` validation on `{cfg.get('dataset', info.extra.get('dataset'))}/{cfg.get('val_split', 'val')}`"
+                f"{limit}: at the training resolution {h}x{w}, no crop, no flip, pixels with depth > 0, "
+                f"mean of per-image metrics; {align}.")
+    keys = [k for k in SHOWN if k in val]
+    return ["### Validation during training", "", protocol, "",
+            *_table(keys, [[f"{float(val[k]):.4f}" for k in keys]])]
+
+
+def _describe_protocol(p: dict[str, Any]) -> str:
+    crop = p.get("crop") or {}
+    return (f"protocol `{p.get('name')}`: crop {crop.get('name', 'none')}, flip {p.get('flip')}, depth "
+            f"{p.get('min_depth')}-{p.get('max_depth')}, alignment {p.get('align')}, upsampling {p.get('upsample')}, "
+            f"aggregation {p.get('aggregation')}")
+
+
+def _eval_section(metrics: list[dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    for m in metrics:
+        student = m["student"]
+        keys = [k for k in SHOWN if k in student]
+        lines += [f"### {m.get('dataset')} / {m.get('split')} (`leve eval`, `{m['file']}`)", "",
+                  _describe_protocol(m["protocol"]) + f"; {student.get('count')} images.", "",
+                  *_table(keys, [[f"{float(student[k]):.4f}" for k in keys]])]
+    return lines
+
+
+def _licence_section(lineage: Lineage) -> list[str]:
+    lines = ["## Licence", "", lineage.licence + ".", ""]
+    if lineage.non_commercial:
+        lines.insert(2, "**Non-commercial use only.** This student was distilled from the outputs of a teacher "
+                        "released under a non-commercial licence; its weights and predictions carry that restriction.")
+        lines.insert(3, "")
+    if lineage.encoder_weights:
+        e = lineage.encoder_weights
+        lines += [f"The encoder started from `{e['file']}` ({e['licence']}).", ""]
+    return lines
+
+
+def render_card(info: CheckpointInfo, params: int, metrics: list[dict[str, Any]] | None = None,
+                name: str | None = None) -> str:
+    """The model card of a checkpoint (``params``: its learnable parameters) as Markdown."""
+    lineage = Lineage.of(info)
+    name = name or Path(info.path).name
+    banner = ([f"> **Non-commercial use only**: distilled from `{lineage.teacher['model']}` "
+               f"({lineage.teacher['licence']}).", ""] if lineage.non_commercial and lineage.teacher else [])
+    metric_lines = _val_section(info) + _eval_section(metrics or [])
+    lines = [*_front_matter(lineage), f"# leve student `{info.model}`", "", *banner,
+             "A monocular depth model trained with leve (`leve train`); what it was distilled from and on "
+             "which data is recorded in the checkpoint (`extra.lineage`) and shown below.", "",
+             *_model_section(info, params, name), *_data_section(lineage), *_teacher_section(lineage),
+             "## Metrics", "", *(metric_lines or ["No metrics recorded.", ""]), *_licence_section(lineage),
+             "## Use", "", "```bash", f"leve predict image.jpg --checkpoint {name}", "```", "",
+             "or in Python: `leve.models.load_checkpoint(path)` (a folder exported with `--format hf`: also "
+             "`leve.models.create_model(folder)`).", ""]
+    return "\n".join(lines)
+
+
+def write_model_card(checkpoint: str | Path, out: str | Path | None = None,
+                     metrics: Iterable[str | Path] = ()) -> Path:
+    """Write the card of ``checkpoint`` (default ``MODEL_CARD.md`` beside it; a folder's ``README.md``),
+    atomically."""
+    state, info = read_checkpoint(checkpoint)
+    folder = Path(checkpoint).is_dir()  # a Hugging Face folder's card is its README.md
+    out = Path(out) if out else Path(checkpoint) / "README.md" if folder else Path(checkpoint).parent / CARD_NAME
+    text = render_card(info, count_parameters(state), read_metrics(metrics), Path(checkpoint).name)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, out)
+    return out

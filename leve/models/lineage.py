@@ -1,0 +1,163 @@
+"""Lineage: which teacher and which data a student was distilled from, and the licence that follows.
+
+Training records it in the checkpoint's ``extra["lineage"]`` (:func:`training_lineage`)::
+
+    teacher         None (no distillation) or {model, name, revision, licence, non_commercial, source,
+                    config_hash, cache, cache_fingerprint, eps, loss}: the teacher cache's own record
+                    (the revision the hub actually resolved, the licence of the registry entry)
+    datasets        [{role, name, path, split, samples, has_depth, units, fingerprint, completed_at}, ...]:
+                    the train and val splits, identified by their store's fingerprint
+    encoder_weights None or {file, licence}: the ImageNet file the encoder started from
+    licence         the student's terms as far as its teacher decides them; licence_id its SPDX-like id
+    non_commercial  True when the teacher's licence forbids commercial use (Depth-Anything V2 Base and
+                    Large, CC-BY-NC-4.0): the student is a derivative of the teacher's outputs
+
+:class:`Lineage` reads it back (``Lineage.of(info)``) for ``leve predict``, ``leve serve``,
+``leve export`` (ONNX ``metadata_props``, the Hugging Face folder) and the model card.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NON_COMMERCIAL = re.compile(r"\bNC\b|\bnon[- ]?commercial", re.IGNORECASE)
+NC_LICENCE = "CC-BY-NC-4.0 (non-commercial use only)"
+NC_ID = "cc-by-nc-4.0"
+OPEN_ID = "apache-2.0"
+
+
+def is_non_commercial(licence: str | None) -> bool:
+    """True when a licence text forbids commercial use (``CC-BY-NC-4.0``, "non-commercial")."""
+    return bool(licence) and NON_COMMERCIAL.search(str(licence)) is not None
+
+
+def teacher_record(attrs: dict[str, Any], cache: str | Path) -> dict[str, Any]:
+    """The teacher of a cached split, from the cache split's attributes; the registry is consulted too,
+    so a cache that recorded no licence is still caught as non-commercial by its model id."""
+    from leve.teacher.registry import find_entry
+
+    t = dict(attrs.get("teacher") or {})
+    model = str(t.get("model") or "unknown")
+    entry = find_entry(model)
+    licence = str(t.get("licence") or (entry.licence if entry else "unknown"))
+    non_commercial = is_non_commercial(licence) or bool(entry and is_non_commercial(entry.licence))
+    return {"model": model, "name": entry.name if entry else None, "revision": t.get("revision"),
+            "licence": licence, "non_commercial": non_commercial, "source": t.get("source"),
+            "config_hash": t.get("config_hash"), "cache": str(cache),
+            "cache_fingerprint": attrs.get("identity_fingerprint"), "cache_completed_at": attrs.get("completed_at")}
+
+
+def dataset_record(store: Any, split: str, role: str) -> dict[str, Any]:
+    """One dataset split a student saw: its store's path and identity (fingerprint, completion time)."""
+    from leve.store import fingerprint
+
+    data = store.split(split)
+    attrs = store.attrs
+    return {"role": role, "name": attrs.get("dataset"), "path": str(store.path), "split": split,
+            "samples": len(data), "has_depth": bool(data.has_depth), "units": attrs.get("units"),
+            "fingerprint": attrs.get("fingerprint") or fingerprint(attrs), "completed_at": attrs.get("completed_at")}
+
+
+def student_licence(teacher: dict[str, Any] | None) -> tuple[str, str]:
+    """(licence text, id) of a student as far as its teacher decides it."""
+    if teacher is None:
+        return "Apache-2.0 (no teacher; the terms of the training data still apply)", OPEN_ID
+    if teacher["non_commercial"]:
+        return f"{NC_LICENCE}, inherited from the teacher {teacher['model']}", NC_ID
+    licence = str(teacher["licence"])
+    if licence.lower().startswith("unknown"):
+        return f"unknown: the teacher's licence is unknown ({licence})", "unknown"
+    return f"{licence} (the teacher's; the terms of the training data still apply)", OPEN_ID
+
+
+def training_lineage(cfg: Any, store: Any) -> dict[str, Any]:
+    """The lineage of a ``leve train`` run (a :class:`~leve.train.stage.TrainConfig`) on ``store``: its
+    train and val splits and, when it distils (``kd.eps > 0``), the teacher its cache records."""
+    import zarr
+
+    teacher = None
+    if cfg.kd.eps > 0:
+        attrs = dict(zarr.open_group(str(cfg.teacher_path), mode="r")[cfg.train_split].attrs)
+        teacher = {**teacher_record(attrs, cfg.teacher_path), "eps": float(cfg.kd.eps), "loss": cfg.kd.loss}
+    datasets = [dataset_record(store, cfg.train_split, "train"), dataset_record(store, cfg.val_split, "val")]
+    datasets[0]["labels_fraction"] = float(cfg.labels.fraction) if datasets[0]["has_depth"] else 0.0
+    encoder = None
+    if cfg.encoder_weights:
+        from leve.models.registry import model_spec
+
+        spec = model_spec(cfg.model).encoder_weights
+        encoder = {"file": Path(cfg.encoder_weights).name, "licence": spec.licence if spec else "unknown"}
+    licence, licence_id = student_licence(teacher)
+    return {"teacher": teacher, "datasets": datasets, "encoder_weights": encoder, "licence": licence,
+            "licence_id": licence_id, "non_commercial": bool(teacher and teacher["non_commercial"])}
+
+
+@dataclass
+class Lineage:
+    """A checkpoint's lineage as recorded (``recorded`` False for checkpoints written before it was)."""
+
+    teacher: dict[str, Any] | None = None
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    encoder_weights: dict[str, Any] | None = None
+    licence: str = "unknown (no lineage recorded)"
+    licence_id: str = "unknown"
+    non_commercial: bool = False
+    recorded: bool = False
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any]) -> Lineage:
+        """The lineage in a checkpoint's ``extra`` (an empty, unrecorded one when there is none)."""
+        raw = extra.get("lineage")
+        if not isinstance(raw, dict):
+            return cls()
+        return cls(raw.get("teacher"), list(raw.get("datasets") or []), raw.get("encoder_weights"),
+                   str(raw.get("licence", "unknown")), str(raw.get("licence_id", "unknown")),
+                   bool(raw.get("non_commercial")), True)
+
+    @classmethod
+    def of(cls, info: Any) -> Lineage:
+        """The lineage of a :class:`~leve.models.checkpoint.CheckpointInfo`."""
+        return cls.from_extra(info.extra)
+
+    def teacher_text(self) -> str:
+        """``model (name) @ revision, licence`` or why there is none."""
+        if not self.recorded:
+            return "not recorded (checkpoint written before leve recorded lineage)"
+        if self.teacher is None:
+            return "none (trained without distillation)"
+        t = self.teacher
+        name = f" ({t['name']})" if t.get("name") and t["name"] != t["model"] else ""
+        return f"{t['model']}{name} @ {t.get('revision')}, licence {t.get('licence')}"
+
+    def data_text(self) -> str:
+        """``name/split (store fingerprint)`` of every dataset split, comma-separated."""
+        return ", ".join(f"{d.get('name')}/{d.get('split')} (store {str(d.get('fingerprint'))[:12]})"
+                         for d in self.datasets) or "not recorded"
+
+    def summary(self) -> str:
+        """One line for ``leve predict``/``leve serve``: teacher, data and the licence; a non-commercial
+        student says so first."""
+        head = "NON-COMMERCIAL use only: " if self.non_commercial else ""
+        teacher = "no teacher (trained without distillation)" if self.recorded and self.teacher is None \
+            else f"teacher {self.teacher_text()}"
+        return f"{head}{teacher}; data {self.data_text()}; licence {self.licence}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"teacher": self.teacher, "datasets": self.datasets, "encoder_weights": self.encoder_weights,
+                "licence": self.licence, "licence_id": self.licence_id, "non_commercial": self.non_commercial,
+                "recorded": self.recorded}
+
+    def onnx_metadata(self) -> dict[str, str]:
+        """String key/values for an ONNX model's ``metadata_props``."""
+        t = self.teacher or {}
+        return {"leve_licence": self.licence, "leve_licence_id": self.licence_id,
+                "leve_non_commercial": "true" if self.non_commercial else "false",
+                "leve_teacher": str(t.get("model", "none")) if self.recorded else "not recorded",
+                "leve_teacher_revision": str(t.get("revision", "")),
+                "leve_teacher_licence": str(t.get("licence", "")),
+                "leve_datasets": self.data_text(),
+                "leve_lineage": json.dumps(self.to_dict(), sort_keys=True, default=str)}

@@ -1,0 +1,326 @@
+"""Inference runtimes, one home for ``leve predict``, ``leve serve`` and ``leve bench model``.
+
+:func:`prepare_for_inference` turns a registered model into an :class:`InferenceModel` that is
+called like the model itself (RGB ``(B, 3, H, W)`` in [0, 1] -> raw output) and keeps its
+``max_depth``, ``output_stride`` and input-size contract. Runtimes (:data:`RUNTIMES`):
+
+* ``auto`` (the default of ``leve predict`` and ``leve serve``): ``onnx`` on the CPU when
+  onnxruntime is installed, else ``torch``; if ``onnx`` fails (export or check), ``torch``
+  (``InferenceModel.fallback`` says why);
+* ``eager``: the model as it is (the baseline every other runtime is checked against);
+* ``torch``: batch norm folded into the preceding convolutions (:func:`fuse_batchnorm`) and
+  channels-last weights and inputs;
+* ``compiled``: ``torch`` then ``torch.compile`` (inductor; a C++ compiler on the CPU, triton on
+  CUDA); the first call at a new size compiles (tens of seconds on a CPU);
+* ``onnx``: the folded model exported to ONNX in memory (:func:`export_onnx`, the exporter of
+  ``leve export``) and run by onnxruntime on the CPU (needs the ``export`` extra).
+
+Each prepared model is verified against the eager model on a seeded random input (at the size
+it will run at, so a compiled graph is compiled there): the largest absolute difference must
+stay below :data:`TOLERANCE` of the eager output's range, or :class:`~leve.errors.LeveError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from leve.errors import LeveError
+
+RUNTIMES = ("auto", "eager", "torch", "compiled", "onnx")
+DEFAULT_RUNTIME = "auto"
+TOLERANCE = 1e-4  # max abs difference / eager output range (as `leve export`; fp32 reordering gives ~1e-6)
+_CONTRACT = ("max_depth", "output_stride", "input_multiple", "min_input_size", "name")
+_METADATA = {"shape", "size", "dim", "ndim", "dtype", "device", "is_cuda", "stride", "numel", "is_contiguous"}
+
+
+# --------------------------------------------------------------------------- batch-norm folding
+
+
+class _Uses(TorchFunctionMode):
+    """Counts how many torch calls read each tensor (by identity; every tensor is kept alive so
+    that ids are not reused). Metadata reads (``x.shape``) do not count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.uses: Counter[int] = Counter()
+        self.alive: list[Any] = []
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name != "__get__" and name not in _METADATA:
+            for t in _tensors((args, kwargs)):
+                self.uses[id(t)] += 1
+                self.alive.append(t)
+        out = func(*args, **kwargs)
+        self.alive.append(out)
+        return out
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    """The tensors in nested tuples, lists and dicts."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for item in obj for t in _tensors(item)]
+    if isinstance(obj, dict):
+        return [t for item in obj.values() for t in _tensors(item)]
+    return []
+
+
+def example_input(model: nn.Module, batch: int = 1) -> torch.Tensor:
+    """A seeded random input of the smallest size the model takes (64x64 for Leve)."""
+    multiple = int(getattr(model, "input_multiple", 8))
+    side = -(-int(getattr(model, "min_input_size", 64)) // multiple) * multiple
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(batch, 3, side, side, generator=g)
+
+
+def conv_bn_pairs(model: nn.Module, example: torch.Tensor | None = None) -> list[tuple[str, str]]:
+    """``(conv, bn)`` module names where a ``BatchNorm2d`` reads a ``Conv2d``'s output and nothing
+    else reads it, each module called once: found by running ``example`` through the model (in
+    eval mode) while recording which call reads which tensor."""
+    x = example_input(model) if example is None else example
+    names = {m: n for n, m in model.named_modules()}
+    calls: Counter[nn.Module] = Counter()
+    conv_out: dict[int, nn.Module] = {}
+    bn_in: list[tuple[nn.Module, int]] = []
+
+    def hook(module: nn.Module, args: tuple, out: Any) -> None:
+        calls[module] += 1
+        if isinstance(module, nn.Conv2d):
+            conv_out[id(out)] = module
+            tracer.alive.append(out)
+        elif isinstance(module, nn.BatchNorm2d) and args and isinstance(args[0], torch.Tensor):
+            bn_in.append((module, id(args[0])))
+            tracer.alive.append(args[0])
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    tracer = _Uses()
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad(), tracer:
+            model(x.to(_device_of(model), _dtype_of(model)))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    pairs = []
+    for bn, tensor in bn_in:
+        conv = conv_out.get(tensor)
+        if conv is not None and tracer.uses[tensor] == 1 and calls[conv] == calls[bn] == 1 \
+                and conv.out_channels == bn.num_features and bn.track_running_stats:
+            pairs.append((names[conv], names[bn]))
+    return pairs
+
+
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Fold an eval-mode batch norm into ``conv`` in place: ``conv'(x) == bn(conv(x))``."""
+    assert bn.running_mean is not None and bn.running_var is not None
+    with torch.no_grad():
+        scale = torch.rsqrt(bn.running_var.double() + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight.double()
+        shift = -bn.running_mean.double() * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias.double()
+        weight = conv.weight.double() * scale.reshape(-1, 1, 1, 1)
+        bias = shift if conv.bias is None else conv.bias.double() * scale + shift
+        conv.weight = nn.Parameter(weight.to(conv.weight.dtype), requires_grad=False)
+        conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
+
+
+def fuse_batchnorm(model: nn.Module, example: torch.Tensor | None = None) -> nn.Module:
+    """An eval-mode copy of ``model`` with every foldable batch norm (:func:`conv_bn_pairs`) folded
+    into its convolution and replaced by ``nn.Identity``; ``model`` itself is left as it was."""
+    fused = copy.deepcopy(model).eval()
+    modules = dict(fused.named_modules())
+    for conv_name, bn_name in conv_bn_pairs(fused, example):
+        fold_conv_bn(modules[conv_name], modules[bn_name])
+        parent, _, attr = bn_name.rpartition(".")
+        setattr(modules[parent] if parent else fused, attr, nn.Identity())
+    return fused
+
+
+# --------------------------------------------------------------------------- runtimes
+
+
+@dataclass(frozen=True)
+class Check:
+    """A prepared runtime's output against the eager model's on the same input."""
+
+    shape: list[int]
+    max_abs_diff: float
+    output_range: float
+    relative: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class InferenceModel(nn.Module):
+    """A model prepared for one runtime; called like the model, with its size contract."""
+
+    def __init__(self, model: nn.Module, runtime: str, fn: Callable[[torch.Tensor], torch.Tensor],
+                 channels_last: bool) -> None:
+        super().__init__()
+        self.model = model  # the (folded) torch model: parameters, encoder/decoder, size checks
+        self.runtime = runtime
+        self.channels_last = channels_last
+        self.__dict__["_fn"] = fn  # a compiled module or an onnxruntime call; not a submodule
+        self.check: Check | None = None  # set by verify()
+        self.fallback: str | None = None  # why ``auto`` did not run its first choice
+        self.source_parameters = sum(p.numel() for p in model.parameters())  # as trained (set by prepare)
+        for attr in _CONTRACT:
+            if hasattr(model, attr):
+                setattr(self, attr, getattr(model, attr))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check = getattr(self.model, "check_input", None)
+        if check is not None:
+            check(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._fn(x)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _dtype_of(model: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in model.parameters()), torch.float32)
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, target: str | Path | BinaryIO, opset: int = 17) -> None:
+    """Write ``model`` as ONNX (torch's TorchScript-based exporter, ``dynamo=False``) to a path or a
+    binary buffer: input ``rgb``, output ``out``, dynamic batch, height and width. ``leve export``
+    writes its files with it."""
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
+        torch.onnx.export(model, (example,), str(target) if isinstance(target, (str, Path)) else target,
+                          dynamo=False, opset_version=opset, input_names=["rgb"], output_names=["out"],
+                          dynamic_axes={"rgb": axes, "out": axes})
+
+
+def _onnx_fn(model: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Export ``model`` to ONNX in memory and return a call through an onnxruntime session."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise LeveError(f"runtime onnx needs the export extra ({exc.name} missing): pip install 'leve[export]'") from exc
+    buf = io.BytesIO()
+    export_onnx(model, example, buf)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep, as torch's do
+    session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().float().contiguous().numpy()
+        return torch.from_numpy(session.run(None, {"rgb": array})[0])
+
+    return run
+
+
+def check_runtime(runtime: str, device: str | torch.device) -> None:
+    """Refuse an unknown runtime, or onnx off the CPU (one line)."""
+    if runtime not in RUNTIMES:
+        raise LeveError(f"unknown runtime '{runtime}'; choose from {', '.join(RUNTIMES)}")
+    if runtime == "onnx" and str(device).split(":")[0] != "cpu":
+        raise LeveError(f"runtime onnx runs on the CPU (onnxruntime's CPU provider), not {device}")
+
+
+def compare(reference: torch.Tensor, got: torch.Tensor) -> Check:
+    """Largest absolute difference, relative to the reference's range."""
+    ref, out = reference.detach().float().cpu(), got.detach().float().cpu()
+    if ref.shape != out.shape:
+        raise LeveError(f"prepared model gave shape {tuple(out.shape)}, eager {tuple(ref.shape)}")
+    diff = float((ref - out).abs().max())
+    span = float(ref.max() - ref.min())
+    return Check(list(ref.shape), diff, span, diff / span if span > 0 else diff)
+
+
+def verify(prepared: InferenceModel, reference: nn.Module, x: torch.Tensor, tolerance: float = TOLERANCE) -> Check:
+    """Run both on ``x``; record the comparison on ``prepared`` and refuse one beyond ``tolerance``."""
+    with torch.inference_mode():
+        check = compare(reference(x), prepared(x))
+    prepared.check = check
+    if not check.relative < tolerance:
+        raise LeveError(f"runtime {prepared.runtime}: output differs from eager PyTorch at {check.shape} "
+                        f"(max abs diff {check.max_abs_diff:.3g}, {check.relative:.3g} of the output range); "
+                        f"use --runtime eager")
+    return check
+
+
+def auto_runtime(device: str | torch.device) -> str:
+    """What ``auto`` runs first: ``onnx`` on the CPU when onnxruntime is installed, else ``torch``."""
+    if str(device).split(":")[0] == "cpu":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return "torch"
+        return "onnx"
+    return "torch"
+
+
+def prepare_for_inference(model: nn.Module, runtime: str = DEFAULT_RUNTIME, resolution: tuple[int, int] | None = None,
+                          batch: int = 1, check: bool = True, compile_options: dict[str, Any] | None = None
+                          ) -> InferenceModel:
+    """``model`` (left unchanged) prepared for ``runtime`` on its own device, verified against it
+    on a seeded random ``(batch, 3, *resolution)`` input when ``check`` (default: the smallest size
+    the model takes)."""
+    device = _device_of(model)
+    check_runtime(runtime, device)
+    if runtime != "auto":
+        return _prepare(model, runtime, resolution, batch, check, compile_options)
+    first = auto_runtime(device)
+    try:
+        return _prepare(model, first, resolution, batch, check, compile_options)
+    except Exception as exc:  # an op the exporter or onnxruntime lacks, a failed check
+        if first == "torch":
+            raise
+        prepared = _prepare(model, "torch", resolution, batch, check, compile_options)
+        prepared.fallback = f"{first}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        return prepared
+
+
+def _prepare(model: nn.Module, runtime: str, resolution: tuple[int, int] | None, batch: int, check: bool,
+             compile_options: dict[str, Any] | None) -> InferenceModel:
+    device, dtype = _device_of(model), _dtype_of(model)
+    model = model.eval()
+    x = example_input(model, batch)
+    if resolution is not None:
+        x = torch.rand(batch, 3, *resolution, generator=torch.Generator().manual_seed(0))
+    x = x.to(device, dtype)
+    if runtime == "eager":
+        prepared = InferenceModel(model, runtime, model, channels_last=False)
+    else:
+        fused = fuse_batchnorm(model, example_input(model).to(device, dtype))
+        if runtime == "onnx":
+            prepared = InferenceModel(fused, runtime, _onnx_fn(fused, x.cpu()), channels_last=False)
+        else:
+            fused = fused.to(memory_format=torch.channels_last)
+            fn: Callable = fused
+            if runtime == "compiled":
+                fn = torch.compile(fused, **(compile_options or {}))
+            prepared = InferenceModel(fused, runtime, fn, channels_last=True)
+    prepared.source_parameters = sum(p.numel() for p in model.parameters())
+    if check:
+        verify(prepared, model, x)
+    return prepared
