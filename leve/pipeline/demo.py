@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import leve
 from leve.errors import LeveError
@@ -117,17 +118,20 @@ def demo_params(root: Path) -> tuple[float, float, str]:
     return cfg.kd.eps, cfg.labels.fraction, train_stage.expected_teacher(cfg.dataset, root / "params.yaml")
 
 
-def write_baseline_params(workspace: Path) -> None:
-    """The workspace's params.yaml without distillation (``train.kd.eps: 0``; comments kept)."""
+def write_baseline_params(workspace: Path, overrides: dict[str, Any] | None = None) -> None:
+    """The workspace's params.yaml without distillation (``train.kd.eps: 0``; comments kept), with
+    ``overrides`` (dotted keys) set too."""
     from leve.pipeline.profiles import edit_yaml
 
     params = workspace / "params.yaml"
-    params.write_text(edit_yaml(params.read_text(), {"train.kd.eps": 0.0}, params)[0])
+    params.write_text(edit_yaml(params.read_text(), {**(overrides or {}), "train.kd.eps": 0.0}, params)[0])
 
 
-def run_demo(workspace: Path, eps: float | None = None, quiet: bool = False) -> Demo:
+def run_demo(workspace: Path, eps: float | None = None, quiet: bool = False,
+             overrides: dict[str, Any] | None = None) -> Demo:
     """The whole demo (``eps``: the experiment's ``train.kd.eps``, default the embedded default's);
-    returns the workspace and the seconds each part took."""
+    returns the workspace and the seconds each part took. ``overrides``: params (dotted keys) of the
+    workspace's params.yaml, e.g. a smaller sample for a quick check of the whole story."""
     demo = Demo(workspace.resolve(), quiet)
     t_all = time.perf_counter()
     root = source_root()
@@ -137,7 +141,7 @@ def run_demo(workspace: Path, eps: float | None = None, quiet: bool = False) -> 
         raise LeveError(f"leve demo: the experiment distils, so its kd.eps must be > 0 (got {eps})")
     t0 = demo.step(1, 5, f"workspace {demo.workspace} (git + DVC, offline)")
     if create_workspace(demo.workspace, root):
-        write_baseline_params(demo.workspace)
+        write_baseline_params(demo.workspace, overrides)
         init_repo(demo)
     demo.done("workspace", t0)
     t0 = demo.step(2, 5, f"baseline, no distillation: dvc repro (train.kd.eps=0; the student sees the depth of "

@@ -13,7 +13,10 @@ from leve.pipeline.demo import Demo, run_demo
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Demo:
-    return run_demo(tmp_path_factory.mktemp("demo") / "ws", quiet=True)
+    # the whole story on a smaller sample (`make demo` runs it at full size on every fresh clone)
+    quick = {"prepare.synthetic.train": 48, "prepare.synthetic.val": 8, "prepare.synthetic.test": 8,
+             "train.max_steps": 16, "bench.model.resolution": "96x128"}
+    return run_demo(tmp_path_factory.mktemp("demo") / "ws", quiet=True, overrides=quick)
 
 
 @pytest.mark.slow
