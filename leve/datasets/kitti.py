@@ -115,6 +115,12 @@ _LINE_FRAME = re.compile(rf"^{_DRIVE}\s+(?P<frame>\d+)\s+(?P<side>[lr])$")
 _LINE_PATH = re.compile(rf"^{_DRIVE}/image_(?P<cam>0[23])/data/(?P<frame>\d+)\.(png|jpg)(\s.*)?$")
 
 
+def _test_store_attrs(cfg: Config) -> dict[str, Any]:
+    """The attributes every KITTI test store records, whichever ground truth it holds."""
+    return {"dataset": "kitti", "splits": ["test"], "units": "metres", "min_depth": cfg.min_depth,
+            "max_depth": cfg.max_depth, "gt": cfg.gt}
+
+
 def parse_split(text: str, name: str) -> list[Frame]:
     """Frames of a split file: ``<date>/<drive> <frame> l|r`` lines (monodepth2) or
     ``<date>/<drive>/image_02/data/<frame>.png ...`` lines (monodepth)."""
@@ -429,12 +435,7 @@ def plan(cfg: Config, show_progress: bool = True) -> tuple[KittiLoader, dict[str
     images = [sources.member(sources.drives[f.drive], f.member("image")) for f in frames]
     loader = KittiLoader(frames, images, depths, calibs, cfg.gt)
     attrs = {
-        "dataset": "kitti",
-        "splits": ["test"],
-        "units": "metres",
-        "min_depth": cfg.min_depth,
-        "max_depth": cfg.max_depth,
-        "gt": cfg.gt,
+        **_test_store_attrs(cfg),
         "gt_protocol": (
             "velodyne: P = P_rect_02 R_rect_00 [R|T]velo->cam; x >= 0; u,v = round(.) - 1; in-image; "
             "depth = LiDAR x; nearest per pixel; 0 = none"
@@ -557,12 +558,7 @@ def prepare_guideddecoding(cfg: Config, force: bool = False, show_progress: bool
                       f"{EIGEN_TEST_LINES})")
     height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
     attrs = {
-        "dataset": "kitti",
-        "splits": ["test"],
-        "units": "metres",
-        "min_depth": cfg.min_depth,
-        "max_depth": cfg.max_depth,
-        "gt": cfg.gt,
+        **_test_store_attrs(cfg),
         "gt_protocol": GUIDEDDECODING_PROTOCOL,
         "sizes": sorted({f"{w}x{h}" for h, w in sizes}),
         "sources": [record],
