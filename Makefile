@@ -16,7 +16,7 @@ demo: $(STAMP)  ## the whole product on the embedded default: pipeline, 2nd expe
 test: $(STAMP)  ## lint, type-check and run the test suite (what CI runs)
 	ruff check leve tests
 	mypy
-	python -m pytest
+	python -m pytest -n 2 --dist loadfile
 
 gpu-check: $(STAMP)  ## leve bench gpu on this machine's GPU (< 8 min on an H200, nothing downloaded)
 	leve bench gpu --out $(GPU_CHECK_OUT)

@@ -76,15 +76,17 @@ def _ones_resized(shape: tuple[int, int], size: tuple[int, int], dtype: torch.dt
     return resize_maps(torch.ones((1, 1, *shape), dtype=dtype, device=device), size)
 
 
-def resize_depth(depth: torch.Tensor, size: Size) -> torch.Tensor:
+def resize_depth(depth: torch.Tensor, size: Size, shortcuts: bool = True) -> torch.Tensor:
     """(B, 1, H, W) depth (0 or non-finite = invalid) at ``size`` by the validity-weighted
-    RGB filter; 0 where valid pixels carry less than :data:`MIN_VALID_WEIGHT` of the weight."""
+    RGB filter; 0 where valid pixels carry less than :data:`MIN_VALID_WEIGHT` of the weight.
+    ``shortcuts``: skip work on all-invalid or all-valid maps (the same result; on a GPU, pass False:
+    the checks would wait for the device)."""
     if tuple(depth.shape[-2:]) == tuple(size):
         return depth
     valid = (depth > 0) & (depth < float("inf"))  # finite and > 0 (NaN fails both), in a third of isfinite's time
-    if not valid.any():  # e.g. an unlabelled sample: nothing to resize
+    if shortcuts and not valid.any():  # e.g. an unlabelled sample: nothing to resize
         return torch.zeros((*depth.shape[:-2], int(size[0]), int(size[1])), dtype=depth.dtype, device=depth.device)
-    if valid.all():  # dense depth: the weight is the filtered ones, the same for every such map of this shape
+    if shortcuts and valid.all():  # dense depth: the weight is the filtered ones, the same for every such map of this shape
         weight = _ones_resized(tuple(depth.shape[-2:]), (int(size[0]), int(size[1])), depth.dtype,
                                depth.device).expand(*depth.shape[:-2], -1, -1)
         total = resize_maps(depth, size)

@@ -211,13 +211,15 @@ def build_synthetic_store(path: Path, plan: Plan) -> dict[str, Any]:
 
 
 def teacher_forward(runner: Any, store: Path, batch: int, deadline: float, rounds: int) -> dict[str, Any]:
-    """Images/s of the teacher on a uint8 batch already resized on the host (device preprocessing,
-    forward, maps resized to the stored size), after one warm-up batch."""
+    """Images/s of the teacher on a uint8 batch in host memory, at the stored size when the runner
+    preprocesses on the device (CUDA), else resized on the host (device preprocessing, forward, maps
+    resized to the stored size), after one warm-up batch."""
     from leve.store import open_split
 
     split = open_split(store, "train")
     prep = runner.teacher.preprocessing
-    images = torch.from_numpy(np.stack([prep.resize(split.rgb(i % len(split))) for i in range(batch)]))
+    on_device = runner.preprocess == "device"
+    images = torch.from_numpy(np.stack([prep.host_input(split.rgb(i % len(split)), on_device) for i in range(batch)]))
     if runner.cuda:
         images = images.pin_memory()
     size = split.size(0)

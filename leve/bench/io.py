@@ -77,7 +77,12 @@ class StoreReader:
 
     def __call__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         rgb = self._split.rgb(i) if self.draft is None else self._split.rgb_draft(i, self.draft)
-        return np.array(rgb), np.array(self._split.depth(i))  # writable, as training needs
+        return _writable(rgb), _writable(self._split.depth(i))  # as training needs them
+
+
+def _writable(a: np.ndarray) -> np.ndarray:
+    """``a`` itself when writable (a store's decoded arrays are), else a writable copy."""
+    return a if a.flags.writeable else np.array(a)
 
 
 class _Dataset:

@@ -18,6 +18,14 @@ of (mode / eager in the same round), the figure the goal (<= 0.6) is about; ``sp
 eager median / mode median. On CUDA every mode is also timed in fp16 (weights and input cast to
 half; onnx is CPU only). A mode that fails records its error instead. The 1-minute load average
 is recorded at the start and end of each model.
+
+``protocol: thesis`` times as the thesis's public notebooks did (``test_inference_speed``) instead:
+batch 2 at 480x640, a fresh ``torch.randn`` input per run (drawn before the clock starts), the
+model in eval mode with autograd on (no ``no_grad``), CUDA synchronised around each call, 10
+warm-up runs, then the mean over 200 runs; FPS = 1 / the mean time per batch (batches per
+second, as the thesis's tables), beside ``images_per_s`` = batch / mean. Only fp32 eager; the
+``batch``, ``resolution``, ``warmup``, ``repeats`` and ``modes`` keys do not apply, and the
+report records the values used under ``protocol``.
 """
 
 from __future__ import annotations
@@ -47,6 +55,9 @@ from leve.params import PARAMS_FILE, build_config, load_params, section
 MODES = ("eager", "channels_last", "torch", "compiled", "onnx")
 ALIASES = {"compile": "compiled", "fused": "torch"}  # older names of two modes
 RATIO_GOAL = 0.6  # issue 16: a runtime at <= 0.6x the eager latency of the same model
+PROTOCOLS = ("leve", "thesis")
+# The thesis code's timing (test_inference_speed in its notebooks): what `protocol: thesis` runs.
+THESIS_TIMING: dict[str, Any] = {"batch": 2, "resolution": "480x640", "warmup": 10, "runs": 200}
 # Thesis Tables 9.1-9.4: FPS on a GTX 1650 Ti, 480x640 input, fp32 eager (from the model registry).
 THESIS_FPS = {s.name: s.fps for s in model_specs() if s.fps is not None}
 
@@ -64,6 +75,7 @@ class Config:
     modes: tuple[str, ...] = MODES
     compile_models: tuple[str, ...] = (DEFAULT_MODEL,)
     threads: int = 0  # 0: torch's default
+    protocol: str = "leve"  # leve (interleaved modes, median) | thesis (the thesis code's timing, see above)
     out: str = "metrics/bench_model.json"
 
 
@@ -211,6 +223,63 @@ def bench_model(name: str, cfg: Config, device: torch.device) -> dict[str, Any]:
     return result
 
 
+def time_thesis(model: nn.Module, shape: tuple[int, ...], device: torch.device, warmup: int, runs: int,
+                clock: Callable[[], float] = time.perf_counter) -> list[float]:
+    """Seconds of each of ``runs`` calls after ``warmup`` untimed ones, as the thesis code timed: a fresh
+    ``torch.randn(shape)`` per call made before the clock starts, autograd on, CUDA synchronised."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    with torch.enable_grad():
+        for i in range(warmup + runs):
+            x = torch.randn(shape).to(device)
+            sync()
+            t0 = clock()
+            model(x)
+            sync()
+            elapsed = clock() - t0
+            if i >= warmup:  # the warm-up runs are timed too, then dropped (the thesis code reset its sum)
+                times.append(elapsed)
+    return times
+
+
+def thesis_latency(times: list[float], batch: int) -> dict[str, float]:
+    """Mean seconds per batch as ``mean_ms``; ``fps`` = 1 / mean (the thesis's figure); ``images_per_s``."""
+    mean = statistics.fmean(times)
+    return {"mean_ms": round(1000.0 * mean, 3), "fps": round(1.0 / mean, 2),
+            "images_per_s": round(batch / mean, 2), "runs": len(times)}
+
+
+def bench_model_thesis(name: str, cfg: Config, device: torch.device) -> dict[str, Any]:
+    """Params, MACs and the thesis code's timing (fp32 eager) of one registered model."""
+    h, w = parse_resolution(cfg.resolution)
+    model = create_model(name).eval().to(device)
+    x = torch.rand(cfg.batch, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
+    result: dict[str, Any] = {"params": count_params(model), "macs": count_macs(model, x),
+                              "output_stride": int(getattr(model, "output_stride", 1)),
+                              "loadavg_1min_start": _loadavg()}
+    result["gmacs"] = round(result["macs"] / 1e9, 3)
+    times = time_thesis(model, (cfg.batch, 3, h, w), device, cfg.warmup, cfg.repeats)
+    result["fp32"] = {"eager": thesis_latency(times, cfg.batch)}
+    result["loadavg_1min_end"] = _loadavg()
+    return result
+
+
+def thesis_config(cfg: Config) -> Config:
+    """``cfg`` with the thesis's timing values (:data:`THESIS_TIMING`), fp32 eager only."""
+    t = THESIS_TIMING
+    return replace(cfg, batch=int(t["batch"]), resolution=str(t["resolution"]), warmup=int(t["warmup"]),
+                   repeats=int(t["runs"]), modes=("eager",))
+
+
+def _protocol_record(cfg: Config) -> dict[str, Any]:
+    if cfg.protocol == "leve":
+        return {"name": "leve", "statistic": "median over interleaved rounds", "fps": "batch / median seconds"}
+    return {"name": "thesis", "batch": cfg.batch, "resolution": cfg.resolution, "warmup": cfg.warmup,
+            "runs": cfg.repeats, "input": "torch.randn per run, drawn before the clock starts",
+            "autograd": True, "statistic": "mean", "fps": "1 / mean seconds per batch (batches per second)",
+            "source": "the thesis code's test_inference_speed (andrei-dragan/Leve notebooks)"}
+
+
 def _environment(device: torch.device, cfg: Config) -> dict[str, Any]:
     env = {"leve": __version__, "torch": torch.__version__, "python": platform.python_version(),
            "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
@@ -264,6 +333,10 @@ def _thesis_comparison(models: dict[str, Any]) -> dict[str, Any]:
 
 def benchmark(cfg: Config, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Benchmark every selected model; returns the JSON-ready report."""
+    if cfg.protocol not in PROTOCOLS:
+        raise LeveError(f"bench.model: protocol must be one of {', '.join(PROTOCOLS)}, got '{cfg.protocol}'")
+    if cfg.protocol == "thesis":
+        cfg = thesis_config(cfg)
     names, device = _resolve(cfg)
     load_start = _loadavg()
     if cfg.threads:
@@ -274,14 +347,16 @@ def benchmark(cfg: Config, progress: Callable[[str], None] | None = None) -> dic
     for name in names:
         if progress:
             progress(f"bench {name} @ {cfg.resolution} on {device}")
-        models[name] = bench_model(name, cfg, device)
+        models[name] = (bench_model_thesis if cfg.protocol == "thesis" else bench_model)(name, cfg, device)
     h, w = parse_resolution(cfg.resolution)
-    report = {"resolution": [h, w], "batch": cfg.batch, "warmup": cfg.warmup, "repeats": cfg.repeats,
+    report = {"protocol": _protocol_record(cfg),
+              "resolution": [h, w], "batch": cfg.batch, "warmup": cfg.warmup, "repeats": cfg.repeats,
               "environment": {**_environment(device, cfg), "loadavg_1min_start": load_start,
                               "loadavg_1min_end": _loadavg()}, "models": models}
-    report["latency_ratio_vs_eager"] = {
-        "goal": f"<= {RATIO_GOAL} (median over interleaved rounds of runtime / eager, fp32, same process)",
-        "models": {n: r["latency_ratio_vs_eager"] for n, r in models.items()}}
+    if cfg.protocol == "leve":
+        report["latency_ratio_vs_eager"] = {
+            "goal": f"<= {RATIO_GOAL} (median over interleaved rounds of runtime / eager, fp32, same process)",
+            "models": {n: r["latency_ratio_vs_eager"] for n, r in models.items()}}
     report["thesis_comparison"] = _thesis_comparison(models)
     return report
 

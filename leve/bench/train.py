@@ -8,6 +8,8 @@ the data loader keeps up.
    Depth-Anything Small with random weights, runs on every batch). Goal: kd_cache / plain <= 1.05.
 2. Loader throughput with the default workers (in all and per worker) against the model's
    training rate on batches already in memory: the model never waits when the loader is faster.
+   As ``leve train`` loads (depth and teacher maps resized on the device), beside the same loader
+   resizing them in the workers, and where a worker's time goes (ms per sample, part by part).
 3. The same loader per worker from an ``rgb_codec: jpeg`` store, decoding in full and at
    libjpeg's reduced DCT scale (``decode: draft``), side by side.
 Store: NYU-sized 480x640 samples, resized to the training resolution as in ``leve train``.
@@ -64,7 +66,8 @@ class OnlineTeacher:
 
     def __call__(self, indices: list[int]) -> torch.Tensor:
         prep = self.runner.teacher.preprocessing
-        images = torch.from_numpy(np.stack([prep.resize(self.split.rgb(i)) for i in indices]))
+        on_device = self.runner.preprocess == "device"
+        images = torch.from_numpy(np.stack([prep.host_input(self.split.rgb(i), on_device) for i in indices]))
         maps = torch.from_numpy(self.runner.predict(images, self.split.size(indices[0])).disparity).float()[:, None]
         return F.interpolate(maps, size=self.size, mode="bilinear", align_corners=False)
 
@@ -85,8 +88,8 @@ def step_times(variants: dict[str, Callable[[int], None]], steps: int) -> dict[s
 def _variants(store: Path, cache: Path, online: OnlineTeacher, batch_size: int, size: tuple[int, int],
               device: torch.device) -> dict[str, Callable[[int], None]]:
     n = len(open_split(store, "train"))
-    plain_data = DepthDataset(store, "train", size, augment=AugmentConfig(), rgb_uint8=True)
-    kd_data = DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig(), rgb_uint8=True)
+    plain_data = DepthDataset(store, "train", size, augment=AugmentConfig(), rgb_uint8=True, targets="device")
+    kd_data = DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig(), rgb_uint8=True, targets="device")
     runners = {"plain": _runner(device, 0.0), "kd_cache": _runner(device, KD_EPS), "kd_online": _runner(device, KD_EPS)}
 
     def indices(k: int) -> list[int]:
@@ -142,12 +145,22 @@ def loader_rate(data: DepthDataset, batch_size: int, workers: int, batches: int,
 
 
 def loader_vs_model(store: Path, cache: Path, batch_size: int, size: tuple[int, int], workers: int,
-                    device: torch.device, batches: int, decode: str = "full", loader_batches: int = 12) -> dict[str, Any]:
+                    device: torch.device, batches: int, decode: str = "full", loader_batches: int = 24) -> dict[str, Any]:
     """Samples/s of the DataLoader alone (KD from the cache, ``workers`` processes; per worker too)
-    and of the training step alone on a batch already in memory (``batches`` steps; ``loader_batches``
-    batches: a dozen or more, or the workers' start-up dominates their CPU time)."""
-    data = DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig(), decode=decode, rgb_uint8=True)
-    rate = loader_rate(data, batch_size, workers, loader_batches, pin_memory=device.type == "cuda")
+    as ``leve train`` builds it (depth and teacher maps resized on the device), beside the same
+    loader resizing them in the workers (two interleaved rounds each, the best kept), and of the
+    training step alone on a batch already in memory, the device-side resize included (``batches``
+    steps; ``loader_batches`` batches: two dozen or more, or the workers' start-up weighs on their CPU time)."""
+    def dataset(targets: str) -> DepthDataset:
+        return DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig(), decode=decode, rgb_uint8=True,
+                            targets=targets)
+
+    rounds: dict[str, list[dict[str, float]]] = {"device": [], "worker": []}
+    for _ in range(2):
+        for targets, seen in rounds.items():
+            seen.append(loader_rate(dataset(targets), batch_size, workers, loader_batches, pin_memory=device.type == "cuda"))
+    best = {k: max(v, key=lambda r: r["samples_per_cpu_s"]) for k, v in rounds.items()}
+    rate, data = best["device"], dataset("device")
     runner, batch = _runner(device, KD_EPS), _fetch(data, list(range(batch_size)))
     runner.step(batch)
     t0 = time.perf_counter()
@@ -157,10 +170,50 @@ def loader_vs_model(store: Path, cache: Path, batch_size: int, size: tuple[int, 
         torch.cuda.synchronize(device)
     model_rate = batches * batch_size / (time.perf_counter() - t0)
     return {"workers": workers, "batches": batches, "loader_batches": loader_batches, "decode": decode,
+            "targets": "resized on the training device",
             "loader_samples_per_s": round(rate["samples_per_s"], 2),
             "loader_samples_per_s_per_worker": round(rate["samples_per_s"] / max(workers, 1), 2),
             "loader_samples_per_cpu_s": round(rate["samples_per_cpu_s"], 2),
-            "model_samples_per_s": round(model_rate, 2), "model_waits_for_data": rate["samples_per_s"] < model_rate}
+            "worker_targets_samples_per_cpu_s": round(best["worker"]["samples_per_cpu_s"], 2),
+            "device_over_worker_targets": round(rate["samples_per_cpu_s"] / best["worker"]["samples_per_cpu_s"], 3),
+            "model_samples_per_s": round(model_rate, 2), "model_waits_for_data": rate["samples_per_s"] < model_rate,
+            "worker_ms_per_sample": worker_profile(data, batch_size)}
+
+
+def worker_profile(data: DepthDataset, batch_size: int, repeats: int = 3) -> dict[str, float]:
+    """Where a loader worker's CPU time goes, in ms per sample, one thread as in a worker: each part of
+    :meth:`DepthDataset.__getitem__` alone, the whole item, the collation, and (``finish_on_device``)
+    the targets' resize that ``to_device`` does on the training device, here on this CPU."""
+    from leve.images import resize_rgb_uint8
+    from leve.train.data import finish_targets
+
+    split, cache = data._open()
+    n, threads = min(len(data), 2 * batch_size), torch.get_num_threads()
+    rgbs = [split.rgb(i) for i in range(n)]
+    items = [data[(0, i)] for i in range(batch_size)]
+    batch = collate(items)
+    parts: dict[str, Callable[[int], Any]] = {
+        "read_rgb": lambda i: split.rgb(i) if data.decode == "full" else split.rgb_draft(i, data.size),
+        "resize_rgb_uint8": lambda i: resize_rgb_uint8(rgbs[i], data.size),
+        "read_depth": lambda i: split.depth(i),
+        **({"read_teacher_float16": lambda i: cache.disparity(i, np.float16)} if cache is not None else {}),
+        "whole_item": lambda i: data[(0, i)],
+        "collate": lambda i: collate(items) if i % batch_size == 0 else None,
+        "finish_on_device": lambda i: finish_targets(batch) if i % batch_size == 0 else None,
+    }
+    out = {}
+    torch.set_num_threads(1)
+    try:
+        for name, part in parts.items():
+            part(0)
+            t0 = time.process_time()
+            for _ in range(repeats):
+                for i in range(n):
+                    part(i)
+            out[name] = round((time.process_time() - t0) * 1000 / (repeats * n), 3)
+    finally:
+        torch.set_num_threads(threads)
+    return out
 
 
 class SmoothJpegRGBD:
@@ -198,7 +251,7 @@ def jpeg_loader(tmp: Path, images: int, batch_size: int, size: tuple[int, int], 
     for _ in range(2):
         for decode in rates:
             data = DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig(), decode=decode,
-                                rgb_uint8=True)
+                                rgb_uint8=True, targets="device")
             rates[decode].append(loader_rate(data, batch_size, workers, batches)["samples_per_cpu_s"])
     best = {k: max(v) for k, v in rates.items()}
     return {"store": "rgb_codec: jpeg (smooth synthetic RGB, JPEG quality 90), 480x640", "workers": workers,
@@ -220,7 +273,7 @@ def run_bench(steps: int = 3, batch_size: int = 8, size: tuple[int, int] = (240,
                                              amp="float16" if cuda else "float32"), store, size)
         times = step_times(_variants(store, cache, online, batch_size, size, dev), steps)
         loader = loader_vs_model(store, cache, batch_size, size, workers, dev, batches=max(steps, 3))
-        jpeg = jpeg_loader(Path(tmp), 2 * batch_size, batch_size, size, workers, batches=12)
+        jpeg = jpeg_loader(Path(tmp), 2 * batch_size, batch_size, size, workers, batches=24)
     median = {k: statistics.median(v) for k, v in times.items()}
     return {
         **report_header("train", dev),

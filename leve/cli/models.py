@@ -98,6 +98,8 @@ def bench_model(
     modes: list[str] = typer.Option(None, "--modes", help="eager, channels_last, torch, compiled, onnx (eager always)."),
     compile_models: list[str] = typer.Option(None, "--compile-models", help="Models to time compiled (torch.compile)."),
     threads: int = typer.Option(None, "--threads", help="torch (and onnxruntime) threads; 0: torch's default."),
+    protocol: str = typer.Option(None, "--protocol", help="leve (default) or thesis (batch 2 at 480x640, "
+                                 "10 warm-up runs, mean of 200, FPS = 1 / time per batch)."),
     out: str = typer.Option(None, "--out", help="JSON report path ('' for none)."),
     sets: list[str] = typer.Option([], "--set", help="Override a param: key=value (repeatable)."),
     params: Path = typer.Option(PARAMS_FILE, "--params", help="Params file (section bench.model)."),
@@ -107,7 +109,8 @@ def bench_model(
 
     options = {"resolution": resolution, "device": device, "repeats": repeats, "warmup": warmup, "batch": batch,
                "out": out, "models": _split(models) or None, "modes": _split(modes) or None,
-               "compile_models": _split(compile_models) or None, "threads": threads}
+               "compile_models": _split(compile_models) or None, "threads": threads,
+               "protocol": protocol}
     overrides = merge_options(sets, options)
     report = stage.run(overrides, params_file=params, progress=lambda m: console.print(m))
     typer.echo(json.dumps(report, indent=2))

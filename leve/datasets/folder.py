@@ -7,7 +7,9 @@ other dataset (see :mod:`leve.store`).
 Finding samples (``source`` is searched recursively; hidden files and folders are skipped):
 
 * RGB: ``.jpg``/``.jpeg``/``.png`` (8-bit RGB is stored as decoded, bit for bit; grey, palette
-  or alpha images are converted to RGB by Pillow; EXIF orientation is not applied).
+  or alpha images are converted to RGB by Pillow). An EXIF orientation (a phone photo taken
+  upright) is applied as Pillow's ``ImageOps.exif_transpose`` applies it, to the image and to its
+  depth map, both taken to share the stored pixel grid; a value outside 1-8 is refused.
 * Videos (``.mp4``, ``.mov``, ``.avi``, ``.mkv``, ...) become frames: every ``video_every``-th, or
   one per 1/``video_fps`` s, with the frame's time in ``meta/time``. Each video is a scene.
 * Depth maps: files in a folder named ``depth_dir``, files whose stem ends in ``depth_suffix``,
@@ -105,6 +107,7 @@ class Item:
     frame: int = -1
     pts: int = 0
     time: float = -1.0
+    orientation: int = 1  # EXIF orientation (1: as stored); height and width are as displayed
 
 
 # --------------------------------------------------------------------------- finding files
@@ -162,6 +165,35 @@ def _by_key(files: list[str], cfg: Config, depth: bool, what: str) -> dict[str, 
     return out
 
 
+EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the turn that shows the image upright: ImageOps.exif_transpose's table
+TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+         5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+         8: Image.Transpose.ROTATE_90}
+
+
+def image_header(path: Path, rel: str) -> tuple[int, int, int]:
+    """(height, width) as displayed and the EXIF orientation (1: as stored), from the image header."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception as exc:  # any unreadable header or EXIF block: one line naming the file
+        raise LeveError(f"{rel}: cannot read image ({exc.__class__.__name__}: {exc})") from exc
+    if orientation == 1:
+        return h, w, 1
+    if not isinstance(orientation, int) or orientation not in TURNS:
+        raise LeveError(f"{rel}: EXIF orientation {orientation!r} is not one of the standard's values 1-8")
+    return (w, h, orientation) if orientation >= 5 else (h, w, orientation)
+
+
+def oriented(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """``arr`` (RGB uint8 or float32 depth, in the stored pixel grid) turned as EXIF ``orientation`` says."""
+    if orientation == 1:
+        return arr
+    return np.asarray(Image.fromarray(arr).transpose(TURNS[orientation]))
+
+
 def image_size(path: Path, rel: str) -> tuple[int, int]:
     """(height, width) from the image header."""
     try:
@@ -170,6 +202,11 @@ def image_size(path: Path, rel: str) -> tuple[int, int]:
     except Exception as exc:
         raise LeveError(f"{rel}: cannot read image ({exc.__class__.__name__}: {exc})") from exc
     return h, w
+
+
+def _image_item(root: Path, rel: str, depth: str | None, scene: str) -> Item:
+    h, w, orientation = image_header(root / rel, rel)
+    return Item(rel, depth, scene, h, w, orientation=orientation)
 
 
 def find_items(cfg: Config, root: Path) -> tuple[list[Item], dict[str, VideoInfo], list[str]]:
@@ -190,7 +227,7 @@ def find_items(cfg: Config, root: Path) -> tuple[list[Item], dict[str, VideoInfo
     if orphans:
         raise LeveError(f"{root / depth_keys[orphans[0]]}: depth map without an image "
                         f"(looked for {orphans[0]}.jpg/.jpeg/.png outside '{cfg.depth_dir}/')")
-    items = [Item(rel, depth_keys.get(key), _scene(key), *image_size(root / rel, rel)) for key, rel in image_keys.items()]
+    items = [_image_item(root, rel, depth_keys.get(key), _scene(key)) for key, rel in image_keys.items()]
     infos: dict[str, VideoInfo] = {}
     for rel in videos:
         infos[rel] = info = probe(root / rel)
@@ -224,7 +261,7 @@ def read_pairs_csv(cfg: Config, root: Path) -> tuple[list[Item], dict[str, str]]
             raise LeveError(f"{path} line {n}: '{rgb}' is listed twice")
         seen.add(rgb)
         scene = row.get("scene") or PurePosixPath(pairing_key(rgb, cfg, False)).parent.as_posix()
-        items.append(Item(rgb, dep or None, scene, *image_size(root / rgb, rgb)))
+        items.append(_image_item(root, rgb, dep or None, scene))
         if row.get("split"):
             splits[rgb] = row["split"]
     return items, splits
@@ -383,9 +420,10 @@ def check_pairs(items: list[Item], cfg: Config, root: Path, name: str) -> None:
             raise LeveError(f"{root / it.depth}: PNG depth needs prepare.{name}.depth_scale "
                             "(units per stored value, e.g. 0.001 for millimetres)")
         size = depth_header_size(root / it.depth, it.depth)
-        if size is not None and size != (it.height, it.width):
+        stored = (it.width, it.height) if it.orientation >= 5 else (it.height, it.width)  # before the EXIF turn
+        if size is not None and size != stored:
             raise LeveError(f"{root / it.depth}: depth is {size[1]}x{size[0]} but its image {root / it.rgb} "
-                            f"is {it.width}x{it.height}")
+                            f"is {stored[1]}x{stored[0]}")
 
 
 def read_depth(path: Path, rel: str, scale: float | None) -> np.ndarray:
@@ -466,7 +504,7 @@ class FolderLoader:
                 data = path.read_bytes()
             except OSError as exc:
                 raise LeveError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-            rgb = decode_rgb(data, str(path))
+            rgb = oriented(decode_rgb(data, str(path)), it.orientation)
         else:
             rgb = read_frame(str(path), it.pts, self.keyframes[it.rgb])
         if rgb.shape[:2] != (it.height, it.width):
@@ -477,6 +515,7 @@ class FolderLoader:
             assert it.depth is not None
             dpath = Path(self.root) / it.depth
             depth = check_depth(read_depth(dpath, str(dpath), self.depth_scale), str(dpath), self.nan_invalid)
+            depth = oriented(depth, it.orientation)
             if depth.shape != rgb.shape[:2]:
                 raise LeveError(f"{dpath}: depth is {depth.shape[1]}x{depth.shape[0]} but its image {path} "
                                 f"is {rgb.shape[1]}x{rgb.shape[0]}")

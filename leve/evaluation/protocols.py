@@ -22,8 +22,8 @@ facts (units, max depth, intrinsics, sources), never a crop.
   prediction is fitted unclamped and clipped to ``[min, max]`` only afterwards: ``median`` reads
   the raw depth ``D/out``, ``lstsq`` the disparity ``out/D``, and flip-averages and resizes it in
   that space (monodepth2 scales the raw prediction, MiDaS and Marigold fit it). The teacher row
-  scores the cached map, flip-averaged when the cache was built with ``teacher.tta: flip``
-  (``teacher_flip: average``), as the student's prediction is under ``eval.flip``.
+  scores the cached map flip-averaged exactly when the student's prediction is (``eval.flip``)
+  and the cache holds both maps (``teacher.tta: flip``), recorded as ``teacher_flip``.
 - ``densedepth`` reproduces DenseDepth's own evaluation (seed 002's Table I; see
   :func:`densedepth` for what its code does, line by line): depth ``clamp(D / out, D/100, D)``
   with the checkpoint's ``D``, a half-resolution output upsampled x2 *as depth*, averaged with

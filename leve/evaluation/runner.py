@@ -13,8 +13,11 @@ then cropped, masked, aligned (an aligned prediction is clipped only after its f
 per image; each scored sample keeps its metrics and its per-pixel sums, and the split's numbers
 are aggregated as the protocol says (per-image means or pooled pixels).
 
-The teacher rows score the cached map as it is: the flip-averaged map when the cache was built
-with ``teacher.tta: flip``, recorded as the protocol's ``teacher_flip``.
+The teacher rows score the flip-averaged map exactly when the student's prediction is
+flip-averaged (``protocol.flip: average``, e.g. ``standard`` with ``eval.flip``) and the cache
+holds it (``teacher.tta: flip``), else the image's own map; recorded as the protocol's
+``teacher_flip``. (A flip cache written before it kept the plain map beside the average offers
+only the average, recorded as such.)
 """
 
 from __future__ import annotations
@@ -141,8 +144,9 @@ def batch_input(rgbs: list[np.ndarray], resolution: tuple[int, int], device: str
 
 
 def _resize_back(pred: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """(1, h, w) map -> (H, W) float64 numpy at the image's own size (the same filter)."""
-    return resize_maps(pred[None].float().cpu(), size)[0, 0].double().numpy()
+    """(1, h, w) map -> (H, W) float64 numpy at the image's own size (the same filter), resized on the
+    device the prediction lies on (on a GPU, not in the CPU's time)."""
+    return resize_maps(pred[None].float(), size)[0, 0].cpu().double().numpy()
 
 
 def read_output(out: torch.Tensor, protocol: Protocol, depth_scale: float) -> torch.Tensor:
@@ -202,10 +206,22 @@ def score_teacher(disp: np.ndarray, gt: np.ndarray, protocol: Protocol) -> Score
     return _score(depth, gt, mask, protocol)
 
 
-def teacher_flip(teacher: Any) -> str:
-    """``average`` when the teacher cache holds the flip-averaged map (``teacher.tta: flip``)."""
+def teacher_flip(teacher: Any, flip: str = "average") -> str:
+    """``average`` when the teacher row scores the flip-averaged map: the cache holds it
+    (``teacher.tta: flip``) and the student's prediction is flip-averaged (``flip``, the protocol's),
+    or the cache holds nothing else; ``none``: the image's own map."""
     attrs = getattr(teacher, "attrs", None) or {}
-    return "average" if attrs.get("tta") == "flip" else "none"
+    if attrs.get("tta") != "flip":
+        return "none"
+    has_plain = bool(getattr(teacher, "has_plain", False))
+    return "average" if flip == "average" or not has_plain else "none"
+
+
+def teacher_map(teacher: Any, i: int, flip: str) -> np.ndarray:
+    """The cached map of sample ``i`` the teacher row scores (``flip``: :func:`teacher_flip`'s answer)."""
+    if flip == "none" and getattr(teacher, "has_plain", False):
+        return teacher.plain_disparity(i)
+    return teacher.disparity(i)
 
 
 def evaluate(
@@ -224,7 +240,7 @@ def evaluate(
 ) -> EvalResult:
     """Score ``net`` (and the cached ``teacher``, a reader with ``disparity(i)``) on ``split``."""
     scale = protocol.max_depth if protocol.depth_scale == "dataset" else checkpoint_max_depth
-    protocol = replace(protocol, resize=RGB_RESIZE, teacher_flip=teacher_flip(teacher))
+    protocol = replace(protocol, resize=RGB_RESIZE, teacher_flip=teacher_flip(teacher, protocol.flip))
     meta = split.meta
     groups = meta[group_column].astype(str).tolist() if group_column and group_column in meta else [""] * len(split)
     sources = meta["source"].astype(str).tolist() if "source" in meta else [""] * len(split)
@@ -247,7 +263,8 @@ def evaluate(
                     result.scored.append(Scored(i, True, "student", *info, m_flip, s_flip))
                 t_depth = None
                 if teacher is not None:
-                    t_depth, t_mask, t_metrics, t_sums = score_teacher(teacher.disparity(i), gt, protocol)
+                    disp = teacher_map(teacher, i, protocol.teacher_flip)
+                    t_depth, t_mask, t_metrics, t_sums = score_teacher(disp, gt, protocol)
                     result.scored.append(Scored(i, False, "teacher", *info, t_metrics, t_sums))
                     result.bins.add("teacher", t_depth[t_mask], gt[t_mask])
                 if i in examples:

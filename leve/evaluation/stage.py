@@ -1,6 +1,12 @@
 """Stage ``eval@<dataset>``: params ``eval`` (+ ``eval.datasets.<dataset>``) ->
 ``metrics/<dataset>.json``, ``reports/<dataset>/`` (per-image CSV, tables, grid, error vs
-depth). The combined ``reports/metrics.md`` / ``reports/metrics.csv`` are the ``tables`` stage's."""
+depth, and ``MODEL_CARD.md``: the evaluated checkpoint's card with these test metrics). The combined
+``reports/metrics.md`` / ``reports/metrics.csv`` are the ``tables`` stage's.
+
+The card is written here rather than beside the checkpoint: ``models/student/`` is the ``train``
+stage's output, and changing a file in it would make DVC see that output as modified (and rerun
+``train``). A split without depth has nothing to score: it is refused in one line (with DVC, name
+the eval stages of the datasets that have depth: ``dvc repro train eval@<dataset>``)."""
 
 from __future__ import annotations
 
@@ -60,12 +66,26 @@ def _open_teacher(cfg: Config, dataset: str, store: Any) -> tuple[Any, dict[str,
     return reader, {"path": str(path), "model": t.get("model"), "revision": t.get("revision")}
 
 
+def scored_split(store: Any, name: str) -> Any:
+    """Split ``name`` of ``store``, refused in one line when it (or the whole store) has no depth to score."""
+    has_depth = store.attrs.get("has_depth")
+    if isinstance(has_depth, dict) and has_depth and not any(has_depth.values()):
+        raise LeveError(f"{store.path}: no split has depth (images only), so there is nothing to score; evaluate "
+                        "the student on a dataset with depth (with DVC: `dvc repro train eval@<that dataset>`)")
+    split = store.split(name)
+    if not split.has_depth:
+        raise LeveError(f"{store.path}: split '{name}' has no depth to score against; set eval.split (or "
+                        f"eval.datasets.<dataset>.split) to a split with depth")
+    return split
+
+
 def run(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE,
         show_progress: bool = True) -> dict[str, Any]:
     """Evaluate the checkpoint on ``dataset``; returns the metrics document written."""
     from leve.device import resolve_device
     from leve.evaluation.protocols import get_protocol, ground_truth_note
     from leve.evaluation.runner import evaluate
+    from leve.models.card import CARD_NAME, write_model_card
     from leve.models.checkpoint import load_checkpoint
     from leve.report.figures import save_grid
     from leve.report.metrics import metrics_document, write_tables
@@ -80,7 +100,7 @@ def run(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path
         if not torch.cuda.is_available():
             raise LeveError(f"eval.device {cfg.device}: no CUDA device available to torch")
     store = open_store(cfg.data_dir / f"{dataset}.zarr")
-    split = store.split(cfg.split)
+    split = scored_split(store, cfg.split)
     max_depth = cfg.max_depth or store.attrs.get("max_depth")
     if not max_depth:
         raise LeveError(f"{store.path}: no max_depth attribute; set eval.max_depth")
@@ -97,6 +117,9 @@ def run(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path
     result = evaluate(model, split, protocol, info.resolution, info.max_depth, teacher=teacher,
                       batch_size=cfg.batch_size, device=device, examples=picks, depth_bins=cfg.depth_bins,
                       show_progress=show_progress)
+    if teacher is not None and result.protocol.flip == "average" and result.protocol.teacher_flip == "none":
+        console.print(f"note: the teacher row is not flip-averaged as the student's is: {cfg.teacher_dir}/{dataset}.zarr "
+                      "was cached without teacher.tta: flip")
     ckpt = {"path": str(cfg.checkpoint), "model": info.model, "max_depth": info.max_depth,
             "resolution": list(info.resolution)}
     if info.depth_kind != "metric":
@@ -111,7 +134,10 @@ def run(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path
     save_grid(result.examples, reports / "examples.png")
     write_tables([doc], reports / "metrics.md", reports / "metrics.csv")
     write_json(cfg.metrics_dir / f"{dataset}.json", doc)
+    write_model_card(cfg.checkpoint, reports / CARD_NAME, [cfg.metrics_dir / f"{dataset}.json"],
+                     name=str(cfg.checkpoint))
     console.print(f"eval {dataset}/{cfg.split} [{protocol.name}]: rmse {doc['student']['rmse']:.4f} "
                   f"abs_rel {doc['student']['abs_rel']:.4f} d1 {doc['student']['d1']:.4f} "
-                  f"({doc['student']['count']} samples) -> {cfg.metrics_dir / f'{dataset}.json'}")
+                  f"({doc['student']['count']} samples) -> {cfg.metrics_dir / f'{dataset}.json'}",
+                  markup=False, highlight=False)  # "[standard]" is text, not a rich markup tag
     return doc

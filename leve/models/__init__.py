@@ -3,8 +3,9 @@ DenseDepth on ImageNet encoders (seed 002); registry and checkpoints.
 
 Usage::
 
-    from leve.models import create_model, list_models
+    from leve.models import create_encoder, create_model, list_models
     model = create_model("leve", encoder_weights="DDRNet23s_imagenet.pth", max_depth=10.0)
+    maps = create_encoder("resnet50", weights="resnet50-0676ba61.pth")(rgb)  # features_only: strides 2..32
     out = model(rgb)            # (B,3,H,W) in [0,1] -> (B,1,H,W), read as max_depth/depth
     depth = leve.models.depth.output_to_depth(out, model.max_depth)
 
@@ -50,6 +51,7 @@ from leve.models.checkpoint import (
 )
 from leve.models.ddrnet import DDRNet23Slim
 from leve.models.densedepth import DenseDepth
+from leve.models.encoders import create_encoder
 from leve.models.leve import Leve, LeveConfig
 from leve.models.leve_mobilenet import LeveMobileNetV3
 from leve.models.pretrained import LoadReport, load_encoder_weights
@@ -76,6 +78,7 @@ __all__ = [
     "LoadReport",
     "ModelSpec",
     "ReferenceResult",
+    "create_encoder",
     "create_model",
     "list_models",
     "load_checkpoint",

@@ -117,6 +117,17 @@ def _describe_protocol(p: dict[str, Any]) -> str:
             f"aggregation {p.get('aggregation')}")
 
 
+def _eval_rows(m: dict[str, Any], keys: list[str]) -> list[list[Any]]:
+    """The student's row and, when the metrics file scored it under the same protocol, the teacher's."""
+    rows: list[list[Any]] = [["student", *(f"{float(m['student'][k]):.4f}" for k in keys)]]
+    teacher = m.get("teacher")
+    if isinstance(teacher, dict) and all(k in teacher for k in keys):
+        source = m.get("teacher_source") or {}
+        align = m["protocol"].get("teacher_align", "lstsq")
+        rows.append([f"teacher `{source.get('model', '?')}` ({align}-aligned)", *(f"{float(teacher[k]):.4f}" for k in keys)])
+    return rows
+
+
 def _eval_section(metrics: list[dict[str, Any]]) -> list[str]:
     lines: list[str] = []
     for m in metrics:
@@ -124,7 +135,7 @@ def _eval_section(metrics: list[dict[str, Any]]) -> list[str]:
         keys = [k for k in SHOWN if k in student]
         lines += [f"### {m.get('dataset')} / {m.get('split')} (`leve eval`, `{m['file']}`)", "",
                   _describe_protocol(m["protocol"]) + f"; {student.get('count')} images.", "",
-                  *_table(keys, [[f"{float(student[k]):.4f}" for k in keys]])]
+                  *_table(["model", *keys], _eval_rows(m, keys))]
     return lines
 
 
@@ -160,13 +171,14 @@ def render_card(info: CheckpointInfo, params: int, metrics: list[dict[str, Any]]
 
 
 def write_model_card(checkpoint: str | Path, out: str | Path | None = None,
-                     metrics: Iterable[str | Path] = ()) -> Path:
+                     metrics: Iterable[str | Path] = (), name: str | None = None) -> Path:
     """Write the card of ``checkpoint`` (default ``MODEL_CARD.md`` beside it; a folder's ``README.md``),
-    atomically."""
+    atomically; ``name``: how the card calls the checkpoint (default its file name, right beside it)."""
     state, info = read_checkpoint(checkpoint)
     folder = Path(checkpoint).is_dir()  # a Hugging Face folder's card is its README.md
     out = Path(out) if out else Path(checkpoint) / "README.md" if folder else Path(checkpoint).parent / CARD_NAME
-    text = render_card(info, count_parameters(state), read_metrics(metrics), Path(checkpoint).name)
+    text = render_card(info, count_parameters(state), read_metrics(metrics), name or Path(checkpoint).name)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, out)

@@ -66,8 +66,11 @@ class ShardReader:
             return np.full(self.tail, self.fill, dtype=self.dtype)
         offset, nbytes = (int(v) for v in self._index[shard][j])
         data = os.pread(fd, nbytes, offset)
-        raw = self.codec.decode(data) if self.codec is not None else data
-        return np.frombuffer(raw, dtype=self.dtype).reshape(self.tail)
+        if self.codec is None:
+            return np.frombuffer(data, dtype=self.dtype).reshape(self.tail)
+        out = np.empty(self.tail, dtype=self.dtype)  # decoded in place: writable, no copy needed by a loader
+        self.codec.decode(data, out=out)
+        return out
 
     def read_bytes(self, i: int) -> bytes:
         """Element ``i`` of a variable-length bytes array (inner codec ``vlen-bytes``: a uint32

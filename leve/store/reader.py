@@ -184,7 +184,7 @@ class Split:
 
 def checked_depth(depth: np.ndarray, where: str) -> np.ndarray:
     """``depth`` unchanged; a map with NaN, inf or negative values (no leve store holds one) is refused."""
-    if not np.isfinite(depth).all() or (depth < 0).any():
+    if depth.size and not (depth.min() >= 0 and depth.max() < np.inf):  # NaN fails >= 0; two reductions, no temporaries
         bad = int((~np.isfinite(depth) | (depth < 0)).sum())
         raise LeveError(f"{where}: depth has {bad} NaN, inf or negative value(s); a store holds depth >= 0 "
                         f"(0 = no measurement): rebuild it with `leve prepare`")

@@ -4,7 +4,9 @@ Post-processing follows transformers' ``post_process_depth_estimation``: the mod
 ``predicted_depth`` is resized to the target size with bicubic interpolation
 (``align_corners=False``). Then each map is normalised to [0, 1]: negative values (bicubic
 overshoot) are clipped to 0 and the map is divided by its maximum; a map whose maximum
-is not positive is stored as zeros and flagged.
+is not positive is stored as zeros and flagged. With ``tta: flip`` the stored map is the mean of
+the image's map and the un-mirrored map of its mirror, and the image's own map is kept beside it
+(:attr:`Normalised.plain`), so evaluation can score either.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ RESIZE_MODE = "bicubic, align_corners=False (transformers post_process_depth_est
 NORMALISATION = "per image: clip(raw, 0) / max(raw); max <= 0 -> all zeros with zero=True; raw_min/raw_max stored"
 AMP_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 TTA_MODES = ("none", "flip")
+PREPROCESS_MODES = ("auto", "workers", "device")
 
 
 @dataclass
@@ -36,20 +39,31 @@ class Normalised:
     raw_min: np.ndarray
     raw_max: np.ndarray
     zero: np.ndarray
+    plain: Normalised | None = None  # tta flip: the map of the image alone, normalised the same way
 
 
 class TeacherRunner:
-    """Runs a teacher on uint8 batches: inference mode, autocast and channels-last on CUDA."""
+    """Runs a teacher on uint8 batches: inference mode, autocast and channels-last on CUDA.
 
-    def __init__(self, teacher: Teacher, device: str = "cpu", amp: str = "float16", tta: str = "none") -> None:
+    ``preprocess``: where the processor's resize runs. ``workers``: the caller sends images already
+    resized by :meth:`~leve.teacher.preprocess.Preprocessing.resize` (PIL, bit-equal to transformers);
+    ``device``: it sends them at their stored size, one size per batch, and
+    :meth:`~leve.teacher.preprocess.Preprocessing.resize_batch` resizes them here (within one level of
+    PIL); ``auto`` (the default): ``device`` on CUDA, ``workers`` elsewhere."""
+
+    def __init__(self, teacher: Teacher, device: str = "cpu", amp: str = "float16", tta: str = "none",
+                 preprocess: str = "auto") -> None:
         if tta not in TTA_MODES:
             raise LeveError(f"teacher.tta must be one of {TTA_MODES}, got '{tta}'")
         if amp not in AMP_DTYPES:
             raise LeveError(f"teacher.amp must be one of {tuple(AMP_DTYPES)}, got '{amp}'")
+        if preprocess not in PREPROCESS_MODES:
+            raise LeveError(f"teacher preprocess must be one of {PREPROCESS_MODES}, got '{preprocess}'")
         self.teacher = teacher
         self.device = resolve_device(device)
         self.cuda = self.device.type == "cuda"
         self.amp = amp if self.cuda else "float32"  # autocast only on CUDA
+        self.preprocess = ("device" if self.cuda else "workers") if preprocess == "auto" else preprocess
         self.tta = tta
         self.model = teacher.model.to(self.device).eval()
         if self.cuda:
@@ -61,10 +75,18 @@ class TeacherRunner:
             return torch.autocast("cuda", dtype=AMP_DTYPES[self.amp])
         return nullcontext()
 
-    @torch.inference_mode()
     def raw(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """(B, 3, h, w) uint8 (one resized size) -> (B, H, W) float32 raw disparity at ``size``."""
-        x = normalize_batch(images.to(self.device, non_blocking=True), self.table)
+        """(B, 3, h, w) uint8 (one resized size) -> (B, H, W) float32 raw disparity at ``size``
+        (flip-averaged under ``tta: flip``)."""
+        return self.raw_views(images, size)[0]
+
+    @torch.inference_mode()
+    def raw_views(self, images: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`raw`, and under ``tta: flip`` also the image's own map (else None), both at ``size``."""
+        x = images.to(self.device, non_blocking=True)
+        if self.preprocess == "device":
+            x = self.teacher.preprocessing.resize_batch(x)
+        x = normalize_batch(x, self.table)
         if self.tta == "flip":
             x = torch.cat([x, x.flip(-1)])
         if self.cuda:
@@ -72,14 +94,26 @@ class TeacherRunner:
         with self._autocast():
             depth = self.model(pixel_values=x).predicted_depth
         depth = depth.float()
+        plain = None
         if self.tta == "flip":
             n = images.shape[0]
+            plain = _resize(depth[:n], size)
             depth = 0.5 * (depth[:n] + depth[n:].flip(-1))
-        return F.interpolate(depth.unsqueeze(1), size=size, mode="bicubic", align_corners=False).squeeze(1)
+        return _resize(depth, size), plain
 
     def predict(self, images: torch.Tensor, size: tuple[int, int], first_index: int = 0) -> Normalised:
-        """Raw maps normalised per image; refuses non-finite output (e.g. fp16 overflow)."""
-        return normalise(self.raw(images, size), first_index)
+        """Raw maps normalised per image (with ``plain`` under ``tta: flip``); refuses non-finite
+        output (e.g. fp16 overflow)."""
+        maps, plain = self.raw_views(images, size)
+        out = normalise(maps, first_index)
+        if plain is not None:
+            out.plain = normalise(plain, first_index)
+        return out
+
+
+def _resize(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, h, w) -> (B, H, W) as transformers' post-processing resizes (bicubic, align_corners=False)."""
+    return F.interpolate(depth.unsqueeze(1), size=size, mode="bicubic", align_corners=False).squeeze(1)
 
 
 def normalise(raw: torch.Tensor, first_index: int = 0) -> Normalised:

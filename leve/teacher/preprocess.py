@@ -7,6 +7,11 @@ without torchvision), split so that it batches:
 - per batch (on the device): rescale and normalise through a per-channel lookup table that
   reproduces the processor's arithmetic exactly (uint8 -> float64 * 1/255 -> float32, then
   ``(x - mean) / std`` in float32).
+
+On a GPU the resize can run there too (:meth:`Preprocessing.resize_batch`, a batch of one stored
+size): PIL's bicubic filter (``a = -0.5``, widened when shrinking) in float32, in PIL's two passes
+each rounded to uint8: within one level of PIL's fixed-point result. The same code runs on a CPU,
+where the tests compare it with the PIL path.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from leve.errors import LeveError
@@ -85,11 +91,12 @@ class Preprocessing:
             "do_pad": False,
         }
 
-    def describe(self) -> dict[str, Any]:
-        """JSON-friendly description recorded in the cache attributes."""
+    def describe(self, on_device: bool = False) -> dict[str, Any]:
+        """JSON-friendly description recorded in the cache attributes (``on_device``: the resize of
+        :meth:`resize_batch` instead of PIL's)."""
         d = asdict(self)
         d["resample"] = _RESAMPLE_NAMES.get(self.resample, str(self.resample))
-        d["backend"] = "PIL resize of uint8 (transformers DPTImageProcessorPil)"
+        d["backend"] = DEVICE_BACKEND if on_device and self.do_resize else PIL_BACKEND
         return d
 
     # -- per image -----------------------------------------------------------
@@ -119,7 +126,33 @@ class Preprocessing:
             rgb = np.asarray(Image.fromarray(rgb).resize((w, h), resample=self.resample))
         return np.ascontiguousarray(rgb.transpose(2, 0, 1))
 
+    def host_input(self, rgb: np.ndarray, on_device: bool) -> np.ndarray:
+        """(H, W, 3) uint8 -> (3, h, w) uint8 as a runner takes it: resized here (:meth:`resize`), or,
+        ``on_device`` (:meth:`resize_batch` follows there), only made channels-first."""
+        return np.ascontiguousarray(rgb.transpose(2, 0, 1)) if on_device else self.resize(rgb)
+
     # -- per batch -----------------------------------------------------------
+
+    def resize_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) uint8 of one size, on any device -> (B, 3, h, w) uint8 at :meth:`output_size`:
+        PIL's filter for ``resample`` (bicubic or bilinear, antialiased) computed in float32 in PIL's two
+        passes, each rounded and clamped to 8 bits; within one level of :meth:`resize` (PIL's weights
+        are fixed-point). Unchanged without ``do_resize``."""
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected (B, 3, H, W) uint8, got {tuple(images.shape)} {images.dtype}")
+        if not self.do_resize:
+            return images
+        if self.resample not in _TORCH_MODES:
+            raise LeveError(f"teacher preprocessing: resample {_RESAMPLE_NAMES.get(self.resample, self.resample)} "
+                            "has no device resize (bicubic and bilinear do)")
+        size = self.output_size(*images.shape[-2:])
+        if tuple(images.shape[-2:]) == size:
+            return images
+        x = images.float()
+        for step in ((x.shape[-2], size[1]), size):  # PIL's order: width, then height, 8 bits after each pass
+            x = F.interpolate(x, size=step, mode=_TORCH_MODES[self.resample], align_corners=False, antialias=True)
+            x = x.round_().clamp_(0, 255)
+        return x.to(torch.uint8)
 
     def lookup_table(self) -> torch.Tensor:
         """(3, 256) float32: the normalised value of each uint8 level per channel."""
@@ -148,4 +181,7 @@ def _to_multiple(value: float, multiple: int) -> int:
     return int(x)
 
 
+_TORCH_MODES = {3: "bicubic", 2: "bilinear"}  # PIL codes with the same filter in torch's antialiased interpolate
+PIL_BACKEND = "PIL resize of uint8 (transformers DPTImageProcessorPil)"
+DEVICE_BACKEND = "torch antialiased interpolate (PIL's filter) in float32 on the device, rounded to uint8"
 _RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}

@@ -39,19 +39,57 @@ def resize_sample(rgb: np.ndarray, depth: np.ndarray, teacher: np.ndarray | None
 def augment(item: Item, rng: np.random.Generator, cfg: AugmentConfig) -> Item:
     """The thesis's augmentation: with probability ``flip`` mirror RGB, depth and teacher
     together (the thesis code forgot the teacher); with probability ``channel_swap`` permute
-    the RGB channels. Two draws per sample, always made, so the stream stays aligned."""
+    the RGB channels. Two draws per sample, always made, so the stream stays aligned. An item whose
+    targets are left for the device (a ``flip`` entry, see :func:`finish_targets`) has only its RGB
+    mirrored here and the flip recorded: its depth and teacher are mirrored after their resize."""
     flip = rng.random() < cfg.flip
     swap = rng.random() < cfg.channel_swap
     order = rng.permutation(3)
     out = dict(item)
-    if flip:
+    if "flip" in out:
+        out["flip"] = torch.tensor(flip)
+        if flip:
+            out["rgb"] = out["rgb"].flip(-1)
+    elif flip:
         out = {k: v.flip(-1) for k, v in out.items()}
     if swap:
         out["rgb"] = out["rgb"][torch.from_numpy(order)]
     return out
 
 
+def finish_targets(batch: Item) -> Item:
+    """Depth and teacher maps sent at the stored size (:class:`DepthDataset` with ``targets:
+    device``) brought to the RGB's size by :func:`leve.images.resize_depth` and
+    :func:`~leve.images.resize_maps`, then mirrored where the item's ``flip`` says: the worker's
+    resize-then-flip, done on the batch wherever it lies (the GPU when training on one). A batch
+    without a ``flip`` entry is returned as it is."""
+    if "flip" not in batch:
+        return batch
+    out = dict(batch)
+    flip = out.pop("flip").to(torch.bool)
+    size = out["rgb"].shape[-2:]
+    for key in ("depth", "teacher"):
+        if key in out:
+            x = out[key].float()
+            # on a GPU without the dense/empty shortcuts, whose checks would wait for it (same values)
+            x = resize_depth(x, size, shortcuts=x.device.type == "cpu") if key == "depth" else resize_maps(x, size)
+            out[key] = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    return out
+
+
 DECODES = ("full", "draft")  # how a JPEG-bytes store's RGB is decoded (see DepthDataset)
+TARGETS = ("worker", "device")  # where depth and teacher maps are resized (see DepthDataset)
+
+
+def draft_refusal(split: Split, size: tuple[int, int]) -> str | None:
+    """Why ``decode: draft`` cannot decode ``split`` at a reduced scale for training at ``size``
+    (None when it can): the store keeps raw pixels, or ``size`` is more than half the stored one."""
+    if split.rgb_codec != "jpeg":
+        return f"{split.path}/{split.name} stores raw RGB (rgb_codec: raw), not JPEG bytes"
+    h, w = split.array_shape
+    if 2 * size[0] > h or 2 * size[1] > w:
+        return f"the resolution {list(size)} is more than half of the stored {[h, w]}"
+    return None
 
 
 class DepthDataset(torch.utils.data.Dataset):
@@ -69,13 +107,21 @@ class DepthDataset(torch.utils.data.Dataset):
     evaluation and prediction use (a declared choice; a raw store is unaffected).
 
     ``rgb_uint8``: items carry the RGB as uint8 at ``size`` (a quarter of float's bytes between
-    processes); :meth:`leve.train.step.StepRunner.to_device` makes the same float input of it."""
+    processes); :meth:`leve.train.step.StepRunner.to_device` makes the same float input of it.
+
+    ``targets``: ``worker`` (the default) resizes depth and teacher map in the loader; ``device`` sends
+    them at the stored size (the teacher map as cached, float16) with a ``flip`` flag, and
+    :func:`finish_targets` (called by ``to_device``) resizes and mirrors them on the training device:
+    the same function on the same values, so on a CPU the batch is bit-equal to ``worker``'s. A split
+    whose samples differ in size cannot be stacked at the stored size and keeps ``worker``."""
 
     def __init__(self, store: str | Path, split: str, size: tuple[int, int], teacher: str | Path | None = None,
                  augment: AugmentConfig | None = None, seed: int = 0, labelled: np.ndarray | None = None,
-                 decode: str = "full", rgb_uint8: bool = False) -> None:
+                 decode: str = "full", rgb_uint8: bool = False, targets: str = "worker") -> None:
         if decode not in DECODES:
             raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
+        if targets not in TARGETS:
+            raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
         self.store, self.split_name, self.size = str(store), split, (int(size[0]), int(size[1]))
         self.decode, self.rgb_uint8 = decode, rgb_uint8
         self.teacher_path = None if teacher is None else str(teacher)
@@ -83,7 +129,9 @@ class DepthDataset(torch.utils.data.Dataset):
         self.labelled = None if labelled is None else np.asarray(labelled, dtype=bool)
         self._split: Split | None = None
         self._cache: Any = None
-        self._len = len(open_split(self.store, split))
+        opened = open_split(self.store, split)
+        self._len = len(opened)
+        self.targets = targets if targets == "worker" or _one_size(opened) else "worker"
 
     def __len__(self) -> int:
         return self._len
@@ -104,16 +152,39 @@ class DepthDataset(torch.utils.data.Dataset):
         epoch, i = key if isinstance(key, tuple) else (0, key)
         split, cache = self._open()
         h, w = split.size(i)
-        teacher = cache.disparity(i) if cache is not None else None
         has_depth = split.has_depth and (self.labelled is None or bool(self.labelled[i]))
-        depth = split.depth(i)[:h, :w] if has_depth else np.zeros((h, w), np.float32)
         rgb = split.rgb_draft(i, self.size) if self.decode == "draft" else split.rgb(i)[:h, :w]
-        item = resize_sample(rgb, depth, teacher, self.size, self.rgb_uint8)
+        if self.targets == "device":
+            item = self._stored_targets(split, cache, i, has_depth)
+            item["rgb"] = (resize_rgb_uint8 if self.rgb_uint8 else resize_rgb)(rgb, self.size)
+        else:
+            teacher = cache.disparity(i) if cache is not None else None
+            depth = split.depth(i)[:h, :w] if has_depth else np.zeros((h, w), np.float32)
+            item = resize_sample(rgb, depth, teacher, self.size, self.rgb_uint8)
         if self.augment is not None:
             item = augment(item, np.random.default_rng([self.seed, epoch, i]), self.augment)
         item["index"] = torch.tensor(i)
         item["has_depth"] = torch.tensor(has_depth)
         return item
+
+    @staticmethod
+    def _stored_targets(split: Split, cache: Any, i: int, has_depth: bool) -> Item:
+        """Depth (1, H, W) float32 and teacher map (1, H, W) float16 at the stored size, unflipped."""
+        h, w = split.size(i)
+        depth = split.depth(i)[:h, :w] if has_depth else np.zeros((h, w), np.float32)
+        if not (depth.flags.writeable and depth.dtype == np.float32):  # a store's decoded depth is: no copy
+            depth = np.array(depth, dtype=np.float32)
+        item = {"depth": torch.from_numpy(depth)[None], "flip": torch.tensor(False)}
+        if cache is not None:
+            item["teacher"] = torch.from_numpy(cache.disparity(i, np.float16))[None]  # a fresh copy
+        return item
+
+
+def _one_size(split: Split) -> bool:
+    """Whether every sample of ``split`` has the same (height, width)."""
+    meta = split.meta
+    return not {"height", "width"} <= set(meta.columns) or bool(meta["height"].nunique() <= 1
+                                                                and meta["width"].nunique() <= 1)
 
 
 def labelled_samples(n: int, fraction: float, seed: int = 0) -> np.ndarray:
@@ -156,4 +227,6 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[tuple[int, int]]]):
 
 
 def collate(items: list[Item]) -> Item:
-    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    """Stack the items' tensors key by key; in a DataLoader worker straight into shared memory
+    (torch's ``default_collate``), so the batch crosses to the main process without another copy."""
+    return {k: torch.utils.data.default_collate([it[k] for it in items]) for k in items[0]}

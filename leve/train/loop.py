@@ -27,17 +27,17 @@ from leve.evaluation.metrics import MetricAccumulator, compute_metrics
 from leve.models import create_model
 from leve.models.card import write_model_card
 from leve.models.checkpoint import save_checkpoint
-from leve.models.depth import depth_range, depth_to_output, output_to_depth, upsample_output
+from leve.models.depth import depth_range, output_to_depth, upsample_output
 from leve.models.lineage import training_lineage
 from leve.params import config_dict
 from leve.processes import DiesWithParent
 from leve.progress import console, progress_bar
 from leve.store import open_store
 from leve.train import distributed as dist_
-from leve.train.data import DepthDataset, EpochBatchSampler, collate, labelled_samples
+from leve.train.data import DepthDataset, EpochBatchSampler, collate, draft_refusal, labelled_samples
 from leve.train.logging import RunLog
-from leve.train.losses import align_scale_shift, student_loss
-from leve.train.schedule import make_scheduler
+from leve.train.losses import LossOptions, align_scale_shift
+from leve.train.schedule import make_scheduler, validation_at
 from leve.train.stage import RESULT_INDEPENDENT, TrainConfig
 from leve.train.state import Position, load_state, read_state, save_state
 from leve.train.step import StepRunner, targets_at
@@ -135,7 +135,7 @@ class Trainer:
         self.layout, self.device = dist_.init(cfg.device)
         self._seed()
         store = open_store(cfg.store_path)
-        self.max_depth = float(store.attrs.get("max_depth", 10.0))
+        self.max_depth = float(store.attrs.get("max_depth") or 10.0)  # None in a store without depth
         for split in (cfg.train_split, cfg.val_split):
             store.split(split)  # a clear error when a split is missing
         data_id: dict[str, Any] = {"store": [store.attrs.get(k) for k in ("fingerprint", "completed_at")]}
@@ -144,10 +144,13 @@ class Trainer:
         self.val_has_depth = store.split(cfg.val_split).has_depth
         teacher = self._teacher(store, expected_teacher, data_id) if cfg.kd.eps > 0 else None
         self.lineage = training_lineage(cfg, store)  # teacher and data, recorded in best.pt and its card
-        # uint8 RGB between processes, made float on the device (runner.to_device): the same input, 4x fewer bytes
+        self.decode = self._decode(store.split(cfg.train_split))
+        # uint8 RGB at the training size and the depth/teacher maps at the stored size between processes; the
+        # maps are resized and flipped on the device (runner.to_device), the RGB made float there: the same input
         self.train_set = DepthDataset(cfg.store_path, cfg.train_split, cfg.resolution, teacher, cfg.augment, cfg.seed,
-                                      labelled=None if labelled.all() else labelled, rgb_uint8=True)
-        self.val_set = DepthDataset(cfg.store_path, cfg.val_split, cfg.resolution, rgb_uint8=True)
+                                      labelled=None if labelled.all() else labelled, rgb_uint8=True,
+                                      decode=self.decode, targets="device")
+        self.val_set = DepthDataset(cfg.store_path, cfg.val_split, cfg.resolution, rgb_uint8=True, targets="device")
         # the unaugmented first training samples with their teacher maps: a relative student's output convention
         self.calib_set = DepthDataset(cfg.store_path, cfg.train_split, cfg.resolution, teacher,
                                       labelled=labelled) if self.relative else None
@@ -158,7 +161,8 @@ class Trainer:
         scheduler = make_scheduler(optimizer, cfg.schedule, self.total_steps, self.sampler.batches_per_epoch(), cfg.lr)
         kd_weight = 1.0 if self.relative else cfg.kd.eps  # without labels the KD term is the whole loss
         self.runner = StepRunner(self.ddp_model, optimizer, scheduler, self.device, self.max_depth, kd_weight,
-                                 cfg.kd.loss, cfg.accumulate, cfg.amp, cfg.channels_last, cfg.grad_clip)
+                                 cfg.kd.loss, cfg.accumulate, cfg.amp, cfg.channels_last, cfg.grad_clip,
+                                 LossOptions(cfg.loss.ssim, cfg.loss.invalid, cfg.kd.norm), self._teacher_scale(teacher, store))
         self.hash = run_identity(cfg, data_id)
         self.position = Position()
         # built once: worker processes persist across epochs and validations
@@ -189,6 +193,23 @@ class Trainer:
             console.print(f"distilling from {self.cfg.teacher_path} ({t.get('model')} @ {t.get('revision')}), "
                           f"eps={self.cfg.kd.eps}, kd.loss={self.cfg.kd.loss}")
         return self.cfg.teacher_path
+
+    def _teacher_scale(self, teacher: Path | None, store: Any) -> torch.Tensor | None:
+        """``kd.norm: batch`` compares raw teacher maps across a batch: per train sample, the factor from
+        the cached map to the raw one (:meth:`leve.teacher.cache.read.TeacherCache.raw_scale`)."""
+        if teacher is None or self.cfg.kd.norm != "batch":
+            return None
+        from leve.teacher.cache.read import TeacherCache
+
+        return torch.from_numpy(TeacherCache(teacher, self.cfg.train_split, store.split(self.cfg.train_split)).raw_scale())
+
+    def _decode(self, split: Any) -> str:
+        """``data.decode`` as it applies to the train split: ``draft`` falls back to ``full`` (said once)
+        where the store keeps raw RGB or the resolution is more than half the stored one."""
+        why = draft_refusal(split, self.cfg.resolution) if self.cfg.data.decode == "draft" else None
+        if why and self.layout.main:
+            console.print(f"train.data.decode: draft has no effect ({why}); decoding in full")
+        return "full" if why else self.cfg.data.decode
 
     def _labelled(self, split: Any) -> np.ndarray:
         """Which training samples' depth the student may see (``labels``); a split without depth has none.
@@ -308,7 +329,7 @@ class Trainer:
 
     def _save_best(self, metrics: dict[str, float]) -> None:
         extra = {"step": self.position.step, "epoch": self.position.epoch, "val": metrics,
-                 "train_config": config_dict(self.cfg), "dataset": self.cfg.dataset, **self._depth_kind()}
+                 "train_config": config_dict(self.cfg), "decode": self.decode, "dataset": self.cfg.dataset, **self._depth_kind()}
         extra["lineage"] = self.lineage
         save_checkpoint(self.best_path, self.model, self.cfg.model, self.max_depth, extra, self.cfg.resolution)
         write_model_card(self.best_path)  # MODEL_CARD.md beside best.pt
@@ -328,7 +349,7 @@ class Trainer:
                 out = self.model(batch["rgb"]).float()
             depth, _ = targets_at(out, batch["depth"])  # the loss as trained: at the output's size
             if not self.relative:
-                loss_sum += float(student_loss(out, depth_to_output(depth, self.max_depth), depth > 0)["student"])
+                loss_sum += float(self.runner.student_terms(out, depth)["student"])
             batches += 1
             # metrics at the input size: a half-resolution output is upsampled first
             full = upsample_output(out, batch["rgb"].shape[-2:])
@@ -357,12 +378,13 @@ class Trainer:
         scale, shift = align_scale_shift(out.reshape(1, -1), teacher.reshape(1, -1))
         return [float(scale), float(shift)]
 
-    def _validate_and_keep_best(self, log: RunLog) -> dict[str, float]:
-        """Validate and keep the best model; without depth in the val split, the latest model is kept."""
+    def _validate_and_keep_best(self, log: RunLog, keep: bool = True) -> dict[str, float]:
+        """Validate and keep the best model (``keep``; else log only); without depth in the val split, the
+        latest model is kept (a log-only validation then does nothing)."""
         metrics: dict[str, float] = {}
-        if self.layout.main:
+        if self.layout.main and (keep or self.val_has_depth):
             metrics = self.validate() if self.val_has_depth else {}
-            improved = not metrics or metrics["rmse"] < self.position.best_rmse
+            improved = keep and (not metrics or metrics["rmse"] < self.position.best_rmse)
             if improved:
                 if metrics:
                     self.position.best_rmse = metrics["rmse"]
@@ -410,7 +432,6 @@ class Trainer:
         cfg, pos = self.cfg, self.position
         while pos.step < self.total_steps:
             self.sampler.set_position(pos.epoch, pos.batch)
-            validated_at = -1
             t_log, n_log = time.perf_counter(), 0
             for batch in self.train_loader:
                 terms = self.runner.step(batch)
@@ -419,16 +440,15 @@ class Trainer:
                 if pos.step % cfg.log_every == 0 or pos.step == self.total_steps:
                     t_log = self._log_train(log, terms, n_log, t_log)
                     n_log = 0
-                if cfg.val_every and pos.step % cfg.val_every == 0:
-                    self._validate_and_keep_best(log)
-                    validated_at = pos.step
+                ends = pos.batch >= self.sampler.batches_per_epoch() or pos.step >= self.total_steps
+                when = validation_at(cfg.val_schedule, cfg.val_every, pos.step, pos.batch, ends)
+                if when:
+                    self._validate_and_keep_best(log, keep=when == "best")
                 if self._checkpoint_due():
                     self._save_periodic()
                 if pos.step >= self.total_steps or (stop_after is not None and pos.step >= stop_after):
                     break
             epoch_done = pos.batch >= self.sampler.batches_per_epoch()
-            if validated_at != pos.step and (epoch_done or pos.step >= self.total_steps):
-                self._validate_and_keep_best(log)
             if epoch_done:
                 pos.epoch, pos.batch = pos.epoch + 1, 0
             self.save_last()

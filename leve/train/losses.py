@@ -4,20 +4,40 @@ The student is trained on the target ``max_depth / depth`` (:func:`leve.models.d
 which lies in [1, 100]. ``mask`` marks valid ground-truth pixels (depth > 0); invalid pixels
 never contribute to a student term. Distillation terms compare the student with the cached
 teacher map (relative disparity, normalised to [0, 1] per image) and use every pixel.
+
+Three choices of the thesis's public code (``andrei-dragan/Leve``) are offered by name beside
+leve's defaults, for reproduction (``train.loss.ssim``, ``train.loss.invalid``, ``train.kd.norm``):
+its SSIM term (:func:`ssim_loss_thesis_code`), its unmasked zero targets
+(:func:`training_target`) and its batch-normalised distillation (:func:`kd_l1_batch`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from leve.models.depth import MIN_DEPTH_FRACTION
+from leve.models.depth import MIN_DEPTH_FRACTION, depth_to_output
 
 #: the dynamic range L of the target max_depth/depth (it lies in [1, 1/MIN_DEPTH_FRACTION])
 TARGET_RANGE = 1.0 / MIN_DEPTH_FRACTION
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 DEPTH_WEIGHT = 0.1
+SSIM_MODES = ("leve", "thesis-code")  # leve: L = 100, valid windows | the thesis code's (ssim_loss_thesis_code)
+INVALID_MODES = ("mask", "zero-target")  # depth 0: left out | target 0, scored (the thesis code)
+KD_NORMS = ("image", "batch")  # kd.loss l1 normalised per image (eq. 7.8) | by the batch maximum (the thesis code)
+KD_SHIFT_EPS = 1e-6  # what the thesis code adds to the teacher map after shifting it by its minimum
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """The named loss choices (``train.loss.ssim``, ``train.loss.invalid``, ``train.kd.norm``)."""
+
+    ssim: str = "leve"
+    invalid: str = "mask"
+    kd_norm: str = "image"
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -71,17 +91,22 @@ def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch
 
 
 def ssim_map(a: torch.Tensor, b: torch.Tensor, data_range: float = TARGET_RANGE,
-             size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
-    """Per-window SSIM (Wang et al. 2004) with a Gaussian window, 'valid' positions only.
+             size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA, padding: int = 0) -> torch.Tensor:
+    """Per-window SSIM (Wang et al. 2004) with a Gaussian window, 'valid' positions only
+    (``padding = 0``) or with ``padding`` zeros around the image (``size // 2``: 'same').
 
     ``C1 = (0.01 L)^2`` and ``C2 = (0.03 L)^2`` with ``L = data_range``; the result has shape
-    (B, 1, H - size + 1, W - size + 1).
+    (B, 1, H - size + 1 + 2 padding, W - size + 1 + 2 padding).
     """
     w = gaussian_window(size, sigma).to(a)
-    mu_a, mu_b = F.conv2d(a, w), F.conv2d(b, w)
-    var_a = F.conv2d(a * a, w) - mu_a**2
-    var_b = F.conv2d(b * b, w) - mu_b**2
-    cov = F.conv2d(a * b, w) - mu_a * mu_b
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, w, padding=padding)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
 
@@ -97,12 +122,47 @@ def ssim_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | N
     return _masked_mean(loss, inside)
 
 
-def student_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Eq. 7.7: ``0.1 L_depth + L_grad + L_SSIM``; returns every term and their sum (``student``)."""
+def ssim_loss_thesis_code(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+                          max_depth: float = 10.0) -> torch.Tensor:
+    """The SSIM term as the thesis's public code computes it: dynamic range ``L = max_depth`` (not
+    the target's range 100), zero 'same' padding (every pixel is a window centre, the windows at the
+    border reach into zeros), SSIM averaged over the image first, then ``1 - SSIM / 2`` clipped to
+    [0, 1] (eq. 7.6 up to the constant 1/2, but the clip acts on the mean, not per window). With a
+    ``mask``, the mean runs over the positions whose window holds no invalid pixel of the image
+    (the padding is not invalid)."""
+    pad = SSIM_WINDOW // 2
+    values = ssim_map(output, target, float(max_depth), padding=pad)
+    inside = None
+    if mask is not None:  # max_pool2d pads with -inf: the padding never counts as invalid
+        inside = -F.max_pool2d(-mask.to(output.dtype), SSIM_WINDOW, stride=1, padding=pad)
+    return (1 - 0.5 * _masked_mean(values, inside)).clamp(0, 1)
+
+
+def training_target(depth: torch.Tensor, max_depth: float, invalid: str = "mask"
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(target, mask)`` of metric ``depth`` (0 = no measurement): ``mask`` (leve) the target
+    ``max_depth / depth`` with the mask ``depth > 0``; ``zero-target`` (the thesis code) the same
+    target set to 0 where depth is 0 and no mask, so those pixels are scored against 0."""
+    target = depth_to_output(depth, max_depth)
+    if invalid == "mask":
+        return target, depth > 0
+    if invalid == "zero-target":
+        return torch.where(depth > 0, target, torch.zeros_like(target)), None
+    raise ValueError(f"invalid must be one of {INVALID_MODES}, got {invalid!r}")
+
+
+def student_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+                 ssim: str = "leve", max_depth: float = 10.0) -> dict[str, torch.Tensor]:
+    """Eq. 7.7: ``0.1 L_depth + L_grad + L_SSIM``; returns every term and their sum (``student``).
+    ``ssim``: ``leve`` (:func:`ssim_loss`) or ``thesis-code`` (:func:`ssim_loss_thesis_code`, whose
+    range is ``max_depth``)."""
+    if ssim not in SSIM_MODES:
+        raise ValueError(f"ssim must be one of {SSIM_MODES}, got {ssim!r}")
     terms = {
         "depth_l1": depth_l1(output, target, mask),
         "gradient": gradient_l1(output, target, mask),
-        "ssim": ssim_loss(output, target, mask),
+        "ssim": ssim_loss(output, target, mask) if ssim == "leve" else
+        ssim_loss_thesis_code(output, target, mask, max_depth),
     }
     terms["student"] = DEPTH_WEIGHT * terms["depth_l1"] + terms["gradient"] + terms["ssim"]
     return terms
@@ -115,6 +175,16 @@ def _per_image_max(x: torch.Tensor) -> torch.Tensor:
 def kd_l1(output: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Eq. 7.8: L1 between ``output / max(output)`` and ``teacher / max(teacher)``, per image."""
     return (output / _per_image_max(output) - teacher / _per_image_max(teacher)).abs().mean()
+
+
+def kd_l1_batch(output: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """The thesis code's distillation term: each teacher map (raw disparity, not max-normalised)
+    shifted by the absolute value of its own minimum plus 1e-6, then the mean absolute difference
+    between ``output / max(output)`` and ``teacher / max(teacher)``, both maxima over the whole
+    batch (not per image as eq. 7.8): an image's map is compared at the scale the batch sets."""
+    low = teacher.flatten(1).amin(1).abs().view(-1, *([1] * (teacher.dim() - 1)))
+    shifted = teacher + low + KD_SHIFT_EPS
+    return (output / output.max().clamp(min=1e-6) - shifted / shifted.max()).abs().mean()
 
 
 def align_scale_shift(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,17 +221,21 @@ KD_LOSSES = {"l1": kd_l1, "ssi": kd_ssi}
 
 def distillation_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None,
                       teacher: torch.Tensor | None, eps: float, kd: str = "l1",
-                      has_depth: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                      has_depth: torch.Tensor | None = None, ssim: str = "leve", max_depth: float = 10.0,
+                      kd_norm: str = "image") -> dict[str, torch.Tensor]:
     """Eq. 7.1: ``(1 - eps) L_student + eps L_teacher``; ``eps = 0`` needs no teacher map.
 
     ``has_depth`` (B,) bool marks the samples whose depth may be used (None: all): the student
     terms average over those samples only (0 when the batch has none), the KD term over all.
+    ``ssim`` and ``max_depth`` as :func:`student_loss`; ``kd_norm: batch`` with ``kd: l1`` is
+    :func:`kd_l1_batch` (``teacher`` then in raw units).
     Returns the student terms, ``kd`` (when eps > 0) and ``loss`` (what is minimised).
     """
     if has_depth is None or bool(has_depth.all()):
-        terms = student_loss(output, target, mask)
+        terms = student_loss(output, target, mask, ssim, max_depth)
     elif bool(has_depth.any()):
-        terms = student_loss(output[has_depth], target[has_depth], None if mask is None else mask[has_depth])
+        terms = student_loss(output[has_depth], target[has_depth], None if mask is None else mask[has_depth],
+                             ssim, max_depth)
     else:
         zero = output.sum() * 0.0  # no labelled sample: nothing to learn from depth, graph kept
         terms = {name: zero for name in ("depth_l1", "gradient", "ssim", "student")}
@@ -169,7 +243,10 @@ def distillation_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Te
     if eps > 0:
         if teacher is None:
             raise ValueError("distillation with eps > 0 needs the teacher map")
-        terms["kd"] = KD_LOSSES[kd](output, teacher)
+        if kd_norm not in KD_NORMS:
+            raise ValueError(f"kd_norm must be one of {KD_NORMS}, got {kd_norm!r}")
+        kd_fn = kd_l1_batch if kd == "l1" and kd_norm == "batch" else KD_LOSSES[kd]
+        terms["kd"] = kd_fn(output, teacher)
         loss = (1 - eps) * loss + eps * terms["kd"]
     terms["loss"] = loss
     return terms

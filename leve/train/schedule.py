@@ -34,3 +34,18 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, total_
     """A ``LambdaLR`` over :func:`lr_factor`; call ``.step()`` after each ``optimizer.step()``."""
     fn = partial(lr_factor, cfg=cfg, total_steps=total_steps, steps_per_epoch=steps_per_epoch, base_lr=base_lr)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+
+
+def validation_at(schedule: str, val_every: int, step: int, batch: int, epoch_end: bool) -> str | None:
+    """What follows optimiser step ``step`` (1-based, global), the ``batch``-th (1-based) of its epoch:
+    ``best`` (validate and keep the best model), ``log`` (validate, log only) or None.
+
+    ``leve``: ``best`` every ``val_every`` steps (0: never) and at each epoch end (or the run's end).
+    ``thesis-code`` (the thesis's public code): ``log`` after each batch whose 0-based index ``i`` in
+    the epoch has ``i % val_every == 0`` and ``i > 0`` (batches 1001, 2001, ... with 1000), ``best``
+    only at epoch ends: the checkpoint is chosen among the epoch-end validations."""
+    if epoch_end:
+        return "best"
+    if schedule == "leve":
+        return "best" if val_every and step % val_every == 0 else None
+    return "log" if val_every and batch > 1 and (batch - 1) % val_every == 0 else None

@@ -16,6 +16,11 @@ from leve.models.registry import model_spec
 from leve.params import PARAMS_FILE, build_config, load_params, nest_overrides, section
 from leve.processes import exclusive_writer
 
+SSIM_MODES = ("leve", "thesis-code")  # as leve.train.losses (not imported: the loss pulls in torch)
+INVALID_MODES = ("mask", "zero-target")
+KD_NORMS = ("image", "batch")
+VAL_SCHEDULES = ("leve", "thesis-code")  # leve.train.schedule.validation_at
+
 
 @dataclass
 class KDConfig:
@@ -23,7 +28,18 @@ class KDConfig:
 
     eps: float = 0.0
     loss: str = "l1"  # l1: the thesis's max-normalised L1 (eq. 7.8) | ssi: scale-and-shift-invariant L1
+    norm: str = "image"  # l1 only: image (eq. 7.8: per-image maxima) | batch (the thesis code: teacher
+    # shifted by its minimum, both maps divided by their batch maximum; leve.train.losses.kd_l1_batch)
     teacher_dir: Path = Path("data/teacher")
+
+
+@dataclass
+class LossConfig:
+    """The supervised terms: leve's choices, or the thesis's public code's (for reproduction)."""
+
+    ssim: str = "leve"  # leve: L = 100 (the target's range), valid windows, (1 - SSIM)/2 per window |
+    # thesis-code: L = max_depth, zero 'same' padding, 1 - mean SSIM / 2 (leve.train.losses.ssim_loss_thesis_code)
+    invalid: str = "mask"  # mask: pixels without depth are left out | zero-target: scored against 0 (the thesis code)
 
 
 @dataclass
@@ -59,6 +75,16 @@ class AugmentConfig:
     channel_swap: float = 0.5  # random permutation of the RGB channels
 
 
+@dataclass
+class DataConfig:
+    """How the loader reads the training split."""
+
+    # full: the RGB decoded in full, then resized (bit-equal to evaluation's input) | draft: an
+    # ``rgb_codec: jpeg`` store decoded at libjpeg's reduced DCT scale (1/2, 1/4, 1/8) when the
+    # resolution is half the stored one or less, then resized (several times faster, close to full)
+    decode: str = "full"
+
+
 # TrainConfig fields that do not change what a run computes (speed, logging cadence, places; dotted
 # within nested configs): neither in the run identity (leve/train/loop.py) nor among the `train`
 # stage's DVC params (leve/pipeline/stages.py).
@@ -88,9 +114,13 @@ class TrainConfig:
     grad_clip: float | None = None  # max gradient norm
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     kd: KDConfig = field(default_factory=KDConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     val_every: int = 125  # steps between validations (0: only at the end of each epoch)
+    val_schedule: str = "leve"  # leve: every val_every steps and each epoch end, best of all | thesis-code:
+    # after batch i (0-based, of the epoch) with i % val_every == 0 and i > 0 logged only, best of epoch ends
     val_limit: int | None = None  # validate on the first N val samples
     checkpoint_every: int = 0  # steps between extra last.pt saves (0: each epoch and at the end)
     checkpoint_minutes: float = 5.0  # also save last.pt once this long since the last save (0: off)
@@ -113,9 +143,19 @@ class TrainConfig:
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1 or null"),
             (0.0 <= self.kd.eps <= 1.0, f"kd.eps must be in [0, 1], got {self.kd.eps}"),
             (self.kd.loss in ("l1", "ssi"), f"kd.loss must be l1 or ssi, got {self.kd.loss!r}"),
+            (self.kd.norm in KD_NORMS, f"kd.norm must be one of {', '.join(KD_NORMS)}, got {self.kd.norm!r}"),
+            (self.kd.norm == "image" or self.kd.loss == "l1",
+             f"kd.norm {self.kd.norm} applies to kd.loss l1 (ssi is invariant to the teacher's scale)"),
+            (self.loss.ssim in SSIM_MODES, f"loss.ssim must be one of {', '.join(SSIM_MODES)}, got {self.loss.ssim!r}"),
+            (self.loss.invalid in INVALID_MODES,
+             f"loss.invalid must be one of {', '.join(INVALID_MODES)}, got {self.loss.invalid!r}"),
+            (self.val_schedule in VAL_SCHEDULES,
+             f"val_schedule must be one of {', '.join(VAL_SCHEDULES)}, got {self.val_schedule!r}"),
+            (self.val_every >= 0, f"val_every must be >= 0, got {self.val_every}"),
             (0.0 <= self.labels.fraction <= 1.0, f"labels.fraction must be in [0, 1], got {self.labels.fraction}"),
             (self.schedule.name in ("step", "cosine", "constant"),
              f"schedule.name must be step, cosine or constant, got {self.schedule.name!r}"),
+            (self.data.decode in ("full", "draft"), f"data.decode must be full or draft, got {self.data.decode!r}"),
             (self.amp in ("bfloat16", "float16", "float32"), f"amp must be bfloat16, float16 or float32, got {self.amp!r}"),
             (len(self.resolution) == 2 and all(int(v) >= MIN_SIZE and int(v) % MULTIPLE == 0 for v in self.resolution),
              f"resolution must be [H, W], multiples of {MULTIPLE} and at least {MIN_SIZE}, got {list(self.resolution)}"),

@@ -9,8 +9,8 @@ import torch
 
 from leve.errors import LeveError
 from leve.images import resize_depth, resize_maps, rgb_to_float
-from leve.models.depth import depth_to_output
-from leve.train.losses import distillation_loss
+from leve.train.data import finish_targets
+from leve.train.losses import LossOptions, distillation_loss, student_loss, training_target
 
 Batch = dict[str, torch.Tensor]
 
@@ -23,7 +23,7 @@ def targets_at(out: torch.Tensor, depth: torch.Tensor, teacher: torch.Tensor | N
     (validity-weighted, invalid where too little valid depth lies under the filter), the teacher's
     disparity by :func:`~leve.images.resize_maps`. Unchanged at the same size."""
     size = out.shape[-2:]
-    depth = resize_depth(depth, size)
+    depth = resize_depth(depth, size, shortcuts=depth.device.type == "cpu")  # no host sync on a GPU
     if teacher is not None:
         teacher = resize_maps(teacher, size)
     return depth, teacher
@@ -36,9 +36,14 @@ class StepRunner:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None, device: torch.device, max_depth: float,
                  eps: float = 0.0, kd_loss: str = "l1", accumulate: int = 1, amp: str = "float32",
-                 channels_last: bool = False, grad_clip: float | None = None) -> None:
+                 channels_last: bool = False, grad_clip: float | None = None,
+                 options: LossOptions = LossOptions(), teacher_scale: torch.Tensor | None = None) -> None:
         self.model, self.optimizer, self.scheduler, self.device = model, optimizer, scheduler, device
         self.max_depth, self.eps, self.kd_loss, self.accumulate = max_depth, eps, kd_loss, accumulate
+        # options: the named loss choices; teacher_scale: per train sample, the factor from the cached
+        # map to the teacher's raw disparity (raw_max), which kd_norm: batch compares across images
+        self.options = options
+        self.teacher_scale = None if teacher_scale is None else teacher_scale.to(device)
         cuda = device.type == "cuda"
         self.amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(amp) if cuda else None
         self.channels_last = channels_last and cuda
@@ -51,7 +56,9 @@ class StepRunner:
         return torch.autocast("cuda", dtype=self.amp_dtype)
 
     def to_device(self, batch: Batch) -> Batch:
-        out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        """The batch on the device: targets sent at the stored size resized there
+        (:func:`leve.train.data.finish_targets`), uint8 RGB made the float input."""
+        out = finish_targets({k: v.to(self.device, non_blocking=True) for k, v in batch.items()})
         if out["rgb"].dtype == torch.uint8:  # a loader's uint8 RGB: normalised here, on the device
             out["rgb"] = rgb_to_float(out["rgb"])
         if self.channels_last:
@@ -63,8 +70,16 @@ class StepRunner:
         with self.autocast():
             out = self.model(batch["rgb"])
         depth, teacher = targets_at(out, batch["depth"], batch.get("teacher"))
-        return distillation_loss(out.float(), depth_to_output(depth, self.max_depth), depth > 0,
-                                 teacher, self.eps, self.kd_loss, batch.get("has_depth"))
+        if teacher is not None and self.teacher_scale is not None:
+            teacher = teacher * self.teacher_scale[batch["index"]].view(-1, 1, 1, 1)
+        target, mask = training_target(depth, self.max_depth, self.options.invalid)
+        return distillation_loss(out.float(), target, mask, teacher, self.eps, self.kd_loss, batch.get("has_depth"),
+                                 self.options.ssim, self.max_depth, self.options.kd_norm)
+
+    def student_terms(self, out: torch.Tensor, depth: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The supervised terms of ``out`` against ``depth`` (at the output's size), as training computes them."""
+        target, mask = training_target(depth, self.max_depth, self.options.invalid)
+        return student_loss(out, target, mask, self.options.ssim, self.max_depth)
 
     def _micro_batches(self, batch: Batch) -> Iterator[Batch]:
         n = next(iter(batch.values())).shape[0]

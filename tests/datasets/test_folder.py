@@ -114,6 +114,32 @@ def test_npy_and_npz_depth_by_suffix_and_fraction_split(tmp_path):
     assert store.attrs["depth_max_observed"] == pytest.approx(max(float(v.max()) for v in expected.values()))
 
 
+def _with_orientation(path: Path, arr: np.ndarray, orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # EXIF Orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, exif=exif, quality=95)
+
+
+def test_exif_orientation_turns_the_photo_and_its_depth_upright(tmp_path):
+    rng = np.random.default_rng(3)
+    src, expected = tmp_path / "src", {}
+    # stored W x H and the turn that shows each upright (EXIF 6: 90 deg clockwise, 8: counter-clockwise, 3: 180)
+    for name, orientation, (h, w), turn in (("a", 6, (H, W), -1), ("b", 8, (H, W), 1), ("c", 3, (W, H), 2)):
+        _with_orientation(src / f"{name}.jpg", _rgb(rng, h, w), orientation)
+        stored = np.asarray(Image.open(src / f"{name}.jpg").convert("RGB"))  # Pillow leaves EXIF turns to the caller
+        metres = rng.uniform(0.5, 9, (h, w)).astype(np.float32)  # depth in the stored pixel grid, as a sensor writes it
+        _save(src / f"{name}_depth.npy", metres)
+        expected[f"{name}.jpg"] = (np.rot90(stored, turn), np.rot90(metres, turn))
+    out = prepare(tmp_path, source=src, val_fraction=0, test_fraction=0)
+    split = open_store(out).split("train")
+    for i, source in enumerate(split.meta["source"]):
+        rgb, depth = expected[source]
+        assert split.rgb(i).shape == (W, H, 3)  # every photo upright: W rows, H columns
+        np.testing.assert_array_equal(split.rgb(i), rgb)
+        np.testing.assert_array_equal(split.depth(i), depth)
+
+
 def test_csv_pairs_with_split_column(tmp_path):
     rng = np.random.default_rng(2)
     src = tmp_path / "src"
@@ -272,6 +298,9 @@ def _case(src: Path, kind: str, rng: np.random.Generator) -> tuple[str, str]:
         (src / "0_depth.npy").unlink()
         _save(src / "0_depth.png", np.ones((H, W), np.uint16))
         return "0_depth.png", "depth_scale"
+    if kind == "exif_orientation":  # EXIF that lies: an orientation the standard does not have
+        _with_orientation(src / "1.png", _rgb(rng), 9)
+        return "1.png", "EXIF orientation 9 is not one of"
     for k in range(3):
         (src / f"{k}.png").unlink()
         (src / f"{k}_depth.npy").unlink()
@@ -287,7 +316,7 @@ def _case(src: Path, kind: str, rng: np.random.Generator) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("kind", ["nan", "negative", "zero", "unpaired", "orphan", "mismatched", "mixed_sizes",
-                                  "png_without_scale", "unreadable_video", "empty_video"])
+                                  "png_without_scale", "exif_orientation", "unreadable_video", "empty_video"])
 def test_bad_input_is_one_line_naming_the_file_and_nothing_is_complete(tmp_path, run_cli, kind):
     src = tmp_path / "src"
     src.mkdir()

@@ -186,3 +186,41 @@ def test_teacher_row_of_a_flip_cache_scores_the_flip_average(eval_workspace, tmp
         (s, t), *_ = np.linalg.lstsq(np.stack([disp[fit], np.ones(fit.sum())], 1), 1 / gt[fit], rcond=None)
         want = np.clip(1 / np.maximum(s * disp + t, 0.1), 1e-3, 10.0)
         assert rows[i].metrics == pytest.approx(compute_metrics(want, gt, valid), rel=1e-6)
+
+
+@pytest.mark.parametrize(("protocol_name", "flip"), [("standard", False), ("leve2024", True)])
+def test_flip_cache_keeps_the_plain_map_for_rows_that_do_not_flip_average(eval_workspace, tmp_path, protocol_name,
+                                                                          flip):
+    """``teacher.tta: flip`` keeps the image's own map beside the average (issue 15, item 7): a
+    protocol whose student row is not flip-averaged (``standard`` with ``eval.flip: false``;
+    ``leve2024`` scores the mirror as a second sample) scores the teacher's plain map, recorded as
+    ``teacher_flip: none``; training still reads the average from ``disparity``."""
+    from leve.teacher import build_teacher_cache, load_teacher
+    from leve.teacher.cache import open_teacher_cache
+    from leve.teacher.infer import TeacherRunner
+    from tests.evaluation.conftest import ColumnRampNet, split_of
+
+    store = eval_workspace / "data/zarr/synthetic.zarr"
+    teacher = load_teacher("tiny-random")
+    build_teacher_cache(store, tmp_path / "t.zarr", "test", teacher, tta="flip", block_size=4, show_progress=False)
+    cache = open_teacher_cache(tmp_path / "t.zarr", "test", store)
+    split = split_of(eval_workspace)
+    protocol = get_protocol(protocol_name, "synthetic", 10.0, flip=flip)
+    result = evaluate(ColumnRampNet(), split, protocol, (48, 64), 10.0, teacher=cache, show_progress=False)
+    assert result.protocol.teacher_flip == "none"
+    plain_runner = TeacherRunner(teacher, tta="none")   # the plain map, computed on its own path
+    rows = [s for s in result.scored if s.model == "teacher"]
+    for i in (0, 2):
+        img = torch.from_numpy(teacher.preprocessing.resize(split.rgb(i)))[None]
+        raw = plain_runner.raw(img, split.depth(i).shape)[0].double().numpy()
+        raw_avg = 0.5 * (raw + plain_runner.raw(img.flip(-1), split.depth(i).shape)[0].flip(-1).double().numpy())
+        np.testing.assert_allclose(cache.plain_disparity(i), np.clip(raw, 0, None) / raw.max(), atol=2e-3)  # float16
+        np.testing.assert_allclose(cache.disparity(i), np.clip(raw_avg, 0, None) / raw_avg.max(), atol=2e-3)
+        assert cache.raw_scale()[i] == pytest.approx(raw_avg.max(), rel=1e-5)
+        gt, disp = split.depth(i).astype(np.float64), cache.plain_disparity(i).astype(np.float64)
+        scored = protocol.crop.mask(*gt.shape) & protocol.valid(gt)
+        fit = scored & (disp > 0)
+        (s, t), *_ = np.linalg.lstsq(np.stack([disp[fit], np.ones(fit.sum())], 1), 1 / gt[fit], rcond=None)
+        lo, hi = protocol.min_depth, protocol.max_depth
+        want = np.clip(1 / np.maximum(s * disp + t, 1 / hi), lo, hi)
+        assert rows[i].metrics == pytest.approx(compute_metrics(want, gt, scored), rel=1e-6)

@@ -239,3 +239,74 @@ def test_unknown_encoder_refused() -> None:
     with pytest.raises(LeveError) as info:
         create_encoder("vgg16")
     assert "vgg16" in str(info.value) and all(n in str(info.value) for n in NAMES)
+
+
+# ------------------------------------------------------------------------------ ddrnet23_slim
+
+
+def _ddrnet_imagenet_file(path: Path) -> dict[str, torch.Tensor]:
+    """DDRNet23s_imagenet.pth's names and shapes (tests/models/data) with values that keep the maps finite:
+    He-scaled convolutions, positive running variances."""
+    from tests.models.reference import random_imagenet_state_dict
+
+    sd = random_imagenet_state_dict(seed=6)
+    for key, value in sd.items():
+        if key.endswith("running_var"):
+            sd[key] = value.abs() + 0.5
+        elif value.dim() == 4:
+            sd[key] = value * (2.0 / value[0].numel()) ** 0.5
+    torch.save(sd, path)
+    return sd
+
+
+def test_ddrnet23_slim_loads_the_imagenet_file_and_returns_its_trunk_maps(tmp_path: Path) -> None:
+    import torch.nn.functional as F
+
+    from leve.models import DDRNet23Slim
+    from leve.models import create_encoder as public_create_encoder
+    from tests.models.reference import CLASSIFIER_ONLY
+
+    path = tmp_path / "DDRNet23s_imagenet.pth"
+    sd = _ddrnet_imagenet_file(path)
+    enc = public_create_encoder("ddrnet23_slim", weights=path).eval()
+    assert enc.channels == [32, 32, 64, 128, 256] and enc.reductions == [2, 4, 8, 16, 32]
+    trunk = {k: v for k, v in sd.items() if not k.startswith(CLASSIFIER_ONLY)}
+    assert len(trunk) == 254 and set(enc.state_dict()) == set(trunk)  # every tensor but the classifier's
+    assert all(torch.equal(enc.state_dict()[k], v) for k, v in trunk.items())
+    assert sum(p.numel() for p in enc.parameters()) == 4_547_232  # the file's transferable parameters
+    # Leve's own DDRNet-23-slim on the same weights gives the stride-4 and -8 maps; the stem's first conv,
+    # BN and ReLU, and the low branch's fusions (low + down(high), high + up(compression(low))) by hand
+    ref = DDRNet23Slim()
+    ref.load_state_dict({**ref.state_dict(), **trunk})
+    ref.eval()
+    x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        got = enc(x)
+        leve = ref(x)
+        xn = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        s2 = F.relu(F.batch_norm(F.conv2d(xn, sd["conv1.0.weight"], sd["conv1.0.bias"], stride=2, padding=1),
+                                 sd["conv1.1.running_mean"], sd["conv1.1.running_var"], sd["conv1.1.weight"],
+                                 sd["conv1.1.bias"]))
+        l2 = F.relu(leve["layer2"])
+        low, high = ref.layer3(l2), ref.layer3_(l2)
+        up = F.interpolate(ref.compression3(F.relu(low)), size=(8, 12), mode="bilinear", align_corners=False)
+        low, high = low + ref.down3(F.relu(high)), high + up
+        s32 = ref.layer4(F.relu(low)) + ref.down4(F.relu(ref.layer4_(F.relu(high))))
+    want = [s2, F.relu(leve["layer1"]), l2, F.relu(low), F.relu(s32)]
+    assert all(torch.isfinite(w).all() and w.std() > 0.1 for w in want)  # maps far from degenerate
+    assert [tuple(g.shape) for g in got] == [(2, c, 64 // r, 96 // r) for c, r in zip(enc.channels, enc.reductions)]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5 * float(w.abs().max()))
+    assert torch.equal(leve["fusion3"], high)  # the hand-written fusion is Leve's
+
+
+def test_ddrnet23_slim_refuses_another_encoders_file(tmp_path: Path) -> None:
+    path = tmp_path / "resnet50.pth"
+    save_fixture("resnet50", path)
+    message = error_of("ddrnet23_slim", path)
+    assert "DDRNet-23-slim" in message
+
+
+def test_unknown_encoder_lists_ddrnet23_slim() -> None:
+    with pytest.raises(LeveError, match="choose from ddrnet23_slim, densenet169"):
+        create_encoder("vgg16")

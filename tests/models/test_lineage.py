@@ -194,15 +194,18 @@ def test_bad_hf_folders_are_refused_in_one_line(nc_student, tmp_path):
 def test_model_card_command_adds_eval_metrics_with_their_protocol(plain_student, tmp_path, run_cli):
     protocol = {"name": "leve2024", "crop": {"name": "eigen"}, "flip": "separate", "min_depth": 0.1, "max_depth": 10.0,
                 "align": "none", "upsample": "output", "aggregation": "per_image"}
-    metrics = {"dataset": "synthetic", "split": "test", "protocol": protocol,
-               "student": {"abs_rel": 0.123456, "rmse": 0.987654, "d1": 0.5, "count": 7}}
+    metrics = {"dataset": "synthetic", "split": "test", "protocol": {**protocol, "teacher_align": "lstsq"},
+               "student": {"abs_rel": 0.123456, "rmse": 0.987654, "d1": 0.5, "count": 7},
+               "teacher": {"abs_rel": 0.2, "rmse": 1.49996, "d1": 0.300049, "count": 7},
+               "teacher_source": {"model": "embedded"}}
     (tmp_path / "m.json").write_text(json.dumps(metrics))
     out = tmp_path / "CARD.md"
     res = run_cli("model-card", "--checkpoint", plain_student, "--metrics", tmp_path / "m.json", "--out", out)
     assert res.code == 0, res.stderr
     card = out.read_text()
     assert "protocol `leve2024`: crop eigen, flip separate, depth 0.1-10.0, alignment none" in card
-    assert "| abs_rel | rmse | d1 |" in card and "| 0.1235 | 0.9877 | 0.5000 |" in card and "7 images" in card
+    assert "| model | abs_rel | rmse | d1 |" in card and "| student | 0.1235 | 0.9877 | 0.5000 |" in card
+    assert "| teacher `embedded` (lstsq-aligned) | 0.2000 | 1.5000 | 0.3000 |" in card and "7 images" in card
     (tmp_path / "bad.json").write_text(json.dumps({"rmse": 1.0}))
     res = run_cli("model-card", "--checkpoint", plain_student, "--metrics", tmp_path / "bad.json", "--out", out)
     assert res.code == 1 and "bad.json: not a `leve eval` metrics file" in res.stderr

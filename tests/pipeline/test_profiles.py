@@ -20,7 +20,7 @@ def _get(tree: dict, dotted: str):
     return tree
 
 
-@pytest.mark.parametrize("name", ["thesis", "embedded"])
+@pytest.mark.parametrize("name", ["thesis", "embedded", "thesis-code"])
 def test_apply_profile_sets_exactly_its_keys(tmp_path, name):
     params = tmp_path / "params.yaml"
     shutil.copy(ROOT / "params.yaml", params)
@@ -47,7 +47,7 @@ def test_apply_profile_sets_exactly_its_keys(tmp_path, name):
 
 def test_profiles_cover_the_same_keys_and_embedded_is_what_params_ship():
     thesis, embedded = load_profile("thesis", ROOT / "profiles"), load_profile("embedded", ROOT / "profiles")
-    assert thesis.keys() == embedded.keys()
+    assert thesis.keys() == embedded.keys() == load_profile("thesis-code", ROOT / "profiles").keys()
     shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert {k: _get(shipped, k) for k in embedded} == embedded
 
@@ -107,3 +107,15 @@ def test_cli_profile_print_and_unknown(run_cli):
     assert ok.code == 0 and ok.stdout.startswith("dvc exp run -S ") and "train.dataset=nyu" in ok.stdout
     bad = run_cli("profile", "nope", "--print")
     assert bad.code == 1 and "no such profile" in bad.stderr
+
+
+def test_thesis_code_profile_is_the_thesis_profile_plus_the_code_choices():
+    """thesis-code = thesis with the notebooks' choices; every other key equal (read from the files)."""
+    thesis, code = load_profile("thesis", ROOT / "profiles"), load_profile("thesis-code", ROOT / "profiles")
+    differ = {k for k in thesis if thesis[k] != code[k]}
+    assert differ == {"train.val_every", "train.val_schedule", "train.kd.norm", "train.loss.ssim",
+                      "train.loss.invalid", "train.schedule.name", "prepare.kitti.gt", "prepare.endoslam.depth",
+                      "bench.model.protocol"}
+    assert (code["train.val_every"], code["train.val_schedule"], code["train.kd.norm"]) == (1000, "thesis-code", "batch")
+    assert (code["train.loss.ssim"], code["train.loss.invalid"], code["bench.model.protocol"]) == (
+        "thesis-code", "zero-target", "thesis")

@@ -14,10 +14,12 @@ Encoders (``.channels`` at strides 2, 4, 8, 16, 32):
 * ``mobilenet_v2``: 16, 24, 32, 96, 320 (the final 1x1 conv to 1280, ``features.18``, is
   built so the file loads but is not run)
 * ``mobilenet_v3_large``: 16, 24, 40, 112, 960; ``mobilenet_v3_small``: 16, 16, 24, 48, 576
+* ``ddrnet23_slim``: 32, 32, 64, 128, 256 (Leve's encoder trunk, :mod:`leve.models.encoders.ddrnet`;
+  weights ``DDRNet23s_imagenet.pth``, which has no published URL or hash)
 
-Module names and shapes equal torchvision's; the ImageNet normalisation happens inside
+Module names and shapes equal the published files' (torchvision's; DDRNet's); the ImageNet normalisation happens inside
 ``forward``. Weights come from ``https://download.pytorch.org/models/<file>`` (BSD-3-Clause,
-torchvision); see :data:`ENCODERS` for files, hashes and parameter counts.
+torchvision); see :data:`ENCODERS` (the torchvision catalogue) for files, hashes and parameter counts.
 """
 
 from __future__ import annotations
@@ -26,17 +28,26 @@ from pathlib import Path
 
 from leve.errors import LeveError
 from leve.models.encoders.base import IMAGENET_MEAN, IMAGENET_STD, Encoder
+from leve.models.encoders.ddrnet import NAME as DDRNET23_SLIM
+from leve.models.encoders.ddrnet import DDRNet23SlimFeatures
 from leve.models.encoders.registry import ENCODERS, EncoderSpec, list_encoders
 from leve.models.encoders.weights import WeightsReport, load_imagenet_weights
+from leve.models.pretrained import load_encoder_weights
 
-__all__ = ["ENCODERS", "IMAGENET_MEAN", "IMAGENET_STD", "Encoder", "EncoderSpec", "WeightsReport",
-           "create_encoder", "list_encoders", "load_imagenet_weights"]
+__all__ = ["DDRNET23_SLIM", "ENCODERS", "IMAGENET_MEAN", "IMAGENET_STD", "DDRNet23SlimFeatures", "Encoder",
+           "EncoderSpec", "WeightsReport", "create_encoder", "list_encoders", "load_imagenet_weights"]
 
 
 def create_encoder(name: str, weights: str | Path | None = None) -> Encoder:
-    """Build a registered encoder; ``weights`` is a local copy of its published ImageNet file."""
+    """Build an encoder (``ddrnet23_slim`` or one of :data:`ENCODERS`); ``weights`` is a local copy of
+    its published ImageNet file."""
+    if name == DDRNET23_SLIM:
+        ddrnet = DDRNet23SlimFeatures()
+        if weights is not None:
+            load_encoder_weights(ddrnet, weights)  # every tensor but the classifier's, checked by name and shape
+        return ddrnet
     if name not in ENCODERS:
-        raise LeveError(f"unknown encoder '{name}'; choose from {', '.join(list_encoders())}")
+        raise LeveError(f"unknown encoder '{name}'; choose from {', '.join([DDRNET23_SLIM, *list_encoders()])}")
     encoder = ENCODERS[name].builder()
     if weights is not None:
         load_imagenet_weights(encoder, weights)

@@ -6,6 +6,11 @@ Layout of one split group::
     raw_min     (N,) float32  minimum of the raw post-processed map (before clipping)
     raw_max     (N,) float32  maximum of the raw map: raw = disparity * raw_max where raw >= 0
     zero        (N,) bool     the raw map had no positive value (stored as zeros)
+
+With ``teacher.tta: flip`` ``disparity`` (and its statistics) is the flip-averaged map, what
+training distils from, and the image's own map is kept beside it, normalised the same way:
+``disparity_plain`` with ``plain_raw_min``, ``plain_raw_max``, ``plain_zero``; evaluation scores
+the average or the plain map as its protocol treats the student (``eval.flip``).
     attrs       teacher identity, preprocessing, resize mode, normalisation, dtype, leve
                 version, dataset identity (name, fingerprint, split, length), ``complete``
 
@@ -37,7 +42,7 @@ from leve.errors import LeveError
 from leve.processes import DiesWithParent, exclusive_writer
 from leve.progress import console, progress_bar
 from leve.store import ArraySpec, Split, SplitSpec, SplitWriter, Store, StoreBuilder, disk_usage, fingerprint, open_store
-from leve.teacher.cache.read import CACHE_FORMAT, CACHE_META, dataset_identity
+from leve.teacher.cache.read import CACHE_FORMAT, CACHE_META, PLAIN, PLAIN_META, dataset_identity
 from leve.teacher.infer import NORMALISATION, RESIZE_MODE, TeacherRunner
 from leve.teacher.loading import Teacher
 from leve.teacher.preprocess import Preprocessing
@@ -68,16 +73,19 @@ def _check_shard(index: int, count: int, text: str) -> tuple[int, int]:
 # --------------------------------------------------------------------------- identity
 
 
-def cache_identity(teacher: Teacher, dataset: dict[str, Any], amp: str, tta: str) -> dict[str, Any]:
+def cache_identity(teacher: Teacher, dataset: dict[str, Any], amp: str, tta: str,
+                   preprocess_on_device: bool = False) -> dict[str, Any]:
+    plain = {"plain": f"{PLAIN}: the image's own map beside the flip average"} if tta == "flip" else {}
     return {
         "format": CACHE_FORMAT,
         "teacher": teacher.identity(),
-        "preprocessing": teacher.preprocessing.describe(),
+        "preprocessing": teacher.preprocessing.describe(on_device=preprocess_on_device),
         "resize_mode": RESIZE_MODE,
         "normalisation": NORMALISATION,
         "dtype": "float16",
         "compute_dtype": amp,
         "tta": tta,
+        **plain,
         "dataset": dataset,
     }
 
@@ -118,17 +126,19 @@ class CacheResult:
 
 
 class _Images(torch.utils.data.Dataset):
-    """Sample i -> (i, (3, h, w) uint8 resized as the teacher's processor does)."""
+    """Sample i -> (i, (3, h, w) uint8 resized as the teacher's processor does; with ``resize`` False
+    at its stored size, for the runner to resize on its device)."""
 
-    def __init__(self, split: Split, preprocessing: Preprocessing) -> None:
+    def __init__(self, split: Split, preprocessing: Preprocessing, resize: bool = True) -> None:
         self.split = split
         self.preprocessing = preprocessing
+        self.resize = resize
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
-        return i, torch.from_numpy(self.preprocessing.resize(self.split.rgb(i)))
+        return i, torch.from_numpy(self.preprocessing.host_input(self.split.rgb(i), on_device=not self.resize))
 
 
 def _collate(items: list[tuple[int, torch.Tensor]]) -> tuple[list[int], torch.Tensor]:
@@ -195,7 +205,7 @@ def build_teacher_cache(
     store = open_store(dataset_path)
     data = store.split(split)
     runner = TeacherRunner(teacher, device=device, amp=amp, tta=tta)
-    identity = cache_identity(teacher, dataset_identity(store, data), runner.amp, tta)
+    identity = cache_identity(teacher, dataset_identity(store, data), runner.amp, tta, runner.preprocess == "device")
     identity_fp = _identity_fingerprint(identity)
     out = Path(out_path)
     n = len(data)
@@ -204,11 +214,12 @@ def build_teacher_cache(
     staging = out.with_name(f"{out.name}.{split}")
     lock = out.with_name(f"{out.name}.{split}.lock")
     height, width = identity["dataset"]["array_shape"]
+    names = ["disparity", PLAIN] if tta == "flip" else ["disparity"]
     spec = SplitSpec(
         name=split,
         length=n,
-        arrays={"disparity": ArraySpec((height, width), "float16", "blosc-zstd-shuffle")},
-        meta=dict(CACHE_META),
+        arrays={k: ArraySpec((height, width), "float16", "blosc-zstd-shuffle") for k in names},
+        meta={**CACHE_META, **(PLAIN_META if tta == "flip" else {})},
         attrs={**identity, "identity_fingerprint": identity_fp, "leve_version": __version__},
         meta_group="",
     )
@@ -258,7 +269,7 @@ def _run_blocks(
     if not total:
         return 0, 0.0
     loader = torch.utils.data.DataLoader(
-        _Images(data, runner.teacher.preprocessing),
+        _Images(data, runner.teacher.preprocessing, resize=runner.preprocess == "workers"),
         batch_sampler=batches,
         num_workers=max(int(workers), 0),
         collate_fn=_collate,
@@ -278,28 +289,30 @@ def _run_blocks(
                 buf = buffers.setdefault(b, _new_buffer(ranges[b], writer.spec))
                 _put(buf, i - ranges[b].start, out, k)
                 if buf["left"] == 0:
-                    writer.write_block(b, {"disparity": buf["disparity"]}, buf["meta"])
+                    writer.write_block(b, buf["arrays"], buf["meta"])
                     del buffers[b]
             bar.advance(task, len(indices))
     return total, time.perf_counter() - start
 
 
 def _new_buffer(rows: range, spec: SplitSpec) -> dict[str, Any]:
-    h, w = spec.arrays["disparity"].tail
     n = len(rows)
     return {
-        "disparity": np.zeros((n, h, w), np.float16),
-        "meta": {"raw_min": [0.0] * n, "raw_max": [0.0] * n, "zero": [False] * n},
+        "arrays": {k: np.zeros((n, *a.tail), np.float16) for k, a in spec.arrays.items()},
+        "meta": {k: [False if dtype == "bool" else 0.0] * n for k, dtype in spec.meta.items()},
         "left": n,
     }
 
 
 def _put(buf: dict[str, Any], row: int, out: Any, k: int) -> None:
-    h, w = out.disparity.shape[1:]
-    buf["disparity"][row, :h, :w] = out.disparity[k]
-    buf["meta"]["raw_min"][row] = float(out.raw_min[k])
-    buf["meta"]["raw_max"][row] = float(out.raw_max[k])
-    buf["meta"]["zero"][row] = bool(out.zero[k])
+    """Sample ``k`` of ``out`` (a :class:`~leve.teacher.infer.Normalised`) into row ``row`` of the block."""
+    parts = [("disparity", "", out)] + ([(PLAIN, "plain_", out.plain)] if PLAIN in buf["arrays"] else [])
+    for array, prefix, maps in parts:
+        h, w = maps.disparity.shape[1:]
+        buf["arrays"][array][row, :h, :w] = maps.disparity[k]
+        buf["meta"][f"{prefix}raw_min"][row] = float(maps.raw_min[k])
+        buf["meta"][f"{prefix}raw_max"][row] = float(maps.raw_max[k])
+        buf["meta"][f"{prefix}zero"][row] = bool(maps.zero[k])
     buf["left"] -= 1
 
 

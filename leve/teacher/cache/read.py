@@ -16,6 +16,8 @@ from leve.teacher.loading import canonical_model_id
 
 CACHE_FORMAT = 1
 CACHE_META = {"raw_min": "float32", "raw_max": "float32", "zero": "bool"}
+PLAIN = "disparity_plain"  # tta flip: the image's own map beside the flip-averaged ``disparity``
+PLAIN_META = {f"plain_{k}": v for k, v in CACHE_META.items()}
 
 
 def dataset_identity(store: Store, split: Split) -> dict[str, Any]:
@@ -46,19 +48,42 @@ class TeacherCache:
         self.zero = np.asarray(self.group["zero"][:])
         # one pread + one decompression per map where the layout allows (Zarr's generic read costs ~1 ms)
         self._fast = shard_reader(Path(self.path) / split / "disparity") if Path(self.path).is_dir() else None
+        self.has_plain = PLAIN in self.group.array_keys()
+        self._fast_plain = shard_reader(Path(self.path) / split / PLAIN) if self.has_plain and Path(self.path).is_dir() \
+            else None
+
+    @property
+    def flip_averaged(self) -> bool:
+        """Whether :meth:`disparity` is the flip average (the cache was built with ``teacher.tta: flip``)."""
+        return self.attrs.get("tta") == "flip"
 
     def __len__(self) -> int:
         return len(self.raw_max)
 
-    def disparity(self, i: int) -> np.ndarray:
-        """(H, W) float32 map in [0, 1] at the true size of dataset sample ``i``."""
+    def disparity(self, i: int, dtype: Any = np.float32) -> np.ndarray:
+        """(H, W) map in [0, 1] at the true size of dataset sample ``i``, as ``dtype`` (float32; the
+        cache holds float16, which a loader may send as it is)."""
         h, w = self.data.size(i)
         full = self._fast.read(i) if self._fast is not None else np.asarray(self.group["disparity"][i])
+        return full[:h, :w].astype(dtype)
+
+    def plain_disparity(self, i: int) -> np.ndarray:
+        """(H, W) float32 map of sample ``i`` without flip averaging: ``disparity_plain`` in a flip cache
+        that holds it, else :meth:`disparity` (the plain map of a ``tta: none`` cache; an older flip
+        cache's average)."""
+        if not self.has_plain:
+            return self.disparity(i)
+        h, w = self.data.size(i)
+        full = self._fast_plain.read(i) if self._fast_plain is not None else np.asarray(self.group[PLAIN][i])
         return full[:h, :w].astype(np.float32)
 
     def raw(self, i: int) -> np.ndarray:
         """The teacher's raw (post-processed, clipped at 0) disparity of sample ``i``."""
-        return self.disparity(i) * np.float32(self.raw_max[i] if not self.zero[i] else 0.0)
+        return self.disparity(i) * self.raw_scale()[i]
+
+    def raw_scale(self) -> np.ndarray:
+        """(N,) float32: the factor from each cached map to the raw one (``raw_max``; 0 for a zero map)."""
+        return np.where(self.zero, 0.0, self.raw_max).astype(np.float32)
 
 
 def _as_store(dataset_store: str | Path | Store | Split) -> Store:
