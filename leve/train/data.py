@@ -198,14 +198,25 @@ def labelled_samples(n: int, fraction: float, seed: int = 0) -> np.ndarray:
 
 
 class EpochBatchSampler(torch.utils.data.Sampler[list[tuple[int, int]]]):
-    """Per epoch a seeded permutation cut into global batches of ``global_batch`` samples
-    (the last partial batch dropped); process ``rank`` of ``world`` takes the ``rank``-th
-    contiguous slice of each. ``start`` skips already-trained batches (resume)."""
+    """Per epoch seeded permutations cut into global batches of ``global_batch`` samples
+    (``n // global_batch`` batches, the last partial one dropped); process ``rank`` of ``world``
+    takes the ``rank``-th contiguous slice of each. ``start`` skips already-trained batches (resume).
 
-    def __init__(self, n: int, global_batch: int, rank: int = 0, world: int = 1, seed: int = 0) -> None:
-        if global_batch % world:
-            raise ValueError(f"global batch {global_batch} does not split over {world} processes")
+    Few labels (``train.labels``): ``pool`` (indices; None: all ``n``) is where the batches are
+    drawn from, cycled through as many permutations as an epoch needs, so an epoch keeps its
+    ``n // global_batch`` batches; ``extra`` more samples per global batch come from ``extra_pool``
+    the same way (the unlabelled samples, for the KD term alone)."""
+
+    def __init__(self, n: int, global_batch: int, rank: int = 0, world: int = 1, seed: int = 0,
+                 pool: np.ndarray | None = None, extra_pool: np.ndarray | None = None, extra: int = 0) -> None:
+        if global_batch % world or extra % world:
+            raise ValueError(f"global batch {global_batch} (+{extra}) does not split over {world} processes")
+        if extra and (extra_pool is None or not len(extra_pool)):
+            raise ValueError("extra samples per batch need a non-empty extra_pool")
         self.n, self.global_batch, self.rank, self.world, self.seed = n, global_batch, rank, world, seed
+        self.pool = None if pool is None else np.asarray(pool, dtype=np.int64)
+        self.extra_pool = None if extra_pool is None else np.asarray(extra_pool, dtype=np.int64)
+        self.extra = extra
         self.epoch, self.start = 0, 0
 
     def set_position(self, epoch: int, start: int = 0) -> None:
@@ -217,13 +228,27 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[tuple[int, int]]]):
     def __len__(self) -> int:
         return self.batches_per_epoch() - self.start
 
+    @staticmethod
+    def _cycle(pool: np.ndarray | None, n: int, count: int, g: torch.Generator) -> list[int]:
+        """``count`` indices: permutations of ``pool`` (of ``range(n)`` when None) one after another."""
+        size = n if pool is None else len(pool)
+        order: list[int] = []
+        while len(order) < count:
+            perm = torch.randperm(size, generator=g).tolist()
+            order += perm if pool is None else pool[perm].tolist()
+        return order
+
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.n, generator=g).tolist()
-        per_rank = self.global_batch // self.world
-        for b in range(self.start, self.batches_per_epoch()):
+        batches = self.batches_per_epoch()
+        order = self._cycle(self.pool, self.n, batches * self.global_batch, g)
+        more = self._cycle(self.extra_pool, self.n, batches * self.extra, g) if self.extra else []
+        per_rank, extra_per_rank = self.global_batch // self.world, self.extra // self.world
+        for b in range(self.start, batches):
             first = b * self.global_batch + self.rank * per_rank
-            yield [(self.epoch, i) for i in order[first : first + per_rank]]
+            first_extra = b * self.extra + self.rank * extra_per_rank
+            picked = order[first : first + per_rank] + more[first_extra : first_extra + extra_per_rank]
+            yield [(self.epoch, i) for i in picked]
 
 
 def collate(items: list[Item]) -> Item:

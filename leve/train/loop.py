@@ -139,7 +139,7 @@ class Trainer:
         for split in (cfg.train_split, cfg.val_split):
             store.split(split)  # a clear error when a split is missing
         data_id: dict[str, Any] = {"store": [store.attrs.get(k) for k in ("fingerprint", "completed_at")]}
-        labelled = self._labelled(store.split(cfg.train_split))
+        labelled = self.labelled = self._labelled(store.split(cfg.train_split))
         self.relative = not labelled.any()  # no depth to learn from: relative depth from the teacher alone
         self.val_has_depth = store.split(cfg.val_split).has_depth
         teacher = self._teacher(store, expected_teacher, data_id) if cfg.kd.eps > 0 else None
@@ -235,11 +235,30 @@ class Trainer:
         if cfg.batch_size % (world * cfg.accumulate):
             raise LeveError(f"train: batch_size {cfg.batch_size} must split over {world} process(es) x "
                             f"accumulate {cfg.accumulate}")
-        sampler = EpochBatchSampler(len(self.train_set), cfg.batch_size, self.layout.rank, world, cfg.seed)
+        pool, extra_pool, extra = self._pools()
+        if extra % (world * cfg.accumulate):
+            raise LeveError(f"train: labels.unlabelled_batch {extra} must split over {world} process(es) x "
+                            f"accumulate {cfg.accumulate}")
+        sampler = EpochBatchSampler(len(self.train_set), cfg.batch_size, self.layout.rank, world, cfg.seed,
+                                    pool, extra_pool, extra)
         if sampler.batches_per_epoch() == 0:
             raise LeveError(f"{self.cfg.store_path}/{cfg.train_split}: {len(self.train_set)} samples, fewer than "
                             f"one batch of {cfg.batch_size}")
         return sampler
+
+    def _pools(self) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+        """Where batches come from (``labels.sampling``): with some but not all samples labelled, ``split``
+        draws every batch's ``batch_size`` samples from the labelled ones and, when distilling,
+        ``labels.unlabelled_batch`` more from the others (KD only); ``mixed`` draws from all of them."""
+        cfg, labelled = self.cfg, self.labelled
+        if cfg.labels.sampling != "split" or labelled.all() or not labelled.any():
+            return None, None, 0
+        extra = (cfg.batch_size if cfg.labels.unlabelled_batch is None else cfg.labels.unlabelled_batch)
+        extra = extra if cfg.kd.eps > 0 else 0
+        if self.layout.main:
+            console.print(f"labels.sampling split: each batch {cfg.batch_size} labelled"
+                          + (f" + {extra} unlabelled (KD only)" if extra else " (kd.eps 0: the others teach nothing)"))
+        return np.flatnonzero(labelled), (np.flatnonzero(~labelled) if extra else None), extra
 
     def _model(self) -> torch.nn.Module:
         cfg = self.cfg

@@ -50,10 +50,19 @@ class LabelsConfig:
     run sees the same labelled samples, and a smaller fraction keeps a subset of a larger one). The
     supervised terms use only those samples; the KD term uses the teacher cache on all. With no
     labelled sample (``fraction: 0``, or a train split without depth) the student learns relative depth
-    from the teacher alone (``kd.loss: ssi`` as the whole loss)."""
+    from the teacher alone (``kd.loss: ssi`` as the whole loss).
+
+    ``sampling`` (when some but not all samples are labelled): ``split`` draws each batch's
+    ``batch_size`` samples from the labelled ones, so ε = 0 trains on labelled images only and a KD
+    run sees exactly the same labelled batches, plus ``unlabelled_batch`` (None: ``batch_size``)
+    unlabelled samples per batch for the KD term alone; an epoch keeps ``N // batch_size`` batches.
+    ``mixed`` draws batches from all samples (the supervised terms over the labelled ones in each):
+    with ε = 0 the batches without a label teach nothing, yet Adam's momentum still moves the weights."""
 
     fraction: float = 1.0
     seed: int = 0
+    sampling: str = "split"
+    unlabelled_batch: int | None = None
 
 
 @dataclass
@@ -153,6 +162,10 @@ class TrainConfig:
              f"val_schedule must be one of {', '.join(VAL_SCHEDULES)}, got {self.val_schedule!r}"),
             (self.val_every >= 0, f"val_every must be >= 0, got {self.val_every}"),
             (0.0 <= self.labels.fraction <= 1.0, f"labels.fraction must be in [0, 1], got {self.labels.fraction}"),
+            (self.labels.sampling in ("split", "mixed"),
+             f"labels.sampling must be split or mixed, got {self.labels.sampling!r}"),
+            (self.labels.unlabelled_batch is None or self.labels.unlabelled_batch >= 1,
+             f"labels.unlabelled_batch must be >= 1 or null, got {self.labels.unlabelled_batch}"),
             (self.schedule.name in ("step", "cosine", "constant"),
              f"schedule.name must be step, cosine or constant, got {self.schedule.name!r}"),
             (self.data.decode in ("full", "draft"), f"data.decode must be full or draft, got {self.data.decode!r}"),

@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import yaml
@@ -24,6 +23,7 @@ from leve.datasets.synthetic import render_sample
 from leve.models import read_checkpoint
 from leve.pipeline.demo import Demo, create_workspace, init_repo, source_root
 from leve.store import open_store
+from tests.outputs.conftest import read_video, write_video
 
 H, W = 64, 96  # every image and video frame
 SCENES = {"kitchen": 3, "hall": 3, "lab": 3}  # mine_depth: whole scenes -> train / val / test
@@ -70,18 +70,12 @@ def _video(path: Path) -> list[np.ndarray]:
     """One synthetic room, still, with a bright square moving right: PyAV (H.264), then decoded."""
     path.parent.mkdir(parents=True)
     room = render_sample(7, "val", 0, H, W)[0]
-    with av.open(str(path), "w") as c:
-        stream = c.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        for t in range(VIDEO_FRAMES):
-            img = room.copy()
-            img[8:20, 4 + 4 * t : 16 + 4 * t] = 250
-            for p in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in stream.encode():
-            c.mux(p)
-    with av.open(str(path)) as c:
-        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    frames = []
+    for t in range(VIDEO_FRAMES):
+        img = room.copy()
+        img[8:20, 4 + 4 * t : 16 + 4 * t] = 250
+        frames.append(img)
+    return read_video(write_video(path, frames, FPS))
 
 
 def _params(ws: Path) -> None:
@@ -228,7 +222,6 @@ def test_predict_writes_maps_a_readable_ply_and_the_depth_video(own):
     stability = report["temporal_stability"]
     assert stability["pairs"] == VIDEO_FRAMES - 1 and 0 <= stability["value"] < 1
     assert stability["static_fraction"] > 0.8  # only the small square moves
-    with av.open(str(out / "walk_depth.mp4")) as c:
-        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    decoded = read_video(out / "walk_depth.mp4")
     assert len(decoded) == VIDEO_FRAMES and decoded[0].shape[:2] == (H, W)
     assert len(list((out / "walk_frames").glob("*_depth16.png"))) == VIDEO_FRAMES

@@ -238,7 +238,7 @@ def test_dvc_status_follows_the_derived_deps(dvc_ws):
         ("leve/report/metrics.py", None, "\n# edited\n", {"eval@synthetic", "tables"}),
         ("params.yaml", "    kitti:\n      splits: [test]", "    kitti:\n      splits: [train, test]", set()),
         ("params.yaml", "  workers: 2\n  seed: 0", "  workers: 7\n  seed: 0", set()),  # train.workers
-        ("params.yaml", "    eps: 0.1 ", "    eps: 0.5 ", {"train"}),
+        ("params.yaml", "    eps: 0.2 ", "    eps: 0.5 ", {"train"}),
         ("params.yaml", "      splits: [train, val, test]", "      splits: [train, test]", {"teacher@synthetic"}),
     ]
     for rel, old, new, expected in cases:

@@ -17,7 +17,7 @@ from leve.errors import LeveError
 from leve.experiments import grid as g
 from leve.models.registry import SEED_002, model_spec
 from leve.report import experiments as ex
-from tests.report.data.fake_stages import FPS, ORGANS, PARAMS, SEED_STEP, expected_rmse, means
+from tests.report.data.fake_stages import FPS, MODEL_BASE, ORGANS, PARAMS, SEED_STEP, expected_rmse, means
 
 DATA = Path(__file__).parent / "data"
 FIXTURE = DATA / "exp_show.json"
@@ -410,3 +410,76 @@ def test_queue_run_and_report_in_a_real_dvc_repo(run_cli, tmp_path, monkeypatch)
     values = [expected_rmse("leve", 0.5, "synthetic") + SEED_STEP * k for k in (0, 1)]
     assert f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} [" in rows["ε=0.50"][1]
     assert rows["ε=0.50"][-2:] == ["2", "kd-eps0.50+kd-eps0.50-seed1"] and rows["ε=0.10"][-2] == "1"
+
+
+@pytest.mark.slow
+def test_encoders_grid_and_report_in_a_real_dvc_repo(run_cli, tmp_path, monkeypatch):
+    """`leve experiments queue --grid encoders --run` in a git + DVC repo with fake stages (NYU metrics,
+    the published rows' dataset), then `leve report`: thesis Table 9.1 and seed 002's Table I in their
+    layouts, each run beside its model's published row."""
+    from tests.report.exp_repo import dvc_env, make_repo
+
+    repo = make_repo(tmp_path / "proj", datasets=("nyu",))
+    for key, value in dvc_env().items():
+        monkeypatch.setenv(key, value)
+    res = run_cli("experiments", "queue", "--grid", "encoders", "--run", "--repo", repo)
+    assert res.code == 0, res.stderr
+    assert ("$ dvc exp run --queue -n encoders-densedepth-resnet101 -S train.model=densedepth-resnet101 "
+            "-S train.kd.eps=0 -S 'train.resolution=[480,640]'") in res.stderr
+    # every experiment ran, with the training resolution of its published figures set through -S
+    done = {r.name: r for r in ex.select_records(ex.parse_exp_show(ex.exp_show_json(repo)))}
+    assert sorted(done) == sorted(["encoders-ddrnet23s", *GRID_NAMES_ENCODERS])
+    assert {n: (r.model, r.params["train.resolution"]) for n, r in done.items()} == {
+        "encoders-ddrnet23s": ("leve", [120, 160]), "encoders-mobilenetv3": ("leve-mobilenetv3", [240, 320]),
+        **{f"encoders-{m}": (m, [480, 640]) for m in TABLE_I}}
+
+    res = run_cli("report", "--repo", repo)
+    assert res.code == 0, res.stderr
+    assert (repo / "reports/experiments.md").read_text() + "\n" in res.stdout
+
+    # thesis Table 9.1: Encoder | RMSE REL δ1 δ2 δ3 | Params (M) | Inference (ms) | FPS | Source
+    lines, part = _section(res.stdout, "Table 9.1: encoders under Leve's decoder on nyu, no KD")
+    assert lines[0] == ["Encoder", "RMSE", "REL", "δ1", "δ2", "δ3", "Params (M)", "Inference (ms)", "FPS", "Source"]
+    body = lines[2:]
+    assert [row[0] for row in body] == ["DDRNet-23-Slim"] * 2 + ["MobileNetV3"] * 2
+    for (run, published), model, experiment in zip((body[0:2], body[2:4]), TABLE_9_1,
+                                                   ("encoders-ddrnet23s", "encoders-mobilenetv3")):
+        rmse = MODEL_BASE[model]   # the fake eval's formula at ε = 0 on nyu (offset 0), seed 0
+        expected = [rmse, rmse / 4, 1 / (1 + rmse), 1 / (1 + rmse / 2), 1 / (1 + rmse / 4)]
+        assert run[1:6] == [f"{round(v, 6):.3f}" for v in expected]   # the JSON holds 6 decimals
+        assert run[6:] == [f"{PARAMS[model] / 1e6:.2f}", f"{1000 / FPS[model]:.1f}", f"{FPS[model]:.1f}", experiment]
+        ref = model_spec(model).result("9.1")
+        assert published == [ref.row, f"{ref.rmse:.3f}", f"{ref.rel:.3f}", f"{ref.d1:.3f}", f"{ref.d2:.3f}",
+                             f"{ref.d3:.3f}", "–", f"{ref.latency_s * 1000:.1f}", f"{ref.fps:.1f}",
+                             "published (thesis Table 9.1)"]
+    # as the thesis printed them (Table 9.1), and the fake runs' numbers worked out by hand
+    assert body[1][1:] == ["0.516", "0.142", "0.814", "0.958", "0.988", "–", "37.0", "27.0", "published (thesis Table 9.1)"]
+    assert body[3][1:] == ["0.671", "0.206", "0.681", "0.914", "0.976", "–", "23.0", "43.0", "published (thesis Table 9.1)"]
+    assert body[0][1:6] == ["0.500", "0.125", "0.667", "0.800", "0.889"]
+    assert "Inference: `leve bench model` fp32 eager, batch 1, on this machine" in part
+    assert "These runs were scored" not in part   # leve2024 is the thesis's own protocol
+
+    # seed 002 Table I: Method | δ1 δ2 δ3 REL RMS log10 | Source (no speed columns)
+    lines, part = _section(res.stdout, "Seed 002 Table I: DenseDepth on ImageNet encoders on nyu, no KD")
+    assert lines[0] == ["Method", "δ1", "δ2", "δ3", "REL", "RMS", "log10", "Source"]
+    body = lines[2:]
+    assert len(body) == 2 * len(TABLE_I)
+    for i, model in enumerate(TABLE_I):
+        run, published = body[2 * i], body[2 * i + 1]
+        ref = model_spec(model).result("I", source=SEED_002)
+        rmse = MODEL_BASE[model]
+        expected = [1 / (1 + rmse), 1 / (1 + rmse / 2), 1 / (1 + rmse / 4), rmse / 4, rmse, rmse / 10]
+        assert run == [ref.row, *(f"{round(v, 6):.3f}" for v in expected), f"encoders-{model}"]
+        assert published == [ref.row, f"{ref.d1:.3f}", f"{ref.d2:.3f}", f"{ref.d3:.3f}", f"{ref.rel:.3f}",
+                             f"{ref.rmse:.3f}", f"{ref.log10:.3f}", "published (seed 002 Table I)"]
+    assert [row[0] for row in body[::2]] == ["DenseNet-169", "DenseNet-161", "ResNet-50", "MobileNetV2", "ResNet-101"]
+    # seed 002's printed DenseNet-169 and ResNet-101 rows, and the fake DenseNet-169 run (RMSE 0.48) by hand
+    assert body[1][1:7] == ["0.837", "0.967", "0.992", "0.133", "0.481", "0.056"]
+    assert body[9][1:7] == ["0.696", "0.912", "0.973", "0.197", "0.663", "0.081"]
+    assert body[0][1:7] == ["0.676", "0.806", "0.893", "0.120", "0.480", "0.048"]
+    assert "These runs were scored under protocol `leve2024`: evaluate them with `eval.protocol: densedepth`" in part
+    assert "Inference:" not in part
+
+    rows = list(csv.DictReader((repo / "reports/experiments.csv").open()))
+    published = [(r["table"], r["model"]) for r in rows if r["kind"] == "published"]
+    assert published == [("encoders", m) for m in TABLE_9_1] + [("encoders-seed002", m) for m in TABLE_I]

@@ -170,3 +170,34 @@ def test_sampler_resume_position_and_epochs_differ():
     assert list(s) == full[3:] and len(s) == len(full) - 3
     s.set_position(2)
     assert list(s) != full
+
+
+def test_sampler_draws_labelled_batches_plus_unlabelled_extras():
+    n, batch, extra = 40, 4, 4
+    labelled = np.zeros(n, bool)
+    labelled[[3, 7, 11, 20, 31, 38]] = True
+    pool, rest = np.flatnonzero(labelled), np.flatnonzero(~labelled)
+    s = EpochBatchSampler(n, batch, seed=5, pool=pool, extra_pool=rest, extra=extra)
+    s.set_position(1)
+    batches = list(s)
+    assert len(batches) == n // batch  # an epoch keeps the batches of all n samples
+    assert all(len(b) == batch + extra and all(e == 1 for e, _ in b) for b in batches)
+    assert all(labelled[[i for _, i in b[:batch]]].all() and not labelled[[i for _, i in b[batch:]]].any()
+               for b in batches)
+    # cycling whole permutations: every labelled sample is drawn 40 // 6 or one more times
+    counts = np.bincount([i for b in batches for _, i in b[:batch]], minlength=n)[pool]
+    assert counts.sum() == n and counts.max() - counts.min() <= 1
+    extra_counts = np.bincount([i for b in batches for _, i in b[batch:]], minlength=n)[rest]
+    assert extra_counts.sum() == n and set(extra_counts) <= {1, 2}
+    # without extras the labelled stream is the same: a KD run sees the baseline's labelled batches
+    plain = EpochBatchSampler(n, batch, seed=5, pool=pool)
+    plain.set_position(1)
+    assert [b for b in plain] == [b[:batch] for b in batches]
+    s.set_position(1, start=4)
+    assert list(s) == batches[4:]
+    # two processes: each takes its half of the labelled part and of the extras
+    ranks = [EpochBatchSampler(n, batch, r, 2, seed=5, pool=pool, extra_pool=rest, extra=extra) for r in range(2)]
+    for r in ranks:
+        r.set_position(1)
+    for b, (p0, p1) in zip(batches, zip(*[list(r) for r in ranks])):
+        assert p0[:2] + p1[:2] == b[:batch] and p0[2:] + p1[2:] == b[batch:]

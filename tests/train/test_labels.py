@@ -168,3 +168,24 @@ def test_oracle_cache_teaches_relative_depth_from_rgb_alone(stores, tmp_path):
     assert oracle < 1.15 * sup and oracle_d1 > sup_d1 - 0.05  # close to training on the depth itself
     assert oracle < 0.8 * constant  # far above predicting a constant
     assert shuffled > 1.1 * oracle and shuffled_d1 < oracle_d1 - 0.05  # the images' own maps are what teaches
+
+
+@pytest.mark.parametrize("sampling", ["split", "mixed"])
+def test_without_kd_split_sampling_trains_on_labelled_samples_only(stores, tmp_path, monkeypatch, sampling):
+    seen: list[tuple[str, bool]] = []
+    original = DepthDataset.__getitem__
+
+    def spy(self, key):
+        item = original(self, key)
+        seen.append((self.split_name, bool(item["has_depth"])))
+        return item
+
+    monkeypatch.setattr(DepthDataset, "__getitem__", spy)
+    cfg = _config(stores["full"].parent, tmp_path, max_steps=4, labels=LabelsConfig(fraction=0.25, sampling=sampling))
+    train(cfg, show_progress=False)
+    train_items = [has for split, has in seen if split == "train"]
+    assert len(train_items) == 4 * cfg.batch_size
+    if sampling == "split":  # 12 labelled of 48: every batch drawn from them
+        assert all(train_items)
+    else:  # drawn from all 48: about three in four without depth
+        assert 0 < sum(train_items) < 24
