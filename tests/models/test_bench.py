@@ -64,10 +64,16 @@ def test_params_yaml_section_builds():
 
     from leve.bench import model as bench_model
 
-    cfg = bench_model.config({}, Path(__file__).parents[2] / "params.yaml")
-    # params.yaml ships the embedded profile: the default model, eager only (the thesis profile
-    # benchmarks every variant with compile)
-    assert cfg.resolution == "480x640" and cfg.models == ("leve",) and cfg.modes == ("eager",)
+    from leve.pipeline.profiles import load_profile
+
+    root = Path(__file__).parents[2]
+    cfg = bench_model.config({}, root / "params.yaml")
+    # params.yaml ships the embedded profile: the default model, eager only, at the profile's
+    # resolution (the thesis profile benchmarks every variant with compile at 480x640)
+    embedded = load_profile("embedded", root / "profiles")
+    assert cfg.resolution == embedded["bench.model.resolution"] == "240x320"
+    assert cfg.models == ("leve",) and cfg.modes == ("eager",)
+    assert load_profile("thesis", root / "profiles")["bench.model.resolution"] == "480x640"
 
 
 def test_bench_model_other_architectures(tmp_path, run_cli):
