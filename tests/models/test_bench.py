@@ -63,7 +63,6 @@ def test_params_yaml_section_builds():
     from pathlib import Path
 
     from leve.bench import model as bench_model
-
     from leve.pipeline.profiles import load_profile
 
     root = Path(__file__).parents[2]
