@@ -19,13 +19,9 @@ import torch
 
 from leve.errors import LeveError
 from leve.store import fingerprint
+from leve.teacher.dpt import DEPTH_ANYTHING_PREPROCESSING
 from leve.teacher.preprocess import Preprocessing
-from leve.teacher.registry import (
-    DEPTH_ANYTHING_PREPROCESSING,
-    REGISTRY,
-    TeacherEntry,
-    find_entry,
-)
+from leve.teacher.registry import REGISTRY, TeacherEntry, find_entry
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "_commit_hash", "torch_dtype", "dtype"}

@@ -22,22 +22,6 @@ from leve.teacher.embedded import WEIGHTS_DIR
 APACHE = "Apache-2.0"
 CC_BY_NC = "CC-BY-NC-4.0 (non-commercial use only)"
 
-# Preprocessing of every Depth-Anything checkpoint (their preprocessor_config.json):
-# DPT image processor, keep aspect ratio, 518 target, multiple of 14, bicubic, ImageNet stats.
-DEPTH_ANYTHING_PREPROCESSING: dict[str, Any] = {
-    "do_resize": True,
-    "size": {"height": 518, "width": 518},
-    "keep_aspect_ratio": True,
-    "ensure_multiple_of": 14,
-    "resample": 3,  # PIL bicubic
-    "do_rescale": True,
-    "rescale_factor": 1 / 255,
-    "do_normalize": True,
-    "image_mean": [0.485, 0.456, 0.406],
-    "image_std": [0.229, 0.224, 0.225],
-}
-
-
 @dataclass(frozen=True)
 class TeacherEntry:
     """One known teacher: a hub checkpoint or a built-in random architecture."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from leve.teacher.registry import DEPTH_ANYTHING_PREPROCESSING
+from leve.teacher.dpt import DEPTH_ANYTHING_PREPROCESSING
 from tests.factories import make_store
 
 

@@ -14,9 +14,9 @@ from transformers.models.dpt.image_processing_pil_dpt import (
 
 from leve.store import open_split
 from leve.teacher import build_teacher_cache, load_teacher, open_teacher_cache
+from leve.teacher.dpt import DEPTH_ANYTHING_PREPROCESSING
 from leve.teacher.infer import normalise
 from leve.teacher.preprocess import Preprocessing, normalize_batch
-from leve.teacher.registry import DEPTH_ANYTHING_PREPROCESSING
 
 from .conftest import MIXED_SIZES
 

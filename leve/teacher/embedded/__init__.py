@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from leve.errors import LeveError
+from leve.teacher.dpt import DEPTH_ANYTHING_PREPROCESSING
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 RECORD_NAME = "record.json"
@@ -25,18 +26,7 @@ REBUILD = "python -m leve.teacher.embedded.train --out leve/teacher/embedded/wei
 
 # DPT preprocessing as every Depth-Anything checkpoint, at a 126 px target instead of 518:
 # a 240x320 frame (the demo's) is fed at 126x168 (9x12 patches of 14 px).
-PREPROCESSING: dict[str, Any] = {
-    "do_resize": True,
-    "size": {"height": 126, "width": 126},
-    "keep_aspect_ratio": True,
-    "ensure_multiple_of": 14,
-    "resample": 3,  # PIL bicubic
-    "do_rescale": True,
-    "rescale_factor": 1 / 255,
-    "do_normalize": True,
-    "image_mean": [0.485, 0.456, 0.406],
-    "image_std": [0.229, 0.224, 0.225],
-}
+PREPROCESSING: dict[str, Any] = {**DEPTH_ANYTHING_PREPROCESSING, "size": {"height": 126, "width": 126}}
 
 
 def embedded_config() -> Any:
