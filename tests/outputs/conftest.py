@@ -1,13 +1,17 @@
-"""Fixtures for the output tests: small metric and relative-depth checkpoints, videos made with PyAV."""
+"""Fixtures and helpers for the output tests: small metric and relative-depth checkpoints, videos made
+with PyAV, a naive back-projection and a PLY reader (plyfile) for the point clouds."""
 
 from __future__ import annotations
 
+import io
+import math
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 import torch
+from plyfile import PlyData
 
 
 def _checkpoint(path: Path, extra: dict | None = None) -> Path:
@@ -62,3 +66,21 @@ def read_video(path: Path) -> list[np.ndarray]:
     """Every frame of ``path`` decoded with PyAV, as RGB."""
     with av.open(str(path)) as c:
         return [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+
+
+def naive_cloud(depth: np.ndarray, rgb: np.ndarray, fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """(N, 6) x, y, z, r, g, b of every valid pixel, row by row, one pixel at a time."""
+    rows = []
+    for v in range(depth.shape[0]):
+        for u in range(depth.shape[1]):
+            z = float(depth[v, u])
+            if math.isfinite(z) and z > 0:
+                rows.append([(u - cx) * z / fx, (v - cy) * z / fy, z, *map(int, rgb[v, u])])
+    return np.array(rows, dtype=np.float64)
+
+
+def read_ply(data: bytes | Path) -> np.ndarray:
+    """(N, 6) from a PLY file, read by plyfile (a standard reader, not leve's writer)."""
+    ply = PlyData.read(io.BytesIO(data) if isinstance(data, bytes) else str(data))
+    v = ply["vertex"]
+    return np.stack([np.asarray(v[k], np.float64) for k in ("x", "y", "z", "red", "green", "blue")], axis=1)

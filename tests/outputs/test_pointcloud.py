@@ -3,37 +3,17 @@ intrinsics given, from a store, from EXIF; lying EXIF and relative checkpoints r
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from plyfile import PlyData
 
 from leve.outputs.intrinsics import Intrinsics
 from leve.outputs.pointcloud import cloud_bytes
 from tests.factories import synthetic_store
-from tests.outputs.conftest import moving_square
-
-
-def naive_cloud(depth: np.ndarray, rgb: np.ndarray, fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
-    """(N, 6) x, y, z, r, g, b of every valid pixel, row by row, one pixel at a time."""
-    rows = []
-    for v in range(depth.shape[0]):
-        for u in range(depth.shape[1]):
-            z = float(depth[v, u])
-            if math.isfinite(z) and z > 0:
-                rows.append([(u - cx) * z / fx, (v - cy) * z / fy, z, *map(int, rgb[v, u])])
-    return np.array(rows, dtype=np.float64)
-
-
-def read_ply(data: bytes | Path) -> np.ndarray:
-    """(N, 6) from a PLY file, read by plyfile (a standard reader, not leve's writer)."""
-    ply = PlyData.read(io.BytesIO(data) if isinstance(data, bytes) else str(data))
-    v = ply["vertex"]
-    return np.stack([np.asarray(v[k], np.float64) for k in ("x", "y", "z", "red", "green", "blue")], axis=1)
+from tests.outputs.conftest import moving_square, naive_cloud, read_ply
 
 
 def jpeg_with_focal(path: Path, rgb: np.ndarray, focal_35mm: object | None) -> Path:

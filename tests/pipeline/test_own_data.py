@@ -17,13 +17,12 @@ import pytest
 import yaml
 import zarr
 from PIL import Image
-from plyfile import PlyData
 
 from leve.datasets.synthetic import render_sample
 from leve.models import read_checkpoint
 from leve.pipeline.demo import Demo, create_workspace, init_repo, source_root
 from leve.store import open_store
-from tests.outputs.conftest import read_video, write_video
+from tests.outputs.conftest import read_ply, read_video, write_video
 
 H, W = 64, 96  # every image and video frame
 SCENES = {"kitchen": 3, "hall": 3, "lab": 3}  # mine_depth: whole scenes -> train / val / test
@@ -208,15 +207,14 @@ def test_predict_writes_maps_a_readable_ply_and_the_depth_video(own):
     rgb = np.asarray(Image.open(own.ws / "data/raw/mine_depth/hall/rgb/0000.jpg").convert("RGB"))
     mm = np.asarray(Image.open(out / "0000_depth16.png"), np.float64)
     assert mm.shape == (H, W) and (mm > 0).all()
-    ply = PlyData.read(str(out / "0000.ply"))["vertex"]
-    assert ply.count == H * W  # every pixel has a positive depth
-    z = np.asarray(ply["z"], np.float64).reshape(H, W)
+    ply = read_ply(out / "0000.ply")  # (N, 6): x, y, z, r, g, b
+    assert len(ply) == H * W  # every pixel has a positive depth
+    z = ply[:, 2].reshape(H, W)
     np.testing.assert_allclose(z, mm / 1000 * SCALE, atol=SCALE * 0.5e-3 + 1e-5)  # --scale metres per unit
     fx = (W / 2) / np.tan(np.radians(30))  # --fov 60, principal point at the centre
     u = np.arange(W)[None, :] - (W - 1) / 2
-    np.testing.assert_allclose(np.asarray(ply["x"], np.float64).reshape(H, W), u * z / fx, rtol=1e-5, atol=1e-5)
-    colours = np.stack([np.asarray(ply[c]) for c in ("red", "green", "blue")], -1).reshape(H, W, 3)
-    assert np.array_equal(colours, rgb)
+    np.testing.assert_allclose(ply[:, 0].reshape(H, W), u * z / fx, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(ply[:, 3:].reshape(H, W, 3), rgb)
     report = json.loads((out / "walk_video.json").read_text())
     assert report["frames"] == VIDEO_FRAMES and report["size"] == [H, W]
     stability = report["temporal_stability"]

@@ -10,22 +10,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from plyfile import PlyData
 from starlette.testclient import TestClient
 
 from leve.serve.app import create_app
 from leve.serve.config import Config
+from tests.outputs.conftest import naive_cloud, read_ply
 from tests.serve.helpers import gradient_image, image_bytes
-
-
-def naive_cloud(depth: np.ndarray, rgb: np.ndarray, fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
-    rows = []
-    for v in range(depth.shape[0]):
-        for u in range(depth.shape[1]):
-            z = float(depth[v, u])
-            if math.isfinite(z) and z > 0:
-                rows.append([(u - cx) * z / fx, (v - cy) * z / fy, z, *map(int, rgb[v, u])])
-    return np.array(rows, dtype=np.float64)
 
 
 def served_cloud(client: TestClient, body: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -33,9 +23,7 @@ def served_cloud(client: TestClient, body: dict) -> tuple[np.ndarray, np.ndarray
     res = client.get(body["downloads"]["ply"])
     assert res.status_code == 200, res.text
     assert res.headers["content-disposition"] == f'attachment; filename="{body["name"]}.ply"'
-    v = PlyData.read(io.BytesIO(res.content))["vertex"]
-    rows = np.stack([np.asarray(v[k], np.float64) for k in ("x", "y", "z", "red", "green", "blue")], axis=1)
-    return rows, np.load(io.BytesIO(client.get(body["downloads"]["npy"]).content))
+    return read_ply(res.content), np.load(io.BytesIO(client.get(body["downloads"]["npy"]).content))
 
 
 @pytest.fixture(scope="module")
