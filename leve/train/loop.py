@@ -139,7 +139,7 @@ class Trainer:
         for split in (cfg.train_split, cfg.val_split):
             store.split(split)  # a clear error when a split is missing
         data_id: dict[str, Any] = {"store": [store.attrs.get(k) for k in ("fingerprint", "completed_at")]}
-        labelled = self.labelled = self._labelled(store.split(cfg.train_split))
+        labelled = self._labelled(store.split(cfg.train_split))
         self.relative = not labelled.any()  # no depth to learn from: relative depth from the teacher alone
         self.val_has_depth = store.split(cfg.val_split).has_depth
         teacher = self._teacher(store, expected_teacher, data_id) if cfg.kd.eps > 0 else None
@@ -154,7 +154,7 @@ class Trainer:
         # the unaugmented first training samples with their teacher maps: a relative student's output convention
         self.calib_set = DepthDataset(cfg.store_path, cfg.train_split, cfg.resolution, teacher,
                                       labelled=labelled) if self.relative else None
-        self.sampler = self._sampler()
+        self.sampler = self._sampler(labelled)
         self.model = self._model()
         self.total_steps = self._total_steps()
         optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -230,12 +230,12 @@ class Trainer:
                           f"(labels.fraction {cfg.labels.fraction}, labels.seed {cfg.labels.seed}); KD on all {n}")
         return labelled
 
-    def _sampler(self) -> EpochBatchSampler:
+    def _sampler(self, labelled: np.ndarray) -> EpochBatchSampler:
         cfg, world = self.cfg, self.layout.world
         if cfg.batch_size % (world * cfg.accumulate):
             raise LeveError(f"train: batch_size {cfg.batch_size} must split over {world} process(es) x "
                             f"accumulate {cfg.accumulate}")
-        pool, extra_pool, extra = self._pools()
+        pool, extra_pool, extra = self._pools(labelled)
         if extra % (world * cfg.accumulate):
             raise LeveError(f"train: labels.unlabelled_batch {extra} must split over {world} process(es) x "
                             f"accumulate {cfg.accumulate}")
@@ -246,15 +246,14 @@ class Trainer:
                             f"one batch of {cfg.batch_size}")
         return sampler
 
-    def _pools(self) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+    def _pools(self, labelled: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None, int]:
         """Where batches come from (``labels.sampling``): with some but not all samples labelled, ``split``
         draws every batch's ``batch_size`` samples from the labelled ones and, when distilling,
         ``labels.unlabelled_batch`` more from the others (KD only); ``mixed`` draws from all of them."""
-        cfg, labelled = self.cfg, self.labelled
+        cfg = self.cfg
         if cfg.labels.sampling != "split" or labelled.all() or not labelled.any():
             return None, None, 0
-        extra = (cfg.batch_size if cfg.labels.unlabelled_batch is None else cfg.labels.unlabelled_batch)
-        extra = extra if cfg.kd.eps > 0 else 0
+        extra = 0 if cfg.kd.eps <= 0 else cfg.labels.unlabelled_batch or cfg.batch_size
         if self.layout.main:
             console.print(f"labels.sampling split: each batch {cfg.batch_size} labelled"
                           + (f" + {extra} unlabelled (KD only)" if extra else " (kd.eps 0: the others teach nothing)"))
