@@ -313,7 +313,7 @@ def train_case(trainer: Any, plan: Plan, dev: torch.device, deadline: float) -> 
     for _ in range(plan.train_warmup):  # worker start-up, allocator and kernel choice
         trainer.runner.step(next(batches))
     _sync(dev)
-    held = next(batches)
+    held = {k: v.clone() for k, v in next(batches).items()}  # a copy: a shared batch lasts until the next draw
 
     def timed(fn: Callable[[], float]) -> tuple[int, float, float]:
         t0, done, waited = time.perf_counter(), 0, 0.0

@@ -38,6 +38,27 @@ class _RandomRGBD:
         return {"rgb": rgb, "depth": depth}, {"height": h, "width": w}
 
 
+class _RenderedNyuRGBD:
+    """Picklable loader of NYU-like samples: rendered rooms (leve's synthetic dataset) at NYU's size,
+    with the depth quantised to 8 bits over 0-10 m as NYU's training PNGs store it."""
+
+    def __call__(self, i: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        from leve.datasets.synthetic import render_sample
+
+        h, w = NYU_SIZE
+        rgb, depth = render_sample(0, "train", i, h, w)
+        depth = (np.round(np.clip(depth, 0, MAX_DEPTH) / MAX_DEPTH * 255) / 255 * MAX_DEPTH).astype(np.float32)
+        return {"rgb": rgb, "depth": depth}, {"height": h, "width": w}
+
+
+def make_nyu_like_store(path: Path, n: int) -> Path:
+    """``n`` rendered NYU-like samples (:class:`_RenderedNyuRGBD`): what a loader reads from NYU's store."""
+    spec = SplitSpec("train", n, dataset_arrays(*NYU_SIZE), {"height": "int32", "width": "int32"})
+    build_store(path, {"dataset": "bench-nyu-like"}, f"bench-nyu-like-{n}", [SplitSource(spec, _RenderedNyuRGBD())],
+                show_progress=False)
+    return path
+
+
 def make_store(path: Path, n: int) -> Path:
     spec = SplitSpec("train", n, dataset_arrays(*NYU_SIZE), {"height": "int32", "width": "int32"})
     build_store(path, {"dataset": "bench"}, f"bench-{n}", [SplitSource(spec, _RandomRGBD())], show_progress=False)

@@ -8,8 +8,9 @@ the data loader keeps up.
    Depth-Anything Small with random weights, runs on every batch). Goal: kd_cache / plain <= 1.05.
 2. Loader throughput with the default workers (in all and per worker) against the model's
    training rate on batches already in memory: the model never waits when the loader is faster.
-   As ``leve train`` loads (depth and teacher maps resized on the device), beside the same loader
-   resizing them in the workers, and where a worker's time goes (ms per sample, part by part).
+   As ``leve train`` loads (batches written into shared memory allocated once; depth and teacher
+   maps resized on the device), beside the same loader with torch's collation and with the maps
+   resized in the workers, and where a worker's time goes (ms per sample, part by part).
 3. The same loader per worker from an ``rgb_codec: jpeg`` store, decoding in full and at
    libjpeg's reduced DCT scale (``decode: draft``), side by side.
 Store: NYU-sized 480x640 samples, resized to the training resolution as in ``leve train``.
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from leve.bench import report_header
-from leve.bench.teacher import NYU_SIZE, make_store
+from leve.bench.teacher import NYU_SIZE, make_nyu_like_store, make_store
 from leve.device import resolve_device
 from leve.models import create_model
 from leve.processes import DiesWithParent
@@ -38,6 +39,7 @@ from leve.store import open_split
 from leve.teacher.cache.build import build_teacher_cache
 from leve.teacher.infer import TeacherRunner
 from leve.teacher.loading import load_teacher
+from leve.train.batches import PREFETCH, SharedBatchLoader
 from leve.train.data import DepthDataset, collate
 from leve.train.stage import AugmentConfig
 from leve.train.step import Batch, StepRunner
@@ -121,46 +123,72 @@ def _children_cpu() -> float:
     return t.children_user + t.children_system
 
 
-def loader_rate(data: DepthDataset, batch_size: int, workers: int, batches: int,
-                pin_memory: bool = False) -> dict[str, float]:
-    """One pass of ``batches + 1`` batches through a DataLoader built as ``leve train`` builds it
-    (collate in the workers, prefetch 4, pinned memory on CUDA). ``samples_per_s``: wall clock after
-    the first batch; ``samples_per_cpu_s``: samples per CPU second the loading processes spent in
-    all (the workers, counted once they have exited), the rate of one worker given a whole core,
-    whatever else shares the machine."""
+def _loader_pass(data: DepthDataset, batch_size: int, workers: int, batches: int, pin_memory: bool,
+                 transfer: str) -> tuple[float, float, float]:
+    """One pass of ``batches`` batches (workers started and joined): the CPU seconds of the loading
+    processes (the workers, counted once they have exited; the main process without workers), and the
+    main process's CPU and wall seconds after the first batch (receiving the others)."""
     n = len(data)
-    sampler = [[(0, (b * batch_size + j) % n) for j in range(batch_size)] for b in range(batches + 1)]
+    sampler = [[(0, (b * batch_size + j) % n) for j in range(batch_size)] for b in range(batches)]
     cpu0, main0 = _children_cpu(), time.process_time()
-    loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                                         pin_memory=pin_memory, prefetch_factor=4 if workers else None,
-                                         worker_init_fn=DiesWithParent())
+    loader: Any
+    if transfer == "shared":  # not persistent: the workers exit with the pass, so their CPU time is counted
+        loader = SharedBatchLoader(data, sampler, batch_size, workers, persistent_workers=False,
+                                   worker_init_fn=DiesWithParent())
+    else:
+        loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+                                             pin_memory=pin_memory, prefetch_factor=PREFETCH if workers else None,
+                                             worker_init_fn=DiesWithParent())
     it = iter(loader)
     next(it)  # start the workers
-    t0 = time.perf_counter()
-    seen = sum(b["rgb"].shape[0] for b in it)
-    wall = time.perf_counter() - t0
+    t0, receive0 = time.perf_counter(), time.process_time()
+    for _ in it:
+        pass
+    wall, receive = time.perf_counter() - t0, time.process_time() - receive0
     del it, loader  # the exhausted iterator has joined its workers
-    cpu = _children_cpu() - cpu0 if workers else time.process_time() - main0
-    return {"samples_per_s": seen / wall, "samples_per_cpu_s": (batches + 1) * batch_size / max(cpu, 1e-9)}
+    return (_children_cpu() - cpu0 if workers else time.process_time() - main0), receive, wall
+
+
+def loader_rate(data: DepthDataset, batch_size: int, workers: int, batches: int, pin_memory: bool = False,
+                transfer: str = "shared") -> dict[str, float]:
+    """The training loader's steady rate: a pass of ``batches + 1`` batches minus a pass of one (the
+    workers' start-up, the loader's set-up). ``transfer``: ``shared``, as ``leve train`` builds it
+    (:class:`leve.train.batches.SharedBatchLoader`: batches written into shared memory allocated once), or
+    ``collate``, torch's own way (each batch collated into new shared memory, prefetch 4, pinned memory on
+    CUDA). ``samples_per_s``: wall clock after the first batch; ``samples_per_cpu_s``: samples per CPU
+    second of the loading processes, the rate of one worker given a whole core whatever else shares the
+    machine; ``main_cpu_ms_per_sample``: what the training process spends receiving them (with workers)."""
+    one = _loader_pass(data, batch_size, workers, 1, pin_memory, transfer)
+    full = _loader_pass(data, batch_size, workers, batches + 1, pin_memory, transfer)
+    samples = batches * batch_size
+    return {"samples_per_s": samples / max(full[2], 1e-9),
+            "samples_per_cpu_s": samples / max(full[0] - one[0], 1e-9),
+            "main_cpu_ms_per_sample": full[1] * 1000 / samples}
 
 
 def loader_vs_model(store: Path, cache: Path, batch_size: int, size: tuple[int, int], workers: int,
-                    device: torch.device, batches: int, decode: str = "full", loader_batches: int = 24) -> dict[str, Any]:
+                    device: torch.device, batches: int, decode: str = "full", loader_batches: int = 40) -> dict[str, Any]:
     """Samples/s of the DataLoader alone (KD from the cache, ``workers`` processes; per worker too)
-    as ``leve train`` builds it (depth and teacher maps resized on the device), beside the same
-    loader resizing them in the workers (two interleaved rounds each, the best kept), and of the
-    training step alone on a batch already in memory, the device-side resize included (``batches``
-    steps; ``loader_batches`` batches: two dozen or more, or the workers' start-up weighs on their CPU time)."""
-    def dataset(targets: str) -> DepthDataset:
-        return DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig(), decode=decode, rgb_uint8=True,
-                            targets=targets)
+    as ``leve train`` builds it (shared batches; depth and teacher maps resized on the device), beside
+    the same loader with torch's collation (``collate``), with the maps resized in the workers
+    (``worker``) and as it was before this work (``before``: all three, and float RGB; today's readers
+    and codecs), two interleaved rounds each, the best kept; and of the training step alone on a batch already in
+    memory, the device-side resize included (``batches`` steps; ``loader_batches`` batches: two dozen
+    or more, or the workers' start-up weighs on their CPU time)."""
+    def dataset(targets: str, rgb_uint8: bool = True) -> DepthDataset:
+        return DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig(), decode=decode,
+                            rgb_uint8=rgb_uint8, targets=targets)
 
-    rounds: dict[str, list[dict[str, float]]] = {"device": [], "worker": []}
+    # name: (targets, transfer, uint8 RGB); "before": the loader before this work (commit 271d170)
+    ways = {"train": ("device", "shared", True), "collate": ("device", "collate", True),
+            "worker": ("worker", "shared", True), "before": ("worker", "collate", False)}
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in ways}
     for _ in range(2):
-        for targets, seen in rounds.items():
-            seen.append(loader_rate(dataset(targets), batch_size, workers, loader_batches, pin_memory=device.type == "cuda"))
+        for name, (targets, transfer, uint8) in ways.items():
+            rounds[name].append(loader_rate(dataset(targets, uint8), batch_size, workers, loader_batches,
+                                            pin_memory=device.type == "cuda", transfer=transfer))
     best = {k: max(v, key=lambda r: r["samples_per_cpu_s"]) for k, v in rounds.items()}
-    rate, data = best["device"], dataset("device")
+    rate, data = best["train"], dataset("device")
     runner, batch = _runner(device, KD_EPS), _fetch(data, list(range(batch_size)))
     runner.step(batch)
     t0 = time.perf_counter()
@@ -170,11 +198,20 @@ def loader_vs_model(store: Path, cache: Path, batch_size: int, size: tuple[int, 
         torch.cuda.synchronize(device)
     model_rate = batches * batch_size / (time.perf_counter() - t0)
     return {"workers": workers, "batches": batches, "loader_batches": loader_batches, "decode": decode,
-            "targets": "resized on the training device",
+            "targets": "resized on the training device", "transfer": "shared batches (leve.train.batches)",
             "loader_samples_per_s": round(rate["samples_per_s"], 2),
             "loader_samples_per_s_per_worker": round(rate["samples_per_s"] / max(workers, 1), 2),
             "loader_samples_per_cpu_s": round(rate["samples_per_cpu_s"], 2),
+            "main_cpu_ms_per_sample": round(rate["main_cpu_ms_per_sample"], 3),
+            "collate_samples_per_cpu_s": round(best["collate"]["samples_per_cpu_s"], 2),
+            "collate_main_cpu_ms_per_sample": round(best["collate"]["main_cpu_ms_per_sample"], 3),
+            "shared_over_collate": round(rate["samples_per_cpu_s"] / best["collate"]["samples_per_cpu_s"], 3),
             "worker_targets_samples_per_cpu_s": round(best["worker"]["samples_per_cpu_s"], 2),
+            "before_samples_per_cpu_s": round(best["before"]["samples_per_cpu_s"], 2),
+            "before": "float RGB, depth and teacher maps resized in the workers, torch's collation, as at commit "
+                      "271d170 (with today's readers and codecs)",
+            "train_over_before": round(rate["samples_per_cpu_s"] / best["before"]["samples_per_cpu_s"], 3),
+            "goal": "train_over_before >= 5 (samples per CPU second of the loading processes)",
             "device_over_worker_targets": round(rate["samples_per_cpu_s"] / best["worker"]["samples_per_cpu_s"], 3),
             "model_samples_per_s": round(model_rate, 2), "model_waits_for_data": rate["samples_per_s"] < model_rate,
             "worker_ms_per_sample": worker_profile(data, batch_size)}
@@ -182,9 +219,12 @@ def loader_vs_model(store: Path, cache: Path, batch_size: int, size: tuple[int, 
 
 def worker_profile(data: DepthDataset, batch_size: int, repeats: int = 3) -> dict[str, float]:
     """Where a loader worker's CPU time goes, in ms per sample, one thread as in a worker: each part of
-    :meth:`DepthDataset.__getitem__` alone, the whole item, the collation, and (``finish_on_device``)
-    the targets' resize that ``to_device`` does on the training device, here on this CPU."""
+    a sample alone (maps decoded into a buffer, as into a batch), the whole sample written into a shared
+    batch (``sample_into_batch``, what a worker of ``leve train`` does per sample), torch's collation
+    that the shared batches replace (``torch_collate``), and (``finish_on_device``) the targets' resize
+    that ``to_device`` does on the training device, here on this CPU."""
     from leve.images import resize_rgb_uint8
+    from leve.train.batches import SharedBatches, SlotKeys
     from leve.train.data import finish_targets
 
     split, cache = data._open()
@@ -192,13 +232,16 @@ def worker_profile(data: DepthDataset, batch_size: int, repeats: int = 3) -> dic
     rgbs = [split.rgb(i) for i in range(n)]
     items = [data[(0, i)] for i in range(batch_size)]
     batch = collate(items)
+    empty = data.empty_item()
+    depth, teacher = empty["depth"][0].numpy(), empty["teacher"][0].numpy() if "teacher" in empty else None
+    data.share_batches(SharedBatches(empty, 1, 1))
     parts: dict[str, Callable[[int], Any]] = {
         "read_rgb": lambda i: split.rgb(i) if data.decode == "full" else split.rgb_draft(i, data.size),
         "resize_rgb_uint8": lambda i: resize_rgb_uint8(rgbs[i], data.size),
-        "read_depth": lambda i: split.depth(i),
-        **({"read_teacher_float16": lambda i: cache.disparity(i, np.float16)} if cache is not None else {}),
-        "whole_item": lambda i: data[(0, i)],
-        "collate": lambda i: collate(items) if i % batch_size == 0 else None,
+        "read_depth": lambda i: split.depth(i, out=depth),
+        **({"read_teacher_float16": lambda i: cache.disparity(i, np.float16, out=teacher)} if cache is not None else {}),
+        "sample_into_batch": lambda i: data.__getitems__(SlotKeys([(0, i)], 0)),
+        "torch_collate": lambda i: collate(items) if i % batch_size == 0 else None,
         "finish_on_device": lambda i: finish_targets(batch) if i % batch_size == 0 else None,
     }
     out = {}
@@ -272,7 +315,11 @@ def run_bench(steps: int = 3, batch_size: int = 8, size: tuple[int, int] = (240,
         online = OnlineTeacher(TeacherRunner(load_teacher("small-random"), device=str(dev),
                                              amp="float16" if cuda else "float32"), store, size)
         times = step_times(_variants(store, cache, online, batch_size, size, dev), steps)
-        loader = loader_vs_model(store, cache, batch_size, size, workers, dev, batches=max(steps, 3))
+        nyu = make_nyu_like_store(Path(tmp) / "nyu_like.zarr", 2 * batch_size)
+        nyu_cache = Path(tmp) / "nyu_like_teacher.zarr"
+        build_teacher_cache(nyu, nyu_cache, "train", load_teacher("tiny-random"), batch_size=4, device=str(dev),
+                            show_progress=False)
+        loader = loader_vs_model(nyu, nyu_cache, batch_size, size, workers, dev, batches=max(steps, 3))
         jpeg = jpeg_loader(Path(tmp), 2 * batch_size, batch_size, size, workers, batches=24)
     median = {k: statistics.median(v) for k, v in times.items()}
     return {
@@ -289,6 +336,7 @@ def run_bench(steps: int = 3, batch_size: int = 8, size: tuple[int, int] = (240,
         "ratio_kd_cache_over_plain": round(median["kd_cache"] / median["plain"], 3),
         "ratio_kd_online_over_plain": round(median["kd_online"] / median["plain"], 3),
         "goal": "kd_cache / plain <= 1.05",
+        "loader_store": "rendered rooms at 480x640, depth quantised to 8 bits as NYU's training PNGs",
         "loader": loader,
         "loader_jpeg_store": jpeg,
     }

@@ -59,16 +59,26 @@ class ShardReader:
             self._files[shard] = fd
         return self._files[shard]
 
-    def read(self, i: int) -> np.ndarray:
+    def read(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Sample ``i``, decoded into ``out`` when given (C-contiguous, of the array's dtype and sample
+        shape: a loader's batch buffer, with no copy) or into a new writable array."""
         shard, j = divmod(i, self.per_shard)
         fd = self._fd(shard)
         if fd is None or self._index[shard][j, 0] == EMPTY:
-            return np.full(self.tail, self.fill, dtype=self.dtype)
+            if out is None:
+                return np.full(self.tail, self.fill, dtype=self.dtype)
+            out.fill(self.fill)
+            return out
         offset, nbytes = (int(v) for v in self._index[shard][j])
         data = os.pread(fd, nbytes, offset)
         if self.codec is None:
-            return np.frombuffer(data, dtype=self.dtype).reshape(self.tail)
-        out = np.empty(self.tail, dtype=self.dtype)  # decoded in place: writable, no copy needed by a loader
+            raw = np.frombuffer(data, dtype=self.dtype).reshape(self.tail)
+            if out is None:
+                return raw
+            np.copyto(out, raw)
+            return out
+        if out is None:
+            out = np.empty(self.tail, dtype=self.dtype)  # decoded in place: writable, no copy needed by a loader
         self.codec.decode(data, out=out)
         return out
 

@@ -26,7 +26,7 @@ class ArraySpec:
 
     tail: tuple[int, ...]
     dtype: Any
-    compressor: str = "zstd"  # "zstd" | "lz4" | "blosc-zstd-shuffle" | "none"
+    compressor: str = "zstd"  # "zstd" | "lz4" | "blosc-lz4hc-shuffle" | "blosc-zstd-shuffle" | "none"
 
     def compressors(self) -> Any:
         if self.compressor == "none":
@@ -35,6 +35,8 @@ class ArraySpec:
             return zarr.codecs.ZstdCodec(level=3)
         if self.compressor == "lz4":  # decodes ~15x faster than zstd; photos barely compress anyway
             return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle", typesize=1)
+        if self.compressor == "blosc-lz4hc-shuffle":  # a teacher cache's maps (see leve.teacher.cache.build.CODEC)
+            return zarr.codecs.BloscCodec(cname="lz4hc", clevel=3, shuffle="shuffle")
         if self.compressor == "blosc-zstd-shuffle":
             return zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
         raise ValueError(f"unknown compressor {self.compressor}")
@@ -54,6 +56,8 @@ def dataset_arrays(height: int, width: int, rgb_codec: str = "raw", depth: bool 
     )
     arrays = {"rgb" if rgb_codec == "raw" else "rgb_jpeg": rgb}
     if depth:
+        # zstd: NYU's training depth (8-bit PNGs, 256 levels) to 0.008x of its float32 bytes in 0.15 ms;
+        # shuffled LZ4-HC decodes continuous float depth ~3x faster but keeps 0.025x of NYU's (3x the bytes)
         arrays["depth"] = ArraySpec((height, width), "float32", "zstd")
     return arrays
 

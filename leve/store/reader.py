@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,14 +59,20 @@ class Split:
         self._sizes: np.ndarray | None = None
         self._fast: dict[str, Any] = {}
 
-    def _array(self, name: str, i: int) -> np.ndarray:
-        """Sample ``i`` of array ``name``: a direct shard read where possible, else Zarr."""
+    def _array(self, name: str, i: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Sample ``i`` of array ``name``: a direct shard read where possible, else Zarr; into ``out``
+        (the full stored shape and dtype) when given."""
         if name not in self._fast:
             from leve.store.fastread import shard_reader
 
             self._fast[name] = shard_reader(Path(self.path) / self.name / name) if Path(self.path).is_dir() else None
         reader = self._fast[name]
-        return reader.read(i) if reader is not None else np.asarray(self.group[name][i])
+        if reader is not None:
+            return reader.read(i, out)
+        if out is None:
+            return np.asarray(self.group[name][i])
+        np.copyto(out, np.asarray(self.group[name][i]))
+        return out
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -92,10 +99,11 @@ class Split:
             self._meta = pd.DataFrame(cols)
         return self._meta
 
-    @property
+    @functools.cached_property
     def array_shape(self) -> tuple[int, int]:
         """(height, width) the split's arrays are padded to: the depth array's, else the RGB
-        array's, else (source JPEG bytes without depth) the largest true size."""
+        array's, else (source JPEG bytes without depth) the largest true size. Read once: a Zarr
+        metadata lookup costs more than a sample's decode."""
         for name in ("depth", "rgb"):
             if name in self.group:
                 h, w = self.group[name].shape[1:3]
@@ -155,12 +163,20 @@ class Split:
             return self._fast["rgb_jpeg"].read_bytes(i)
         return bytes(self.group["rgb_jpeg"][i : i + 1][0])
 
-    def depth(self, i: int) -> np.ndarray:
+    def depth(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Sample ``i``'s float32 depth at its true size; decoded into ``out`` when given (float32, the
+        sample's size: a loader's batch buffer)."""
         if not self.has_depth:
             raise LeveError(f"{self.path}: split '{self.name}' has no depth (an images-only split)")
         i = self._check(i)
         h, w = self.size(i)
-        return checked_depth(self._array("depth", i)[:h, :w], f"{self.path}/{self.name}[{i}]")
+        if out is not None and (h, w) == self.array_shape:
+            return checked_depth(self._array("depth", i, out), f"{self.path}/{self.name}[{i}]")
+        depth = checked_depth(self._array("depth", i)[:h, :w], f"{self.path}/{self.name}[{i}]")
+        if out is None:
+            return depth
+        np.copyto(out, depth)
+        return out
 
     def __getitem__(self, i: int) -> Sample:
         i = self._check(i)

@@ -17,6 +17,7 @@ import torch
 
 from leve.images import resize_depth, resize_maps, resize_rgb, resize_rgb_uint8
 from leve.store import Split, open_split
+from leve.train.batches import SharedBatches, SlotRef
 from leve.train.stage import AugmentConfig
 
 Item = dict[str, torch.Tensor]
@@ -129,6 +130,7 @@ class DepthDataset(torch.utils.data.Dataset):
         self.labelled = None if labelled is None else np.asarray(labelled, dtype=bool)
         self._split: Split | None = None
         self._cache: Any = None
+        self.shared: SharedBatches | None = None
         opened = open_split(self.store, split)
         self._len = len(opened)
         self.targets = targets if targets == "worker" or _one_size(opened) else "worker"
@@ -150,34 +152,84 @@ class DepthDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> Item:
         epoch, i = key if isinstance(key, tuple) else (0, key)
+        if self.targets == "device":
+            item = self.empty_item()
+            self._fill(epoch, i, item)
+            return item
         split, cache = self._open()
         h, w = split.size(i)
-        has_depth = split.has_depth and (self.labelled is None or bool(self.labelled[i]))
-        rgb = split.rgb_draft(i, self.size) if self.decode == "draft" else split.rgb(i)[:h, :w]
-        if self.targets == "device":
-            item = self._stored_targets(split, cache, i, has_depth)
-            item["rgb"] = (resize_rgb_uint8 if self.rgb_uint8 else resize_rgb)(rgb, self.size)
-        else:
-            teacher = cache.disparity(i) if cache is not None else None
-            depth = split.depth(i)[:h, :w] if has_depth else np.zeros((h, w), np.float32)
-            item = resize_sample(rgb, depth, teacher, self.size, self.rgb_uint8)
+        has_depth = self._has_depth(split, i)
+        teacher = cache.disparity(i) if cache is not None else None
+        depth = split.depth(i)[:h, :w] if has_depth else np.zeros((h, w), np.float32)
+        item = resize_sample(self._rgb(split, i), depth, teacher, self.size, self.rgb_uint8)
         if self.augment is not None:
             item = augment(item, np.random.default_rng([self.seed, epoch, i]), self.augment)
         item["index"] = torch.tensor(i)
         item["has_depth"] = torch.tensor(has_depth)
         return item
 
-    @staticmethod
-    def _stored_targets(split: Split, cache: Any, i: int, has_depth: bool) -> Item:
-        """Depth (1, H, W) float32 and teacher map (1, H, W) float16 at the stored size, unflipped."""
+    def share_batches(self, batches: SharedBatches) -> None:
+        """Write batches whose keys name a slot (:class:`leve.train.batches.SlotKeys`) into ``batches``."""
+        self.shared = batches
+
+    def __getitems__(self, keys: list[Any]) -> list[Item] | SlotRef:
+        """A batch's items (the DataLoader collates them), or, for keys that name a slot of the shared
+        batches, the batch written there (:mod:`leve.train.batches`): with ``targets: device`` each
+        sample is decoded straight into its place in the slot."""
+        slot = getattr(keys, "slot", None)
+        if slot is None or self.shared is None:
+            return [self[k] for k in keys]
+        if self.targets != "device":
+            return self.shared.write(slot, [self[k] for k in keys])
+        for out, key in zip(self.shared.views(slot, len(keys)), keys, strict=True):
+            epoch, i = key if isinstance(key, tuple) else (0, key)
+            self._fill(epoch, i, out)
+        return SlotRef(slot, len(keys))
+
+    def _has_depth(self, split: Split, i: int) -> bool:
+        return split.has_depth and (self.labelled is None or bool(self.labelled[i]))
+
+    def _rgb(self, split: Split, i: int) -> np.ndarray:
+        if self.decode == "draft":
+            return split.rgb_draft(i, self.size)
         h, w = split.size(i)
-        depth = split.depth(i)[:h, :w] if has_depth else np.zeros((h, w), np.float32)
-        if not (depth.flags.writeable and depth.dtype == np.float32):  # a store's decoded depth is: no copy
-            depth = np.array(depth, dtype=np.float32)
-        item = {"depth": torch.from_numpy(depth)[None], "flip": torch.tensor(False)}
+        return split.rgb(i)[:h, :w]
+
+    def empty_item(self) -> Item:
+        """Uninitialised tensors shaped like every item (nothing is read): the RGB at ``size``; depth
+        (float32) and teacher map at ``size`` (float32) or, with ``targets: device``, at the stored size
+        (the teacher's float16, as cached) with the ``flip`` flag; the index and ``has_depth``."""
+        split, cache = self._open()
+        device = self.targets == "device"
+        maps = split.array_shape if device else self.size
+        item = {"rgb": torch.empty((3, *self.size), dtype=torch.uint8 if self.rgb_uint8 else torch.float32),
+                "depth": torch.empty((1, *maps), dtype=torch.float32)}
         if cache is not None:
-            item["teacher"] = torch.from_numpy(cache.disparity(i, np.float16))[None]  # a fresh copy
-        return item
+            item["teacher"] = torch.empty((1, *maps), dtype=torch.float16 if device else torch.float32)
+        if device:
+            item["flip"] = torch.empty((), dtype=torch.bool)
+        return {**item, "index": torch.empty((), dtype=torch.int64), "has_depth": torch.empty((), dtype=torch.bool)}
+
+    def _fill(self, epoch: int, i: int, out: Item) -> None:
+        """Sample ``i`` with ``targets: device`` written into ``out``: the RGB at ``size`` (augmented),
+        depth (float32) and teacher map (float16, as cached) at the stored size, unflipped, decoded
+        straight into ``out``'s memory, the flip drawn for them, the index and ``has_depth``."""
+        split, cache = self._open()
+        has_depth = self._has_depth(split, i)
+        head = {"rgb": (resize_rgb_uint8 if self.rgb_uint8 else resize_rgb)(self._rgb(split, i), self.size),
+                "flip": torch.tensor(False)}
+        if self.augment is not None:
+            head = augment(head, np.random.default_rng([self.seed, epoch, i]), self.augment)
+        out["rgb"].copy_(head["rgb"])
+        out["flip"].fill_(bool(head["flip"]))
+        if has_depth:
+            split.depth(i, out=out["depth"][0].numpy())
+        else:
+            out["depth"].zero_()
+        if cache is not None:
+            cache.disparity(i, np.float16, out=out["teacher"][0].numpy())
+        out["index"].fill_(i)
+        out["has_depth"].fill_(has_depth)
 
 
 def _one_size(split: Split) -> bool:
@@ -224,6 +276,11 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[tuple[int, int]]]):
 
     def batches_per_epoch(self) -> int:
         return self.n // self.global_batch
+
+    @property
+    def rank_batch_size(self) -> int:
+        """Samples in each batch of this process: its share of the global batch and of the extras."""
+        return (self.global_batch + self.extra) // self.world
 
     def __len__(self) -> int:
         return self.batches_per_epoch() - self.start

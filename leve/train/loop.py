@@ -34,6 +34,7 @@ from leve.processes import DiesWithParent
 from leve.progress import console, progress_bar
 from leve.store import open_store
 from leve.train import distributed as dist_
+from leve.train.batches import PREFETCH, SharedBatchLoader
 from leve.train.data import DepthDataset, EpochBatchSampler, collate, draft_refusal, labelled_samples
 from leve.train.logging import RunLog
 from leve.train.losses import LossOptions, align_scale_shift
@@ -166,7 +167,9 @@ class Trainer:
         self.hash = run_identity(cfg, data_id)
         self.position = Position()
         # built once: worker processes persist across epochs and validations
-        self.train_loader = self._loader(self.train_set, batch_sampler=self.sampler)
+        # written by the workers into batches allocated once in shared memory (leve.train.batches)
+        self.train_loader = SharedBatchLoader(self.train_set, self.sampler, self.sampler.rank_batch_size,
+                                              cfg.workers, worker_init_fn=DiesWithParent())
         val: Any = self.val_set
         if cfg.val_limit:
             val = torch.utils.data.Subset(self.val_set, range(min(cfg.val_limit, len(self.val_set))))
@@ -280,7 +283,7 @@ class Trainer:
         workers = self.cfg.workers
         return torch.utils.data.DataLoader(
             dataset, num_workers=workers, collate_fn=collate, pin_memory=self.device.type == "cuda",
-            persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+            persistent_workers=workers > 0, prefetch_factor=PREFETCH if workers else None,
             worker_init_fn=DiesWithParent(), **kwargs)  # no worker outlives this process, however it ends
 
     # ------------------------------------------------------------------ checkpoints

@@ -133,3 +133,30 @@ def test_fast_shard_reads_equal_zarr(tmp_path):
             assert fast.dtype == ref.dtype
             np.testing.assert_array_equal(fast, ref)
     assert shard_reader(out / "train" / "meta" / "source") is None  # unsharded strings: Zarr path
+
+
+def test_depth_reads_alike_from_every_codec_also_into_a_buffer(tmp_path):
+    """Depth written with zstd (a store's default) or shuffled LZ4-HC (a teacher cache's maps) reads the
+    same through the direct shard reader and Zarr, also into a given buffer, also cropped."""
+    import zarr
+
+    from leve.store import ArraySpec
+
+    assert dataset_arrays(12, 12)["depth"].compressor == "zstd"
+    for codec, inner in (("zstd", "zstd"), ("blosc-lz4hc-shuffle", "blosc")):
+        arrays = {**dataset_arrays(12, 12), "depth": ArraySpec((12, 12), "float32", codec)}
+        path = tmp_path / f"{codec}.zarr"
+        build_store(path, {"dataset": "toy", "units": "metres", "max_depth": 4.0}, "v1",
+                    [SplitSource(SplitSpec("test", 7, arrays, META), Loader())], block_size=3, show_progress=False)
+        meta = json.loads((path / "test" / "depth" / "zarr.json").read_text())
+        assert [c["name"] for c in meta["codecs"][0]["configuration"]["codecs"]] == ["bytes", inner]
+        split = open_split(path, "test")
+        group = zarr.open_group(str(path), mode="r")["test"]
+        for i in range(7):
+            want = Loader()(i)[0]["depth"]
+            h, w = want.shape
+            np.testing.assert_array_equal(np.asarray(group["depth"][i])[:h, :w], want)
+            buf = np.full((h, w), -1, np.float32)
+            assert split.depth(i, out=buf) is buf  # full-size samples decode into it, smaller ones are cropped into it
+            np.testing.assert_array_equal(buf, want)
+            np.testing.assert_array_equal(split.depth(i), want)

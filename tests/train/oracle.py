@@ -10,7 +10,7 @@ import numpy as np
 
 from leve.datasets.build import SplitSource, build_store
 from leve.store import ArraySpec, SplitSpec, StoreBuilder, dataset_arrays, fingerprint, open_split, open_store
-from leve.teacher.cache.build import _finalize_split
+from leve.teacher.cache.build import CODEC, _finalize_split
 from leve.teacher.cache.read import CACHE_FORMAT, CACHE_META, dataset_identity
 
 
@@ -49,7 +49,7 @@ def write_cache(store_path: Path, out: Path, split: str, maps: np.ndarray, model
     identity = {"format": CACHE_FORMAT, "teacher": {"model": model}, "dataset": dataset_identity(store, data)}
     fp = fingerprint(identity)
     raw_max = maps.reshape(len(maps), -1).max(1)
-    spec = SplitSpec(split, len(data), {"disparity": ArraySpec(tuple(maps.shape[1:]), "float16", "blosc-zstd-shuffle")},
+    spec = SplitSpec(split, len(data), {"disparity": ArraySpec(tuple(maps.shape[1:]), "float16", CODEC)},
                      dict(CACHE_META), attrs={**identity, "identity_fingerprint": fp}, meta_group="")
     builder = StoreBuilder(out.with_name(f"{out.name}.{split}"), {"kind": "teacher-cache-staging"}, fp,
                            block_size=len(data), exclusive=False)

@@ -25,11 +25,18 @@ def test_bench_train_cli_json(run_cli, tmp_path):
     assert loader["model_waits_for_data"] == (loader["loader_samples_per_s"] < loader["model_samples_per_s"])
     assert loader["loader_samples_per_s_per_worker"] == loader["loader_samples_per_s"]  # no workers: one loader
     assert loader["loader_samples_per_cpu_s"] > 0 and loader["decode"] == "full"
+    assert loader["shared_over_collate"] == pytest.approx(
+        loader["loader_samples_per_cpu_s"] / loader["collate_samples_per_cpu_s"], rel=1e-2)
+    assert loader["train_over_before"] == pytest.approx(
+        loader["loader_samples_per_cpu_s"] / loader["before_samples_per_cpu_s"], rel=1e-2)
+    assert "8 bits" in data["loader_store"]
+    assert loader["main_cpu_ms_per_sample"] > 0 and loader["collate_main_cpu_ms_per_sample"] > 0
     assert loader["device_over_worker_targets"] == pytest.approx(
         loader["loader_samples_per_cpu_s"] / loader["worker_targets_samples_per_cpu_s"], rel=1e-2)
     parts = loader["worker_ms_per_sample"]
-    assert set(parts) >= {"read_rgb", "resize_rgb_uint8", "read_depth", "whole_item", "collate", "finish_on_device"}
-    assert all(v >= 0 for v in parts.values()) and parts["whole_item"] > parts["resize_rgb_uint8"]
+    assert set(parts) >= {"read_rgb", "resize_rgb_uint8", "read_depth", "sample_into_batch", "torch_collate",
+                          "finish_on_device"}
+    assert all(v >= 0 for v in parts.values()) and parts["sample_into_batch"] > parts["resize_rgb_uint8"]
     jpeg = data["loader_jpeg_store"]
     rates = jpeg["samples_per_cpu_s"]
     assert set(rates) == {"full", "draft"} and all(v > 0 for v in rates.values())

@@ -173,14 +173,13 @@ def test_oracle_cache_teaches_relative_depth_from_rgb_alone(stores, tmp_path):
 @pytest.mark.parametrize("sampling", ["split", "mixed"])
 def test_without_kd_split_sampling_trains_on_labelled_samples_only(stores, tmp_path, monkeypatch, sampling):
     seen: list[tuple[str, bool]] = []
-    original = DepthDataset.__getitem__
+    original = DepthDataset._fill  # every sample leve train loads is written by it (into its batch)
 
-    def spy(self, key):
-        item = original(self, key)
-        seen.append((self.split_name, bool(item["has_depth"])))
-        return item
+    def spy(self, epoch, i, out):
+        original(self, epoch, i, out)
+        seen.append((self.split_name, bool(out["has_depth"])))
 
-    monkeypatch.setattr(DepthDataset, "__getitem__", spy)
+    monkeypatch.setattr(DepthDataset, "_fill", spy)
     cfg = _config(stores["full"].parent, tmp_path, max_steps=4, labels=LabelsConfig(fraction=0.25, sampling=sampling))
     train(cfg, show_progress=False)
     train_items = [has for split, has in seen if split == "train"]

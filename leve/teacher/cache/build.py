@@ -41,11 +41,27 @@ from leve import __version__
 from leve.errors import LeveError
 from leve.processes import DiesWithParent, exclusive_writer
 from leve.progress import console, progress_bar
-from leve.store import ArraySpec, Split, SplitSpec, SplitWriter, Store, StoreBuilder, disk_usage, fingerprint, open_store
+from leve.store import (
+    ArraySpec,
+    Split,
+    SplitSpec,
+    SplitWriter,
+    Store,
+    StoreBuilder,
+    disk_usage,
+    fingerprint,
+    open_store,
+)
 from leve.teacher.cache.read import CACHE_FORMAT, CACHE_META, PLAIN, PLAIN_META, dataset_identity
 from leve.teacher.infer import NORMALISATION, RESIZE_MODE, TeacherRunner
 from leve.teacher.loading import Teacher
 from leve.teacher.preprocess import Preprocessing
+
+# The maps' codec: byte-shuffled LZ4-HC, level 3. On the embedded teacher's float16 maps of rendered
+# 480x640 rooms (one core): 0.33x of the raw bytes, decoded in 0.15 ms and written at 162 maps per CPU
+# second; shuffled zstd (before it) kept 0.31x but decoded in 0.41 ms, a training loader worker's largest
+# read; plain zstd 0.38x in 0.65 ms.
+CODEC = "blosc-lz4hc-shuffle"
 
 # --------------------------------------------------------------------------- sharding
 
@@ -218,7 +234,7 @@ def build_teacher_cache(
     spec = SplitSpec(
         name=split,
         length=n,
-        arrays={k: ArraySpec((height, width), "float16", "blosc-zstd-shuffle") for k in names},
+        arrays={k: ArraySpec((height, width), "float16", CODEC) for k in names},
         meta={**CACHE_META, **(PLAIN_META if tta == "flip" else {})},
         attrs={**identity, "identity_fingerprint": identity_fp, "leve_version": __version__},
         meta_group="",

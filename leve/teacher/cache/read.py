@@ -60,12 +60,18 @@ class TeacherCache:
     def __len__(self) -> int:
         return len(self.raw_max)
 
-    def disparity(self, i: int, dtype: Any = np.float32) -> np.ndarray:
+    def disparity(self, i: int, dtype: Any = np.float32, out: np.ndarray | None = None) -> np.ndarray:
         """(H, W) map in [0, 1] at the true size of dataset sample ``i``, as ``dtype`` (float32; the
-        cache holds float16, which a loader may send as it is)."""
+        cache holds float16, which a loader may send as it is); written into ``out`` when given (a
+        loader's batch buffer: a full-size float16 map is decoded straight into it)."""
         h, w = self.data.size(i)
+        if out is not None and self._fast is not None and out.dtype == np.float16 and out.shape == (h, w) == self._fast.tail:
+            return self._fast.read(i, out)
         full = self._fast.read(i) if self._fast is not None else np.asarray(self.group["disparity"][i])
-        return full[:h, :w].astype(dtype)
+        if out is None:
+            return full[:h, :w].astype(dtype)
+        np.copyto(out, full[:h, :w])
+        return out
 
     def plain_disparity(self, i: int) -> np.ndarray:
         """(H, W) float32 map of sample ``i`` without flip averaging: ``disparity_plain`` in a flip cache
