@@ -201,7 +201,7 @@ class DepthDataset(torch.utils.data.Dataset):
         (the teacher's float16, as cached) with the ``flip`` flag; the index and ``has_depth``."""
         split, cache = self._open()
         device = self.targets == "device"
-        maps = split.array_shape if device else self.size
+        maps = split.size(0) if device else self.size  # device: every sample has one size (see __init__)
         item = {"rgb": torch.empty((3, *self.size), dtype=torch.uint8 if self.rgb_uint8 else torch.float32),
                 "depth": torch.empty((1, *maps), dtype=torch.float32)}
         if cache is not None:

@@ -114,3 +114,30 @@ def test_reads_into_a_buffer_equal_plain_reads(synthetic_with_teacher):
         np.testing.assert_array_equal(depth, split.depth(i))
         assert teacher.disparity(i, np.float16, out=maps) is maps
         np.testing.assert_array_equal(maps, teacher.disparity(i, np.float16))
+
+
+class _SmallerThanArrays:
+    """Samples all of one size (10x11) in arrays padded to 12x12."""
+
+    def __call__(self, i: int) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+        rng = np.random.default_rng(i)
+        return ({"rgb": rng.integers(0, 256, (10, 11, 3), dtype=np.uint8),
+                 "depth": rng.uniform(0.5, 9, (10, 11)).astype(np.float32)}, {"height": 10, "width": 11})
+
+
+def test_one_size_below_the_padded_arrays(tmp_path):
+    """Device targets come at the samples' true size, also when the arrays are padded beyond it."""
+    from leve.datasets.build import SplitSource, build_store
+    from leve.store import SplitSpec, dataset_arrays, open_split
+
+    store = tmp_path / "padded.zarr"
+    spec = SplitSpec("train", 4, dataset_arrays(12, 12), {"height": "int32", "width": "int32"})
+    build_store(store, {"dataset": "padded", "max_depth": 10.0}, "padded", [SplitSource(spec, _SmallerThanArrays())],
+                show_progress=False)
+    data = DepthDataset(store, "train", (8, 8), rgb_uint8=True, targets="device")
+    assert data.targets == "device"
+    loader = SharedBatchLoader(data, [[(0, 0), (0, 3)]], 2, 0)
+    batch = next(iter(loader))
+    split = open_split(store, "train")
+    assert batch["depth"].shape == (2, 1, 10, 11)
+    assert np.array_equal(batch["depth"][1, 0].numpy(), split.depth(3))
