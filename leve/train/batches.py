@@ -20,14 +20,18 @@ batch before drawing the next, and ``to_device`` copies it to a GPU before the s
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from leve.errors import LeveError
+
 Item = dict[str, torch.Tensor]
 PREFETCH = 4  # batches in flight per loader worker
+SHM = "/dev/shm"  # where torch's shared memory lives on Linux
 
 
 class SlotKeys(list[Any]):
@@ -53,6 +57,7 @@ class SharedBatches:
     def __init__(self, example: Item, batch_size: int, count: int) -> None:
         self.shapes = {k: (tuple(v.shape), v.dtype) for k, v in example.items()}
         self.batch_size = batch_size
+        check_shared_memory(count * batch_size * sum(v.numel() * v.element_size() for v in example.values()), count)
         self.slots = [{k: torch.empty((batch_size, *shape), dtype=dtype).share_memory_()
                        for k, (shape, dtype) in self.shapes.items()} for _ in range(count)]
 
@@ -82,6 +87,20 @@ class SharedBatches:
     def read(self, ref: SlotRef) -> Item:
         """The batch in ``ref``'s slot: views of the shared memory, valid until the slot is written again."""
         return {k: v[: ref.size] for k, v in self.slots[ref.slot].items()}
+
+
+def check_shared_memory(nbytes: int, count: int, folder: str = SHM) -> None:
+    """Refuse, in one line, ``count`` batches of ``nbytes`` in all that ``folder`` (the shared-memory
+    filesystem) has no room for: writing past its end would kill the process with SIGBUS instead."""
+    try:
+        stat = os.statvfs(folder)
+    except OSError:  # no such filesystem here (not Linux): nothing to check
+        return
+    free = stat.f_bavail * stat.f_frsize
+    if nbytes > free:
+        raise LeveError(f"{folder}: {free / 2**20:.0f} MiB of shared memory free, the training loader needs "
+                        f"{nbytes / 2**20:.0f} MiB ({count} batches: train.workers x {PREFETCH} + 2); lower "
+                        f"train.workers or train.batch_size, or give it more (docker run --shm-size)")
 
 
 class SlottedSampler(torch.utils.data.Sampler[SlotKeys]):

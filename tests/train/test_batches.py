@@ -141,3 +141,23 @@ def test_one_size_below_the_padded_arrays(tmp_path):
     split = open_split(store, "train")
     assert batch["depth"].shape == (2, 1, 10, 11)
     assert np.array_equal(batch["depth"][1, 0].numpy(), split.depth(3))
+
+
+def test_too_little_shared_memory_is_refused_in_one_line(synthetic_with_teacher, monkeypatch):
+    """Writing past the end of /dev/shm kills a process with SIGBUS: the loader checks the room first."""
+    import os as os_module
+
+    from leve.errors import LeveError
+
+    store, cache = synthetic_with_teacher
+    data = _dataset(store, cache)
+    real = os_module.statvfs("/dev/shm")
+
+    class Tiny:
+        f_bavail, f_frsize = 10, real.f_frsize
+
+    monkeypatch.setattr("leve.train.batches.os.statvfs", lambda folder: Tiny())
+    need = 10 * 8 * (96 * 128 * 4 + 96 * 128 * 2 + 3 * 40 * 56 + 1 + 8 + 1) / 2**20  # 10 slots of 8 samples
+    with pytest.raises(LeveError, match=rf"/dev/shm: 0 MiB of shared memory free, the training loader needs "
+                                        rf"{need:.0f} MiB \(10 batches: train.workers x 4 \+ 2\)"):
+        SharedBatchLoader(data, [[(0, 0)] * 8], 8, 2)
