@@ -211,7 +211,9 @@ def loader_vs_model(store: Path, cache: Path, batch_size: int, size: tuple[int, 
             "before": "float RGB, depth and teacher maps resized in the workers, torch's collation, as at commit "
                       "271d170 (with today's readers and codecs)",
             "train_over_before": round(rate["samples_per_cpu_s"] / best["before"]["samples_per_cpu_s"], 3),
-            "goal": "train_over_before >= 5 (samples per CPU second of the loading processes)",
+            "goal": "5x the per-worker rate of commit 271d170's loader, measured checkout against checkout by "
+                    "docs/loader_side_by_side.py; train_over_before here is a lower bound: its before "
+                    "configuration already has today's readers and teacher-cache codec",
             "device_over_worker_targets": round(rate["samples_per_cpu_s"] / best["worker"]["samples_per_cpu_s"], 3),
             "model_samples_per_s": round(model_rate, 2), "model_waits_for_data": rate["samples_per_s"] < model_rate,
             "worker_ms_per_sample": worker_profile(data, batch_size)}
