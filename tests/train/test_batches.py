@@ -4,6 +4,7 @@ shared memory allocated once, against torch's own collation of the same items.""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from leve.errors import LeveError
 from leve.processes import DiesWithParent
 from leve.teacher.cache.read import TeacherCache
 from leve.train.batches import PREFETCH, SharedBatches, SharedBatchLoader, SlotKeys
@@ -145,13 +147,9 @@ def test_one_size_below_the_padded_arrays(tmp_path):
 
 def test_too_little_shared_memory_is_refused_in_one_line(synthetic_with_teacher, monkeypatch):
     """Writing past the end of /dev/shm kills a process with SIGBUS: the loader checks the room first."""
-    import os as os_module
-
-    from leve.errors import LeveError
-
     store, cache = synthetic_with_teacher
     data = _dataset(store, cache)
-    real = os_module.statvfs("/dev/shm")
+    real = os.statvfs("/dev/shm")
 
     class Tiny:
         f_bavail, f_frsize = 10, real.f_frsize
