@@ -1,0 +1,111 @@
+"""Outputs written whole or not at all.
+
+Every file leve writes goes through :func:`atomic_path`: the content is written under a
+temporary name beside the target, unique to this process and call (two writers never share one),
+then renamed onto the target in one step (``os.replace``). A failure while writing (disk full,
+quota, a read-only folder, the writer's own exception) removes the temporary file and leaves the
+previous output untouched; the operating system's errors become one line naming the output.
+
+A name longer than the file system allows is refused before anything is written; the
+temporary name is shortened so that it is never the one that fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from leve.errors import LeveError
+
+NAME_MAX = 255  # bytes in one path component (Linux, macOS, Windows)
+
+# OS errors that say something about the place written to, not about leve: one line each
+_PLAIN = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for this file system or its limits",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.ENOTDIR: "a part of the path is not a folder",
+    errno.EISDIR: "is a folder",
+    errno.EIO: "input/output error",
+}
+# What libraries that write through their own C++ streams (torch.save) say on such errors
+_LIBRARY_WRITE_FAILURES = ("file write failed", "No space left", "unexpected pos")
+
+
+def check_name(path: Path) -> None:
+    """Refuse, in one line, a file name longer than the file system allows."""
+    if len(os.fsencode(Path(path).name)) > NAME_MAX:
+        name = Path(path).name
+        raise LeveError(f"{name[:60]}...: file name too long ({len(os.fsencode(name))} bytes; at most {NAME_MAX}); "
+                        "choose a shorter output name")
+
+
+def temporary_name(path: Path) -> Path:
+    """A name beside ``path`` unique to this process and call, keeping the suffix (libraries that
+    choose a format from it, such as matplotlib and Pillow, still see it)."""
+    path = Path(path)
+    token = f".tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}"
+    stem = path.name
+    room = NAME_MAX - len(os.fsencode(token)) - 1
+    while len(os.fsencode(stem)) > room:
+        stem = stem[: max(1, len(stem) - 8)]
+    return path.with_name(f".{stem}{token}")
+
+
+def plain_os_error(exc: BaseException, path: Path) -> LeveError | None:
+    """The one-line error for an OS failure while writing ``path``, or None when it is not one."""
+    if isinstance(exc, OSError) and exc.errno in _PLAIN:
+        return LeveError(f"{path}: cannot write: {_PLAIN[exc.errno]}; the previous file (if any) is unchanged")
+    if isinstance(exc, RuntimeError) and any(s in str(exc) for s in _LIBRARY_WRITE_FAILURES):
+        return LeveError(f"{path}: cannot write: the write failed (disk full?); the previous file (if any) is unchanged")
+    return None
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str, *, mkdir: bool = True) -> Iterator[Path]:
+    """Yield a temporary path to write ``path``'s content to; on success it replaces ``path``.
+
+    On any exception the temporary file is removed and ``path`` keeps its previous content;
+    OS errors about the destination (disk full, quota, name too long, read-only) are raised as
+    one-line :class:`LeveError`.
+    """
+    path = Path(path)
+    check_name(path)
+    try:
+        if mkdir:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise (plain_os_error(exc, path) or exc) from exc
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        plain = plain_os_error(exc, path)
+        if plain is not None:
+            raise plain from exc
+        raise
+
+
+def write_bytes(path: Path | str, data: bytes) -> Path:
+    """``data`` to ``path``, atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+    return path
+
+
+def write_text(path: Path | str, text: str, encoding: str = "utf-8") -> Path:
+    """``text`` to ``path``, atomically."""
+    return write_bytes(path, text.encode(encoding))
