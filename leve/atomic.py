@@ -16,7 +16,7 @@ import contextlib
 import errno
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from leve.errors import LeveError
@@ -40,19 +40,23 @@ _PLAIN = {
 _LIBRARY_WRITE_FAILURES = ("file write failed", "No space left", "unexpected pos")
 
 
+_SUFFIX_KEPT = 32  # a longer "suffix" is part of the name, not a format (and would leave no room for the token)
+
+
 def check_name(path: Path) -> None:
     """Refuse, in one line, a file name longer than the file system allows."""
     if len(os.fsencode(Path(path).name)) > NAME_MAX:
         name = Path(path).name
-        raise LeveError(f"{name[:60]}...: file name too long ({len(os.fsencode(name))} bytes; at most {NAME_MAX}); "
-                        "choose a shorter output name")
+        raise LeveError(f"{Path(path).parent / name[:60]}...: file name too long ({len(os.fsencode(name))} bytes; "
+                        f"at most {NAME_MAX}); choose a shorter output name")
 
 
 def temporary_name(path: Path) -> Path:
     """A name beside ``path`` unique to this process and call, keeping the suffix (libraries that
     choose a format from it, such as matplotlib and Pillow, still see it)."""
     path = Path(path)
-    token = f".tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}"
+    suffix = path.suffix if len(os.fsencode(path.suffix)) <= _SUFFIX_KEPT else ""
+    token = f".tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix}"
     stem = path.name
     room = NAME_MAX - len(os.fsencode(token)) - 1
     while len(os.fsencode(stem)) > room:
@@ -87,6 +91,7 @@ def atomic_path(path: Path | str, *, mkdir: bool = True) -> Iterator[Path]:
     tmp = temporary_name(path)
     try:
         yield tmp
+        _flush(tmp)
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -95,6 +100,30 @@ def atomic_path(path: Path | str, *, mkdir: bool = True) -> Iterator[Path]:
         if plain is not None:
             raise plain from exc
         raise
+
+
+@contextlib.contextmanager
+def atomic_group() -> Iterator[Callable[[Path | str], Path]]:
+    """Several outputs that stand together (one evaluation's metrics, tables, figures and card): the
+    block receives ``stage(target) -> temporary path``; every target is replaced only once the whole
+    block has succeeded (in the reverse order of staging), and on any failure none is touched and
+    every temporary file is removed."""
+    with contextlib.ExitStack() as stack:
+        def stage(target: Path | str) -> Path:
+            return stack.enter_context(atomic_path(target))
+
+        yield stage
+
+
+def _flush(tmp: Path) -> None:
+    """Put the written bytes on the device before the rename: a file system that allocates space
+    late (delayed allocation, network mounts) reports a full disk here, while the old file is still
+    in place, and a crash right after the rename never leaves an empty file under the target's name."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_bytes(path: Path | str, data: bytes) -> Path:
