@@ -13,7 +13,6 @@ temporary name and moved into place only when verification passes.
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from leve.atomic import atomic_path
 from leve.errors import LeveError
 from leve.models.checkpoint import CheckpointInfo, load_checkpoint
 from leve.models.lineage import Lineage
@@ -73,17 +73,12 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None =
     size = resolution or info.resolution
     model_spec(info.model).check_size(*size, what=f"export resolution {size[0]}x{size[1]}")
     out = Path(out) if out else Path(checkpoint).with_suffix(SUFFIX[fmt])
-    tmp = out.with_name(out.name + ".tmp")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with atomic_path(out) as tmp:  # verified under a temporary name; a failed check leaves nothing behind
         if fmt == "onnx":
             checks = _export_onnx(model, info, size, tmp, opset)
         else:
             checks = _export_torchscript(model, size, tmp)
         _require_close(checks, out)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportResult(str(out), fmt, info.model, checks)
 
 

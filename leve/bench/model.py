@@ -375,9 +375,7 @@ def run(overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE
     cfg = config(overrides, params_file)
     report = benchmark(cfg, progress)
     if cfg.out:
-        out = Path(cfg.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        tmp.replace(out)
+        from leve.atomic import write_text
+
+        write_text(Path(cfg.out), json.dumps(report, indent=2) + "\n")
     return report

@@ -16,8 +16,9 @@ def write_json(result: dict, out: Path | None) -> None:
     text = json.dumps(result, indent=2)
     typer.echo(text)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
+        from leve.atomic import write_text
+
+        write_text(out, text + "\n")
         console.print(f"wrote {out}")
 
 

@@ -6,13 +6,13 @@ checkpoint records (:mod:`leve.models.lineage`) and, optionally, ``leve eval`` m
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from leve.atomic import write_text
 from leve.errors import LeveError
 from leve.models.checkpoint import CheckpointInfo, read_checkpoint
 from leve.models.lineage import Lineage
@@ -178,8 +178,4 @@ def write_model_card(checkpoint: str | Path, out: str | Path | None = None,
     folder = Path(checkpoint).is_dir()  # a Hugging Face folder's card is its README.md
     out = Path(out) if out else Path(checkpoint) / "README.md" if folder else Path(checkpoint).parent / CARD_NAME
     text = render_card(info, count_parameters(state), read_metrics(metrics), name or Path(checkpoint).name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return write_text(out, text)

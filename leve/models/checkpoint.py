@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from leve.atomic import atomic_path
 from leve.errors import LeveError
 
 FORMAT = "leve-checkpoint"
@@ -41,7 +42,7 @@ class CheckpointInfo:
 
 def save_checkpoint(path: str | Path, model: nn.Module, name: str, max_depth: float,
                     extra: dict[str, Any] | None = None, resolution: tuple[int, int] | None = None) -> Path:
-    """Write ``model``'s weights and description atomically (temp file, then rename).
+    """Write ``model``'s weights and description atomically (:func:`leve.atomic.atomic_path`).
 
     ``.safetensors`` paths get a safetensors file with the description in its metadata;
     other paths a torch file of plain containers (loadable with ``weights_only=True``).
@@ -55,8 +56,6 @@ def save_checkpoint(path: str | Path, model: nn.Module, name: str, max_depth: fl
     res = tuple(resolution or (extra or {}).get("resolution") or DEFAULT_RESOLUTION)
     config = {"max_depth": float(max_depth), "resolution": [int(res[0]), int(res[1])]}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
@@ -66,12 +65,13 @@ def save_checkpoint(path: str | Path, model: nn.Module, name: str, max_depth: fl
             raise LeveError(f"{path}: extra must be JSON-serialisable for safetensors ({exc})") from exc
         meta = {"format": FORMAT, "version": str(VERSION), "model": name,
                 "config": json.dumps(config), "extra": extra_json}
-        save_file(state, str(tmp), metadata=meta)
-        _default_permissions(tmp)
+        with atomic_path(path) as tmp:
+            save_file(state, str(tmp), metadata=meta)
+            _default_permissions(tmp)
     else:
-        torch.save({"format": FORMAT, "version": VERSION, "model": name, "config": config,
-                    "state_dict": state, "extra": dict(extra or {})}, tmp)
-    os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save({"format": FORMAT, "version": VERSION, "model": name, "config": config,
+                        "state_dict": state, "extra": dict(extra or {})}, tmp)
     return path
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from leve import __version__
+from leve.atomic import check_name, plain_os_error, temporary_name
 from leve.errors import LeveError
 from leve.models.checkpoint import FORMAT, HF_CONFIG, HF_WEIGHTS, VERSION, load_checkpoint, read_checkpoint
 
@@ -59,10 +60,10 @@ def write_hf_folder(checkpoint: str | Path, out: str | Path,
               "config": {"max_depth": info.max_depth, "resolution": list(info.resolution)},
               "output_stride": int(getattr(model, "output_stride", 1)), "leve_version": __version__,
               "extra": plain_extra(info.extra)}
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    check_name(out)
+    staging = temporary_name(out)  # unique to this process and call: two exports never share it
     try:
+        staging.mkdir(parents=True)
         (staging / HF_CONFIG).write_text(json.dumps(header, indent=2) + "\n", encoding="utf-8")
         save_file({k: v.contiguous() for k, v in state.items()}, str(staging / HF_WEIGHTS), metadata={"format": "pt"})
         _default_permissions(staging / HF_WEIGHTS)
@@ -74,6 +75,8 @@ def write_hf_folder(checkpoint: str | Path, out: str | Path,
             raise LeveError(f"{out}: the reloaded folder's output differs from {checkpoint} (max abs diff {diff:.3g})")
         shutil.rmtree(out, ignore_errors=True)
         os.replace(staging, out)
+    except OSError as exc:
+        raise (plain_os_error(exc, out) or exc) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return diff, shape, span

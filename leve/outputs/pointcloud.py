@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from leve.atomic import write_bytes
 from leve.errors import LeveError
 from leve.outputs.intrinsics import CameraOptions, Intrinsics, check_camera
 
@@ -76,10 +77,8 @@ def cloud_bytes(depth: np.ndarray, rgb: np.ndarray, k: Intrinsics, scale: float 
 
 
 def write_cloud(path: Path, depth: np.ndarray, rgb: np.ndarray, k: Intrinsics, scale: float = 1.0) -> Path:
-    """Write :func:`cloud_bytes` to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(cloud_bytes(depth, rgb, k, scale))
-    return path
+    """Write :func:`cloud_bytes` to ``path`` (atomically: :func:`leve.atomic.write_bytes`)."""
+    return write_bytes(path, cloud_bytes(depth, rgb, k, scale))
 
 
 def image_cameras(images: list[Path], opts: CloudOptions) -> dict[Path, Intrinsics]:

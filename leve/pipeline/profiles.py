@@ -18,6 +18,7 @@ from ruamel.yaml import YAML, CommentedMap
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.util import load_yaml_guess_indent
 
+from leve.atomic import write_text
 from leve.errors import LeveError
 from leve.params import PARAMS_FILE
 
@@ -127,9 +128,7 @@ def apply_profile(name: str, params_file: Path = PARAMS_FILE, folder: Path = PRO
     the keys whose value changed. The result is re-read and checked before it atomically
     replaces the file."""
     text, changed = edit_yaml(params_file.read_text(), load_profile(name, folder), params_file)
-    tmp = params_file.with_name(params_file.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(params_file)
+    write_text(params_file, text)
     return changed
 
 

@@ -206,9 +206,9 @@ def write_dvc_yaml(dvc_file: Path = DVC_FILE, root: Path = ROOT) -> list[str]:
 
         buf = io.StringIO()
         yml.dump(doc, buf)
-        tmp = dvc_file.with_name(dvc_file.name + ".tmp")
-        tmp.write_text(buf.getvalue())
-        tmp.replace(dvc_file)
+        from leve.atomic import write_text
+
+        write_text(dvc_file, buf.getvalue())
     return changed
 
 

@@ -41,6 +41,8 @@ def save_grid(examples: list[Example], out: Path, height: int = TILE_HEIGHT) -> 
     rows = [example_row(e, height) for e in examples]
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows, axis=0)).save(out)
+    from leve.atomic import atomic_path
+
+    with atomic_path(out) as tmp:  # whole or not at all (a full disk leaves the previous grid)
+        Image.fromarray(np.concatenate(rows, axis=0)).save(tmp)
     return out

@@ -45,6 +45,8 @@ def grid(store: str, split: str, count: int = 8, columns: int = 2, height: int =
 
 
 def save_grid(store: str, split: str, out: Path, count: int = 8, columns: int = 2) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid(store, split, count, columns)).save(out)
+    from leve.atomic import atomic_path
+
+    with atomic_path(out) as tmp:
+        Image.fromarray(grid(store, split, count, columns)).save(tmp)
     return out

@@ -8,12 +8,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
+
+from leve import atomic
 
 # The thesis's metric columns: header, key of the metrics document.
 METRIC_COLUMNS = (("RMSE", "rmse"), ("REL", "abs_rel"), ("δ1", "d1"), ("δ2", "d2"), ("δ3", "d3"))
@@ -44,12 +45,8 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 
 def write_text(path: Path, text: str) -> Path:
-    """Write atomically (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    """Write atomically (:func:`leve.atomic.write_text`: a temporary name unique to the process, then a rename)."""
+    return atomic.write_text(path, text)
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> Path:
@@ -58,13 +55,10 @@ def write_json(path: Path, doc: dict[str, Any]) -> Path:
 
 def write_csv(path: Path, rows: list[dict[str, Any]], fields: Sequence[str] | None = None) -> Path:
     """Rows to CSV, atomically (``fields``: the column order; default the first row's keys)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic.atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(fields or (rows[0] if rows else [])), extrasaction="ignore")
         writer.writeheader()
         writer.writerows({k: _cell(v) for k, v in r.items()} for r in rows)
-    os.replace(tmp, path)
     return path
 
 

@@ -12,9 +12,10 @@ once, and a summary the kill left half-written is dropped (the next log rewrites
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from leve.atomic import write_text
 
 
 class RunLog:
@@ -62,9 +63,7 @@ def drop_rows_after(plots: Path, step: int) -> None:
             continue
         kept = [lines[0], *(row for row in lines[1:] if _row_at_or_before(row, header, step))]
         if kept != lines:
-            tmp = tsv.with_name(tsv.name + ".tmp")
-            tmp.write_text("".join(kept))
-            os.replace(tmp, tsv)
+            write_text(tsv, "".join(kept))
 
 
 def _row_at_or_before(row: str, header: list[str], step: int) -> bool:

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from leve.atomic import atomic_path, write_text
 from leve.datasets import synthetic
 from leve.errors import LeveError
 from leve.teacher.embedded import PREPROCESSING, RECORD_NAME, SHIPPED_FILES, embedded_config, file_sha256
@@ -89,8 +90,8 @@ def cached_render_set(cache: Path | None, seed: int, split: str, count: int, hei
     data = render_set(seed, split, count, height, width, workers)
     seconds = time.perf_counter() - start
     if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-        torch.save({"data": data, "seconds": seconds}, cache / key)
+        with atomic_path(cache / key) as tmp:
+            torch.save({"data": data, "seconds": seconds}, tmp)
     return data, seconds
 
 
@@ -313,7 +314,7 @@ def write_record(out: Path, args: argparse.Namespace, argv: list[str], params: i
         "loss_log": log,
         "val_metrics_lstsq": val,
     }
-    (out / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n")
+    write_text(out / RECORD_NAME, json.dumps(record, indent=2) + "\n")
     return record
 
 
@@ -340,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
                "total": round(render_seconds + t3 - t1, 1)}
     record = write_record(args.out, args, argv, params, seconds, log, val)
     record["output_calibration"] = calibration  # folded into head.conv3 (see fold_calibration)
-    (args.out / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n")
+    write_text(args.out / RECORD_NAME, json.dumps(record, indent=2) + "\n")
     print(json.dumps({k: record[k] for k in ("parameters", "steps", "seconds", "val_metrics_lstsq")}), flush=True)
 
 
