@@ -100,8 +100,9 @@ def bench_serve(
     report = run(plan, args, progress=lambda m: console.print(m))
     text = json.dumps(report, indent=2)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
+        from leve.atomic import write_text
+
+        write_text(out, text + "\n")
         console.print(f"wrote {out}")
     shown = {**report, "predict": {k: v for k, v in report["predict"].items() if k != "latencies_ms"}}
     typer.echo(json.dumps(shown, indent=2))

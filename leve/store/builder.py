@@ -268,6 +268,6 @@ def _plain(v: Any) -> Any:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from leve.atomic import write_text
+
+    write_text(path, text)
