@@ -16,19 +16,74 @@ from typing import Any, TypeVar
 
 import yaml
 
-from leve.errors import LeveError
+from leve.errors import LeveError, shown
 
 T = TypeVar("T")
 
 PARAMS_FILE = Path("params.yaml")
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses aliases (``*name``, and so the merge key ``<<: *name``): one
+    alias may stand for a whole subtree, and nested ones for exponentially many copies of it (the
+    "billion laughs"), which leve would expand when it copies, compares or prints a value. A params
+    file writes each value out; anchors alone (``&name``) are harmless and left alone."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._where: list[Any] = []  # the index (key node or item number) of each node being composed
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise AliasRefused(self._key([*self._where[1:], index]), str(event.anchor), event.start_mark.line + 1)
+        self._where.append(index)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._where.pop()
+
+    @staticmethod
+    def _key(indices: list[Any]) -> str:
+        parts: list[str] = []
+        for index in indices:
+            if isinstance(index, int):
+                parts[-1:] = [f"{parts[-1] if parts else ''}[{index}]"]
+            elif isinstance(index, yaml.ScalarNode):
+                parts.append(shown(index.value, 60, quote=False))
+            else:
+                parts.append("<a key>")
+        return ".".join(parts) or "<the top level>"
+
+
+class AliasRefused(yaml.YAMLError):
+    """A YAML alias in a params or profile file: where it is (the dotted key, the line)."""
+
+    def __init__(self, key: str, anchor: str, line: int) -> None:
+        super().__init__(f"{key}: YAML alias '*{shown(anchor, 40, quote=False)}' (line {line}) refused: "
+                         "aliases and merge keys are not allowed in params files; write the value out")
+        self.key, self.anchor, self.line = key, anchor, line
+
+
+def load_yaml(text: str, where: Path | str) -> Any:
+    """Parse params-like YAML (params.yaml, profiles) with :class:`_ParamsLoader`: an alias is refused in
+    one line naming ``where`` and the key; other YAML errors are raised as they are (``yaml.YAMLError``)."""
+    loader = _ParamsLoader(text)
+    try:
+        return loader.get_single_data()
+    except AliasRefused as exc:
+        raise LeveError(f"{where}: {exc}") from None
+    finally:
+        loader.dispose()
+
+
 def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """Read a params file; a missing file gives an empty mapping (code defaults apply)."""
+    """Read a params file; a missing file gives an empty mapping (code defaults apply). YAML aliases
+    are refused (:class:`_ParamsLoader`)."""
     if not path.exists():
         return {}
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8"), path) or {}
     except yaml.YAMLError as exc:
         raise LeveError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
     except UnicodeDecodeError as exc:
@@ -50,7 +105,7 @@ def section(params: dict[str, Any], dotted: str) -> dict[str, Any]:
     if node is None:
         return {}
     if not isinstance(node, dict):
-        raise LeveError(f"params section '{dotted}' must be a mapping, got {type(node).__name__}")
+        raise LeveError(f"params section '{shown(dotted, quote=False)}' must be a mapping, got {type(node).__name__}")
     return dict(node)
 
 
@@ -64,7 +119,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise LeveError(f"--set expects key=value, got {item!r}")
+            raise LeveError(f"--set expects key=value, got {shown(item)}")
         out[key.strip()] = Override(value)
     return out
 
@@ -95,8 +150,9 @@ def build_config(cls: type[T], values: dict[str, Any], where: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted((k for k in values if k not in fields), key=str)
     if unknown:
-        shown = ", ".join(k if isinstance(k, str) and k.isprintable() else repr(k) for k in unknown)
-        raise LeveError(f"{where}: unknown parameter(s) {shown}; known: {', '.join(fields)}")
+        names = ", ".join(shown(k, 60, quote=not (isinstance(k, str) and k.isprintable())) for k in unknown[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise LeveError(f"{where}: unknown parameter(s) {names}{more}; known: {', '.join(fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
     return cls(**kwargs)
@@ -119,7 +175,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             try:
                 value = yaml.safe_load(value)
             except yaml.YAMLError as exc:
-                raise LeveError(f"{where}: cannot parse {str(value)!r}") from exc
+                raise LeveError(f"{where}: cannot parse {shown(str(value))}") from exc
         else:
             value = str(value)
     if origin in (typing.Union, types.UnionType):
@@ -133,20 +189,20 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         try:
             return float(value)
         except ValueError:
-            raise LeveError(f"{where}: expected float, got {value!r}") from None
+            raise LeveError(f"{where}: expected float, got {shown(value)}") from None
     if hint is Path and isinstance(value, str):
         return Path(value)
     if origin in (tuple, list):
         return _coerce_sequence(value, origin, args, where)
     if hint in (int, float, str, bool, Path) and (not isinstance(value, hint) or (hint is not bool and isinstance(value, bool))):
-        raise LeveError(f"{where}: expected {hint.__name__}, got {value!r}")
+        raise LeveError(f"{where}: expected {hint.__name__}, got {shown(value)}")
     return value
 
 
 def _coerce_sequence(value: Any, origin: Any, args: tuple[Any, ...], where: str) -> Any:
     """A YAML list as ``tuple[X, ...]``, ``tuple[X, Y]`` or ``list[X]``, each item checked."""
     if not isinstance(value, list | tuple):
-        raise LeveError(f"{where}: expected a list, got {value!r}")
+        raise LeveError(f"{where}: expected a list, got {shown(value)}")
     if origin is tuple and args and args[-1] is not Ellipsis:
         if len(value) != len(args):
             raise LeveError(f"{where}: expected {len(args)} values, got {len(value)}")

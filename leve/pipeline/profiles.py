@@ -20,7 +20,7 @@ from ruamel.yaml.util import load_yaml_guess_indent
 
 from leve.atomic import write_text
 from leve.errors import LeveError
-from leve.params import PARAMS_FILE
+from leve.params import PARAMS_FILE, load_yaml
 
 PROFILES_DIR = Path("profiles")
 
@@ -35,7 +35,12 @@ def load_profile(name: str, folder: Path = PROFILES_DIR) -> dict[str, Any]:
     if not path.is_file():
         known = ", ".join(list_profiles(folder)) or "none"
         raise LeveError(f"{path}: no such profile (known: {known})")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = load_yaml(path.read_text(encoding="utf-8"), path) or {}  # aliases refused, as in params.yaml
+    except yaml.YAMLError as exc:
+        raise LeveError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise LeveError(f"{path}: cannot read the profile ({exc.__class__.__name__})") from exc
     if not isinstance(data, dict):
         raise LeveError(f"{path}: expected a mapping of dotted params keys to values")
     return data
@@ -94,6 +99,10 @@ def edit_yaml(text: str, values: dict[str, Any], where: Path) -> tuple[str, list
     """``text`` with each dotted key of ``values`` set (comments and layout kept), and the keys that
     changed. The result is re-read as leve reads it and must equal the original with only those
     keys changed, else an error."""
+    try:
+        expected = load_yaml(text, where)  # as leve reads it: aliases refused before anything is edited
+    except yaml.YAMLError as exc:
+        raise LeveError(f"{where}: not valid YAML ({exc.__class__.__name__})") from exc
     rt = _round_trip(text)
     try:
         doc = rt.load(text)
@@ -102,14 +111,13 @@ def edit_yaml(text: str, values: dict[str, Any], where: Path) -> tuple[str, list
     changed = [key for key, value in values.items() if set_value(doc, key, value, where)]
     out = io.StringIO()
     rt.dump(doc, out)
-    expected = yaml.safe_load(text)
     for key, value in values.items():
         *parents, leaf = key.split(".")
         node = expected
         for part in parents:
             node = node[part]
         node[leaf] = value
-    got = yaml.safe_load(out.getvalue())
+    got = load_yaml(out.getvalue(), where)
     if got != expected:
         bad = [k for k in values if not _same(_get(got, k), values[k])] or ["a key outside the profile"]
         raise LeveError(f"{where}: setting {', '.join(bad)} did not give the expected values when re-read; "
