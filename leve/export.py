@@ -5,7 +5,10 @@ ONNX uses torch's TorchScript-based exporter (``dynamo=False``: no onnxscript de
 dynamic batch, height and width; the graph is run with onnxruntime and compared with the
 PyTorch output at the export size (batch 2) and at a second size. The model description
 (name, max_depth, resolution, output_stride: the output is the input size / output_stride, 2 for
-DenseDepth) and its lineage (teacher, licence, non-commercial flag, data: :mod:`leve.models.lineage`)
+DenseDepth; ``leve_input_multiple``: height and width must be multiples of it), what the output
+means (``leve_depth_kind`` metric | relative, ``leve_depth_units``, ``leve_output``: the sentence of
+:func:`leve.models.card.depth_output`; ``output`` keeps its short form, ``max_depth/depth`` for a
+metric model) and its lineage (teacher, licence, non-commercial flag, data: :mod:`leve.models.lineage`)
 go into the ONNX metadata. The export size must be one the model takes (DenseDepth:
 multiples of 8). The file is written under a
 temporary name and moved into place only when verification passes.
@@ -23,6 +26,7 @@ from torch import nn
 
 from leve.atomic import atomic_path
 from leve.errors import LeveError
+from leve.models.card import depth_output
 from leve.models.checkpoint import CheckpointInfo, load_checkpoint
 from leve.models.lineage import Lineage
 from leve.models.runtime import export_onnx
@@ -130,9 +134,13 @@ def _export_onnx(model: nn.Module, info: CheckpointInfo, size: tuple[int, int], 
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
     stride = int(getattr(model, "output_stride", 1))
+    meaning = depth_output(info)
+    short = "max_depth/depth" if meaning["depth_kind"] == "metric" else "100*disparity (relative; max_depth/output not metres)"
     meta = {"leve_model": info.model, "max_depth": str(info.max_depth),
-            "resolution": f"{size[0]}x{size[1]}", "input": "RGB in [0,1], NCHW", "output": "max_depth/depth",
-            "output_stride": str(stride), **Lineage.of(info).onnx_metadata()}
+            "resolution": f"{size[0]}x{size[1]}", "input": "RGB in [0,1], NCHW", "output": short,
+            "output_stride": str(stride), "leve_input_multiple": str(int(getattr(model, "input_multiple", 1))),
+            "leve_depth_kind": meaning["depth_kind"], "leve_depth_units": meaning["units"],
+            "leve_output": meaning["output"], **Lineage.of(info).onnx_metadata()}
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))

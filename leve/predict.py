@@ -6,17 +6,32 @@ output has half the input resolution (DenseDepth) has it upsampled to the model'
 (bilinear) before it is read as depth.
 
 For each input ``<stem>.jpg`` it writes into the output folder ``<stem>_depth.png`` (colour
-map of inverse depth, near = bright, scaled per image) and ``<stem>_depth16.png`` (metric
-depth in millimetres, 16-bit) or ``<stem>_depth.npy`` (float32 metres); with ``--pointcloud``
-also ``<stem>.ply`` (:mod:`leve.outputs.pointcloud`). A video input gets per-frame maps, a depth
-video and a temporal-stability figure (:mod:`leve.outputs.video`).
+map of inverse depth, near = bright, scaled per image) and the depth itself, as the checkpoint's
+``depth_kind`` says (:class:`DepthEncoding`):
+
+* a **metric** checkpoint: ``<stem>_depth16.png`` (depth in millimetres, 16-bit) or
+  ``<stem>_depth.npy`` (float32 metres);
+* a **relative** checkpoint (distilled without depth: no metres): ``<stem>_disp16.png``, scaled
+  inverse depth, ``value = round(65535 * r)``, or ``<stem>_disp.npy`` (float32 ``r``), where ``r`` is
+  the model's disparity in the teacher's max-normalised convention (near = large, in [0.01, 1]:
+  :class:`leve.models.depth.RelativeOutput`), one fixed scale for every image and frame. Its relative
+  depth is ``d = (max_depth / 100) / r`` (the checkpoint's ``max_depth``), right up to an unknown
+  scale (and shift in disparity);
+* a relative checkpoint with ``--scale S`` (metres per unit of ``d``): metric files again,
+  ``<stem>_depth16.png`` in millimetres of ``S * d`` or ``<stem>_depth.npy`` in metres, and the point
+  cloud from the same ``S * d``.
+
+With ``--pointcloud`` also ``<stem>.ply`` (:mod:`leve.outputs.pointcloud`). A video input gets
+per-frame maps in the same encoding, a depth video and a temporal-stability figure
+(:mod:`leve.outputs.video`).
 """
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +39,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from leve.atomic import write_bytes
 from leve.errors import LeveError
 from leve.images import resize_maps, resize_rgb
 from leve.models.checkpoint import CheckpointInfo
-from leve.models.depth import output_to_depth, upsample_output
+from leve.models.depth import MIN_DEPTH_FRACTION, output_to_depth, upsample_output
 from leve.store.images import decode_rgb, encode_png
 
 if TYPE_CHECKING:
@@ -35,6 +51,7 @@ if TYPE_CHECKING:
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 DEPTH_FORMATS = ("png16", "npy")
+DISPARITY_PNG_SCALE = 65535  # a relative model's 16-bit PNG holds round(65535 * r), r its disparity in [0.01, 1]
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,76 @@ class PredictOptions:
     runtime: str = "auto"  # leve.models.runtime: auto | eager | torch (BN folded, channels-last) | compiled | onnx
     every: int = 1  # videos: every k-th frame (leve.outputs.video)
     pointcloud: CloudOptions | None = None  # --pointcloud: a coloured PLY per image (leve.outputs.pointcloud)
+    scale: float | None = None  # --scale: metres per unit of the depth (a relative checkpoint's); maps and PLY alike
+
+
+@dataclass(frozen=True)
+class DepthEncoding:
+    """What the depth files of one checkpoint hold (see the module doc): metric depth (mm in a 16-bit
+    PNG, metres in ``.npy``), or, for a relative checkpoint without a scale, its disparity ``r``
+    (``round(65535 * r)`` in a 16-bit PNG, ``r`` in ``.npy``). ``scale`` (``--scale``) multiplies the depth
+    first and makes the files metric. ``encode`` takes the depth :func:`predict_depth` returns (metres, or
+    the relative depth ``d = (max_depth / 100) / r``); ``decode`` inverts it."""
+
+    depth_kind: str = "metric"  # the checkpoint's: metric | relative
+    depth_format: str = "png16"  # png16 | npy
+    max_depth: float = 10.0  # the checkpoint's (a relative model's depth unit is max_depth / 100)
+    scale: float | None = None  # metres per unit of depth (--scale)
+
+    @property
+    def metric(self) -> bool:
+        """Whether the files hold metres (a metric checkpoint, or any checkpoint with ``--scale``)."""
+        return self.depth_kind != "relative" or self.scale is not None
+
+    @property
+    def suffix(self) -> str:
+        """The depth file's name after the image's stem."""
+        if self.metric:
+            return "_depth.npy" if self.depth_format == "npy" else "_depth16.png"
+        return "_disp.npy" if self.depth_format == "npy" else "_disp16.png"
+
+    def disparity(self, depth: np.ndarray) -> np.ndarray:
+        """A relative model's disparity ``r = (max_depth / 100) / d`` (near = large, in [0.01, 1])."""
+        unit = self.max_depth * MIN_DEPTH_FRACTION
+        return (unit / np.maximum(np.asarray(depth, dtype=np.float64), unit * 1e-6)).astype(np.float32)
+
+    def encode(self, depth: np.ndarray) -> bytes:
+        """The depth file's bytes for ``depth`` (as :func:`predict_depth` returns it)."""
+        if self.metric:
+            metres = depth * self.scale if self.scale is not None else depth
+            return depth_npy(metres) if self.depth_format == "npy" else depth_png16(metres)
+        r = self.disparity(depth)
+        if self.depth_format == "npy":
+            return depth_npy(r)
+        return encode_png(np.clip(np.rint(r.astype(np.float64) * DISPARITY_PNG_SCALE), 0, 65535).astype(np.uint16))
+
+    def decode(self, data: bytes, name: str = "depth") -> np.ndarray:
+        """Depth in :func:`predict_depth`'s units from a file :meth:`encode` wrote (float32)."""
+        if self.depth_format == "npy":
+            stored = np.load(io.BytesIO(data)).astype(np.float64)
+        else:
+            from leve.store.images import decode_gray
+
+            stored = decode_gray(data, name, 16).astype(np.float64)
+        if self.metric:
+            metres = stored if self.depth_format == "npy" else stored / 1000.0
+            return (metres / self.scale if self.scale is not None else metres).astype(np.float32)
+        r = stored if self.depth_format == "npy" else stored / DISPARITY_PNG_SCALE
+        unit = self.max_depth * MIN_DEPTH_FRACTION
+        return (unit / np.maximum(r, 1.0 / DISPARITY_PNG_SCALE)).astype(np.float32)
+
+    def describe(self) -> str:
+        """One line: what the depth files hold."""
+        what = "_depth.npy in metres" if self.depth_format == "npy" else "_depth16.png in millimetres"
+        if self.depth_kind != "relative":
+            return f"metric depth: <image>{what}" + (f", times --scale {self.scale:g}" if self.scale is not None else "")
+        unit = f"d = {self.max_depth * MIN_DEPTH_FRACTION:g} / r"
+        if self.scale is not None:
+            return (f"metric depth from relative depth x --scale {self.scale:g} m per unit ({unit}, r its disparity): "
+                    f"<image>{what}")
+        stored = "r (float32)" if self.depth_format == "npy" else f"round({DISPARITY_PNG_SCALE} * r), 16-bit"
+        return (f"relative (inverse depth), not metres: <image>{self.suffix} holds {stored}, r = the model's "
+                f"disparity in [0.01, 1] (near = large); relative depth {unit}, right up to an unknown scale")
 
 
 def find_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -80,7 +167,8 @@ def _check_unique_stems(paths: list[Path]) -> None:
 @torch.inference_mode()
 def predict_depth(model: nn.Module, rgb: np.ndarray, resolution: tuple[int, int], max_depth: float,
                   flip: bool = False, device: str = "cpu") -> np.ndarray:
-    """Metric depth (H, W) float32 for one (H, W, 3) uint8 image."""
+    """Depth (H, W) float32 for one (H, W, 3) uint8 image: metres for a metric checkpoint, the relative
+    depth ``(max_depth / 100) / r`` for a relative one (:class:`DepthEncoding`)."""
     h, w = rgb.shape[:2]
     x = resize_rgb(rgb, resolution)[None].to(device)
     # a half-resolution output (DenseDepth) is brought to the input size before it is read as depth
@@ -112,18 +200,15 @@ def depth_npy(depth: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_outputs(depth: np.ndarray, stem: str, opts: PredictOptions) -> list[Path]:
-    """Write the colour map and the metric depth for one image; return the paths written."""
-    opts.out_dir.mkdir(parents=True, exist_ok=True)
+def write_outputs(depth: np.ndarray, stem: str, opts: PredictOptions, encoding: DepthEncoding | None = None) -> list[Path]:
+    """Write the colour map and the depth file for one image (``encoding``: what the depth file holds;
+    default metric, as ``opts`` says); return the paths written."""
+    encoding = encoding or DepthEncoding("metric", opts.depth_format, scale=opts.scale)
     color = opts.out_dir / f"{stem}_depth.png"
-    color.write_bytes(encode_png(colorize(depth, opts.cmap)))
-    if opts.depth_format == "npy":
-        metric = opts.out_dir / f"{stem}_depth.npy"
-        metric.write_bytes(depth_npy(depth))
-    else:
-        metric = opts.out_dir / f"{stem}_depth16.png"
-        metric.write_bytes(depth_png16(depth))
-    return [color, metric]
+    write_bytes(color, encode_png(colorize(depth, opts.cmap)))  # leve.atomic: whole or not at all
+    depth_file = opts.out_dir / f"{stem}{encoding.suffix}"
+    write_bytes(depth_file, encoding.encode(depth))
+    return [color, depth_file]
 
 
 def _check_options(opts: PredictOptions) -> None:
@@ -133,6 +218,8 @@ def _check_options(opts: PredictOptions) -> None:
         raise LeveError(f"unknown depth format '{opts.depth_format}'; choose from {', '.join(DEPTH_FORMATS)}")
     if opts.cmap not in colormaps:
         raise LeveError(f"unknown colour map '{opts.cmap}' (see matplotlib.colormaps)")
+    if opts.scale is not None and not (math.isfinite(opts.scale) and opts.scale > 0):
+        raise LeveError(f"--scale must be a positive number of metres per unit, got {opts.scale}")
     if opts.device.startswith("cuda") and not torch.cuda.is_available():
         raise LeveError(f"--device {opts.device}: no CUDA device available to torch")
     from leve.models.runtime import check_runtime
@@ -154,6 +241,10 @@ def run_predict(inputs: list[str | Path], checkpoint: str | Path, opts: PredictO
     from leve.models.runtime import prepare_for_inference
     from leve.outputs.video import split_videos
 
+    if opts.scale is None and opts.pointcloud is not None:
+        opts = replace(opts, scale=opts.pointcloud.scale)  # --scale applies to the maps as to the point cloud
+    elif opts.pointcloud is not None:
+        opts = replace(opts, pointcloud=replace(opts.pointcloud, scale=opts.scale))
     _check_options(opts)
     videos, rest = split_videos(inputs)
     images = find_images(rest) if rest or not videos else []
@@ -164,17 +255,14 @@ def run_predict(inputs: list[str | Path], checkpoint: str | Path, opts: PredictO
 
         console.print(f"runtime {opts.runtime}: {model.fallback}; running {model.runtime}", markup=False)
     _say_lineage(checkpoint, info)
-    if info.depth_kind == "relative":
-        from leve.progress import console
-
-        console.print(f"{checkpoint}: relative depth (distilled without depth): the maps are right up to an unknown "
-                      "scale (and shift in disparity), not metres")
+    encoding = DepthEncoding(info.depth_kind, opts.depth_format, info.max_depth, opts.scale)
+    _say_encoding(checkpoint, info, encoding)
     cameras = _check_pointcloud(opts, checkpoint, info, images)
     written: list[Path] = []
     for path in images:
         rgb = decode_rgb(path.read_bytes(), str(path))
         depth = predict_depth(model, rgb, info.resolution, info.max_depth, opts.flip, opts.device)
-        written += write_outputs(depth, path.stem, opts)
+        written += write_outputs(depth, path.stem, opts, encoding)
         if opts.pointcloud is not None:
             from leve.outputs.pointcloud import write_cloud
 
@@ -182,8 +270,18 @@ def run_predict(inputs: list[str | Path], checkpoint: str | Path, opts: PredictO
                                        opts.pointcloud.scale or 1.0))
     for video in videos:
         written += _predict_video(video, lambda rgb: predict_depth(model, rgb, info.resolution, info.max_depth,
-                                                                   opts.flip, opts.device), opts)
+                                                                   opts.flip, opts.device), opts, encoding)
     return written
+
+
+def _say_encoding(checkpoint: str | Path, info: CheckpointInfo, encoding: DepthEncoding) -> None:
+    """Say what the depth files hold (relative: inverse depth, not millimetres)."""
+    from leve.progress import console
+
+    if info.depth_kind == "relative":
+        console.print(f"{checkpoint}: relative depth (distilled without depth): the maps are right up to an unknown "
+                      "scale (and shift in disparity), not metres", markup=False, highlight=False)
+    console.print(f"depth files: {encoding.describe()}", markup=False, highlight=False)
 
 
 def _check_pointcloud(opts: PredictOptions, checkpoint: str | Path, info: CheckpointInfo,
@@ -197,12 +295,13 @@ def _check_pointcloud(opts: PredictOptions, checkpoint: str | Path, info: Checkp
     return image_cameras(images, opts.pointcloud)
 
 
-def _predict_video(path: Path, depth_of: Callable[[np.ndarray], np.ndarray], opts: PredictOptions) -> list[Path]:
+def _predict_video(path: Path, depth_of: Callable[[np.ndarray], np.ndarray], opts: PredictOptions,
+                   encoding: DepthEncoding | None = None) -> list[Path]:
     """Per-frame maps, the depth video and its temporal-stability figure (leve.outputs.video)."""
     from leve.outputs.video import VideoOptions, predict_video
     from leve.progress import console
 
     result = predict_video(path, depth_of, VideoOptions(opts.out_dir, opts.depth_format, opts.cmap, opts.every,
-                                                        opts.pointcloud))
+                                                        opts.pointcloud, encoding=encoding))
     console.print(result.summary(), markup=False, highlight=False)
     return result.written

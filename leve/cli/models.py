@@ -22,7 +22,9 @@ def predict(
     inputs: list[Path] = typer.Argument(..., help="Images (JPEG/PNG), videos, or folders of them."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A leve checkpoint (.safetensors or .pt)."),
     out: Path = typer.Option(Path("predictions"), "--out", help="Output folder."),
-    depth_format: str = typer.Option("png16", "--depth-format", help="Metric depth as 'png16' (mm) or 'npy' (m)."),
+    depth_format: str = typer.Option("png16", "--depth-format", help="Depth as 'png16' or 'npy': metric depth in mm "
+                                     "(<image>_depth16.png) or m (<image>_depth.npy); a relative checkpoint's "
+                                     "inverse depth r as round(65535 r) (<image>_disp16.png) or r (<image>_disp.npy)."),
     flip: bool = typer.Option(False, "--flip", help="Average with the prediction on the mirrored image."),
     cmap: str = typer.Option("magma", "--cmap", help="Matplotlib colour map for the preview PNG."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
@@ -39,18 +41,19 @@ def predict(
     fov: float = typer.Option(None, "--fov", help="Point cloud: horizontal field of view in degrees."),
     intrinsics: Path = typer.Option(None, "--intrinsics", help="Point cloud: a leve store whose recorded "
                                     "intrinsics describe the camera (scaled to each image's size)."),
-    scale: float = typer.Option(None, "--scale", help="Point cloud from a relative-depth checkpoint: metres per "
-                                "unit of its depth."),
+    scale: float = typer.Option(None, "--scale", help="Metres per unit of a relative-depth checkpoint's depth "
+                                "(max_depth/100 / r): the maps are then metric (mm / m) and so is the point cloud."),
 ) -> None:
-    """Predict depth maps: a colour PNG and the metric depth per image; for a video, per-frame maps, a depth
-    video and its temporal stability; with --pointcloud, a PLY per image."""
+    """Predict depth maps: a colour PNG and the depth per image (metric in mm or m; a relative checkpoint's
+    scaled inverse depth unless --scale); for a video, per-frame maps, a depth video and its temporal
+    stability; with --pointcloud, a PLY per image."""
     from leve.outputs.intrinsics import CameraOptions
     from leve.outputs.pointcloud import CloudOptions
     from leve.predict import PredictOptions, run_predict
 
     cloud = CloudOptions(CameraOptions(fx, fy, cx, cy, fov, intrinsics), scale) if pointcloud else None
     opts = PredictOptions(out_dir=out, depth_format=depth_format, flip=flip, cmap=cmap, device=device, runtime=runtime,
-                          every=every, pointcloud=cloud)
+                          every=every, pointcloud=cloud, scale=scale)
     written = run_predict(list(inputs), checkpoint, opts)
     console.print(f"wrote {len(written)} files to {out}")
 

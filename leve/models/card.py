@@ -51,6 +51,21 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines + ["| " + " | ".join(str(v) for v in row) + " |" for row in rows] + [""]
 
 
+def depth_output(info: CheckpointInfo) -> dict[str, str]:
+    """What a checkpoint's network output means, stated the same way by the model card, the ONNX
+    metadata (``leve_depth_kind``, ``leve_depth_units``, ``leve_output``) and the Hugging Face config:
+    ``depth_kind`` (metric | relative), ``units`` and ``output`` (how to read the output ``out``)."""
+    from leve.models.depth import MIN_DEPTH_FRACTION
+
+    d, lo = info.max_depth, info.max_depth * MIN_DEPTH_FRACTION
+    if info.depth_kind == "relative":
+        return {"depth_kind": "relative", "units": "relative (no unit; inverse depth known up to scale and shift)",
+                "output": f"out = 100 * r, r the relative inverse depth (disparity, near = large) in [0.01, 1]; "
+                          f"relative depth {d:g} / out, right up to an unknown scale (and shift in disparity), not metres"}
+    return {"depth_kind": "metric", "units": "m",
+            "output": f"out = max_depth / depth: metric depth in metres = {d:g} / out, clamped to [{lo:g}, {d:g}] m"}
+
+
 def _model_section(info: CheckpointInfo, params: int, name: str) -> list[str]:
     from leve.models.registry import model_spec
 
@@ -59,10 +74,14 @@ def _model_section(info: CheckpointInfo, params: int, name: str) -> list[str]:
     relative = info.depth_kind == "relative"
     output = ("relative depth (right up to an unknown scale, and shift in disparity; not metres)" if relative
               else f"metric depth in metres, 0.01 x {info.max_depth:g} to {info.max_depth:g} m (read as max_depth / output)")
+    kind = ("relative: inverse depth without units (`leve predict` writes it as `<image>_disp16.png`, "
+            "round(65535 r), unless `--scale` gives metres)" if relative
+            else "metric: metres (`leve predict` writes millimetres in `<image>_depth16.png`)")
     extra = info.extra
     rows: list[list[Any]] = [["architecture", f"`{info.model}`: {spec.description}"], ["encoder", spec.encoder],
             ["parameters", f"{params:,}"], ["input", f"RGB in [0, 1], resized to {h}x{w} (HxW)"],
-            ["output", output], ["output stride", spec.output_stride],
+            ["depth kind", kind], ["output", output], ["network output", depth_output(info)["output"]],
+            ["output stride", spec.output_stride],
             ["checkpoint", f"`{name}`" + (f", step {extra['step']}, epoch {extra.get('epoch')}" if "step" in extra else "")]]
     return ["## Model", "", *_table(["", ""], rows)]
 

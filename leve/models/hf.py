@@ -1,7 +1,8 @@
 """A checkpoint as a folder in the Hugging Face layout (``leve export --format hf``)::
 
     <out>/config.json         format, version, model (a registry name), config {max_depth, resolution},
-                              output_stride, leve_version and extra (lineage, depth kind, val metrics...)
+                              output_stride, leve_version, depth_kind (metric | relative), depth_units,
+                              output (how to read the network output) and extra (lineage, val metrics...)
     <out>/model.safetensors   the state dict (safetensors metadata ``format: pt``)
     <out>/README.md           the model card (:mod:`leve.models.card`), with Hub front matter
 
@@ -49,7 +50,7 @@ def write_hf_folder(checkpoint: str | Path, out: str | Path,
     that output's shape and its range (max - min)."""
     from safetensors.torch import save_file
 
-    from leve.models.card import count_parameters, read_metrics, render_card
+    from leve.models.card import count_parameters, depth_output, read_metrics, render_card
     from leve.models.checkpoint import _default_permissions, _info
 
     out = Path(out)
@@ -59,7 +60,7 @@ def write_hf_folder(checkpoint: str | Path, out: str | Path,
     header = {"format": FORMAT, "version": VERSION, "model": info.model, "library_name": "leve",
               "config": {"max_depth": info.max_depth, "resolution": list(info.resolution)},
               "output_stride": int(getattr(model, "output_stride", 1)), "leve_version": __version__,
-              "extra": plain_extra(info.extra)}
+              **_depth_fields(depth_output(info)), "extra": plain_extra(info.extra)}
     check_name(out)
     staging = temporary_name(out)  # unique to this process and call: two exports never share it
     try:
@@ -80,6 +81,11 @@ def write_hf_folder(checkpoint: str | Path, out: str | Path,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return diff, shape, span
+
+
+def _depth_fields(meaning: dict[str, str]) -> dict[str, str]:
+    """config.json's statement of the output: ``depth_kind`` (metric | relative), ``depth_units``, ``output``."""
+    return {"depth_kind": meaning["depth_kind"], "depth_units": meaning["units"], "output": meaning["output"]}
 
 
 def _check_target(out: Path) -> None:

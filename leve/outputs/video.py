@@ -1,8 +1,9 @@
-"""``leve predict`` on a video: per-frame metric maps, a colour-mapped depth video and a
+"""``leve predict`` on a video: per-frame depth maps, a colour-mapped depth video and a
 temporal-stability figure.
 
 Frames are read with :mod:`leve.datasets.video` (PyAV), every ``every``-th from the first. For a
-video ``clip.mp4`` the output folder gets ``clip_frames/<frame>_depth16.png`` (or ``.npy``; and
+video ``clip.mp4`` the output folder gets ``clip_frames/<frame>_depth16.png`` (or ``.npy``; a
+relative checkpoint's ``<frame>_disp16.png``, as :class:`leve.predict.DepthEncoding` says; and
 ``<frame>.ply`` with ``--pointcloud``), ``clip_depth.mp4`` (H.264, or MPEG-4 Part 2 where the
 FFmpeg build lacks libx264; inverse depth through the colour map, near = bright, over one range
 for the whole video so colours do not flicker; frames of odd size are padded by one edge
@@ -30,12 +31,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from leve.atomic import atomic_path, write_bytes, write_text
 from leve.errors import LeveError
 from leve.outputs.pointcloud import CloudOptions, write_cloud
+
+if TYPE_CHECKING:
+    from leve.predict import DepthEncoding
 
 STATIC_THRESHOLD = 8.0  # grey levels (of 255): mean |RGB change| below this counts as static
 VIDEO_CODECS = ("libx264", "mpeg4")  # the first one the installed FFmpeg has
@@ -203,6 +208,13 @@ class VideoOptions:
     every: int = 1
     cloud: CloudOptions | None = None
     threshold: float = STATIC_THRESHOLD
+    encoding: DepthEncoding | None = None  # what the per-frame maps hold (default: metric in depth_format)
+
+    @property
+    def maps(self) -> DepthEncoding:
+        from leve.predict import DepthEncoding
+
+        return self.encoding or DepthEncoding("metric", self.depth_format)
 
 
 @dataclass
@@ -221,19 +233,14 @@ class VideoResult:
         return f"{self.source}: {self.frames} frames -> {self.video}; {self.stability.describe()}"
 
 
-def _metric_bytes(depth: np.ndarray, depth_format: str) -> bytes:
-    from leve.predict import depth_npy, depth_png16
+def _metric_bytes(depth: np.ndarray, encoding: DepthEncoding) -> bytes:
+    """A per-frame map's bytes, as ``encoding`` says (metric mm / m, or a relative model's inverse depth)."""
+    return encoding.encode(depth)
 
-    return depth_npy(depth) if depth_format == "npy" else depth_png16(depth)
 
-
-def _read_metric(path: Path) -> np.ndarray:
-    """A per-frame map written by :func:`_metric_bytes`, back in metres."""
-    if path.suffix == ".npy":
-        return np.load(path)
-    from leve.store.images import decode_gray
-
-    return decode_gray(path.read_bytes(), str(path), 16).astype(np.float32) / 1000.0
+def _read_metric(path: Path, encoding: DepthEncoding) -> np.ndarray:
+    """A per-frame map written by :func:`_metric_bytes`, back as the depth it was written from."""
+    return encoding.decode(path.read_bytes(), str(path))
 
 
 def predict_video(path: Path, depth_of: Callable[[np.ndarray], np.ndarray], opts: VideoOptions) -> VideoResult:
@@ -248,9 +255,8 @@ def predict_video(path: Path, depth_of: Callable[[np.ndarray], np.ndarray], opts
         from leve.outputs.intrinsics import resolve
 
         camera = resolve(opts.cloud.camera, info.height, info.width, str(path))
-    frames_dir = opts.out_dir / f"{path.stem}_frames"
-    frames_dir.mkdir(parents=True, exist_ok=True)
-    suffix = "_depth.npy" if opts.depth_format == "npy" else "_depth16.png"
+    frames_dir = opts.out_dir / f"{path.stem}_frames"  # made by the first map's write
+    suffix = opts.maps.suffix
     meter, maps, written = StabilityMeter(opts.threshold), [], []
     lo, hi = np.inf, -np.inf
     try:
@@ -258,7 +264,7 @@ def predict_video(path: Path, depth_of: Callable[[np.ndarray], np.ndarray], opts
             rgb = read_frame(str(path), info.pts[k], info.keyframes)
             depth = depth_of(rgb)
             maps.append(frames_dir / f"{k:06d}{suffix}")
-            maps[-1].write_bytes(_metric_bytes(depth, opts.depth_format))
+            write_bytes(maps[-1], _metric_bytes(depth, opts.maps))
             meter.add(rgb, depth)
             f_lo, f_hi = inverse_range(depth)
             lo, hi = min(lo, f_lo), max(hi, f_hi)
@@ -267,7 +273,7 @@ def predict_video(path: Path, depth_of: Callable[[np.ndarray], np.ndarray], opts
     finally:
         close_videos(str(path))
     rate = video_rate([info.time(k) for k in kept])
-    video = _write_depth_video(opts.out_dir / f"{path.stem}_depth.mp4", maps, rate, (lo, hi), opts.cmap)
+    video = _write_depth_video(opts.out_dir / f"{path.stem}_depth.mp4", maps, rate, (lo, hi), opts.cmap, opts.maps)
     stability = meter.result()
     report = opts.out_dir / f"{path.stem}_video.json"
     body: dict[str, Any] = {"source": str(path), "frames": len(kept), "every": opts.every, "fps": float(rate),
@@ -275,18 +281,19 @@ def predict_video(path: Path, depth_of: Callable[[np.ndarray], np.ndarray], opts
                             "temporal_stability": {**asdict(stability), "measure": MEASURE}}
     if camera is not None:
         body["intrinsics"] = asdict(camera)
-    report.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+    write_text(report, json.dumps(body, indent=2) + "\n")
     return VideoResult(str(path), len(kept), float(rate), video, report, stability, [*maps, *written, video, report])
 
 
 def _write_depth_video(path: Path, maps: list[Path], rate: Fraction, inv_range: tuple[float, float],
-                       cmap: str) -> Path:
-    """Colour every per-frame map over one inverse-depth range into an MP4."""
+                       cmap: str, encoding: DepthEncoding) -> Path:
+    """Colour every per-frame map over one inverse-depth range into an MP4 (encoded under a temporary
+    name, renamed when whole)."""
     lut = colour_lut(cmap)
-    first = _read_metric(maps[0])
-    with DepthVideoWriter(path, rate, *first.shape) as writer:
+    first = _read_metric(maps[0], encoding)
+    with atomic_path(path) as tmp, DepthVideoWriter(tmp, rate, *first.shape) as writer:
         for p in maps:
-            writer.write(colour_frame(_read_metric(p), *inv_range, lut))
+            writer.write(colour_frame(_read_metric(p, encoding), *inv_range, lut))
     return path
 
 

@@ -199,3 +199,151 @@ def test_export_refuses_a_size_the_model_cannot_take(tmp_path, half_res_checkpoi
     assert res.code == 1 and len(res.stderr.strip().splitlines()) == 1
     assert "resolution 68x96: height and width must be multiples of 8" in res.stderr
     assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------ relative and metric depth in every output
+
+AFFINE = (3.0, -15.4)  # maps this random model's raw output (about 5.16..5.38) to disparities of about 0.09..0.75
+TOL = 0.5 / 65535 + 2e-5  # half a step of the 16-bit PNG plus float32 rounding (the affine's gain 3 on ~5)
+EAGER = ("--runtime", "eager")  # the model as built (the other runtimes agree with it to about 1e-6 of the raw output)
+
+
+@pytest.fixture(scope="module")
+def relative_checkpoint(tmp_path_factory):
+    """A relative-depth checkpoint (distilled without depth) at 64x96, max_depth 10."""
+    from leve.models import create_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("leve", max_depth=10.0)
+    with torch.no_grad():
+        model.decoder.blocks[-1].out.bias.fill_(5.0)
+    path = tmp_path_factory.mktemp("ckpt") / "relative.safetensors"
+    extra = {"depth_kind": "relative", "relative_affine": list(AFFINE)}
+    return save_checkpoint(path, model, "leve", 10.0, extra=extra, resolution=(64, 96))
+
+
+def raw_disparity(checkpoint, rgb: np.ndarray) -> np.ndarray:
+    """Independently of leve's reading of the output: the bare network's raw output on an image at the
+    model's size, mapped by the recorded affine to the teacher's max-normalised disparity, clipped to [0.01, 1]."""
+    from safetensors.torch import load_file
+
+    from leve.models import create_model
+
+    net = create_model("leve", max_depth=10.0).eval()
+    net.load_state_dict(load_file(str(checkpoint)))
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        raw = net(x)[0, 0].double().numpy()
+    return np.clip(AFFINE[0] * raw + AFFINE[1], 0.01, 1.0)
+
+
+def test_relative_png16_holds_scaled_inverse_depth_not_mm(tmp_path, relative_checkpoint, run_cli):
+    img = gradient_image(64, 96)  # the model's size: no resize, so the raw output is comparable pixel for pixel
+    Image.fromarray(img).save(tmp_path / "room.png")
+    res = run_cli("predict", tmp_path / "room.png", "--checkpoint", relative_checkpoint, "--out", tmp_path / "o",
+                  *EAGER)
+    assert res.code == 0, res.stderr
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["room_depth.png", "room_disp16.png"]
+    stored = np.asarray(Image.open(tmp_path / "o" / "room_disp16.png"))
+    assert stored.dtype == np.uint16 and stored.shape == (64, 96)
+    r = raw_disparity(relative_checkpoint, img)
+    assert 0.05 < r.min() and r.max() < 0.9  # the test spans the range, away from the clip
+    # the documented transform: value = round(65535 r), so r = value / 65535 to half a step, plus float32's
+    # rounding in the model (about 1e-5 of r here, the affine's gain 3 on an output near 5)
+    np.testing.assert_allclose(stored / 65535.0, r, atol=TOL)
+    said = [line for line in (res.stdout + res.stderr).splitlines() if line.startswith("depth files:")]
+    assert len(said) == 1 and "relative (inverse depth)" in said[0] and "round(65535 * r)" in said[0]
+    assert "mm" not in said[0] and "millimetres" not in said[0]
+
+
+def test_relative_npy_holds_the_disparity(tmp_path, relative_checkpoint, run_cli):
+    img = gradient_image(64, 96)
+    Image.fromarray(img).save(tmp_path / "room.png")
+    res = run_cli("predict", tmp_path / "room.png", "--checkpoint", relative_checkpoint, "--out", tmp_path / "o",
+                  "--depth-format", "npy", *EAGER)
+    assert res.code == 0, res.stderr
+    r = np.load(tmp_path / "o" / "room_disp.npy")
+    assert r.dtype == np.float32
+    np.testing.assert_allclose(r, raw_disparity(relative_checkpoint, img), atol=TOL - 0.5 / 65535)
+
+
+@pytest.mark.parametrize("depth_format", ["png16", "npy"])
+def test_scale_makes_every_relative_output_metric(tmp_path, relative_checkpoint, run_cli, depth_format):
+    img = gradient_image(64, 96)
+    Image.fromarray(img).save(tmp_path / "room.png")
+    res = run_cli("predict", tmp_path / "room.png", "--checkpoint", relative_checkpoint, "--out", tmp_path / "o",
+                  "--depth-format", depth_format, "--scale", 2.5, *EAGER)
+    assert res.code == 0, res.stderr
+    # relative depth d = (max_depth / 100) / r = 0.1 / r; --scale 2.5 metres per unit of it
+    metres = 2.5 * 0.1 / raw_disparity(relative_checkpoint, img)
+    if depth_format == "npy":
+        np.testing.assert_allclose(np.load(tmp_path / "o" / "room_depth.npy"), metres, rtol=1e-4)
+    else:
+        mm = np.asarray(Image.open(tmp_path / "o" / "room_depth16.png")).astype(np.float64)
+        np.testing.assert_allclose(mm, metres * 1000, rtol=1e-4, atol=0.5)
+    said = [line for line in (res.stdout + res.stderr).splitlines() if line.startswith("depth files:")]
+    assert "--scale 2.5 m per unit" in said[0]
+
+
+def test_metric_output_line_says_millimetres(tmp_path, small_checkpoint, run_cli):
+    Image.fromarray(gradient_image(64, 96)).save(tmp_path / "a.png")
+    res = run_cli("predict", tmp_path / "a.png", "--checkpoint", small_checkpoint, "--out", tmp_path / "o")
+    assert res.code == 0, res.stderr
+    said = [line for line in (res.stdout + res.stderr).splitlines() if line.startswith("depth files:")]
+    assert said == ["depth files: metric depth: <image>_depth16.png in millimetres"]
+
+
+def test_relative_video_frames_hold_the_same_inverse_depth(tmp_path, relative_checkpoint, run_cli):
+    from tests.outputs.conftest import moving_square, read_video, write_video
+
+    src = write_video(tmp_path / "clip.mp4", moving_square(3, 64, 96), fps=10)
+    decoded = read_video(src)  # the frames leve sees, decoded independently
+    res = run_cli("predict", src, "--checkpoint", relative_checkpoint, "--out", tmp_path / "o",
+                  *EAGER)
+    assert res.code == 0, res.stderr
+    maps = sorted((tmp_path / "o" / "clip_frames").iterdir())
+    assert [p.name for p in maps] == [f"{k:06d}_disp16.png" for k in range(3)]
+    for frame, path in zip(decoded, maps):
+        stored = np.asarray(Image.open(path)).astype(np.float64)
+        np.testing.assert_allclose(stored / 65535, raw_disparity(relative_checkpoint, frame), atol=TOL)
+    assert len(read_video(tmp_path / "o" / "clip_depth.mp4")) == 3
+
+
+def test_onnx_metadata_states_the_depth_kind(tmp_path, small_checkpoint, relative_checkpoint, run_cli):
+    img = gradient_image(64, 96)
+    x = (torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255).numpy()
+    for ckpt, kind in ((small_checkpoint, "metric"), (relative_checkpoint, "relative")):
+        out = tmp_path / f"{kind}.onnx"
+        res = run_cli("export", "--checkpoint", ckpt, "--format", "onnx", "--out", out)
+        assert res.code == 0, res.stderr
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+        assert meta["leve_depth_kind"] == kind and meta["leve_input_multiple"] == "8"
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"rgb": x})[0][0, 0].astype(np.float64)
+        if kind == "metric":
+            assert meta["leve_depth_units"] == "m" and meta["output"] == "max_depth/depth"
+            assert "metric depth in metres = 10 / out" in meta["leve_output"]
+        else:  # the output is 100 r: read back as the metadata says, it is the independent disparity
+            assert meta["leve_depth_units"].startswith("relative") and "not metres" in meta["leve_output"]
+            assert "out = 100 * r" in meta["leve_output"] and "relative" in meta["output"]
+            np.testing.assert_allclose(got / 100, raw_disparity(ckpt, img), atol=TOL)
+
+
+def test_hf_folder_and_card_state_the_depth_kind(tmp_path, small_checkpoint, relative_checkpoint, run_cli):
+    for ckpt, kind in ((small_checkpoint, "metric"), (relative_checkpoint, "relative")):
+        out = tmp_path / f"{kind}-hf"
+        res = run_cli("export", "--checkpoint", ckpt, "--format", "hf", "--out", out)
+        assert res.code == 0, res.stderr
+        config = json.loads((out / "config.json").read_text())
+        assert config["depth_kind"] == kind
+        card = (out / "README.md").read_text()
+        rows = [line for line in card.splitlines() if line.startswith("| depth kind |")]
+        assert len(rows) == 1
+        if kind == "metric":
+            assert config["depth_units"] == "m" and "metric: metres" in rows[0]
+        else:
+            assert config["depth_units"].startswith("relative") and "relative: inverse depth without units" in rows[0]
+            assert "`<image>_disp16.png`, round(65535 r)" in rows[0]
+        assert config["output"] in card  # the card and the config say the same sentence

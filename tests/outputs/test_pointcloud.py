@@ -131,6 +131,7 @@ def test_relative_checkpoint_needs_a_scale(tmp_path, relative_checkpoint, run_cl
                   "--pointcloud", "--fov", 90)
     assert "relative.safetensors: relative depth (distilled without depth) has no metres for --pointcloud; " \
            "give --scale S" in _one_error(res)
-    got, depth = predict_cloud(run_cli, tmp_path, tmp_path / "a.png", relative_checkpoint, "--fov", 90, "--scale", 2.5)
-    np.testing.assert_allclose(got, naive_cloud(2.5 * depth.astype(np.float64), rgb, 30, 30, 29.5, 19.5),
+    got, metres = predict_cloud(run_cli, tmp_path, tmp_path / "a.png", relative_checkpoint, "--fov", 90, "--scale", 2.5)
+    # --scale makes the maps metric as well (2.5 x the relative depth: tests/models/test_predict_export.py)
+    np.testing.assert_allclose(got, naive_cloud(metres.astype(np.float64), rgb, 30, 30, 29.5, 19.5),
                                rtol=1e-5, atol=1e-6)

@@ -210,7 +210,7 @@ def test_predict_writes_maps_a_readable_ply_and_the_depth_video(own):
     ply = read_ply(out / "0000.ply")  # (N, 6): x, y, z, r, g, b
     assert len(ply) == H * W  # every pixel has a positive depth
     z = ply[:, 2].reshape(H, W)
-    np.testing.assert_allclose(z, mm / 1000 * SCALE, atol=SCALE * 0.5e-3 + 1e-5)  # --scale metres per unit
+    np.testing.assert_allclose(z, mm / 1000, atol=0.5e-3 + 1e-5)  # --scale made the map metric too (mm of the same z)
     fx = (W / 2) / np.tan(np.radians(30))  # --fov 60, principal point at the centre
     u = np.arange(W)[None, :] - (W - 1) / 2
     np.testing.assert_allclose(ply[:, 0].reshape(H, W), u * z / fx, rtol=1e-5, atol=1e-5)
