@@ -36,6 +36,9 @@ _PLAIN = {
     errno.EISDIR: "is a folder",
     errno.EIO: "input/output error",
 }
+# The temporary files being written, each with the output it stands for (a writer handed a staged
+# temporary path, as atomic_group does, reports errors under the output's name)
+_OPEN: dict[Path, Path] = {}
 # What libraries that write through their own C++ streams (torch.save) say on such errors
 _LIBRARY_WRITE_FAILURES = ("file write failed", "No space left", "unexpected pos")
 
@@ -82,13 +85,15 @@ def atomic_path(path: Path | str, *, mkdir: bool = True) -> Iterator[Path]:
     one-line :class:`LeveError`.
     """
     path = Path(path)
+    named = _OPEN.get(path, path)  # what errors call it: a staged temporary file is called by its target's name
     check_name(path)
     try:
         if mkdir:
             path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise (plain_os_error(exc, path) or exc) from exc
+        raise (plain_os_error(exc, named) or exc) from exc
     tmp = temporary_name(path)
+    _OPEN[tmp] = named
     try:
         yield tmp
         _flush(tmp)
@@ -96,10 +101,12 @@ def atomic_path(path: Path | str, *, mkdir: bool = True) -> Iterator[Path]:
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        plain = plain_os_error(exc, path)
+        plain = plain_os_error(exc, named)
         if plain is not None:
             raise plain from exc
         raise
+    finally:
+        _OPEN.pop(tmp, None)
 
 
 @contextlib.contextmanager

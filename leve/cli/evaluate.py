@@ -28,11 +28,19 @@ def eval_command(
     sets: list[str] = typer.Option([], "--set", help="Override a param: key=value (repeatable)."),
     params: Path = typer.Option(PARAMS_FILE, "--params", help="Params file (section eval)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    out: Path = typer.Option(None, "--out", help="Write DIR/metrics/<dataset>.json and DIR/reports/<dataset>/ "
+                                                  "instead of the params' metrics_dir and reports_dir."),
 ) -> None:
-    """Evaluate a checkpoint: metrics/<dataset>.json, reports/<dataset>/, reports/metrics.md."""
+    """Evaluate a checkpoint: metrics/<dataset>.json and reports/<dataset>/ (tables, per-image CSV, grid,
+    MODEL_CARD.md).
+
+    The pipeline's metrics/ and reports/ hold the params' eval.checkpoint only: another --checkpoint
+    writes to evals/<checkpoint path, '-' for '/'>/metrics/ and .../reports/ (printed), or to --out DIR;
+    an --out inside the pipeline's folders is then refused. All outputs of a run are replaced together
+    once all are written; a second eval on the same outputs is refused while one runs."""
     from leve.evaluation import stage
 
     options = {"checkpoint": checkpoint, "protocol": protocol, "split": split, "crop": crop, "align": align,
                "flip": flip, "aggregation": aggregation, "batch_size": batch_size, "device": device, "teacher": teacher}
     overrides = merge_options(sets, options)
-    stage.run(dataset, overrides, params_file=params, show_progress=not quiet)
+    stage.run(dataset, overrides, params_file=params, show_progress=not quiet, out=out)

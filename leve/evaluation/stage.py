@@ -6,10 +6,24 @@ depth, and ``MODEL_CARD.md``: the evaluated checkpoint's card with these test me
 The card is written here rather than beside the checkpoint: ``models/student/`` is the ``train``
 stage's output, and changing a file in it would make DVC see that output as modified (and rerun
 ``train``). A split without depth has nothing to score: it is refused in one line (with DVC, name
-the eval stages of the datasets that have depth: ``dvc repro train eval@<dataset>``)."""
+the eval stages of the datasets that have depth: ``dvc repro train eval@<dataset>``).
+
+Outputs: every file is written whole (:mod:`leve.atomic`) and all of one evaluation's files are
+replaced together once all are written, so a failure (a full disk) leaves the previous ones as they
+were. One evaluation writes a set of outputs at a time: a second one on the same ``metrics/<dataset>.json``
+is refused in one line while the first runs (the lock ``metrics/<dataset>.json.lock``).
+
+Scoring another checkpoint leaves the pipeline alone: the pipeline's ``metrics/`` and ``reports/``
+(the DVC outputs of ``eval@<dataset>``) hold the scores of the params' ``eval.checkpoint`` only. A run
+with another checkpoint (``leve eval --checkpoint other.pt``) writes to ``evals/<checkpoint>/metrics/`` and
+``evals/<checkpoint>/reports/`` (``<checkpoint>``: its path with ``-`` for separators, e.g.
+``evals/models-kd-best/``) and says so; ``--out DIR`` writes to ``DIR/metrics/`` and ``DIR/reports/``
+instead, and an ``--out`` that would land in the pipeline's folders is refused in one line."""
 
 from __future__ import annotations
 
+import contextlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +33,8 @@ import numpy as np
 from leve.errors import LeveError
 from leve.params import PARAMS_FILE, build_config, load_params, section
 from leve.progress import console
+
+SIDE_FOLDER = Path("evals")  # where the outputs of a checkpoint other than the params' go by default
 
 
 @dataclass
@@ -80,8 +96,60 @@ def scored_split(store: Any, name: str) -> Any:
 
 
 def run(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE,
-        show_progress: bool = True) -> dict[str, Any]:
-    """Evaluate the checkpoint on ``dataset``; returns the metrics document written."""
+        show_progress: bool = True, out: Path | None = None) -> dict[str, Any]:
+    """Evaluate the checkpoint on ``dataset``; returns the metrics document written. ``out``: write
+    ``<out>/metrics/<dataset>.json`` and ``<out>/reports/<dataset>/`` instead (see the module doc for where
+    the outputs of a checkpoint other than the params' go). One writer at a time: the outputs are held
+    by the lock ``<metrics file>.lock`` (:func:`leve.processes.exclusive_writer`) from start to end."""
+    from leve.processes import exclusive_writer
+
+    cfg = config(dataset, overrides, params_file)
+    metrics_dir, reports_dir = output_folders(dataset, cfg, params_file, out)
+    with exclusive_writer(metrics_dir / f"{dataset}.json"):
+        return _score(dataset, {**(overrides or {}), "metrics_dir": metrics_dir, "reports_dir": reports_dir},
+                      params_file, show_progress)
+
+
+def output_folders(dataset: str, cfg: Config, params_file: Path = PARAMS_FILE,
+                   out: Path | None = None) -> tuple[Path, Path]:
+    """The metrics and reports folders of this evaluation: ``out``'s ``metrics/`` and ``reports/`` when
+    given, else ``cfg``'s. Those of a checkpoint other than the params' are kept out of the pipeline's:
+    by default they go to ``evals/<checkpoint>/`` (:data:`SIDE_FOLDER`); an explicit ``out`` inside them is refused."""
+    folders = (out / "metrics", out / "reports") if out is not None else (cfg.metrics_dir, cfg.reports_dir)
+    pipeline = config(dataset, None, params_file)
+    if _same_path(cfg.checkpoint, pipeline.checkpoint):
+        return folders
+    if not (_same_path(folders[0], pipeline.metrics_dir) or _same_path(folders[1], pipeline.reports_dir)):
+        return folders
+    if out is not None:
+        raise LeveError(f"{out}: --out would put the scores of {cfg.checkpoint} into the pipeline's outputs "
+                        f"({pipeline.metrics_dir}/, {pipeline.reports_dir}/), which belong to {pipeline.checkpoint}; "
+                        "choose another folder")
+    side = SIDE_FOLDER / checkpoint_slug(cfg.checkpoint)
+    console.print(f"note: {cfg.checkpoint} is not the params' eval.checkpoint ({pipeline.checkpoint}): its outputs go "
+                  f"to {side}/ (the pipeline's {pipeline.metrics_dir}/ and {pipeline.reports_dir}/ are left alone; "
+                  "--out DIR picks another folder)", markup=False, highlight=False)
+    return side / "metrics", side / "reports"
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def checkpoint_slug(checkpoint: Path) -> str:
+    """A folder name for a checkpoint: its path (relative to here where it can be) without the suffix,
+    separators as ``-``, characters other than letters, digits, ``.``, ``_``, ``-`` as ``_``, at most 100."""
+    path = Path(checkpoint)
+    with contextlib.suppress(ValueError):
+        path = path.resolve().relative_to(Path.cwd().resolve())
+    text = "-".join(path.with_suffix("").parts).lstrip("-") or "checkpoint"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)[-100:].lstrip(".") or "checkpoint"
+
+
+def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE,
+           show_progress: bool = True) -> dict[str, Any]:
+    """The evaluation itself; :func:`run` chooses its output folders and holds their lock."""
+    from leve.atomic import atomic_group
     from leve.device import resolve_device
     from leve.evaluation.protocols import get_protocol, ground_truth_note
     from leve.evaluation.runner import evaluate
@@ -129,13 +197,15 @@ def run(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path
     if note:  # shown beside the numbers by the tables of `leve eval`, `leve tables` and `leve report`
         doc["note"] = note
     reports = cfg.reports_dir / dataset
-    write_csv(reports / "per_image.csv", [s.row() for s in result.scored])
-    write_csv(reports / "error_vs_depth.csv", result.bins.rows())
-    save_grid(result.examples, reports / "examples.png")
-    write_tables([doc], reports / "metrics.md", reports / "metrics.csv")
-    write_json(cfg.metrics_dir / f"{dataset}.json", doc)
-    write_model_card(cfg.checkpoint, reports / CARD_NAME, [cfg.metrics_dir / f"{dataset}.json"],
-                     name=str(cfg.checkpoint))
+    with atomic_group() as stage:  # every output of this evaluation, or (on any failure) none replaced
+        write_csv(stage(reports / "per_image.csv"), [s.row() for s in result.scored])
+        write_csv(stage(reports / "error_vs_depth.csv"), result.bins.rows())
+        if result.examples:
+            save_grid(result.examples, stage(reports / "examples.png"))
+        write_tables([doc], stage(reports / "metrics.md"), stage(reports / "metrics.csv"))
+        metrics = stage(cfg.metrics_dir / f"{dataset}.json")
+        write_json(metrics, doc)
+        write_model_card(cfg.checkpoint, stage(reports / CARD_NAME), [metrics], name=str(cfg.checkpoint))
     console.print(f"eval {dataset}/{cfg.split} [{protocol.name}]: rmse {doc['student']['rmse']:.4f} "
                   f"abs_rel {doc['student']['abs_rel']:.4f} d1 {doc['student']['d1']:.4f} "
                   f"({doc['student']['count']} samples) -> {cfg.metrics_dir / f'{dataset}.json'}",
