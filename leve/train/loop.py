@@ -101,14 +101,42 @@ class TrainResult:
     resumed_from: int = 0
     up_to_date: bool = False
     rank: int = 0  # torchrun rank of the process that returns it (process 0 reports)
+    val_has_depth: bool = True  # False: best.pt is the latest model, there is no val RMSE
+    val_count: int = 0  # validations with metrics that competed for best.pt (Position.val_count)
+    val_first_step: int = -1
+
+    def best(self) -> str:
+        """What best.pt is: the lowest val RMSE, or why there is none (never an ``inf`` as a result)."""
+        if not self.val_has_depth:
+            return f"no depth in the val split, so no val RMSE: best.pt is the model at step {self.best_step}"
+        if self.val_count == 0:
+            return "not validated yet"
+        if not math.isfinite(self.best_rmse):
+            return f"no finite val RMSE in {self.val_count} validation(s): best.pt not written"
+        return f"best val RMSE {self.best_rmse:.4f} at step {self.best_step}"
+
+    def warning(self) -> str | None:
+        """One ``warning:`` line when validation never improved over the whole run: no validation gave
+        a finite RMSE, or at least two did and none after the first had a lower RMSE than the first
+        (the best model is then the first validated one); None otherwise (or without depth to validate on)."""
+        if not self.val_has_depth or self.val_count == 0:
+            return None
+        if not math.isfinite(self.best_rmse):
+            return (f"warning: {self.out_dir}: none of {self.val_count} validation(s) gave a finite RMSE: the student's "
+                    "depth is not a number; check the data, train.lr and train.grad_clip")
+        if self.val_count >= 2 and self.best_step == self.val_first_step:
+            return (f"warning: {self.out_dir}: val RMSE never improved on its first value ({self.best_rmse:.4f} at step "
+                    f"{self.best_step}) in {self.val_count} validations: the student learned nothing that helps on the "
+                    "val split after that step; check the data, train.lr and the loss")
+        return None
 
     def summary(self) -> str:
         if self.up_to_date:
-            return f"{self.out_dir}: up to date ({self.steps} steps, best val RMSE {self.best_rmse:.4f} at step {self.best_step})"
+            return f"{self.out_dir}: up to date ({self.steps} steps, {self.best()})"
         rate = self.samples / max(self.seconds, 1e-9)
         resumed = f", resumed at step {self.resumed_from}" if self.resumed_from else ""
         return (f"{self.out_dir}: trained to step {self.steps} in {self.seconds:.1f} s ({rate:.1f} samples/s{resumed}); "
-                f"best val RMSE {self.best_rmse:.4f} at step {self.best_step}")
+                f"{self.best()}")
 
 
 @contextmanager
@@ -163,7 +191,7 @@ class Trainer:
         kd_weight = 1.0 if self.relative else cfg.kd.eps  # without labels the KD term is the whole loss
         self.runner = StepRunner(self.ddp_model, optimizer, scheduler, self.device, self.max_depth, kd_weight,
                                  cfg.kd.loss, cfg.accumulate, cfg.amp, cfg.channels_last, cfg.grad_clip,
-                                 LossOptions(cfg.loss.ssim, cfg.loss.invalid, cfg.kd.norm), self._teacher_scale(teacher, store))
+                                 LossOptions(cfg.loss.ssim, cfg.loss.invalid, cfg.kd.norm), *self._teacher_raw(teacher, store))
         self.hash = run_identity(cfg, data_id)
         self.position = Position()
         # built once: worker processes persist across epochs and validations
@@ -197,14 +225,17 @@ class Trainer:
                           f"eps={self.cfg.kd.eps}, kd.loss={self.cfg.kd.loss}")
         return self.cfg.teacher_path
 
-    def _teacher_scale(self, teacher: Path | None, store: Any) -> torch.Tensor | None:
+    def _teacher_raw(self, teacher: Path | None, store: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``kd.norm: batch`` compares raw teacher maps across a batch: per train sample, the factor from
-        the cached map to the raw one (:meth:`leve.teacher.cache.read.TeacherCache.raw_scale`)."""
+        the cached map to the raw one (:meth:`leve.teacher.cache.read.TeacherCache.raw_scale`) and, with
+        ``kd.batch_max_shift: raw_min``, the raw map's minimum before clipping (the cache's ``raw_min``)."""
         if teacher is None or self.cfg.kd.norm != "batch":
-            return None
+            return None, None
         from leve.teacher.cache.read import TeacherCache
 
-        return torch.from_numpy(TeacherCache(teacher, self.cfg.train_split, store.split(self.cfg.train_split)).raw_scale())
+        cache = TeacherCache(teacher, self.cfg.train_split, store.split(self.cfg.train_split))
+        low = torch.from_numpy(cache.raw_min.astype(np.float32)) if self.cfg.kd.batch_max_shift == "raw_min" else None
+        return torch.from_numpy(cache.raw_scale()), low
 
     def _decode(self, split: Any) -> str:
         """``data.decode`` as it applies to the train split: ``draft`` falls back to ``full`` (said once)
@@ -405,6 +436,10 @@ class Trainer:
         metrics: dict[str, float] = {}
         if self.layout.main and (keep or self.val_has_depth):
             metrics = self.validate() if self.val_has_depth else {}
+            if keep and metrics:
+                self.position.val_count += 1
+                if self.position.val_count == 1:
+                    self.position.val_first_step = self.position.step
             improved = keep and (not metrics or metrics["rmse"] < self.position.best_rmse)
             if improved:
                 if metrics:
@@ -426,7 +461,8 @@ class Trainer:
         resumed = self.try_resume(restart)
         start = self.position.step
         result = TrainResult(self.cfg.out_dir, start, 0.0, 0, self.position.best_rmse, self.position.best_step, start,
-                             rank=self.layout.rank)
+                             rank=self.layout.rank, val_has_depth=self.val_has_depth)
+        self._validation_record(result)
         if start >= self.total_steps and self.best_path.exists():
             result.up_to_date = True
             return result
@@ -447,12 +483,20 @@ class Trainer:
         result.seconds = time.perf_counter() - t0
         result.steps, result.samples = self.position.step, (self.position.step - start) * self.cfg.batch_size
         result.best_rmse, result.best_step = self.position.best_rmse, self.position.best_step
+        self._validation_record(result)
+        warning = result.warning() if self.position.step >= self.total_steps else None  # judged on a whole run
+        if warning and self.layout.main:
+            console.print(warning, markup=False, highlight=False)
         return result
+
+    def _validation_record(self, result: TrainResult) -> None:
+        result.val_count, result.val_first_step = self.position.val_count, self.position.val_first_step
 
     def _epochs(self, log: RunLog, bar: Any, task: Any, stop_after: int | None) -> None:
         cfg, pos = self.cfg, self.position
         while pos.step < self.total_steps:
             self.sampler.set_position(pos.epoch, pos.batch)
+            self.runner.train_mode = not self._validated_this_epoch()  # an epoch starts in train mode
             t_log, n_log = time.perf_counter(), 0
             for batch in self.train_loader:
                 terms = self.runner.step(batch)
@@ -465,6 +509,8 @@ class Trainer:
                 when = validation_at(cfg.val_schedule, cfg.val_every, pos.step, pos.batch, ends)
                 if when:
                     self._validate_and_keep_best(log, keep=when == "best")
+                    if self._freezes_after_validation:
+                        self.runner.train_mode = False  # the thesis code: model.eval() in validation, kept
                 if self._checkpoint_due():
                     self._save_periodic()
                 if pos.step >= self.total_steps or (stop_after is not None and pos.step >= stop_after):
@@ -475,6 +521,23 @@ class Trainer:
             self.save_last()
             if stop_after is not None and pos.step >= stop_after:
                 return
+
+    @property
+    def _freezes_after_validation(self) -> bool:
+        """``bn_after_validation: eval``: after a validation that ran the model (the val split has depth),
+        the rest of the epoch trains in eval mode (BN running statistics frozen and used, dropout off),
+        as the thesis code does: its validation calls ``model.eval()`` and only an epoch's start ``model.train()``."""
+        return self.cfg.bn_after_validation == "eval" and self.val_has_depth
+
+    def _validated_this_epoch(self) -> bool:
+        """Whether a validation that freezes the mode followed one of the ``batch`` batches of the current
+        epoch already done (a run resumed mid-epoch continues in the mode it had)."""
+        if not self._freezes_after_validation:
+            return False
+        cfg, pos, per = self.cfg, self.position, self.sampler.batches_per_epoch()
+        first = pos.step - pos.batch  # the global step before the epoch's first batch
+        return any(validation_at(cfg.val_schedule, cfg.val_every, first + b, b, b >= per or first + b >= self.total_steps)
+                   for b in range(1, pos.batch + 1))
 
     def _log_train(self, log: RunLog, terms: dict[str, torch.Tensor], steps: int, since: float) -> float:
         names = sorted(terms)

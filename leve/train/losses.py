@@ -177,12 +177,15 @@ def kd_l1(output: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (output / _per_image_max(output) - teacher / _per_image_max(teacher)).abs().mean()
 
 
-def kd_l1_batch(output: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+def kd_l1_batch(output: torch.Tensor, teacher: torch.Tensor, low: torch.Tensor | None = None) -> torch.Tensor:
     """The thesis code's distillation term: each teacher map (raw disparity, not max-normalised)
     shifted by the absolute value of its own minimum plus 1e-6, then the mean absolute difference
     between ``output / max(output)`` and ``teacher / max(teacher)``, both maxima over the whole
-    batch (not per image as eq. 7.8): an image's map is compared at the scale the batch sets."""
-    low = teacher.flatten(1).amin(1).abs().view(-1, *([1] * (teacher.dim() - 1)))
+    batch (not per image as eq. 7.8): an image's map is compared at the scale the batch sets.
+    ``low`` (B,): the minimum to shift each map by instead of the minimum of ``teacher`` itself
+    (``kd.batch_max_shift: raw_min``: the raw map's, before the cache clipped it at 0)."""
+    low = teacher.flatten(1).amin(1) if low is None else low.to(teacher.dtype)
+    low = low.abs().view(-1, *([1] * (teacher.dim() - 1)))
     shifted = teacher + low + KD_SHIFT_EPS
     return (output / output.max().clamp(min=1e-6) - shifted / shifted.max()).abs().mean()
 
@@ -222,13 +225,13 @@ KD_LOSSES = {"l1": kd_l1, "ssi": kd_ssi}
 def distillation_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None,
                       teacher: torch.Tensor | None, eps: float, kd: str = "l1",
                       has_depth: torch.Tensor | None = None, ssim: str = "leve", max_depth: float = 10.0,
-                      kd_norm: str = "image") -> dict[str, torch.Tensor]:
+                      kd_norm: str = "image", teacher_low: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Eq. 7.1: ``(1 - eps) L_student + eps L_teacher``; ``eps = 0`` needs no teacher map.
 
     ``has_depth`` (B,) bool marks the samples whose depth may be used (None: all): the student
     terms average over those samples only (0 when the batch has none), the KD term over all.
     ``ssim`` and ``max_depth`` as :func:`student_loss`; ``kd_norm: batch`` with ``kd: l1`` is
-    :func:`kd_l1_batch` (``teacher`` then in raw units).
+    :func:`kd_l1_batch` (``teacher`` then in raw units, ``teacher_low`` (B,) its shift, None: each map's minimum).
     Returns the student terms, ``kd`` (when eps > 0) and ``loss`` (what is minimised).
     """
     if has_depth is None or bool(has_depth.all()):
@@ -245,8 +248,10 @@ def distillation_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Te
             raise ValueError("distillation with eps > 0 needs the teacher map")
         if kd_norm not in KD_NORMS:
             raise ValueError(f"kd_norm must be one of {KD_NORMS}, got {kd_norm!r}")
-        kd_fn = kd_l1_batch if kd == "l1" and kd_norm == "batch" else KD_LOSSES[kd]
-        terms["kd"] = kd_fn(output, teacher)
+        if kd == "l1" and kd_norm == "batch":
+            terms["kd"] = kd_l1_batch(output, teacher, teacher_low)
+        else:
+            terms["kd"] = KD_LOSSES[kd](output, teacher)
         loss = (1 - eps) * loss + eps * terms["kd"]
     terms["loss"] = loss
     return terms

@@ -20,6 +20,8 @@ SSIM_MODES = ("leve", "thesis-code")  # as leve.train.losses (not imported: the 
 INVALID_MODES = ("mask", "zero-target")
 KD_NORMS = ("image", "batch")
 VAL_SCHEDULES = ("leve", "thesis-code")  # leve.train.schedule.validation_at
+BN_AFTER_VALIDATION = ("train", "eval")  # leve.train.loop.Trainer._freezes_after_validation
+KD_SHIFTS = ("clipped", "raw_min")  # leve.train.losses.kd_l1_batch
 
 
 @dataclass
@@ -30,6 +32,9 @@ class KDConfig:
     loss: str = "l1"  # l1: the thesis's max-normalised L1 (eq. 7.8) | ssi: scale-and-shift-invariant L1
     norm: str = "image"  # l1 only: image (eq. 7.8: per-image maxima) | batch (the thesis code: teacher
     # shifted by its minimum, both maps divided by their batch maximum; leve.train.losses.kd_l1_batch)
+    batch_max_shift: str = "clipped"  # norm batch only: the teacher shifted by |the minimum of the map it gets|
+    # (clipped at 0 in the cache, resized to the resolution) | raw_min: by |the raw map's minimum| (the cache's
+    # raw_min, before clipping), as the thesis code shifts its raw teacher output
     teacher_dir: Path = Path("data/teacher")
 
 
@@ -131,6 +136,8 @@ class TrainConfig:
     val_schedule: str = "leve"  # leve: every val_every steps and each epoch end, best of all | thesis-code:
     # after batch i (0-based, of the epoch) with i % val_every == 0 and i > 0 logged only, best of epoch ends
     val_limit: int | None = None  # validate on the first N val samples
+    bn_after_validation: str = "train"  # train: every step in train mode | eval: after a validation, the rest
+    # of the epoch in eval mode (BN statistics frozen), as the thesis code (its validation calls model.eval())
     checkpoint_every: int = 0  # steps between extra last.pt saves (0: each epoch and at the end)
     checkpoint_minutes: float = 5.0  # also save last.pt once this long since the last save (0: off)
     log_every: int = 10  # steps between logged training losses
@@ -161,6 +168,12 @@ class TrainConfig:
             (self.val_schedule in VAL_SCHEDULES,
              f"val_schedule must be one of {', '.join(VAL_SCHEDULES)}, got {self.val_schedule!r}"),
             (self.val_every >= 0, f"val_every must be >= 0, got {self.val_every}"),
+            (self.bn_after_validation in BN_AFTER_VALIDATION,
+             f"bn_after_validation must be one of {', '.join(BN_AFTER_VALIDATION)}, got {self.bn_after_validation!r}"),
+            (self.kd.batch_max_shift in KD_SHIFTS,
+             f"kd.batch_max_shift must be one of {', '.join(KD_SHIFTS)}, got {self.kd.batch_max_shift!r}"),
+            (self.kd.batch_max_shift == "clipped" or self.kd.norm == "batch",
+             f"kd.batch_max_shift {self.kd.batch_max_shift} applies to kd.norm batch (got kd.norm {self.kd.norm})"),
             (0.0 <= self.labels.fraction <= 1.0, f"labels.fraction must be in [0, 1], got {self.labels.fraction}"),
             (self.labels.sampling in ("split", "mixed"),
              f"labels.sampling must be split or mixed, got {self.labels.sampling!r}"),

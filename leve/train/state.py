@@ -27,6 +27,8 @@ class Position:
     step: int = 0
     best_rmse: float = float("inf")
     best_step: int = -1
+    val_count: int = 0  # validations that competed for best.pt with metrics (val split with depth)
+    val_first_step: int = -1  # the step of the first of them
 
 
 def rng_state() -> dict[str, Any]:

@@ -37,18 +37,25 @@ class StepRunner:
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None, device: torch.device, max_depth: float,
                  eps: float = 0.0, kd_loss: str = "l1", accumulate: int = 1, amp: str = "float32",
                  channels_last: bool = False, grad_clip: float | None = None,
-                 options: LossOptions = LossOptions(), teacher_scale: torch.Tensor | None = None) -> None:
+                 options: LossOptions = LossOptions(), teacher_scale: torch.Tensor | None = None,
+                 teacher_low: torch.Tensor | None = None) -> None:
         self.model, self.optimizer, self.scheduler, self.device = model, optimizer, scheduler, device
         self.max_depth, self.eps, self.kd_loss, self.accumulate = max_depth, eps, kd_loss, accumulate
         # options: the named loss choices; teacher_scale: per train sample, the factor from the cached
         # map to the teacher's raw disparity (raw_max), which kd_norm: batch compares across images
         self.options = options
         self.teacher_scale = None if teacher_scale is None else teacher_scale.to(device)
+        # teacher_low: per train sample, the raw map's minimum before clipping (raw_min), the shift of
+        # kd_norm: batch with kd.batch_max_shift: raw_min (None: each map's own minimum)
+        self.teacher_low = None if teacher_low is None else teacher_low.to(device)
         cuda = device.type == "cuda"
         self.amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(amp) if cuda else None
         self.channels_last = channels_last and cuda
         self.grad_clip = grad_clip
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
+        # the mode each step sets: True (train(): BN batch statistics, dropout on) unless the loop says
+        # otherwise (train.bn_after_validation: eval, the thesis code's steps after a mid-epoch validation)
+        self.train_mode = True
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -72,9 +79,10 @@ class StepRunner:
         depth, teacher = targets_at(out, batch["depth"], batch.get("teacher"))
         if teacher is not None and self.teacher_scale is not None:
             teacher = teacher * self.teacher_scale[batch["index"]].view(-1, 1, 1, 1)
+        low = None if self.teacher_low is None or teacher is None else self.teacher_low[batch["index"]]
         target, mask = training_target(depth, self.max_depth, self.options.invalid)
         return distillation_loss(out.float(), target, mask, teacher, self.eps, self.kd_loss, batch.get("has_depth"),
-                                 self.options.ssim, self.max_depth, self.options.kd_norm)
+                                 self.options.ssim, self.max_depth, self.options.kd_norm, low)
 
     def student_terms(self, out: torch.Tensor, depth: torch.Tensor) -> dict[str, torch.Tensor]:
         """The supervised terms of ``out`` against ``depth`` (at the output's size), as training computes them."""
@@ -94,8 +102,9 @@ class StepRunner:
         return contextlib.nullcontext() if last or no_sync is None else no_sync()
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Train on one batch; returns the loss terms (detached, averaged over micro-batches)."""
-        self.model.train()
+        """Train on one batch, the model in ``train_mode``; returns the loss terms (detached, averaged
+        over micro-batches)."""
+        self.model.train(self.train_mode)
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, torch.Tensor] = {}
         for k, micro in enumerate(self._micro_batches(self.to_device(batch))):

@@ -115,7 +115,28 @@ def test_thesis_code_profile_is_the_thesis_profile_plus_the_code_choices():
     differ = {k for k in thesis if thesis[k] != code[k]}
     assert differ == {"train.val_every", "train.val_schedule", "train.kd.norm", "train.loss.ssim",
                       "train.loss.invalid", "train.schedule.name", "prepare.kitti.gt", "prepare.endoslam.depth",
-                      "bench.model.protocol"}
+                      "bench.model.protocol", "train.kd.batch_max_shift", "train.bn_after_validation",
+                      "train.amp", "teacher.amp"}
     assert (code["train.val_every"], code["train.val_schedule"], code["train.kd.norm"]) == (1000, "thesis-code", "batch")
     assert (code["train.loss.ssim"], code["train.loss.invalid"], code["bench.model.protocol"]) == (
         "thesis-code", "zero-target", "thesis")
+    # issue 27, D1-D3: BN frozen after a mid-epoch validation, fp32 student and teacher, the raw-min shift
+    assert (code["train.bn_after_validation"], code["train.amp"], code["teacher.amp"], code["train.kd.batch_max_shift"]) == (
+        "eval", "float32", "float32", "raw_min")
+
+
+def test_thesis_code_profile_builds_the_configs_it_names(tmp_path):
+    """The profile applied to params.yaml reads back as the train and teacher configs with the thesis code's
+    choices (D1-D3), and the shipped params keep leve's defaults."""
+    from leve.teacher import stage as teacher_stage
+    from leve.train import stage as train_stage
+
+    shipped = train_stage.config(params_file=ROOT / "params.yaml")
+    assert (shipped.bn_after_validation, shipped.amp, shipped.kd.batch_max_shift) == ("train", "bfloat16", "clipped")
+    assert teacher_stage.config("nyu", params_file=ROOT / "params.yaml").amp == "float16"
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    apply_profile("thesis-code", params, ROOT / "profiles")
+    cfg = train_stage.config(params_file=params)
+    assert (cfg.bn_after_validation, cfg.amp, cfg.kd.norm, cfg.kd.batch_max_shift) == ("eval", "float32", "batch", "raw_min")
+    assert teacher_stage.config("nyu", params_file=params).amp == "float32"

@@ -41,9 +41,11 @@ def images_only_train(src: Path, out: Path) -> Path:
     return out
 
 
-def write_cache(store_path: Path, out: Path, split: str, maps: np.ndarray, model: str = "oracle") -> Path:
+def write_cache(store_path: Path, out: Path, split: str, maps: np.ndarray, model: str = "oracle",
+                raw_min: np.ndarray | None = None) -> Path:
     """Publish ``maps`` (N, H, W) non-negative disparities as the teacher cache of ``split`` at ``out``,
-    normalised per image by its maximum as the cache stores them."""
+    normalised per image by its maximum as the cache stores them; ``raw_min`` (N,): the minima recorded
+    (a raw map's before it was clipped at 0; None: the minima of ``maps``)."""
     store = open_store(store_path)
     data = store.split(split)
     identity = {"format": CACHE_FORMAT, "teacher": {"model": model}, "dataset": dataset_identity(store, data)}
@@ -54,7 +56,8 @@ def write_cache(store_path: Path, out: Path, split: str, maps: np.ndarray, model
     builder = StoreBuilder(out.with_name(f"{out.name}.{split}"), {"kind": "teacher-cache-staging"}, fp,
                            block_size=len(data), exclusive=False)
     writer = builder.split(spec)
-    meta = {"raw_min": maps.reshape(len(maps), -1).min(1).tolist(), "raw_max": raw_max.tolist(),
+    lows = maps.reshape(len(maps), -1).min(1) if raw_min is None else np.asarray(raw_min, np.float32)
+    meta = {"raw_min": lows.tolist(), "raw_max": raw_max.tolist(),
             "zero": [False] * len(maps)}
     writer.write_block(0, {"disparity": (maps / raw_max[:, None, None]).astype(np.float16)}, meta)
     _finalize_split(builder, writer, out, store)
