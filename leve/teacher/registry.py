@@ -126,7 +126,8 @@ REGISTRY: dict[str, TeacherEntry] = {
         TeacherEntry("small-random", APACHE, builtin=small_random_config, description="Small architecture, random"),
         TeacherEntry("base-random", APACHE, builtin=base_random_config, description="Base architecture, random"),
         TeacherEntry("embedded", f"{APACHE} (trained here by leve)", folder=WEIGHTS_DIR,
-                     description="small Depth-Anything trained here on synthetic rooms (offline, shipped)"),
+                     description="synthetic rooms only: a small Depth-Anything trained here on leve's rendered "
+                     "rooms (offline, shipped); on real photos use v2-small, v1-small or a save_pretrained folder"),
     )
 }
 _BY_HUB_ID = {e.hub_id.lower(): e for e in REGISTRY.values() if e.hub_id}

@@ -61,6 +61,9 @@ def run(
     console.print(f"teacher {teacher.model_id} @ {teacher.revision}: licence {teacher.licence}")
     if "non-commercial" in teacher.licence:
         console.print("[yellow]note: this checkpoint is licensed for non-commercial use only[/yellow]")
+    warning = embedded_misuse(teacher.model_id, cfg.data_dir / f"{dataset}.zarr")
+    if warning:
+        console.print(warning, markup=False, highlight=False)
     results = []
     for split in cfg.splits:
         results.append(
@@ -81,3 +84,33 @@ def run(
             )
         )
     return results
+
+
+def rendered_by_leve(attrs: dict[str, Any]) -> bool:
+    """Whether a store's attributes are those leve's synthetic adapter writes (``leve prepare synthetic``,
+    leve/datasets/synthetic.py: dataset ``synthetic``, no other adapter, the camera's intrinsics and the
+    renderer's seed among its params); a folder of yours named ``synthetic`` records ``adapter: folder``."""
+    params = attrs.get("params")
+    return (attrs.get("dataset") == "synthetic" and attrs.get("adapter") in (None, "synthetic")
+            and "intrinsics" in attrs and isinstance(params, dict) and "seed" in params)
+
+
+def embedded_misuse(model_id: str, store_path: Path) -> str | None:
+    """The one ``warning:`` line for the ``embedded`` teacher on a store leve's synthetic adapter did not
+    render (it knows only those rooms: on real photos it follows a room-box prior, faces come out far);
+    None for another teacher, a rendered store, or a store that does not open (the cache build says why)."""
+    if model_id != "embedded":
+        return None
+    from leve.errors import LeveError
+    from leve.store import open_store
+
+    try:
+        attrs = dict(open_store(store_path).attrs)
+    except LeveError:
+        return None
+    if rendered_by_leve(attrs):
+        return None
+    return (f"warning: {store_path}: the embedded teacher knows only leve's synthetic rooms and this store was not "
+            f"rendered by them (dataset {attrs.get('dataset')}); on real photos its maps follow a room-box prior "
+            "(faces come out far). Use a real teacher: teacher.model v2-small, v1-small, or the path of a local "
+            "save_pretrained folder (README: Your own data)")
