@@ -27,8 +27,11 @@ from leve.store.format import (
     SplitSpec,
     describe_spec,
     fingerprint,
+    meta_compressors,
+    meta_paths,
     spec_from_description,
 )
+from leve.store.integrity import WRITTEN, written_files
 from leve.store.reader import is_complete, read_root_attrs
 
 
@@ -220,7 +223,8 @@ class SplitWriter:
             if len(data) != len(rows):
                 raise ValueError(f"block {block} of '{name}' has {len(data)} rows, expected {len(rows)}")
             try:
-                self.group[name][rows.start : rows.stop] = data
+                # every sample's chunk is written, also one equal to the fill value: a missing chunk is never legal
+                self.group[name].with_config({"write_empty_chunks": True})[rows.start : rows.stop] = data
             except OSError as exc:
                 raise LeveError(
                     f"{self.builder.partial / self.spec.name / name}: write failed ({exc.strerror or exc})"
@@ -232,11 +236,14 @@ class SplitWriter:
         _atomic_write_text(self._progress_dir / f"{block}.json", json.dumps(record))
 
     def finish(self, mark_complete: bool) -> None:
-        """Refuse unfinished blocks, gather the metadata; optionally mark the split group complete."""
+        """Refuse unfinished blocks, gather the metadata, record what was written (attribute ``written``:
+        array path -> chunk files, each checked on disk); optionally mark the split group complete."""
         missing = self.pending_blocks()
         if missing:
             raise LeveError(f"{self.builder.partial}: split '{self.spec.name}' has {len(missing)} unfinished block(s)")
         self.write_meta()
+        paths = [*self.spec.arrays, *meta_paths(describe_spec(self.spec)).values()]
+        self.group.attrs[WRITTEN] = written_files(self.builder.partial / self.spec.name, paths)
         if mark_complete:
             _mark_complete(self.group.attrs)
 
@@ -258,7 +265,8 @@ class SplitWriter:
             n = max(len(values), 1)
             with warnings.catch_warnings():  # fixed-length strings: read back by this zarr, warned as "unstable"
                 warnings.simplefilter("ignore", UnstableSpecificationWarning)
-                arr = target.create_array(k, shape=values.shape, chunks=(n,), dtype=values.dtype, overwrite=True)
+                arr = target.create_array(k, shape=values.shape, chunks=(n,), dtype=values.dtype, overwrite=True,
+                                          compressors=meta_compressors(), config={"write_empty_chunks": True})
             if len(values):
                 arr[:] = values
 

@@ -14,7 +14,9 @@ from zarr.core.dtype import VariableLengthBytes
 
 from leve.errors import LeveError
 
-STORE_FORMAT = 1
+# 2: every chunk carries a crc32c (the last inner codec), every chunk is written (also one equal to the
+# fill value) and each split records what was written (:mod:`leve.store.integrity`); 1: no checksums
+STORE_FORMAT = 2
 PARTIAL_SUFFIX = ".partial"
 PROGRESS_DIR = "_progress"
 RGB_CODECS = ("raw", "jpeg")
@@ -28,18 +30,27 @@ class ArraySpec:
     dtype: Any
     compressor: str = "zstd"  # "zstd" | "lz4" | "blosc-lz4hc-shuffle" | "blosc-zstd-shuffle" | "none"
 
-    def compressors(self) -> Any:
+    def compressors(self) -> list[Any]:
+        """The bytes-to-bytes codecs of one chunk: the compressor, then the crc32c of its output."""
+        return [*self._compressor(), zarr.codecs.Crc32cCodec()]
+
+    def _compressor(self) -> list[Any]:
         if self.compressor == "none":
-            return None
+            return []
         if self.compressor == "zstd":
-            return zarr.codecs.ZstdCodec(level=3)
+            return [zarr.codecs.ZstdCodec(level=3)]
         if self.compressor == "lz4":  # decodes ~15x faster than zstd; photos barely compress anyway
-            return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle", typesize=1)
+            return [zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle", typesize=1)]
         if self.compressor == "blosc-lz4hc-shuffle":  # a teacher cache's maps (see leve.teacher.cache.build.CODEC)
-            return zarr.codecs.BloscCodec(cname="lz4hc", clevel=3, shuffle="shuffle")
+            return [zarr.codecs.BloscCodec(cname="lz4hc", clevel=3, shuffle="shuffle")]
         if self.compressor == "blosc-zstd-shuffle":
-            return zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+            return [zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")]
         raise ValueError(f"unknown compressor {self.compressor}")
+
+
+def meta_compressors() -> list[Any]:
+    """The codecs of a per-sample metadata array (one chunk): zstd, then the crc32c of its output."""
+    return [zarr.codecs.ZstdCodec(), zarr.codecs.Crc32cCodec()]
 
 
 def dataset_arrays(height: int, width: int, rgb_codec: str = "raw", depth: bool = True) -> dict[str, ArraySpec]:
@@ -79,6 +90,11 @@ def fingerprint(obj: Any) -> str:
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
 
+
+def meta_paths(description: dict[str, Any]) -> dict[str, str]:
+    """Metadata field -> its array path in the split (``meta/<field>``, or ``<field>`` without a meta group)."""
+    group = description.get("meta_group") or ""
+    return {k: f"{group}/{k}" if group else k for k in description.get("meta", {})}
 
 
 def describe_spec(spec: SplitSpec) -> dict[str, Any]:

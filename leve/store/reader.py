@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Iterator
@@ -14,7 +15,8 @@ import pandas as pd
 import zarr
 
 from leve.errors import LeveError
-from leve.store.format import STORE_FORMAT
+from leve.store.format import STORE_FORMAT, meta_paths
+from leve.store.integrity import WRITTEN, StoreDamage, damaged, open_group, read_error, rebuild_hint
 
 
 def read_root_attrs(path: str | Path) -> dict[str, Any]:
@@ -49,30 +51,52 @@ class Split:
         self.name = name
         self._pid: int | None = None
         self._group: zarr.Group | None = None
-        group = self.group
-        self.attrs: dict[str, Any] = dict(group.attrs)
+        with self._reading("zarr.json"):
+            self.attrs: dict[str, Any] = dict(self.group.attrs)
+        written = self.attrs.get(WRITTEN)
+        if not isinstance(written, dict):
+            raise LeveError(f"{self.path}/{name}: records no written chunks (written by an older leve, before chunk "
+                            f"checksums); rebuild it with {rebuild_hint(self.path, name)}")
+        self.written: dict[str, int] = written  # array path -> chunk files written at publish
         self.length: int = int(self.attrs.get("length", 0))
-        self.rgb_codec = "jpeg" if "rgb_jpeg" in group else "raw"
+        self.rgb_codec = "jpeg" if "rgb_jpeg" in written else "raw"
         # a split without depth (images only, distilled from the teacher alone) has no `depth` array
-        self.has_depth: bool = "depth" in group
+        self.has_depth: bool = "depth" in written
         self._meta: pd.DataFrame | None = None
         self._sizes: np.ndarray | None = None
         self._fast: dict[str, Any] = {}
 
+    @contextlib.contextmanager
+    def _reading(self, array: str, sample: int | None = None) -> Iterator[None]:
+        """Zarr's, numcodecs' and blosc's exceptions while reading ``array`` become one line naming it."""
+        try:
+            yield
+        except LeveError:
+            raise
+        except Exception as exc:
+            raise read_error(self.path, f"{self.name}/{array}", exc, sample) from exc
+
     def _array(self, name: str, i: int, out: np.ndarray | None = None) -> np.ndarray:
         """Sample ``i`` of array ``name``: a direct shard read where possible, else Zarr; into ``out``
         (the full stored shape and dtype) when given."""
+        reader = self._reader(name)
+        if reader is not None:
+            return reader.read(i, out)
+        with self._reading(name, i):
+            value = np.asarray(self.group[name][i])
+        if out is None:
+            return value
+        np.copyto(out, value)
+        return out
+
+    def _reader(self, name: str) -> Any:
+        """The direct shard reader of array ``name`` (:mod:`leve.store.fastread`), or None where Zarr reads it."""
         if name not in self._fast:
             from leve.store.fastread import shard_reader
 
-            self._fast[name] = shard_reader(Path(self.path) / self.name / name) if Path(self.path).is_dir() else None
-        reader = self._fast[name]
-        if reader is not None:
-            return reader.read(i, out)
-        if out is None:
-            return np.asarray(self.group[name][i])
-        np.copyto(out, np.asarray(self.group[name][i]))
-        return out
+            local = Path(self.path).is_dir()
+            self._fast[name] = shard_reader(Path(self.path) / self.name / name, self.path) if local else None
+        return self._fast[name]
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -82,8 +106,9 @@ class Split:
 
     @property
     def group(self) -> zarr.Group:
+        """The split's Zarr group, opened in this process through :class:`leve.store.integrity.WrittenChunks`."""
         if self._group is None or self._pid != os.getpid():
-            self._group = zarr.open_group(self.path, mode="r")[self.name]
+            self._group = open_group(self.path)[self.name]
             self._pid = os.getpid()
         return self._group
 
@@ -94,8 +119,13 @@ class Split:
     def meta(self) -> pd.DataFrame:
         """Per-sample metadata as a DataFrame (one row per sample)."""
         if self._meta is None:
-            g = self.group["meta"] if "meta" in self.group else self.group
-            cols = {k: np.asarray(g[k][:]) for k in sorted(g.array_keys()) if g[k].ndim == 1 and g[k].shape[0] == self.length}
+            cols = {}
+            for field, path in sorted(meta_paths(self.attrs.get("spec", {})).items()):
+                with self._reading(path):
+                    cols[field] = np.asarray(self.group[path][:])
+                if cols[field].shape != (self.length,):
+                    raise damaged(self.path, f"{self.name}/{path}", f"holds {len(cols[field])} values, the split "
+                                  f"{self.length} samples")
             self._meta = pd.DataFrame(cols)
         return self._meta
 
@@ -105,8 +135,9 @@ class Split:
         array's, else (source JPEG bytes without depth) the largest true size. Read once: a Zarr
         metadata lookup costs more than a sample's decode."""
         for name in ("depth", "rgb"):
-            if name in self.group:
-                h, w = self.group[name].shape[1:3]
+            if name in self.written:
+                with self._reading(name):
+                    h, w = self.group[name].shape[1:3]
                 return int(h), int(w)
         m = self.meta
         return int(m["height"].max()), int(m["width"].max())
@@ -154,14 +185,11 @@ class Split:
         drops trailing NUL bytes.
         """
         i = self._check(i)
-        if "rgb_jpeg" not in self._fast:
-            from leve.store.fastread import shard_reader
-
-            local = Path(self.path).is_dir()
-            self._fast["rgb_jpeg"] = shard_reader(Path(self.path) / self.name / "rgb_jpeg") if local else None
-        if self._fast["rgb_jpeg"] is not None:  # one pread; Zarr's read costs twice the JPEG's decode
-            return self._fast["rgb_jpeg"].read_bytes(i)
-        return bytes(self.group["rgb_jpeg"][i : i + 1][0])
+        reader = self._reader("rgb_jpeg")
+        if reader is not None:  # one pread; Zarr's read costs twice the JPEG's decode
+            return reader.read_bytes(i)
+        with self._reading("rgb_jpeg", i):
+            return bytes(self.group["rgb_jpeg"][i : i + 1][0])
 
     def depth(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
         """Sample ``i``'s float32 depth at its true size; decoded into ``out`` when given (float32, the
@@ -194,8 +222,9 @@ class Split:
             if self.rgb_codec == "jpeg":
                 rgb = np.stack([self.rgb(i) for i in range(start, stop)])
             else:
-                rgb = np.asarray(self.group["rgb"][start:stop])
-            yield start, rgb, np.asarray(self.group["depth"][start:stop]) if self.has_depth else None
+                rgb = np.stack([self._array("rgb", i) for i in range(start, stop)])
+            depth = np.stack([self._array("depth", i) for i in range(start, stop)]) if self.has_depth else None
+            yield start, rgb, depth
 
 
 def checked_depth(depth: np.ndarray, where: str) -> np.ndarray:
@@ -209,7 +238,7 @@ def checked_depth(depth: np.ndarray, where: str) -> np.ndarray:
 
 def check_layout(path: str, attrs: dict[str, Any], dataset: bool) -> None:
     """Refuse a store written by a newer leve, and (``dataset``) any Zarr group that is not a
-    dataset store, a teacher cache included."""
+    dataset store, a teacher cache included, and a store of an older layout (without checksums)."""
     version = attrs.get("store_format")
     if isinstance(version, int) and version > STORE_FORMAT:
         raise LeveError(f"{path}: store format {version} was written by a newer leve (this one reads format "
@@ -218,6 +247,9 @@ def check_layout(path: str, attrs: dict[str, Any], dataset: bool) -> None:
         raise LeveError(f"{path}: a teacher cache, not a dataset store (stores live in data/zarr/)")
     if dataset and version is None:
         raise LeveError(f"{path}: not a leve dataset store (no store_format attribute; a different layout)")
+    if dataset and isinstance(version, int) and version < STORE_FORMAT:
+        raise LeveError(f"{path}: store format {version} was written by an older leve, without chunk checksums (this "
+                        f"one reads format {STORE_FORMAT}); rebuild it with {rebuild_hint(path)}")
 
 
 class Store:
@@ -226,9 +258,11 @@ class Store:
     def __init__(self, path: str | Path, require_complete: bool = True) -> None:
         self.path = str(path)
         try:
-            self.root = zarr.open_group(self.path, mode="r")
+            self.root = open_group(self.path)
         except FileNotFoundError as exc:
             raise LeveError(f"{self.path}: no store here (run `leve prepare` first)") from exc
+        except StoreDamage as exc:  # the root zarr.json damaged
+            raise read_error(self.path, "", exc) from exc
         except Exception as exc:
             raise LeveError(f"{self.path}: not a readable Zarr store ({exc.__class__.__name__})") from exc
         self.attrs: dict[str, Any] = dict(self.root.attrs)
@@ -239,7 +273,11 @@ class Store:
     @property
     def splits(self) -> list[str]:
         order = {"train": 0, "val": 1, "test": 2}
-        return sorted(self.root.group_keys(), key=lambda s: (order.get(s, 3), s))
+        try:
+            names = list(self.root.group_keys())
+        except Exception as exc:  # a split's zarr.json damaged
+            raise read_error(self.path, "", exc) from exc
+        return sorted(names, key=lambda s: (order.get(s, 3), s))
 
     def split(self, name: str) -> Split:
         if name not in self.splits:

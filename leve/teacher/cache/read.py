@@ -3,18 +3,21 @@ the dataset split (and teacher) it is used with, then serves its maps."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
 from leve.errors import LeveError
 from leve.store import Split, Store, fingerprint, open_store
 from leve.store.fastread import shard_reader
+from leve.store.integrity import WRITTEN, damaged, open_group, read_error
 from leve.teacher.loading import canonical_model_id
 
-CACHE_FORMAT = 1
+# 2: store format 2 (every chunk checksummed and written, what was written recorded); 1: no checksums
+CACHE_FORMAT = 2
 CACHE_META = {"raw_min": "float32", "raw_max": "float32", "zero": "bool"}
 PLAIN = "disparity_plain"  # tta flip: the image's own map beside the flip-averaged ``disparity``
 PLAIN_META = {f"plain_{k}": v for k, v in CACHE_META.items()}
@@ -41,16 +44,39 @@ class TeacherCache:
         self.path = str(path)
         self.name = split
         self.data = data
-        self.group = zarr.open_group(self.path, mode="r")[split]
-        self.attrs: dict[str, Any] = dict(self.group.attrs)
-        self.raw_min = np.asarray(self.group["raw_min"][:])
-        self.raw_max = np.asarray(self.group["raw_max"][:])
-        self.zero = np.asarray(self.group["zero"][:])
+        with self._reading("zarr.json"):
+            self.group = open_group(self.path)[split]
+            self.attrs: dict[str, Any] = dict(self.group.attrs)
+        check_format(self.path, split, self.attrs)
+        self.written: dict[str, int] = self.attrs[WRITTEN]
+        with self._reading("raw_min"):
+            self.raw_min = np.asarray(self.group["raw_min"][:])
+        with self._reading("raw_max"):
+            self.raw_max = np.asarray(self.group["raw_max"][:])
+        with self._reading("zero"):
+            self.zero = np.asarray(self.group["zero"][:])
+        if not len(self.raw_min) == len(self.raw_max) == len(self.zero) == len(data):
+            raise damaged(self.path, f"{split}/raw_max", f"holds {len(self.raw_max)} values, the split {len(data)} samples")
         # one pread + one decompression per map where the layout allows (Zarr's generic read costs ~1 ms)
-        self._fast = shard_reader(Path(self.path) / split / "disparity") if Path(self.path).is_dir() else None
-        self.has_plain = PLAIN in self.group.array_keys()
-        self._fast_plain = shard_reader(Path(self.path) / split / PLAIN) if self.has_plain and Path(self.path).is_dir() \
-            else None
+        local = Path(self.path).is_dir()
+        self._fast = shard_reader(Path(self.path) / split / "disparity", self.path) if local else None
+        self.has_plain = PLAIN in self.written
+        self._fast_plain = shard_reader(Path(self.path) / split / PLAIN, self.path) if self.has_plain and local else None
+
+    @contextlib.contextmanager
+    def _reading(self, array: str, sample: int | None = None) -> Iterator[None]:
+        """Zarr's, numcodecs' and blosc's exceptions while reading ``array`` become one line naming it."""
+        try:
+            yield
+        except LeveError:
+            raise
+        except Exception as exc:
+            raise read_error(self.path, f"{self.name}/{array}", exc, sample) from exc
+
+    def _map(self, array: str, i: int) -> np.ndarray:
+        """Sample ``i`` of ``disparity`` or ``disparity_plain`` at the stored size, through Zarr."""
+        with self._reading(array, i):
+            return np.asarray(self.group[array][i])
 
     @property
     def flip_averaged(self) -> bool:
@@ -67,7 +93,7 @@ class TeacherCache:
         h, w = self.data.size(i)
         if out is not None and self._fast is not None and out.dtype == np.float16 and out.shape == (h, w) == self._fast.tail:
             return self._fast.read(i, out)
-        full = self._fast.read(i) if self._fast is not None else np.asarray(self.group["disparity"][i])
+        full = self._fast.read(i) if self._fast is not None else self._map("disparity", i)
         if out is None:
             return full[:h, :w].astype(dtype)
         np.copyto(out, full[:h, :w])
@@ -80,7 +106,7 @@ class TeacherCache:
         if not self.has_plain:
             return self.disparity(i)
         h, w = self.data.size(i)
-        full = self._fast_plain.read(i) if self._fast_plain is not None else np.asarray(self.group[PLAIN][i])
+        full = self._fast_plain.read(i) if self._fast_plain is not None else self._map(PLAIN, i)
         return full[:h, :w].astype(np.float32)
 
     def raw(self, i: int) -> np.ndarray:
@@ -90,6 +116,15 @@ class TeacherCache:
     def raw_scale(self) -> np.ndarray:
         """(N,) float32: the factor from each cached map to the raw one (``raw_max``; 0 for a zero map)."""
         return np.where(self.zero, 0.0, self.raw_max).astype(np.float32)
+
+
+def check_format(path: str, split: str, attrs: dict[str, Any]) -> None:
+    """Refuse a cached split of another cache format (an older one has no chunk checksums)."""
+    version = attrs.get("format")
+    if version != CACHE_FORMAT or not isinstance(attrs.get(WRITTEN), dict):
+        age = "an older" if isinstance(version, int) and version < CACHE_FORMAT else "another"
+        raise LeveError(f"{path}/{split}: teacher cache format {version} was written by {age} leve (this one reads "
+                        f"format {CACHE_FORMAT}, with chunk checksums); rerun `leve teacher-cache --split {split}`")
 
 
 def _as_store(dataset_store: str | Path | Store | Split) -> Store:
@@ -114,14 +149,21 @@ def check_cache_matches(
     data = store.split(split)
     where = f"{path}/{split}"
     try:
-        root = zarr.open_group(str(path), mode="r")
-    except Exception:
+        root = open_group(str(path))
+    except FileNotFoundError:
         raise LeveError(f"{path}: no teacher cache here (run `leve teacher-cache --split {split}`)") from None
-    if split not in root.group_keys():
+    except Exception as exc:
+        raise read_error(str(path), "", exc) from exc
+    try:
+        splits = list(root.group_keys())
+        attrs = dict(root[split].attrs) if split in splits else {}
+    except Exception as exc:  # a split's zarr.json damaged
+        raise read_error(str(path), "", exc) from exc
+    if split not in splits:
         raise LeveError(f"{where}: split not cached (run `leve teacher-cache --split {split}`)")
-    attrs = dict(root[split].attrs)
     if not attrs.get("complete"):
         raise LeveError(f"{where}: teacher cache is incomplete; rerun `leve teacher-cache --split {split}`")
+    check_format(str(path), split, attrs)
     want = dataset_identity(store, data)
     have = attrs.get("dataset", {})
     for key in ("name", "fingerprint", "split", "length"):
