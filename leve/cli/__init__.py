@@ -49,6 +49,7 @@ from leve.cli import (  # noqa: E402,F401
     tables,
     teacher,
     train,
+    verify,
     weights,
 )
 
