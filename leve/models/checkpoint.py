@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from leve.atomic import atomic_path
-from leve.errors import LeveError
+from leve.errors import LeveError, shown
 
 FORMAT = "leve-checkpoint"
 VERSION = 1
 DEFAULT_RESOLUTION = (480, 640)
+DEPTH_KINDS = ("metric", "relative")  # extra["depth_kind"]: metres, or known up to scale and shift
 HF_CONFIG, HF_WEIGHTS = "config.json", "model.safetensors"  # a Hugging Face layout folder (leve.models.hf)
 
 
@@ -95,8 +96,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Checkpoi
     if header.get("format") != FORMAT:
         raise LeveError(f"{path}: not a leve checkpoint (no format '{FORMAT}'; "
                         f"use encoder_weights= for ImageNet backbones)")
-    if int(header.get("version", 0)) > VERSION:
-        raise LeveError(f"{path}: checkpoint version {header['version']} is newer than this leve ({VERSION})")
+    version = _version(path, header.get("version", 0))
+    if version > VERSION:
+        raise LeveError(f"{path}: checkpoint version {version} is newer than this leve ({VERSION})")
     return state, _info(path, header)
 
 
@@ -174,14 +176,51 @@ def _read_hf_folder(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     return state, header
 
 
+def _version(path: Path, value: Any) -> int:
+    """The header's ``version``: an integer (the safetensors metadata holds it as digits)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 10:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise LeveError(f"{path}: checkpoint version must be a whole number, got {shown(value)}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _info(path: Path, header: dict[str, Any]) -> CheckpointInfo:
-    config = header.get("config") or {}
-    try:
-        max_depth = float(config["max_depth"])
-        h, w = (int(v) for v in config.get("resolution", DEFAULT_RESOLUTION))
-        name = str(header["model"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise LeveError(f"{path}: checkpoint description incomplete ({exc.__class__.__name__}: {exc})") from exc
-    if not (math.isfinite(max_depth) and max_depth > 0):
-        raise LeveError(f"{path}: checkpoint max_depth must be positive, got {max_depth}")
-    return CheckpointInfo(str(path), name, max_depth, (h, w), dict(header.get("extra") or {}))
+    """The header checked by type and range before anything uses it (a model is built, memory
+    allocated for its resolution): one line naming the field otherwise."""
+    from leve.models.registry import list_models, model_spec
+    from leve.store.images import MAX_PIXELS
+
+    config = header.get("config") if header.get("config") is not None else {}
+    if not isinstance(config, dict):
+        raise LeveError(f"{path}: checkpoint config must be a mapping, got {shown(config)}")
+    name = header.get("model")
+    if not isinstance(name, str) or name not in list_models():
+        raise LeveError(f"{path}: checkpoint model must be a registered model name, got {shown(name)}")
+    max_depth = config.get("max_depth")
+    if max_depth is None:
+        raise LeveError(f"{path}: checkpoint description incomplete (no config max_depth)")
+    if not (_number(max_depth) and max_depth > 0):
+        raise LeveError(f"{path}: checkpoint max_depth must be a finite number > 0, got {shown(max_depth)}")
+    resolution = config.get("resolution", list(DEFAULT_RESOLUTION))
+    if not (isinstance(resolution, list | tuple) and len(resolution) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resolution)):
+        raise LeveError(f"{path}: checkpoint resolution must be two positive whole numbers [H, W], got {shown(resolution)}")
+    h, w = int(resolution[0]), int(resolution[1])
+    if h * w > MAX_PIXELS:
+        raise LeveError(f"{path}: checkpoint resolution {h}x{w} is {h * w:,} pixels, over the cap of {MAX_PIXELS:,}")
+    model_spec(name).check_size(h, w, what=f"{path}: checkpoint resolution {h}x{w}")
+    extra = header.get("extra") if header.get("extra") is not None else {}
+    if not isinstance(extra, dict):
+        raise LeveError(f"{path}: checkpoint extra must be a mapping, got {shown(extra)}")
+    kind = extra.get("depth_kind", "metric")
+    if kind not in DEPTH_KINDS:
+        raise LeveError(f"{path}: checkpoint depth_kind must be one of {', '.join(DEPTH_KINDS)}, got {shown(kind)}")
+    affine = extra.get("relative_affine")
+    if affine is not None and not (isinstance(affine, list | tuple) and len(affine) == 2 and all(map(_number, affine))):
+        raise LeveError(f"{path}: checkpoint relative_affine must be two finite numbers [scale, shift], got {shown(affine)}")
+    return CheckpointInfo(str(path), name, float(max_depth), (h, w), dict(extra))

@@ -12,7 +12,8 @@ from PIL import Image
 from leve.errors import LeveError
 
 # A decompression bomb is refused well before it can exhaust memory.
-Image.MAX_IMAGE_PIXELS = 64_000_000
+MAX_PIXELS = 64_000_000  # width x height: the cap of every decoded picture (images, depth arrays, video frames)
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
 def _open(data: bytes, name: str) -> Image.Image:

@@ -73,3 +73,88 @@ def test_every_model_round_trips(tmp_path, name):
     with torch.inference_mode():
         y = loaded(x)
         assert torch.equal(y, model(x)) and y.shape == (1, 1, 64 // model.output_stride, 96 // model.output_stride)
+
+
+# --------------------------------------------------------------------------- header fields checked before use
+
+
+def rewrite_header(src, dst, change):
+    """A copy of checkpoint ``src`` at ``dst`` (same encoding) whose header fields are changed by ``change(header)``:
+    real files as another program (or a damaged one) would write them."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    if dst.suffix == ".safetensors":
+        with safe_open(str(src), framework="pt") as f:
+            meta, state = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+        header = {**meta, "config": json.loads(meta["config"]), "extra": json.loads(meta["extra"])}
+        change(header)
+        meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in header.items()}
+        save_file(state, str(dst), metadata=meta)
+    else:
+        header = torch.load(src, weights_only=True)
+        change(header)
+        torch.save(header, dst)
+    return dst
+
+
+def _set(*keys_value):
+    *keys, value = keys_value
+
+    def change(header):
+        node = header
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = value
+    return change
+
+
+BAD_HEADERS = [
+    ("version", _set("version", "abc"), r"checkpoint version must be a whole number, got 'abc'"),
+    ("version-float", _set("version", 1.5), r"checkpoint version must be a whole number, got '?1\.5'?"),
+    ("resolution-huge", _set("config", "resolution", [100000, 100000]),
+     r"checkpoint resolution 100000x100000 is 10,000,000,000 pixels, over the cap of 64,000,000"),
+    ("resolution-negative", _set("config", "resolution", [-64, 64]),
+     r"checkpoint resolution must be two positive whole numbers \[H, W\], got \[-64, 64\]"),
+    ("resolution-text", _set("config", "resolution", "64x64"), r"checkpoint resolution must be two positive whole numbers"),
+    ("resolution-odd", _set("config", "resolution", [65, 64]), r"checkpoint resolution 65x64: model 'leve': H and W must be "
+                                                               r"multiples of 8"),
+    ("max_depth-inf", _set("config", "max_depth", float("inf")), r"checkpoint max_depth must be a finite number > 0"),
+    ("max_depth-text", _set("config", "max_depth", "ten"), r"checkpoint max_depth must be a finite number > 0, got 'ten'"),
+    ("extra-list", _set("extra", [1, 2]), r"checkpoint extra must be a mapping, got \[1, 2\]"),
+    ("affine-short", _set("extra", {"depth_kind": "relative", "relative_affine": [1.0]}),
+     r"checkpoint relative_affine must be two finite numbers \[scale, shift\], got \[1\.0\]"),
+    ("affine-nan", _set("extra", {"depth_kind": "relative", "relative_affine": [1.0, float("nan")]}),
+     r"checkpoint relative_affine must be two finite numbers"),
+    ("depth_kind", _set("extra", {"depth_kind": "disparity"}), r"checkpoint depth_kind must be one of metric, relative, got "
+                                                                r"'disparity'"),
+    ("model", _set("model", ["leve"]), r"checkpoint model must be a registered model name, got '?\[.leve.\]"),
+    ("config-list", _set("config", [10.0]), r"checkpoint config must be a mapping, got \[10\.0\]"),
+    ("long-value", _set("version", "9" * 1_000_000), r"checkpoint version must be a whole number, got '9999"),
+]
+
+
+@pytest.fixture(scope="module")
+def plain_checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("headers")
+    torch.manual_seed(0)
+    model = create_model("leve")
+    return {s: save_checkpoint(root / f"good{s}", model, "leve", 10.0, resolution=(64, 64)) for s in (".pt", ".safetensors")}
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+@pytest.mark.parametrize(("change", "message"), [c[1:] for c in BAD_HEADERS], ids=[c[0] for c in BAD_HEADERS])
+def test_bad_header_fields_are_one_line_before_use(tmp_path, plain_checkpoints, suffix, change, message):
+    """Both encodings (safetensors metadata holds the fields as JSON, which Python writes and reads with
+    Infinity/NaN); the good file loads, the changed copy is refused in one short line naming it."""
+    import re
+
+    assert load_checkpoint(plain_checkpoints[suffix])[1].resolution == (64, 64)
+    bad = rewrite_header(plain_checkpoints[suffix], tmp_path / f"bad{suffix}", change)
+    with pytest.raises(LeveError) as err:
+        load_checkpoint(bad)
+    text = str(err.value)
+    assert text.startswith(f"{bad}: ") and "\n" not in text and len(text) < 500, text[:600]
+    assert re.search(message, text), text
