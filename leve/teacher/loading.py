@@ -201,7 +201,7 @@ def _hub_snapshot(hub_id: str, revision: str | None) -> Path:
         pass
     how = (
         f"pass --model DIR (a folder saved with save_pretrained), or fill the offline cache "
-        f"(`huggingface-cli download {hub_id}` on a machine with internet, then copy HF_HOME)"
+        f"(`hf download {hub_id}` on a machine with internet, then copy HF_HOME)"
     )
     if _hub_offline():
         raise LeveError(f"{hub_id}: not in the local Hugging Face cache and the hub is unreachable; {how}")
