@@ -52,11 +52,11 @@ from PIL import Image
 
 from leve.datasets.build import BuildResult, FinalAttrs, SplitSource, build_store
 from leve.datasets.video import VIDEO_EXTENSIONS, VideoInfo, close_videos, probe, read_frame, select_frames
-from leve.errors import LeveError
+from leve.errors import LeveError, shown
 from leve.params import config_dict
 from leve.progress import console
 from leve.store import SplitSpec, dataset_arrays, fingerprint
-from leve.store.images import decode_gray, decode_rgb
+from leve.store.images import MAX_PIXELS, decode_gray, decode_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 DEPTH_EXTENSIONS = (".png", ".npy", ".npz")
@@ -397,17 +397,57 @@ def split_shape(split: str, items: list[Item], cfg: Config, root: Path, name: st
 
 
 def depth_header_size(path: Path, rel: str) -> tuple[int, int] | None:
-    """(height, width) of a depth file from its header (None for .npz: checked when read)."""
+    """(height, width) of a depth file from its header, nothing decoded or decompressed (a ``.npy``/``.npz``
+    array over the pixel cap is refused here, see :func:`array_header`)."""
     ext = path.suffix.lower()
     if ext == ".png":
         return image_size(path, rel)
-    if ext == ".npy":
-        try:
-            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
-        except Exception as exc:
-            raise LeveError(f"{rel}: cannot read depth ({exc.__class__.__name__}: {exc})") from exc
+    if ext in (".npy", ".npz"):
+        shape, _ = array_header(path, rel)
         return (int(shape[0]), int(shape[1])) if len(shape) >= 2 else (-1, -1)
     return None
+
+
+def _npz_member(zf: zipfile.ZipFile, rel: str) -> str:
+    """The member of an ``.npz`` that holds the depth: its only array, or the one named ``depth``."""
+    names = [n for n in zf.namelist() if n.endswith(".npy")]
+    if len(names) == 1:
+        return names[0]
+    if "depth.npy" in names:
+        return "depth.npy"
+    keys = [n.removesuffix(".npy") for n in names]
+    raise LeveError(f"{rel}: .npz holds {shown(keys)}; expected one array or one named 'depth'")
+
+
+def _read_npy_header(fh: Any) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(fh)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(fh)
+    return tuple(int(v) for v in shape), dtype
+
+
+def array_header(path: Path, rel: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a ``.npy`` (or of the depth member of an ``.npz``) read from the array's header
+    alone: a few hundred bytes, before anything is decompressed or allocated. An array of more pixels
+    than images may have (:data:`leve.store.images.MAX_PIXELS`; a 1 MB ``.npz`` of zeros can hold
+    gigabytes) or more than 8 bytes a pixel is refused in one line."""
+    try:
+        if path.suffix.lower() == ".npz":
+            with zipfile.ZipFile(path) as zf, zf.open(_npz_member(zf, rel)) as fh:
+                shape, dtype = _read_npy_header(fh)
+        else:
+            with open(path, "rb") as fh:
+                shape, dtype = _read_npy_header(fh)
+    except LeveError:
+        raise
+    except (OSError, ValueError, EOFError, SyntaxError, zipfile.BadZipFile) as exc:
+        raise LeveError(f"{rel}: cannot read depth ({exc.__class__.__name__}: {shown(str(exc), quote=False)})") from exc
+    pixels = int(np.prod(shape[:2], dtype=np.float64)) if len(shape) >= 2 else int(np.prod(shape, dtype=np.float64))
+    size = float(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if pixels > MAX_PIXELS or size > MAX_PIXELS * 8:
+        raise LeveError(f"{rel}: depth array of shape {shown(shape)} ({dtype}) is too large: {size:,.0f} bytes, "
+                        f"{pixels:,} pixels (at most {MAX_PIXELS:,}, as for images)")
+    return shape, dtype
 
 
 def check_pairs(items: list[Item], cfg: Config, root: Path, name: str) -> None:
@@ -433,12 +473,13 @@ def read_depth(path: Path, rel: str, scale: float | None) -> np.ndarray:
         if ext == ".png":
             raw: np.ndarray = decode_gray(path.read_bytes(), rel, 16)
         else:
+            array_header(path, rel)  # the size, from the header, before anything is decompressed
             loaded = np.load(path, allow_pickle=False)
             if isinstance(loaded, np.lib.npyio.NpzFile):
                 with loaded:
                     keys = list(loaded.keys())
                     if len(keys) != 1 and "depth" not in keys:
-                        raise LeveError(f"{rel}: .npz holds {keys}; expected one array or one named 'depth'")
+                        raise LeveError(f"{rel}: .npz holds {shown(keys)}; expected one array or one named 'depth'")
                     raw = loaded[keys[0] if len(keys) == 1 else "depth"]
             else:
                 raw = loaded

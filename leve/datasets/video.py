@@ -1,7 +1,8 @@
 """Video files as frames, through PyAV (FFmpeg bundled in its wheels).
 
 :func:`probe` lists a video's frames from its packets (no decoding, plus one decoded frame for
-the size), :func:`select_frames` keeps every k-th frame or one frame per 1/fps seconds, and
+the size; frames over the pixel cap of images are refused from the stream's declared size before
+anything is decoded), :func:`select_frames` keeps every k-th frame or one frame per 1/fps seconds, and
 :func:`read_frame` decodes the kept frames, keeping each video open in each process.
 Frames are stored as decoded: a display rotation in the file's metadata is not applied.
 """
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from leve.errors import LeveError
+from leve.store.images import MAX_PIXELS
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg")
 
@@ -54,6 +56,7 @@ def probe(path: str | Path) -> VideoInfo:
         if not container.streams.video:
             raise LeveError(f"{path}: no video stream (no frames)")
         stream = container.streams.video[0]
+        check_frame_size(path, stream.codec_context.width, stream.codec_context.height)  # before any decoding
         try:
             packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size > 0]
         except Exception as exc:
@@ -70,6 +73,14 @@ def probe(path: str | Path) -> VideoInfo:
     finally:
         close_videos(str(path))
     return VideoInfo(str(path), stamps, keyframes, time_base, first.shape[0], first.shape[1])
+
+
+def check_frame_size(path: str | Path, width: int, height: int) -> None:
+    """Refuse frames of more pixels than images may have (:data:`leve.store.images.MAX_PIXELS`), from the
+    size the stream declares (0 where the container does not say; each decoded frame is checked too)."""
+    if int(width) * int(height) > MAX_PIXELS:
+        raise LeveError(f"{path}: video frames of {width}x{height} are {int(width) * int(height):,} pixels, over the cap "
+                        f"of {MAX_PIXELS:,} (as for images)")
 
 
 def select_frames(info: VideoInfo, every: int = 1, fps: float | None = None) -> list[int]:
@@ -123,9 +134,13 @@ def read_frame(path: str, pts: int, keyframes: tuple[int, ...] = ()) -> np.ndarr
         for fr in entry[2]:
             entry[3] = fr.pts
             if fr.pts is not None and fr.pts == pts:
+                check_frame_size(path, fr.width, fr.height)  # a stream may change size mid-way
                 return np.ascontiguousarray(fr.to_ndarray(format="rgb24"))
             if fr.pts is not None and fr.pts > pts:
                 break
+    except LeveError:
+        entry[2] = None
+        raise
     except Exception as exc:  # FFmpeg raises many error types for corrupt input
         entry[2] = None
         raise LeveError(f"{where}: cannot decode ({exc.__class__.__name__}: {exc})") from exc

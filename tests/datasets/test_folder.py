@@ -404,3 +404,52 @@ def test_params_yaml_documents_every_folder_key_with_its_default():
     assert set(documented) == set(defaults) | {"adapter"}
     assert {k: v for k, v in documented.items() if k not in ("adapter", "source")} == \
         {k: v for k, v in defaults.items() if k != "source"}
+
+
+# --------------------------------------------------------------------------- sizes from headers (issue 26)
+
+
+@pytest.mark.parametrize("kind", ["npz_bomb", "npy_liar", "huge_video"])
+def test_oversized_depth_arrays_and_video_frames_are_refused_from_their_headers(tmp_path, run_cli, kind):
+    """Real crafted files: a 1.4 MB .npz of 9000x9000 zeros (324 MB decompressed), an .npy whose header
+    claims 100000x100000 (40 GB) over 16 bytes, a 1 MB video of 9000x8000 frames; each refused in one line
+    naming it, before it is decompressed or decoded, with nothing written."""
+    from tests.media import huge_frame_video, npy_liar, npz_bomb
+
+    src = tmp_path / "src"
+    rng = np.random.default_rng(3)
+    if kind == "huge_video":
+        name = huge_frame_video(src / "big.mov").name
+        phrase = "video frames of 9000x8000 are 72,000,000 pixels, over the cap of 64,000,000"
+    else:
+        for k in range(2):
+            _save(src / f"{k}.png", _rgb(rng))
+            _save(src / f"{k}_depth.npy", _bad_depth(""))
+        if kind == "npz_bomb":
+            (src / "1_depth.npy").unlink()
+            name = npz_bomb(src / "1_depth.npz").name
+            phrase = "depth array of shape (9000, 9000) (float32) is too large: 324,000,000 bytes, 81,000,000 pixels"
+        else:
+            name = npy_liar(src / "1_depth.npy").name
+            phrase = "depth array of shape (100000, 100000) (float32) is too large"
+    out = tmp_path / "big.zarr"
+    res = run_cli("prepare", "folder", "big", "--source", src, "--out", out, "--workers", "1",
+                  "--params", tmp_path / "none.yaml", "--set", "test_fraction=0", "--set", "val_fraction=0")
+    assert res.code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and name in lines[0] and phrase in lines[0], res.stderr
+    assert not out.exists()
+
+
+def test_depth_header_reads_the_shape_without_decompressing(tmp_path):
+    """The header reader against numpy's own load, for both containers and both header versions."""
+    depth = np.arange(24 * 32, dtype=np.float32).reshape(24, 32)
+    np.save(tmp_path / "a.npy", depth)
+    np.savez_compressed(tmp_path / "b.npz", depth=depth, other=np.zeros(3))
+    np.savez(tmp_path / "c.npz", depth)
+    with open(tmp_path / "d.npy", "wb") as fh:
+        np.lib.format.write_array(fh, depth, version=(2, 0))
+    for name in ("a.npy", "b.npz", "c.npz", "d.npy"):
+        shape, dtype = folder.array_header(tmp_path / name, name)
+        assert (shape, dtype) == (depth.shape, depth.dtype), name
+        np.testing.assert_array_equal(folder.read_depth(tmp_path / name, name, None), depth.astype(np.float64))
