@@ -39,6 +39,7 @@ from leve.cli import (  # noqa: E402,F401
     bench_gpu,
     bench_io,
     evaluate,
+    figures,
     info,
     models,
     pipeline,

@@ -155,7 +155,7 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
     from leve.evaluation.runner import evaluate
     from leve.models.card import CARD_NAME, write_model_card
     from leve.models.checkpoint import load_checkpoint
-    from leve.report.figures import save_grid
+    from leve.report.figures import describe_run, save_error_vs_depth, save_grid
     from leve.report.metrics import metrics_document, write_tables
     from leve.report.tables import write_csv, write_json
     from leve.store import open_store
@@ -200,8 +200,11 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
     with atomic_group() as stage:  # every output of this evaluation, or (on any failure) none replaced
         write_csv(stage(reports / "per_image.csv"), [s.row() for s in result.scored])
         write_csv(stage(reports / "error_vs_depth.csv"), result.bins.rows())
+        figure_title = describe_run(cfg.checkpoint, info.model, dataset, cfg.split, result.protocol)  # run, protocol
+        units = store.attrs.get("units")  # the depth's units on the figures' colour bars and axes
         if result.examples:
-            save_grid(result.examples, stage(reports / "examples.png"))
+            save_grid(result.examples, stage(reports / "examples.png"), title=figure_title, units=units)
+        save_error_vs_depth(result.bins.rows(), stage(reports / "error_vs_depth.png"), figure_title, units)
         write_tables([doc], stage(reports / "metrics.md"), stage(reports / "metrics.csv"))
         metrics = stage(cfg.metrics_dir / f"{dataset}.json")
         write_json(metrics, doc)

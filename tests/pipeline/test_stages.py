@@ -191,6 +191,7 @@ def _outputs(ws: Path) -> None:
                 "dvclive/train/plots/metrics/val/rmse.tsv", "metrics/synthetic.json", "metrics/bench_model.json",
                 "reports/synthetic/per_image.csv", "reports/synthetic/metrics.md", "reports/synthetic/metrics.csv",
                 "reports/synthetic/examples.png", "reports/synthetic/error_vs_depth.csv",
+                "reports/synthetic/error_vs_depth.png",
                 "reports/synthetic/MODEL_CARD.md", "reports/metrics.md", "reports/metrics.csv"):
         path = ws / rel
         path.parent.mkdir(parents=True, exist_ok=True)
