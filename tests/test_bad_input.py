@@ -34,6 +34,8 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.store import damage
+
 MARKER = "PWNED"  # what the armed pickles create when loaded unsafely
 H, W = 480, 640  # NYU's image size
 
@@ -240,6 +242,7 @@ CKPT = "models/student/best.pt"
 EVAL = ["eval", "--quiet", "--no-teacher"]
 TRAIN_NO_KD = ["train", "--set", "kd.eps=0"]
 TEACHER = ["teacher-cache", "--dataset", "synthetic", "--model", "tiny-random", "--split", "test", "--force"]
+STORE, CACHE = "data/zarr/synthetic.zarr", "data/teacher/synthetic.zarr"
 
 
 def _c(kind: str, command: str, expect: str) -> Callable[[Callable[[Path], list[object]]], Case]:
@@ -435,6 +438,46 @@ CASES: list[Case] = [
         lambda ws: nyu_args(nyu_zip(ws / "in/nyu_data.zip", {TRAIN_RGB: gigapixel_png()}))),
     _c("gigapixel image header", "prepare endoslam", r"image_0001\.png: image too large")(
         lambda ws: ["prepare", "endoslam", "--source", endoslam_zip(ws / "in/EndoSLAM.zip", frame=gigapixel_png())]),
+    # ---- damaged store or teacher cache: bytes changed, files deleted or cut short on disk (store format 2: every
+    # chunk's crc32c, every chunk written; tests/store/test_integrity.py tries each damage on every read path)
+    _c("damaged store or teacher cache", "eval (RGB shard deleted)",
+       r"zarr/synthetic\.zarr: test/rgb sample 0 \(file c/0/0/0/0\): file missing \(it was written.*`leve verify ")(
+        lambda ws: EVAL if damage.delete(ws / f"{STORE}/test/rgb/c/0/0/0/0") else []),
+    _c("damaged store or teacher cache", "train (teacher disparity shard deleted)",
+       r"teacher/synthetic\.zarr: train/disparity sample \d \(file c/0/0/0\): file missing")(
+        lambda ws: ["train"] if damage.delete(ws / f"{CACHE}/train/disparity/c/0/0/0") else []),
+    _c("damaged store or teacher cache", "eval (16 bytes flipped in an RGB chunk)",
+       r"zarr/synthetic\.zarr: test/rgb sample 0 \(file c/0/0/0/0\): checksum mismatch")(
+        lambda ws: EVAL if damage.flip_in_first_chunk(ws / f"{STORE}/test/rgb/c/0/0/0/0", 2) else []),
+    _c("damaged store or teacher cache", "eval (16 bytes flipped in a teacher chunk)",
+       r"teacher/synthetic\.zarr: test/disparity sample 0 \(file c/0/0/0\): checksum mismatch.*--split test --force")(
+        lambda ws: ["eval", "--quiet"] if damage.flip_in_first_chunk(ws / f"{CACHE}/test/disparity/c/0/0/0", 2) else []),
+    _c("damaged store or teacher cache", "train (shard truncated)",
+       r"zarr/synthetic\.zarr: train/depth sample \d \(file c/0/0/0\): the shard index fails its checksum")(
+        lambda ws: TRAIN_NO_KD if damage.truncate(ws / f"{STORE}/train/depth/c/0/0/0") else []),
+    _c("damaged store or teacher cache", "train (DataLoader worker, shard index byte flipped)",
+       r"zarr/synthetic\.zarr: train/rgb sample \d \(file c/0/0/0/0\): the shard index fails its checksum")(
+        lambda ws: [*TRAIN_NO_KD, "--set", "workers=1"] if damage.flip(ws / f"{STORE}/train/rgb/c/0/0/0/0", -10, 1)
+        else []),
+    _c("damaged store or teacher cache", "eval (zarr.json truncated)",
+       r"zarr/synthetic\.zarr: test/rgb \(file zarr\.json\): not valid JSON")(
+        lambda ws: EVAL if damage.truncate(ws / f"{STORE}/test/rgb/zarr.json") else []),
+    _c("damaged store or teacher cache", "train (meta/height chunk deleted)",
+       r"zarr/synthetic\.zarr: train/meta/height \(file c/0\): file missing")(
+        lambda ws: TRAIN_NO_KD if damage.delete(ws / f"{STORE}/train/meta/height/c/0") else []),
+    _c("damaged store or teacher cache", "verify (store)",
+       r"zarr/synthetic\.zarr: 1 damaged or missing part\(s\), listed above; rebuild it with `leve prepare synthetic --force`")(
+        lambda ws: ["verify", STORE] if damage.flip_in_first_chunk(ws / f"{STORE}/test/rgb/c/0/0/0/0", 2) else []),
+    _c("damaged store or teacher cache", "verify (teacher cache)",
+       r"teacher/synthetic\.zarr: 1 damaged or missing part\(s\), listed above; rebuild it with "
+       r"`leve teacher-cache --dataset synthetic --split train --force`")(
+        lambda ws: ["verify", CACHE] if damage.delete(ws / f"{CACHE}/train/disparity/c/0/0/0") else []),
+    _c("newer or other store layout", "eval (format 1, without checksums)",
+       r"synthetic\.zarr: store format 1 was written by an older leve, without chunk checksums")(
+        lambda ws: EVAL if set_attr(ws / STORE, store_format=1) else []),
+    _c("newer or other store layout", "train (teacher cache format 1)",
+       r"teacher/synthetic\.zarr/train: teacher cache format 1 was written by an older leve")(
+        lambda ws: ["train"] if set_attr(ws / CACHE / "train", format=1) else []),
 ]
 
 

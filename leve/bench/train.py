@@ -13,6 +13,9 @@ the data loader keeps up.
    resized in the workers, and where a worker's time goes (ms per sample, part by part).
 3. The same loader per worker from an ``rgb_codec: jpeg`` store, decoding in full and at
    libjpeg's reduced DCT scale (``decode: draft``), side by side.
+4. What checking every chunk's crc32c costs on the training read path (store format 2): a loader
+   worker's CPU time per sample with the checks and without, side by side in one process.
+   Goal: checked / unchecked <= 1.05.
 Store: NYU-sized 480x640 samples, resized to the training resolution as in ``leve train``.
 """
 
@@ -216,7 +219,57 @@ def loader_vs_model(store: Path, cache: Path, batch_size: int, size: tuple[int, 
                     "configuration already has today's readers and teacher-cache codec",
             "device_over_worker_targets": round(rate["samples_per_cpu_s"] / best["worker"]["samples_per_cpu_s"], 3),
             "model_samples_per_s": round(model_rate, 2), "model_waits_for_data": rate["samples_per_s"] < model_rate,
-            "worker_ms_per_sample": worker_profile(data, batch_size)}
+            "worker_ms_per_sample": worker_profile(data, batch_size),
+            "checksums": checksum_cost(dataset("device"), batch_size)}
+
+
+def checksum_cost(data: DepthDataset, batch_size: int, rounds: int = 5) -> dict[str, Any]:
+    """CPU ms per sample of a loader worker of ``leve train`` (each sample written into a shared batch:
+    RGB read, decoded and resized, depth and teacher map decoded into the batch) with every chunk's crc32c
+    checked (what leve does) and unchecked (the direct shard readers' ``verify`` off; the shard indexes
+    are checked either way, once per shard), and of the three reads alone; one thread as in a worker,
+    ``rounds`` interleaved rounds in alternating order, the best of each kept."""
+    from leve.train.batches import SharedBatches, SlotKeys
+
+    split, cache = data._open()
+    n = min(len(data), 2 * batch_size)
+    data.share_batches(SharedBatches(data.empty_item(), 1, 1))
+    empty = data.empty_item()
+    depth, teacher = empty["depth"][0].numpy(), empty["teacher"][0].numpy() if "teacher" in empty else None
+    name = "rgb_jpeg" if split.rgb_codec == "jpeg" else "rgb"
+    parts: dict[str, Callable[[int], Any]] = {
+        "sample_into_batch": lambda i: data.__getitems__(SlotKeys([(0, i)], 0)),
+        "reads": lambda i: (split.rgb_bytes(i) if name == "rgb_jpeg" else split._array("rgb", i), split.depth(i, out=depth),
+                            cache.disparity(i, np.float16, out=teacher) if cache is not None else None),
+    }
+    readers = [r for r in (split._reader(name), split._reader("depth") if split.has_depth else None,
+                           cache._fast if cache is not None else None) if r is not None]
+    best: dict[str, dict[bool, float]] = {k: {True: float("inf"), False: float("inf")} for k in parts}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for part in parts.values():  # warm: shard indexes read, pages cached
+            for i in range(n):
+                part(i)
+        for r in range(rounds):
+            for checked in ((True, False) if r % 2 == 0 else (False, True)):
+                for reader in readers:
+                    reader.verify = checked
+                for key, part in parts.items():
+                    t0 = time.process_time()
+                    for i in range(n):
+                        part(i)
+                    best[key][checked] = min(best[key][checked], (time.process_time() - t0) * 1000 / n)
+    finally:
+        torch.set_num_threads(threads)
+        for reader in readers:
+            reader.verify = True
+    return {"checked_arrays": [f"{r.array}" for r in readers], "samples": n, "rounds": rounds,
+            "ms_per_sample_checked": {k: round(v[True], 3) for k, v in best.items()},
+            "ms_per_sample_unchecked": {k: round(v[False], 3) for k, v in best.items()},
+            "sample_checked_over_unchecked": round(best["sample_into_batch"][True] / best["sample_into_batch"][False], 3),
+            "reads_checked_over_unchecked": round(best["reads"][True] / best["reads"][False], 3),
+            "goal": "sample_checked_over_unchecked <= 1.05 (at most 5 % of a loader worker's time per sample)"}
 
 
 def worker_profile(data: DepthDataset, batch_size: int, repeats: int = 3) -> dict[str, float]:
@@ -340,5 +393,7 @@ def run_bench(steps: int = 3, batch_size: int = 8, size: tuple[int, int] = (240,
         "goal": "kd_cache / plain <= 1.05",
         "loader_store": "rendered rooms at 480x640, depth quantised to 8 bits as NYU's training PNGs",
         "loader": loader,
+        "checksums_checked_over_unchecked": loader["checksums"]["sample_checked_over_unchecked"],
+        "checksums_goal": "<= 1.05: checking every chunk's crc32c costs at most 5 % of a loader worker's time per sample",
         "loader_jpeg_store": jpeg,
     }

@@ -17,27 +17,11 @@ import torch
 
 from leve.errors import LeveError
 from tests.factories import synthetic_store
+from tests.store.damage import flip, flip_in_first_chunk, naive_crc32c, shard_index, truncate, write_index
 
 STORE = "data/zarr/synthetic.zarr"
 CACHE = "data/teacher/synthetic.zarr"
 N_TEST = 3  # block 2: the last shard of each test array holds one sample and one empty (padding) entry
-
-
-# --------------------------------------------------------------------------- an independent crc32c
-
-
-def naive_crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), bit by bit: the definition, not a table."""
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    return crc ^ 0xFFFFFFFF
-
-
-def shard_index(blob: bytes, per_shard: int) -> np.ndarray:
-    return np.frombuffer(blob[-(16 * per_shard + 4) : -4], dtype="<u8").reshape(per_shard, 2)
 
 
 # --------------------------------------------------------------------------- the workspace
@@ -73,25 +57,6 @@ def ws(workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
 # --------------------------------------------------------------------------- damage, on disk
 
 
-def flip(path: Path, at: int, count: int = 16) -> None:
-    data = bytearray(path.read_bytes())
-    for k in range(at, at + count):
-        data[k] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
-def truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
-def inside_first_chunk(path: Path, per_shard: int = 2) -> int:
-    """An offset inside the stored bytes of the shard's first sample (16 bytes from its middle)."""
-    offset, nbytes = (int(v) for v in shard_index(path.read_bytes(), per_shard)[0])
-    assert nbytes > 40
-    return offset + nbytes // 2
-
-
 @dataclass(frozen=True)
 class Damage:
     make: Callable[[Path], None]
@@ -114,11 +79,11 @@ DAMAGES = {
         r"test/disparity sample [01] \(file c/0/0/0\): file missing",
         ["test/disparity (file c/0/0/0): file missing (samples 0-1; it was written when the store was published)"]),
     "16 bytes flipped in an rgb chunk": Damage(
-        lambda ws: flip(ws / R_RGB, inside_first_chunk(ws / R_RGB)), STORE,
+        lambda ws: flip_in_first_chunk(ws / R_RGB, 2), STORE,
         r"test/rgb sample 0( \(file c/0/0/0/0\))?: checksum mismatch",
         ["test/rgb sample 0 (file c/0/0/0/0): checksum mismatch: its bytes changed on disk (damaged or truncated)"]),
     "16 bytes flipped in a teacher chunk": Damage(
-        lambda ws: flip(ws / T_MAP, inside_first_chunk(ws / T_MAP)), CACHE,
+        lambda ws: flip_in_first_chunk(ws / T_MAP, 2), CACHE,
         r"test/disparity sample 0( \(file c/0/0/0\))?: checksum mismatch",
         ["test/disparity sample 0 (file c/0/0/0): checksum mismatch: its bytes changed on disk (damaged or truncated)"]),
     "rgb shard truncated": Damage(
@@ -126,7 +91,7 @@ DAMAGES = {
         r"test/rgb sample [01]( \(file c/0/0/0/0\))?: (checksum mismatch|the shard index fails its checksum)",
         ["test/rgb (file c/0/0/0/0): the shard index fails its checksum (damaged or truncated file)"]),
     "a shard index byte flipped": Damage(
-        lambda ws: flip(ws / DEPTH, (ws / DEPTH).stat().st_size - 10, 1), STORE,
+        lambda ws: flip(ws / DEPTH, -10, 1), STORE,
         r"test/depth sample [01]( \(file c/0/0/0\))?: (checksum mismatch|the shard index fails its checksum)",
         ["test/depth (file c/0/0/0): the shard index fails its checksum (damaged or truncated file)"]),
     "zarr.json truncated": Damage(
@@ -295,13 +260,9 @@ def test_samples_equal_to_the_fill_value_are_written_and_read(tmp_path: Path, ru
     shard = path / "test/depth/c/0/0/0"
     index = shard_index(shard.read_bytes(), 3)
     assert index[1, 0] != 2**64 - 1  # the all-zero map has its chunk
-    # the same index with sample 1's entry emptied (and its crc recomputed): Zarr would read zeros
-    blob = bytearray(shard.read_bytes())
     emptied = index.copy()
     emptied[1] = 2**64 - 1
-    raw = emptied.astype("<u8").tobytes()
-    blob[-(len(raw) + 4) :] = raw + naive_crc32c(raw).to_bytes(4, "little")
-    shard.write_bytes(bytes(blob))
+    write_index(shard, emptied)  # sample 1's entry emptied, the index's crc32c valid: Zarr would read zeros
     with pytest.raises(LeveError, match=r"zeros\.zarr: test/depth sample 1 \(file c/0/0/0\): chunk missing from its shard"):
         open_split(path, "test").depth(1)
     res = run_cli("verify", path, "--quiet")
@@ -312,12 +273,9 @@ def test_samples_equal_to_the_fill_value_are_written_and_read(tmp_path: Path, ru
 def test_an_index_pointing_past_the_end_allocates_nothing(ws: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
     """A shard index with a valid crc32c that claims a 1 TB chunk (a shard cut short, its index rewritten):
     refused from the file's size before anything is read or allocated."""
-    blob = bytearray((ws / R_RGB).read_bytes())
-    index = shard_index(bytes(blob), 2).copy()
+    index = shard_index((ws / R_RGB).read_bytes(), 2).copy()
     index[0, 1] = 2**40
-    raw = index.astype("<u8").tobytes()
-    blob[-(len(raw) + 4) :] = raw + naive_crc32c(raw).to_bytes(4, "little")
-    (ws / R_RGB).write_bytes(bytes(blob))
+    write_index(ws / R_RGB, index)
     damage = Damage(lambda ws: None, STORE, r"test/rgb sample 0( \(file c/0/0/0/0\))?: (the shard index points past the "
                     r"end of the file|unreadable)", [])
     assert_refused(lambda: read_everything(ws), damage)
@@ -355,3 +313,39 @@ def test_stores_and_caches_of_the_previous_layout_are_refused(ws: Path, run_cli)
     with pytest.raises(LeveError, match=r"teacher/synthetic\.zarr/test: teacher cache format 1 was written by an older "
                                         r"leve .*rerun `leve teacher-cache --split test`"):
         open_teacher_cache(ws / CACHE, "test", ws / STORE)
+
+
+def test_naive_crc32c_is_crc32c() -> None:
+    """The test's own CRC-32C against the standard check value (RFC 3720, iSCSI) and the library leve uses."""
+    from leve.store.integrity import crc32c
+
+    assert naive_crc32c(b"123456789") == 0xE3069283
+    data = np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes()
+    assert crc32c(data) == naive_crc32c(data)
+
+
+def test_bench_measures_checked_against_unchecked_reads(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``leve bench train``'s checksum part: with the readers' checks off no chunk's crc32c is computed, with
+    them on one per chunk read; the readers are left checking."""
+    import leve.store.fastread
+    from leve.bench.train import checksum_cost
+    from leve.train.data import DepthDataset
+
+    calls: list[int] = []
+    crc = leve.store.fastread.crc32c
+    monkeypatch.setattr(leve.store.fastread, "crc32c", lambda data: calls.append(len(data)) or crc(data))
+    data = DepthDataset(STORE, "test", (32, 32), teacher=CACHE, rgb_uint8=True, targets="device")
+    split, cache = data._open()
+    readers = [split._reader("rgb"), split._reader("depth"), cache._fast]
+    for reader in readers:
+        reader.verify = False
+    split.rgb(0), split.depth(0), cache.disparity(0)
+    assert calls == []
+    for reader in readers:
+        reader.verify = True
+    split.rgb(1), split.depth(1), cache.disparity(1)
+    assert len(calls) == 3
+    result = checksum_cost(data, batch_size=2, rounds=2)
+    assert result["checked_arrays"] == ["test/rgb", "test/depth", "test/disparity"] and result["samples"] == N_TEST
+    assert result["sample_checked_over_unchecked"] > 0 and result["reads_checked_over_unchecked"] > 0
+    assert all(reader.verify for reader in readers)
