@@ -9,13 +9,15 @@ DenseDepth; ``leve_input_multiple``: height and width must be multiples of it), 
 means (``leve_depth_kind`` metric | relative, ``leve_depth_units``, ``leve_output``: the sentence of
 :func:`leve.models.card.depth_output`; ``output`` keeps its short form, ``max_depth/depth`` for a
 metric model) and its lineage (teacher, licence, non-commercial flag, data: :mod:`leve.models.lineage`)
-go into the ONNX metadata. The export size must be one the model takes (DenseDepth:
+go into the ONNX metadata, and into a TorchScript export's extra file ``leve.json`` (read it with
+``torch.jit.load(path, _extra_files={"leve.json": ""})``). The export size must be one the model takes (DenseDepth:
 multiples of 8). The file is written under a
 temporary name and moved into place only when verification passes.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ from leve.models.runtime import export_onnx
 FORMATS = ("onnx", "torchscript", "hf")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 TOLERANCE = 1e-4  # max abs difference relative to the output's range
+TORCHSCRIPT_META = "leve.json"  # a TorchScript export's description (model_metadata), an extra file in its archive
 
 
 @dataclass
@@ -81,7 +84,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None =
         if fmt == "onnx":
             checks = _export_onnx(model, info, size, tmp, opset)
         else:
-            checks = _export_torchscript(model, size, tmp)
+            checks = _export_torchscript(model, size, tmp, model_metadata(model, info, size))
         _require_close(checks, out)
     return ExportResult(str(out), fmt, info.model, checks)
 
@@ -125,6 +128,20 @@ def _require_close(checks: list[Check], out: Path) -> None:
                             f"(max abs diff {c.max_abs_diff:.3g}, {c.relative:.3g} of the output range)")
 
 
+def model_metadata(model: nn.Module, info: CheckpointInfo, size: tuple[int, int]) -> dict[str, str]:
+    """What an exported file says about its model (ONNX ``metadata_props``; TorchScript's extra file
+    ``leve.json``): name, max_depth, resolution, input, output (``output`` short, ``leve_output`` the
+    sentence), output stride, input multiple, depth kind and units, and the lineage."""
+    meaning = depth_output(info)
+    short = "max_depth/depth" if meaning["depth_kind"] == "metric" else "100*disparity (relative; max_depth/output not metres)"
+    return {"leve_model": info.model, "max_depth": str(info.max_depth),
+            "resolution": f"{size[0]}x{size[1]}", "input": "RGB in [0,1], NCHW", "output": short,
+            "output_stride": str(int(getattr(model, "output_stride", 1))),
+            "leve_input_multiple": str(int(getattr(model, "input_multiple", 1))),
+            "leve_depth_kind": meaning["depth_kind"], "leve_depth_units": meaning["units"],
+            "leve_output": meaning["output"], **Lineage.of(info).onnx_metadata()}
+
+
 def _export_onnx(model: nn.Module, info: CheckpointInfo, size: tuple[int, int], path: Path, opset: int) -> list[Check]:
     import onnx
     import onnxruntime as ort
@@ -133,14 +150,7 @@ def _export_onnx(model: nn.Module, info: CheckpointInfo, size: tuple[int, int], 
     export_onnx(model, xs[0], path, opset)
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
-    stride = int(getattr(model, "output_stride", 1))
-    meaning = depth_output(info)
-    short = "max_depth/depth" if meaning["depth_kind"] == "metric" else "100*disparity (relative; max_depth/output not metres)"
-    meta = {"leve_model": info.model, "max_depth": str(info.max_depth),
-            "resolution": f"{size[0]}x{size[1]}", "input": "RGB in [0,1], NCHW", "output": short,
-            "output_stride": str(stride), "leve_input_multiple": str(int(getattr(model, "input_multiple", 1))),
-            "leve_depth_kind": meaning["depth_kind"], "leve_depth_units": meaning["units"],
-            "leve_output": meaning["output"], **Lineage.of(info).onnx_metadata()}
+    meta = model_metadata(model, info, size)
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
@@ -149,11 +159,13 @@ def _export_onnx(model: nn.Module, info: CheckpointInfo, size: tuple[int, int], 
         return [_check(model(x), session.run(None, {"rgb": x.numpy()})[0]) for x in xs]
 
 
-def _export_torchscript(model: nn.Module, size: tuple[int, int], path: Path) -> list[Check]:
+def _export_torchscript(model: nn.Module, size: tuple[int, int], path: Path,
+                        meta: dict[str, str] | None = None) -> list[Check]:
+    """Trace and save (``meta`` as the extra file ``leve.json``: ``torch.jit.load(path, _extra_files=...)``)."""
     xs = _model_inputs(model, size)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, (xs[0],))
-        torch.jit.save(traced, str(path))
+        torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_META: json.dumps(meta or {}, sort_keys=True)})
         loaded = torch.jit.load(str(path))
         return [_check(model(x), loaded(x).numpy()) for x in xs]

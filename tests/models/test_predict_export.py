@@ -347,3 +347,17 @@ def test_hf_folder_and_card_state_the_depth_kind(tmp_path, small_checkpoint, rel
             assert config["depth_units"].startswith("relative") and "relative: inverse depth without units" in rows[0]
             assert "`<image>_disp16.png`, round(65535 r)" in rows[0]
         assert config["output"] in card  # the card and the config say the same sentence
+
+
+def test_torchscript_export_carries_the_depth_kind(tmp_path, relative_checkpoint, run_cli):
+    out = tmp_path / "relative.torchscript.pt"
+    res = run_cli("export", "--checkpoint", relative_checkpoint, "--format", "torchscript", "--out", out)
+    assert res.code == 0, res.stderr
+    extra = {"leve.json": ""}
+    scripted = torch.jit.load(str(out), _extra_files=extra)
+    meta = json.loads(extra["leve.json"])
+    assert meta["leve_depth_kind"] == "relative" and meta["leve_model"] == "leve" and meta["resolution"] == "64x96"
+    img = gradient_image(64, 96)
+    with torch.inference_mode():
+        got = scripted(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255)[0, 0].double().numpy()
+    np.testing.assert_allclose(got / 100, raw_disparity(relative_checkpoint, img), atol=TOL)  # out = 100 r, as it says
