@@ -218,3 +218,16 @@ def test_config_refuses_the_raw_min_shift_without_batch_norm_and_unknown_shifts(
         TrainConfig(kd=KDConfig(eps=0.25, loss="l1", batch_max_shift="raw_min"))
     with pytest.raises(LeveError, match="kd.batch_max_shift must be one of clipped, raw_min, got 'max'"):
         TrainConfig(kd=KDConfig(eps=0.25, loss="l1", norm="batch", batch_max_shift="max"))
+
+
+def test_cli_refuses_bad_choices_in_one_line(run_cli, tmp_path):
+    from tests.train.test_train import write_params
+
+    params = write_params(tmp_path / "params.yaml", (tmp_path / "synthetic.zarr", tmp_path / "teacher" / "x.zarr"), tmp_path)
+    for sets, message in ((["bn_after_validation=frozen"], "error: train: bn_after_validation must be one of train, eval, "
+                           "got 'frozen'"),
+                          (["kd.batch_max_shift=raw_min"], "error: train: kd.batch_max_shift raw_min applies to kd.norm "
+                           "batch (got kd.norm image)")):
+        res = run_cli("train", "--params", params, *[a for s in sets for a in ("--set", s)])
+        assert res.code == 1 and res.stderr.strip() == message
+    assert not (tmp_path / "models").exists()
