@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,6 +66,18 @@ def temporary_name(path: Path) -> Path:
     while len(os.fsencode(stem)) > room:
         stem = stem[: max(1, len(stem) - 8)]
     return path.with_name(f".{stem}{token}")
+
+
+_TEMPORARY = re.compile(r"^\..+\.tmp-\d+-[0-9a-f]{8}")
+
+
+def stale_temporaries(folder: Path) -> list[Path]:
+    """The temporary files of :func:`atomic_path` in ``folder`` (not below it): what a writer killed
+    mid-write leaves. Only the holder of the folder's write lock may remove them."""
+    try:
+        return sorted(p for p in Path(folder).iterdir() if _TEMPORARY.match(p.name) and p.is_file())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def plain_os_error(exc: BaseException, path: Path) -> LeveError | None:

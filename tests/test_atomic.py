@@ -138,3 +138,24 @@ def test_concurrent_writers_never_leave_a_mixed_file(tmp_path):
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert target.read_bytes() in (b"A" * 200_000, b"B" * 200_000)
     assert temporaries(tmp_path) == []
+
+
+def test_stale_temporaries_are_what_a_killed_writer_leaves(tmp_path):
+    """A real writer process killed (SIGKILL) while its temporary file is open: the file is found, the outputs are not."""
+    from leve.atomic import stale_temporaries
+
+    (tmp_path / "best.pt").write_bytes(b"kept")
+    (tmp_path / "notes.tmp").write_bytes(b"not ours")
+    script = textwrap.dedent("""
+        import os, signal, sys
+        from leve.atomic import atomic_path
+        with atomic_path(sys.argv[1]) as tmp:
+            tmp.write_bytes(b"half")
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "last.pt")], env=env, timeout=60)
+    assert done.returncode == -9
+    left = stale_temporaries(tmp_path)
+    assert [p.read_bytes() for p in left] == [b"half"] and left[0].name.startswith(".last.pt.tmp-")
+    assert not (tmp_path / "last.pt").exists()

@@ -87,9 +87,14 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Checkpoi
     """Read a checkpoint's state dict and description without building the model (a file, or a
     Hugging Face layout folder written by ``leve export --format hf``)."""
     path = Path(path)
-    if path.is_dir():
+    try:
+        folder, file = path.is_dir(), path.is_file()
+    except OSError as exc:  # a name too long, a loop of links
+        raise LeveError(f"{shown(str(path), 160, quote=False)}: cannot open the checkpoint "
+                        f"({exc.strerror or exc.__class__.__name__})") from exc
+    if folder:
         state, header = _read_hf_folder(path)
-    elif not path.is_file():
+    elif not file:
         raise LeveError(f"{path}: checkpoint not found")
     else:
         state, header = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)

@@ -240,6 +240,8 @@ def _sole_writer(out_dir: Path) -> Iterator[None]:
         yield
         return
     with exclusive_writer(out_dir):
-        for tmp in out_dir.glob("*.pt.tmp"):
+        from leve.atomic import stale_temporaries
+
+        for tmp in [*out_dir.glob("*.pt.tmp"), *stale_temporaries(out_dir)]:
             tmp.unlink(missing_ok=True)
         yield
