@@ -478,6 +478,13 @@ CASES: list[Case] = [
     _c("newer or other store layout", "train (teacher cache format 1)",
        r"teacher/synthetic\.zarr/train: teacher cache format 1 was written by an older leve")(
         lambda ws: ["train"] if set_attr(ws / CACHE / "train", format=1) else []),
+    # ---- figures (leve figures: DVCLive's training curves as a static PNG)
+    _c("missing file", "figures", r"in/none/plots/metrics: no DVCLive metrics \(\*\.tsv\) to draw")(
+        lambda ws: ["figures", "--dvclive", ws / "in/none", "--out", ws / "in/curves.png"]),
+    _c("wrong format", "figures (binary TSV)", r"in/log/plots/metrics/train/loss\.tsv: cannot read DVCLive series")(
+        lambda ws: ["figures", "--dvclive", write(ws / "in/log/plots/metrics/train/loss.tsv",
+                                                  b"step\tloss\n5\t\xff\xfe\x00\x81").parents[3],
+                    "--out", ws / "in/curves.png"]),
 ]
 
 
