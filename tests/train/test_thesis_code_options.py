@@ -101,6 +101,22 @@ def test_bn_after_validation_train_is_every_step_in_train_mode(synthetic_store, 
     assert all(not torch.equal(a, b) for a, b in zip(record.means, record.means[1:]))
 
 
+# ---------------------------------------------------------------------------------------------- D2
+
+
+@pytest.mark.filterwarnings("ignore:User provided device_type of 'cuda', but CUDA is not available")
+def test_thesis_code_amp_float32_is_no_autocast_on_cuda():
+    """The profile's ``train.amp: float32`` (tests/pipeline/test_profiles.py reads it back) reaches the step
+    runner as no autocast on a CUDA device; the default bfloat16 autocasts. (Built for a CUDA device without
+    running on it: this machine has none.)"""
+    model = torch.nn.Conv2d(3, 1, 1)
+    runners = {amp: StepRunner(model, torch.optim.SGD(model.parameters(), lr=0.0), None, torch.device("cuda"), 10.0,
+                               amp=amp) for amp in ("float32", "bfloat16")}
+    assert runners["float32"].amp_dtype is None and runners["bfloat16"].amp_dtype is torch.bfloat16
+    assert not isinstance(runners["float32"].autocast(), torch.autocast)
+    assert isinstance(runners["bfloat16"].autocast(), torch.autocast)
+
+
 # ---------------------------------------------------------------------------------------------- D3
 
 
