@@ -104,7 +104,7 @@ def test_bn_after_validation_train_is_every_step_in_train_mode(synthetic_store, 
 # ---------------------------------------------------------------------------------------------- D2
 
 
-@pytest.mark.filterwarnings("ignore:User provided device_type of 'cuda', but CUDA is not available")
+@pytest.mark.filterwarnings("ignore:CUDA is not available or torch_xla is imported")
 def test_thesis_code_amp_float32_is_no_autocast_on_cuda():
     """The profile's ``train.amp: float32`` (tests/pipeline/test_profiles.py reads it back) reaches the step
     runner as no autocast on a CUDA device; the default bfloat16 autocasts. (Built for a CUDA device without
