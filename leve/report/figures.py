@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from leve.errors import LeveError
-from leve.evaluation.runner import Example
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from leve.evaluation.protocols import Protocol
+    from leve.evaluation.runner import Example
 
 TILE_HEIGHT = 160  # pixels per example row (at DPI)
 DPI = 100
@@ -81,13 +81,13 @@ def describe_run(checkpoint: str | Path, model: str, dataset: str, split: str, p
             f"depth {protocol.min_depth:g}-{protocol.max_depth:g}")
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
-def _cmap(name: str) -> Any:
+def masked_cmap(name: str) -> Any:
     import matplotlib
 
     return matplotlib.colormaps[name].with_extremes(bad="black")
@@ -105,13 +105,13 @@ def grid_figure(examples: Sequence[Example], title: str = "", units: str | None 
     h, w = examples[0].rgb.shape[:2]
     tile_h = height / DPI
     tile_w = tile_h * w / h
-    fig = _figure(tile_w * len(columns) + 0.4, tile_h * len(examples) + 1.6 + 0.35 * title.count("\n"))
+    fig = new_figure(tile_w * len(columns) + 0.4, tile_h * len(examples) + 1.6 + 0.35 * title.count("\n"))
     axes = fig.subplots(len(examples), len(columns), squeeze=False)
     lo, hi = grid_scale(examples)
     errors = [error_map(e) for e in examples]
     finite = np.concatenate([err[np.isfinite(err)] for err in errors])
     err_hi = float(np.percentile(finite, 99)) if finite.size else 1.0
-    depth_cmap, error_cmap = _cmap(DEPTH_CMAP), _cmap(ERROR_CMAP)
+    depth_cmap, error_cmap = masked_cmap(DEPTH_CMAP), masked_cmap(ERROR_CMAP)
     depth_image = error_image = None
     for row, (example, err) in enumerate(zip(examples, errors)):
         maps = [example.gt, example.student] + ([example.teacher] if teacher else [])
@@ -189,7 +189,7 @@ def error_vs_depth_figure(rows: Sequence[dict[str, Any]], title: str = "", units
     unit = unit_label(units)
     depth = np.array([_number(r.get("depth")) for r in rows])
     models = [k.removesuffix("_abs_rel") for k in rows[0] if k.endswith("_abs_rel")]
-    fig = _figure(9.0, 3.6 + 0.2 * title.count("\n"))
+    fig = new_figure(9.0, 3.6 + 0.2 * title.count("\n"))
     axes = fig.subplots(1, 2)
     for ax, stat, label in ((axes[0], "abs_rel", "abs_rel (|pred - gt| / gt)"), (axes[1], "rmse", f"RMSE ({unit})")):
         for model in models:
@@ -254,7 +254,7 @@ def training_figure(log_dir: Path, title: str = "") -> Figure:
     names = [p for p in order if p in panels] + sorted(p for p in panels if p not in order)
     cols = 2 if len(names) == 4 else min(3, len(names))
     rows = math.ceil(len(names) / cols)
-    fig = _figure(4.2 * cols, 3.0 * rows + 0.5)
+    fig = new_figure(4.2 * cols, 3.0 * rows + 0.5)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
     for ax, panel in zip(axes, names):
         positive = True

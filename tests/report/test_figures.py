@@ -208,3 +208,35 @@ def test_training_curves_without_a_log_are_one_line(tmp_path, run_cli):
     assert not (tmp_path / "t.png").exists()
     with pytest.raises(LeveError):
         save_training_curves(tmp_path / "none", tmp_path / "t.png")
+
+
+# --------------------------------------------------------------------------- a store's preview (leve preview)
+
+
+def test_store_preview_titles_columns_and_has_a_depth_bar_in_the_stores_units(tmp_path, run_cli):
+    import zarr
+
+    from leve.report.preview import preview_figure
+    from tests.factories import synthetic_store
+
+    store = synthetic_store(tmp_path / "syn.zarr", 24, 32, 1, 1, 3, 4)
+    fig = preview_figure(str(store), "test", count=3, columns=2)
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["RGB", "depth", "RGB", "depth"]
+    assert fig.get_suptitle() == f"{store} / test: 3 of 3 samples"
+    assert "depth (m), near = red; black: no depth" in _colour_bars(fig)
+    # the depth drawn is the stored depth (read here with zarr itself), on the fixed scale 0..max_depth
+    root = zarr.open_group(str(store), mode="r")
+    stored, max_depth = np.asarray(root["test/depth"][:]), float(root.attrs["max_depth"])
+    images = [ax.get_images()[0] for ax in fig.axes[:6] if ax.get_visible() and ax.get_title() != "RGB"
+              and ax.get_images() and ax.get_images()[0].get_array().ndim == 2]
+    assert len(images) == 3
+    for k, im in enumerate(images):
+        want = np.where(stored[k] > 0, stored[k], np.nan)
+        np.testing.assert_allclose(np.ma.filled(im.get_array().astype(float), np.nan), want, rtol=1e-6)
+        assert im.norm.vmin == 0 and im.norm.vmax == pytest.approx(max_depth)
+    out = tmp_path / "preview.png"
+    res = run_cli("preview", store, "--split", "test", "--count", "3", "--out", out)
+    assert res.code == 0, res.stderr
+    with Image.open(out) as img:
+        img.verify()
+    assert Image.open(out).size == (int(4 * 160 * 32 / 24 + 40), 2 * 160 + 150)
