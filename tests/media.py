@@ -70,3 +70,39 @@ def npy_liar(path: Path, shape: tuple[int, int] = (100_000, 100_000)) -> Path:
         np.lib.format.write_array_header_1_0(fh, header)
         fh.write(b"\0" * 16)
     return path
+
+
+def rewrite_header(src: Path, dst: Path, change) -> Path:  # noqa: ANN001 - change: a function of the header dict
+    """A copy of checkpoint ``src`` at ``dst`` (same encoding) whose header fields are changed by ``change(header)``:
+    real files as another program (or a damaged one) would write them."""
+    import json
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.suffix == ".safetensors":
+        with safe_open(str(src), framework="pt") as f:
+            meta, state = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+        header = {**meta, "config": json.loads(meta["config"]), "extra": json.loads(meta["extra"])}
+        change(header)
+        meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in header.items()}
+        save_file(state, str(dst), metadata=meta)
+    else:
+        header = torch.load(src, weights_only=True)
+        change(header)
+        torch.save(header, dst)
+    return dst
+
+
+def set_field(*keys_value):  # noqa: ANN002, ANN201
+    """``change(header)`` that sets ``header[k1][k2]... = value`` (the last argument)."""
+    *keys, value = keys_value
+
+    def change(header: dict) -> None:
+        node = header
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = value
+    return change

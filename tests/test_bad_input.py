@@ -34,6 +34,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests import media
 from tests.store import damage
 
 MARKER = "PWNED"  # what the armed pickles create when loaded unsafely
@@ -485,7 +486,86 @@ CASES: list[Case] = [
         lambda ws: ["figures", "--dvclive", write(ws / "in/log/plots/metrics/train/loss.tsv",
                                                   b"step\tloss\n5\t\xff\xfe\x00\x81").parents[3],
                     "--out", ws / "in/curves.png"]),
+    # issue 26: outputs and parsers
+    _c("YAML alias (billion laughs)", "eval (eval.datasets.<ds>.crop)",
+       r"in/params\.yaml: x\.a1\[0\]: YAML alias '\*a0' \(line 3\) refused")(
+        lambda ws: ["eval", "--params", alias_bomb_params(ws, "eval:\n  datasets:\n    synthetic:\n      crop: *a9\n")]),
+    _c("YAML alias (billion laughs)", "prepare (prepare.<ds>.split_lists)", r"in/params\.yaml: x\.a1\[0\]: YAML alias '\*a0'")(
+        lambda ws: ["prepare", "synthetic", "--params",
+                    alias_bomb_params(ws, "prepare:\n  mine:\n    split_lists: {test: *a9}\n")]),
+    _c("YAML alias (billion laughs)", "train (train.epochs)", r"in/params\.yaml: x\.a1\[0\]: YAML alias '\*a0'")(
+        lambda ws: ["train", "--params", alias_bomb_params(ws, "train:\n  epochs: *a9\n")]),
+    _c("checkpoint header field of the wrong type or range", "predict (version 'abc')",
+       r"in/bad\.pt: checkpoint version must be a whole number, got 'abc'")(
+        lambda ws: ["predict", write(ws / "in/a.png", png(photo(8, 20, 30))), "--checkpoint",
+                    bad_header(ws, "in/bad.pt", "version", "abc")]),
+    _c("checkpoint header field of the wrong type or range", "predict (resolution 100000x100000)",
+       r"in/bad\.safetensors: checkpoint resolution 100000x100000 is 10,000,000,000 pixels, over the cap")(
+        lambda ws: ["predict", write(ws / "in/a.png", png(photo(8, 20, 30))), "--checkpoint",
+                    bad_header(ws, "in/bad.safetensors", "config", "resolution", [100_000, 100_000])]),
+    _c("checkpoint header field of the wrong type or range", "eval (resolution [-64, 64])",
+       r"in/bad\.pt: checkpoint resolution must be two positive whole numbers \[H, W\], got \[-64, 64\]")(
+        lambda ws: [*EVAL, "--checkpoint", bad_header(ws, "in/bad.pt", "config", "resolution", [-64, 64])]),
+    _c("checkpoint header field of the wrong type or range", "eval (extra a list)",
+       r"in/bad\.safetensors: checkpoint extra must be a mapping, got \[1, 2\]")(
+        lambda ws: [*EVAL, "--checkpoint", bad_header(ws, "in/bad.safetensors", "extra", [1, 2])]),
+    _c("checkpoint header field of the wrong type or range", "serve (relative_affine [1.0])",
+       r"in/bad\.pt: checkpoint relative_affine must be two finite numbers \[scale, shift\], got \[1\.0\]")(
+        lambda ws: ["serve", "--checkpoint",
+                    bad_header(ws, "in/bad.pt", "extra", {"depth_kind": "relative", "relative_affine": [1.0]})]),
+    _c("checkpoint header field of the wrong type or range", "serve (version 'abc')",
+       r"in/bad\.safetensors: checkpoint version must be a whole number, got 'abc'")(
+        lambda ws: ["serve", "--checkpoint", bad_header(ws, "in/bad.safetensors", "version", "abc")]),
+    _c("output name too long (300 characters)", "predict --out", r"n{60}\.\.\.: file name too long \(\d+ bytes; at most 255\)|"
+                                                                  r"n{300}/a_depth\.png: cannot write: file name too long")(
+        lambda ws: ["predict", write(ws / "in/a.png", png(photo(8, 20, 30))), "--checkpoint", CKPT, "--out", "n" * 300]),
+    _c("output name too long (300 characters)", "serve --checkpoint",
+       r"n{100}.*: cannot open the checkpoint \(File name too long\)")(
+        lambda ws: ["serve", "--checkpoint", "n" * 297 + ".pt"]),
+    _c("output name too long (300 characters)", "eval --out",
+       r"n{300}/metrics/synthetic\.json\.lock: cannot create the lock file")(
+        lambda ws: [*EVAL, "--out", "n" * 300]),
+    _c("oversized array or video frames (from the header)", "prepare folder (1.4 MB .npz of 9000x9000 zeros)",
+       r"1_depth\.npz: depth array of shape \(9000, 9000\) \(float32\) is too large")(
+        lambda ws: ["prepare", "folder", "bomb", "--source", npz_bomb_folder(ws / "in/bomb"), "--out", "data/zarr/bomb.zarr",
+                    "--workers", "1", "--set", "test_fraction=0", "--set", "val_fraction=0"]),
+    _c("oversized array or video frames (from the header)", "prepare folder (1 MB video of 9000x8000 frames)",
+       r"in/clips/big\.mov: video frames of 9000x8000 are 72,000,000 pixels, over the cap of 64,000,000")(
+        lambda ws: ["prepare", "folder", "clips", "--source", media.huge_frame_video(ws / "in/clips/big.mov").parent,
+                    "--out", "data/zarr/clips.zarr", "--workers", "1", "--set", "test_fraction=0", "--set", "val_fraction=0"]),
+    _c("oversized array or video frames (from the header)", "predict (1 MB video of 9000x8000 frames)",
+       r"in/big\.mov: video frames of 9000x8000 are 72,000,000 pixels, over the cap")(
+        lambda ws: ["predict", media.huge_frame_video(ws / "in/big.mov"), "--checkpoint", CKPT, "--out", ws / "in/out"]),
 ]
+
+
+def alias_bomb_params(ws: Path, key_yaml: str) -> Path:
+    """in/params.yaml: the workspace's params after anchors a0..a9 under ``x``, each nine aliases of the one before
+    (9**9 leaves expanded), and ``key_yaml`` naming ``*a9``."""
+    from tests.test_params_bounds import alias_bomb
+
+    lines = "".join(f"  {line}\n" for line in alias_bomb())
+    return write(ws / "in/params.yaml", f"x:\n{lines}{key_yaml}")
+
+
+def bad_header(ws: Path, name: str, *keys_value: object) -> Path:
+    """The workspace's student checkpoint (in the encoding ``name``'s suffix says) with one header field changed."""
+    from leve.models import load_checkpoint, save_checkpoint
+
+    src = ws / CKPT
+    if name.endswith(".safetensors"):
+        model, info = load_checkpoint(src)
+        src = save_checkpoint(ws / "in/good.safetensors", model, info.model, info.max_depth, resolution=info.resolution)
+    return media.rewrite_header(src, ws / name, media.set_field(*keys_value))
+
+
+def npz_bomb_folder(folder: Path) -> Path:
+    """Two photos with .npy depth, the second's depth a 1.4 MB .npz of 9000x9000 zeros instead."""
+    for k in range(2):
+        write(folder / f"{k}.png", png(photo(k, 24, 32)))
+    np.save(folder / "0_depth.npy", np.full((24, 32), 2.0, np.float32))
+    media.npz_bomb(folder / "1_depth.npz")
+    return folder
 
 
 def _torch_file(path: Path, obj: object) -> Path:

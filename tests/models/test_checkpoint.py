@@ -7,6 +7,7 @@ import torch
 
 from leve.errors import LeveError
 from leve.models import create_model, load_checkpoint, read_checkpoint, save_checkpoint
+from tests.media import rewrite_header, set_field
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
@@ -78,61 +79,28 @@ def test_every_model_round_trips(tmp_path, name):
 # --------------------------------------------------------------------------- header fields checked before use
 
 
-def rewrite_header(src, dst, change):
-    """A copy of checkpoint ``src`` at ``dst`` (same encoding) whose header fields are changed by ``change(header)``:
-    real files as another program (or a damaged one) would write them."""
-    import json
-
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    if dst.suffix == ".safetensors":
-        with safe_open(str(src), framework="pt") as f:
-            meta, state = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
-        header = {**meta, "config": json.loads(meta["config"]), "extra": json.loads(meta["extra"])}
-        change(header)
-        meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in header.items()}
-        save_file(state, str(dst), metadata=meta)
-    else:
-        header = torch.load(src, weights_only=True)
-        change(header)
-        torch.save(header, dst)
-    return dst
-
-
-def _set(*keys_value):
-    *keys, value = keys_value
-
-    def change(header):
-        node = header
-        for key in keys[:-1]:
-            node = node[key]
-        node[keys[-1]] = value
-    return change
-
-
 BAD_HEADERS = [
-    ("version", _set("version", "abc"), r"checkpoint version must be a whole number, got 'abc'"),
-    ("version-float", _set("version", 1.5), r"checkpoint version must be a whole number, got '?1\.5'?"),
-    ("resolution-huge", _set("config", "resolution", [100000, 100000]),
+    ("version", set_field("version", "abc"), r"checkpoint version must be a whole number, got 'abc'"),
+    ("version-float", set_field("version", 1.5), r"checkpoint version must be a whole number, got '?1\.5'?"),
+    ("resolution-huge", set_field("config", "resolution", [100000, 100000]),
      r"checkpoint resolution 100000x100000 is 10,000,000,000 pixels, over the cap of 64,000,000"),
-    ("resolution-negative", _set("config", "resolution", [-64, 64]),
+    ("resolution-negative", set_field("config", "resolution", [-64, 64]),
      r"checkpoint resolution must be two positive whole numbers \[H, W\], got \[-64, 64\]"),
-    ("resolution-text", _set("config", "resolution", "64x64"), r"checkpoint resolution must be two positive whole numbers"),
-    ("resolution-odd", _set("config", "resolution", [65, 64]), r"checkpoint resolution 65x64: model 'leve': H and W must be "
+    ("resolution-text", set_field("config", "resolution", "64x64"), r"checkpoint resolution must be two positive whole numbers"),
+    ("resolution-odd", set_field("config", "resolution", [65, 64]), r"checkpoint resolution 65x64: model 'leve': H and W must be "
                                                                r"multiples of 8"),
-    ("max_depth-inf", _set("config", "max_depth", float("inf")), r"checkpoint max_depth must be a finite number > 0"),
-    ("max_depth-text", _set("config", "max_depth", "ten"), r"checkpoint max_depth must be a finite number > 0, got 'ten'"),
-    ("extra-list", _set("extra", [1, 2]), r"checkpoint extra must be a mapping, got \[1, 2\]"),
-    ("affine-short", _set("extra", {"depth_kind": "relative", "relative_affine": [1.0]}),
+    ("max_depth-inf", set_field("config", "max_depth", float("inf")), r"checkpoint max_depth must be a finite number > 0"),
+    ("max_depth-text", set_field("config", "max_depth", "ten"), r"checkpoint max_depth must be a finite number > 0, got 'ten'"),
+    ("extra-list", set_field("extra", [1, 2]), r"checkpoint extra must be a mapping, got \[1, 2\]"),
+    ("affine-short", set_field("extra", {"depth_kind": "relative", "relative_affine": [1.0]}),
      r"checkpoint relative_affine must be two finite numbers \[scale, shift\], got \[1\.0\]"),
-    ("affine-nan", _set("extra", {"depth_kind": "relative", "relative_affine": [1.0, float("nan")]}),
+    ("affine-nan", set_field("extra", {"depth_kind": "relative", "relative_affine": [1.0, float("nan")]}),
      r"checkpoint relative_affine must be two finite numbers"),
-    ("depth_kind", _set("extra", {"depth_kind": "disparity"}), r"checkpoint depth_kind must be one of metric, relative, got "
+    ("depth_kind", set_field("extra", {"depth_kind": "disparity"}), r"checkpoint depth_kind must be one of metric, relative, got "
                                                                 r"'disparity'"),
-    ("model", _set("model", ["leve"]), r"checkpoint model must be a registered model name, got '?\[.leve.\]"),
-    ("config-list", _set("config", [10.0]), r"checkpoint config must be a mapping, got \[10\.0\]"),
-    ("long-value", _set("version", "9" * 1_000_000), r"checkpoint version must be a whole number, got '9999"),
+    ("model", set_field("model", ["leve"]), r"checkpoint model must be a registered model name, got '?\[.leve.\]"),
+    ("config-list", set_field("config", [10.0]), r"checkpoint config must be a mapping, got \[10\.0\]"),
+    ("long-value", set_field("version", "9" * 1_000_000), r"checkpoint version must be a whole number, got '9999"),
 ]
 
 
