@@ -361,3 +361,23 @@ def test_torchscript_export_carries_the_depth_kind(tmp_path, relative_checkpoint
     with torch.inference_mode():
         got = scripted(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255)[0, 0].double().numpy()
     np.testing.assert_allclose(got / 100, raw_disparity(relative_checkpoint, img), atol=TOL)  # out = 100 r, as it says
+
+
+@pytest.mark.parametrize(("kind", "fmt", "scale", "suffix"), [
+    ("metric", "png16", None, "_depth16.png"), ("metric", "npy", None, "_depth.npy"),
+    ("relative", "png16", None, "_disp16.png"), ("relative", "npy", None, "_disp.npy"),
+    ("relative", "png16", 2.5, "_depth16.png"), ("relative", "npy", 2.5, "_depth.npy")])
+def test_depth_files_read_back_as_the_depth_they_were_written_from(kind, fmt, scale, suffix):
+    """The depth video colours the per-frame files read back (leve.outputs.video): decode inverts encode."""
+    from leve.predict import DepthEncoding
+
+    depth = np.random.default_rng(0).uniform(0.1, 10.0, (7, 9)).astype(np.float32)  # a max_depth 10 model's range
+    enc = DepthEncoding(kind, fmt, 10.0, scale)
+    assert enc.suffix == suffix
+    back = enc.decode(enc.encode(depth))
+    if fmt == "npy":
+        np.testing.assert_allclose(back, depth, rtol=1e-6)
+    elif kind == "relative" and scale is None:  # half a step of 65535 r, r = 0.1 / depth
+        np.testing.assert_allclose(0.1 / back, 0.1 / depth, atol=0.5 / 65535 + 1e-7)
+    else:  # half a millimetre of the (scaled) metres
+        np.testing.assert_allclose(back * (scale or 1.0), depth * (scale or 1.0), atol=0.5e-3 + 1e-6)
