@@ -6,12 +6,22 @@ the valid pixels (the thesis's equations 8.1–8.3 and the usual Eigen et al. de
 - ``abs_rel``  = mean(|p − g| / g)
 - ``sq_rel``   = mean((p − g)² / g)
 - ``rmse``     = sqrt(mean((p − g)²))
-- ``rmse_log`` = sqrt(mean((ln p − ln g)²))                      (natural log)
+- ``rmse_log`` = sqrt(mean((ln p − ln g)²))    (natural log; ``rmse_log_base="log10"``, a protocol option
+  (``eval.rmse_log``), gives sqrt(mean((log10 p − log10 g)²)) = the natural-log value / ln 10, the
+  thesis code's ``RMSE_log``)
 - ``log10``    = mean(|log10 p − log10 g|)
 - ``silog``    = sqrt(mean(e²) − mean(e)²) · 100, e = ln p − ln g (scale-invariant log error)
 - ``mae``      = mean(|p − g|)
 - ``d1, d2, d3`` = share of pixels with max(p/g, g/p) < 1.25, 1.25², 1.25³
   (strictly less, as the thesis defines the threshold: a ratio of exactly 1.25 fails δ1).
+
+Depth ordering (:data:`ORDER_KEYS`), computed per image by the evaluation from the prediction *before*
+alignment (ordering is what an alignment with a positive scale cannot change, so an inverted map scores
+below zero under every alignment):
+
+- ``spearman`` = Spearman's rank correlation ρ between the predicted depth order and the ground truth's
+  over the valid pixels (:func:`spearman`): 1 for the right order, 0 for a constant (or no) order, −1
+  for near and far swapped. It is always the mean over images (also when the protocol pools pixels).
 
 ``rel_denominator="pred"`` divides ``abs_rel`` and ``sq_rel`` by ``p`` instead of ``g``: DenseDepth's
 evaluation does so (see :func:`leve.evaluation.protocols.densedepth`); every other metric is
@@ -51,7 +61,10 @@ import numpy as np
 METRIC_KEYS: tuple[str, ...] = (
     "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "mae", "d1", "d2", "d3",
 )
+ORDER_KEYS: tuple[str, ...] = ("spearman",)  # depth-ordering metrics: per image, always mean_i over images
 LOWER_IS_BETTER: frozenset[str] = frozenset(METRIC_KEYS) - {"d1", "d2", "d3"}
+RMSE_LOG_BASES = ("ln", "log10")  # the log of rmse_log: natural (leve's default) | log10 (the thesis code's RMSE_log)
+SPEARMAN_MAX_PIXELS = 20000  # ρ of an image with more valid pixels: over this many, evenly spaced in raster order
 DELTA = 1.25
 MIN_PRED = 1e-6
 AGGREGATIONS = ("per_image", "per_image_mse", "pooled")
@@ -121,9 +134,39 @@ def pixel_sums(pred: Any, gt: Any, valid: Any = None, rel_denominator: str = "gt
     }
 
 
-def metrics_from_sums(sums: dict[str, float]) -> dict[str, float]:
+def spearman(order: Any, gt: Any, valid: Any = None) -> float | None:
+    """Spearman's ρ between ``order`` (any map that increases with the predicted depth: the depth, or
+    minus a disparity; NaN: no prediction, ranked farthest) and the ground truth over the valid pixels
+    (:func:`valid_pixels`); ``None`` if no pixel is valid.
+
+    ρ is the Pearson correlation of the two rank vectors (ties get their average rank); a prediction
+    (or ground truth) with a single value has no order and scores 0. Images with more than
+    :data:`SPEARMAN_MAX_PIXELS` valid pixels are scored on that many, evenly spaced in raster order
+    (a fixed rule: the same pixels every run).
+    """
+    from scipy.stats import rankdata
+
+    p, g = _as_numpy(order).ravel(), _as_numpy(gt).ravel()
+    mask = valid_pixels(g, None if valid is None else _as_numpy(valid).ravel() != 0)
+    if not mask.any():
+        return None
+    p, g = np.nan_to_num(p[mask], nan=np.inf), g[mask]
+    if p.size > SPEARMAN_MAX_PIXELS:
+        pick = np.linspace(0, p.size - 1, SPEARMAN_MAX_PIXELS).round().astype(np.int64)
+        p, g = p[pick], g[pick]
+    rp, rg = rankdata(p), rankdata(g)
+    rp -= rp.mean()
+    rg -= rg.mean()
+    den = math.sqrt(float(np.dot(rp, rp)) * float(np.dot(rg, rg)))
+    return 0.0 if den == 0 else float(np.dot(rp, rg) / den)
+
+
+def metrics_from_sums(sums: dict[str, float], rmse_log_base: str = "ln") -> dict[str, float]:
     """The metric dict (see the module docstring) from per-pixel sums over ``sums["pixels"]`` > 0
-    pixels: one image's (:func:`pixel_sums`) or a whole split's (their key-by-key total)."""
+    pixels: one image's (:func:`pixel_sums`) or a whole split's (their key-by-key total);
+    ``rmse_log_base`` the log of ``rmse_log`` (:data:`RMSE_LOG_BASES`)."""
+    if rmse_log_base not in RMSE_LOG_BASES:
+        raise ValueError(f"rmse_log_base must be one of {RMSE_LOG_BASES}, got '{rmse_log_base}'")
     n = sums["pixels"]
     mean_e = sums["log"] / n
     silog_var = max(sums["log_sq"] / n - mean_e**2, 0.0)
@@ -131,7 +174,7 @@ def metrics_from_sums(sums: dict[str, float]) -> dict[str, float]:
         "abs_rel": sums["rel"] / n,
         "sq_rel": sums["sq_rel"] / n,
         "rmse": math.sqrt(sums["sq"] / n),
-        "rmse_log": math.sqrt(sums["log_sq"] / n),
+        "rmse_log": math.sqrt(sums["log_sq"] / n) / (math.log(10.0) if rmse_log_base == "log10" else 1.0),
         "log10": sums["log10"] / n,
         "silog": math.sqrt(silog_var) * 100.0,
         "mae": sums["abs"] / n,
@@ -141,14 +184,15 @@ def metrics_from_sums(sums: dict[str, float]) -> dict[str, float]:
     }
 
 
-def compute_metrics(pred: Any, gt: Any, valid: Any = None, rel_denominator: str = "gt") -> dict[str, float] | None:
+def compute_metrics(pred: Any, gt: Any, valid: Any = None, rel_denominator: str = "gt",
+                    rmse_log_base: str = "ln") -> dict[str, float] | None:
     """Metrics of one image (see the module docstring), or ``None`` if no pixel is valid.
 
     ``pred``, ``gt`` and ``valid`` must have the same number of elements (any shape,
     e.g. (H, W) or (1, H, W)); depth is in the dataset's units.
     """
     sums = pixel_sums(pred, gt, valid, rel_denominator)
-    return None if sums is None else metrics_from_sums(sums)
+    return None if sums is None else metrics_from_sums(sums, rmse_log_base)
 
 
 def metric_aggregation(aggregation: str) -> dict[str, str]:
@@ -197,14 +241,25 @@ class MetricAccumulator:
     totals: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SUM_KEYS, 0.0))
     count: int = 0
     skipped: int = 0
+    rmse_log_base: str = "ln"  # the log of a pooled rmse_log (per-image metrics arrive computed)
+    order: dict[str, float] = field(default_factory=dict)  # ORDER_KEYS: sum over the images that have it
+    order_count: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got '{self.aggregation}'")
 
-    def add(self, metrics: dict[str, float] | None, sums: dict[str, float] | None = None) -> None:
+    def _add_order(self, order: dict[str, float] | None) -> None:
+        for key, value in (order or {}).items():
+            if key in ORDER_KEYS and value is not None:
+                self.order[key] = self.order.get(key, 0.0) + value
+                self.order_count[key] = self.order_count.get(key, 0) + 1
+
+    def add(self, metrics: dict[str, float] | None, sums: dict[str, float] | None = None,
+            order: dict[str, float] | None = None) -> None:
         """Add one image: its metrics (per_image) or its pixel sums (pooled; ``sums`` alone also
-        serves per_image); ``None`` counts a skipped image."""
+        serves per_image), and its ordering metrics (``order``: :data:`ORDER_KEYS`, averaged over the
+        images that have them, whatever the aggregation); ``None`` counts a skipped image."""
         if self.aggregation == "pooled":
             if sums is None and metrics is not None:
                 raise ValueError("pooled aggregation needs each image's pixel sums (pixel_sums), not its metrics")
@@ -213,10 +268,11 @@ class MetricAccumulator:
                 return
             for key in SUM_KEYS:
                 self.totals[key] += sums[key]
+            self._add_order(order)
             self.count += 1
             return
         if metrics is None and sums is not None:
-            metrics = metrics_from_sums(sums)
+            metrics = metrics_from_sums(sums, self.rmse_log_base)
         if metrics is None:
             self.skipped += 1
             return
@@ -224,19 +280,21 @@ class MetricAccumulator:
             self.sums[key] += metrics[key]
         for key in ROOT_KEYS:
             self.squares[key] += metrics[key] ** 2
+        self._add_order(order)
         self.count += 1
 
     def result(self) -> Aggregate:
-        """The split's metrics so far."""
+        """The split's metrics so far (with the mean of each ordering metric the images had)."""
         n = self.count
+        order = {k: self.order[k] / c for k, c in self.order_count.items() if c}
         if self.aggregation == "pooled":
-            means = metrics_from_sums(self.totals) if n else dict.fromkeys(METRIC_KEYS, math.nan)
-            return Aggregate(means=means, count=n, skipped=self.skipped, aggregation="pooled",
+            means = metrics_from_sums(self.totals, self.rmse_log_base) if n else dict.fromkeys(METRIC_KEYS, math.nan)
+            return Aggregate(means={**means, **order}, count=n, skipped=self.skipped, aggregation="pooled",
                              pixels=int(self.totals["pixels"]))
         means = {k: (s / n if n else math.nan) for k, s in self.sums.items()}
         if self.aggregation == "per_image_mse":
             means.update({k: (math.sqrt(s / n) if n else math.nan) for k, s in self.squares.items()})
-        return Aggregate(means=means, count=n, skipped=self.skipped, aggregation=self.aggregation)
+        return Aggregate(means={**means, **order}, count=n, skipped=self.skipped, aggregation=self.aggregation)
 
 
 def aggregate_metrics(per_image: Iterable[dict[str, float] | None], aggregation: str = "per_image") -> Aggregate:

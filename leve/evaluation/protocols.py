@@ -35,6 +35,13 @@ eq. 8.1, or ``pooled`` over every pixel; see :mod:`leve.evaluation.metrics`) is 
 (``leve2024`` and ``standard``: per_image; ``densedepth``: pooled), can be overridden by
 ``eval.aggregation``, and is recorded with the numbers.
 Any crop of the dataset can be chosen under any protocol (``eval.crop``).
+
+The log of ``rmse_log`` is part of each protocol too (``rmse_log``: ``ln`` for all three, leve's
+numbers as they always were; ``eval.rmse_log: log10`` gives the thesis code's ``RMSE_log``, as
+``profiles/thesis-code.yaml`` names it), recorded with the numbers. ``standard``'s ``median`` reads
+and resizes the prediction as depth; ``median_disparity`` as disparity, then inverts it, as
+monodepth2's evaluation does (:mod:`leve.evaluation.align`). Every evaluation also scores a constant
+predictor under the same protocol and a depth-ordering metric (``spearman``) for every model.
 """
 
 from __future__ import annotations
@@ -46,9 +53,9 @@ from typing import Any
 import numpy as np
 
 from leve.errors import LeveError
-from leve.evaluation.metrics import AGGREGATIONS, REL_DENOMINATORS
+from leve.evaluation.metrics import AGGREGATIONS, REL_DENOMINATORS, RMSE_LOG_BASES
 
-ALIGNMENTS = ("none", "median", "lstsq")
+ALIGNMENTS = ("none", "median", "median_disparity", "lstsq")  # see leve.evaluation.align
 FLIPS = ("none", "separate", "average")
 TEACHER_FLIPS = ("none", "average")  # the cached teacher map: as predicted | flip-averaged (teacher.tta: flip)
 UPSAMPLES = ("output", "depth")  # a low-resolution output is brought to the input size before / after reading depth
@@ -147,6 +154,7 @@ class Protocol:
     rel_denominator: str = "gt"  # abs_rel and sq_rel divide by the ground truth | by the prediction
     aggregation: str = "per_image"  # per_image: mean of per-image metrics | per_image_mse: RMSE (and the other
     # root metrics) sqrt of the mean per-image square, the thesis's eq. 8.1 | pooled: over every pixel of the split
+    rmse_log: str = "ln"  # the log of rmse_log: ln (every protocol's default) | log10 (the thesis code's RMSE_log)
 
     # Filled in by the evaluation (leve.evaluation.runner), recorded with the numbers:
     teacher_flip: str = "none"  # none | average: the teacher's cached map is flip-averaged (teacher.tta: flip)
@@ -160,7 +168,8 @@ class Protocol:
         for key, value, choices in (("upsample", self.upsample, UPSAMPLES),
                                     ("teacher_flip", self.teacher_flip, TEACHER_FLIPS),
                                     ("rel_denominator", self.rel_denominator, REL_DENOMINATORS),
-                                    ("aggregation", self.aggregation, AGGREGATIONS)):
+                                    ("aggregation", self.aggregation, AGGREGATIONS),
+                                    ("rmse_log", self.rmse_log, RMSE_LOG_BASES)):
             if value not in choices:
                 raise LeveError(f"protocol '{self.name}': unknown {key} '{value}'; choose from {', '.join(choices)}")
 
@@ -251,15 +260,20 @@ PROTOCOLS: dict[str, Callable[..., Protocol]] = {"leve2024": leve2024, "standard
 
 
 def get_protocol(name: str, dataset: str, max_depth: float, aggregation: str | None = None,
-                 **options: Any) -> Protocol:
+                 rmse_log: str | None = None, **options: Any) -> Protocol:
     """Build protocol ``name`` for ``dataset``; options: crop, align, flip, min_depth; ``aggregation``
-    (None: the protocol's own) replaces how its numbers are aggregated over the split."""
+    (None: the protocol's own) replaces how its numbers are aggregated over the split, ``rmse_log``
+    (None: the protocol's own, ``ln``) the log of ``rmse_log`` (``log10``: the thesis code's)."""
     if name not in PROTOCOLS:
         raise LeveError(f"eval.protocol: unknown protocol '{name}'; choose from {', '.join(PROTOCOLS)}")
     if aggregation is not None and aggregation not in AGGREGATIONS:
         raise LeveError(f"eval.aggregation: unknown aggregation '{aggregation}'; choose from {', '.join(AGGREGATIONS)}")
+    if rmse_log is not None and rmse_log not in RMSE_LOG_BASES:
+        raise LeveError(f"eval.rmse_log: unknown log '{rmse_log}'; choose from {', '.join(RMSE_LOG_BASES)}")
     protocol = PROTOCOLS[name](dataset, float(max_depth), **options)
-    return protocol if aggregation is None else replace(protocol, aggregation=aggregation)
+    if aggregation is not None:
+        protocol = replace(protocol, aggregation=aggregation)
+    return protocol if rmse_log is None else replace(protocol, rmse_log=rmse_log)
 
 
 def with_align(protocol: Protocol, align: str) -> Protocol:

@@ -13,6 +13,13 @@ then cropped, masked, aligned (an aligned prediction is clipped only after its f
 per image; each scored sample keeps its metrics and its per-pixel sums, and the split's numbers
 are aggregated as the protocol says (per-image means or pooled pixels).
 
+Every affine fit has a scale >= 0 (:mod:`leve.evaluation.align`); each scored sample records whether
+its unconstrained fit's scale was non-positive (:attr:`Scored.non_positive_fit`), counted per model by
+:meth:`EvalResult.alignment`. Every model also gets the depth-ordering metric ``spearman`` (Spearman's
+ρ of the prediction *before* alignment against the ground truth: an alignment cannot hide a swapped
+order). With ``constant``, a constant predictor (the ``constant`` model: that depth everywhere, read in
+the protocol's space and aligned by its alignment) is scored on the same samples, the baseline row.
+
 The teacher rows score the flip-averaged map exactly when the student's prediction is
 flip-averaged (``protocol.flip: average``, e.g. ``standard`` with ``eval.flip``) and the cache
 holds it (``teacher.tta: flip``), else the image's own map; recorded as the protocol's
@@ -29,13 +36,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from leve.evaluation.align import align_lstsq_disparity, align_prediction
+from leve.evaluation.align import SPACES, align_prediction_fit, fit_lstsq_disparity
 from leve.evaluation.metrics import (
     METRIC_KEYS,
     Aggregate,
     MetricAccumulator,
     metrics_from_sums,
     pixel_sums,
+    spearman,
 )
 from leve.evaluation.protocols import Protocol
 from leve.images import RGB_RESIZE, resize_maps, resize_rgb
@@ -44,7 +52,8 @@ from leve.progress import progress_bar
 from leve.store import Split
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
-MODELS = ("student", "teacher")
+MODELS = ("student", "teacher")  # the models of the error-vs-depth bins
+BASELINE = "constant"  # the constant predictor's model name in the scored rows and the metrics document
 
 
 @dataclass
@@ -59,12 +68,23 @@ class Scored:
     source: str
     metrics: dict[str, float] | None
     sums: dict[str, float] | None = None
+    non_positive_fit: bool | None = None  # the unconstrained scale fit was <= 0 (None: no scale fitted)
+    spearman: float | None = None  # depth ordering of the prediction before alignment (None: not scored)
+
+    @classmethod
+    def of(cls, index: int, flipped: bool, model: str, group: str, source: str, scoring: Scoring) -> Scored:
+        """The record of a :class:`Scoring`."""
+        _, _, metrics, sums = scoring.score
+        return cls(index, flipped, model, group, source, metrics, sums, scoring.non_positive_fit, scoring.spearman)
 
     def row(self) -> dict[str, Any]:
-        """A per-image CSV row (empty metric cells for a skipped image)."""
+        """A per-image CSV row (empty metric cells for a skipped image; ``non_positive_fit`` 1/0, empty
+        where no scale was fitted)."""
         values = self.metrics or dict.fromkeys(METRIC_KEYS, None)
+        fit = "" if self.non_positive_fit is None else int(self.non_positive_fit)
         return {"index": self.index, "flipped": int(self.flipped), "model": self.model,
-                "group": self.group, "source": self.source, "skipped": int(self.metrics is None), **values}
+                "group": self.group, "source": self.source, "skipped": int(self.metrics is None), **values,
+                "spearman": self.spearman, "non_positive_fit": fit}
 
 
 @dataclass
@@ -125,11 +145,21 @@ class EvalResult:
     def aggregate(self, model: str = "student", group: str | None = None) -> Aggregate | None:
         """The metrics of ``model`` (optionally one group) aggregated as the protocol says (per-image
         mean or pooled over pixels), None if it has no sample."""
-        acc = MetricAccumulator(self.protocol.aggregation)
+        acc = MetricAccumulator(self.protocol.aggregation, rmse_log_base=self.protocol.rmse_log)
         for s in self.scored:
             if s.model == model and (group is None or s.group == group):
-                acc.add(s.metrics, s.sums)
+                acc.add(s.metrics, s.sums, None if s.spearman is None else {"spearman": s.spearman})
         return acc.result() if acc.count + acc.skipped else None
+
+    def alignment(self, model: str = "student") -> dict[str, Any] | None:
+        """How ``model``'s samples were aligned: ``method``, ``fits`` (samples with a fitted scale) and
+        ``non_positive_fits`` (those whose unconstrained scale was <= 0, scored with the constrained
+        fit); None when the model has no sample."""
+        flags = [s.non_positive_fit for s in self.scored if s.model == model]
+        if not flags:
+            return None
+        method = self.protocol.teacher_align if model == "teacher" else self.protocol.align
+        return {"method": method, "fits": sum(f is not None for f in flags), "non_positive_fits": sum(f is True for f in flags)}
 
     @property
     def groups(self) -> list[str]:
@@ -153,7 +183,7 @@ def read_output(out: torch.Tensor, protocol: Protocol, depth_scale: float) -> to
     """The output read in the space the protocol scores (``align: none``: depth clamped to
     ``[D/100, D]``) or fits it in, unclamped: ``median`` the depth ``D/out`` (NaN where
     ``out <= 0``), ``lstsq`` the disparity ``out/D`` (``D = depth_scale``)."""
-    if protocol.align == "lstsq":
+    if SPACES[protocol.align] == "disparity":  # lstsq, median_disparity
         return out / depth_scale
     if protocol.align == "median":
         return torch.where(out > 0, depth_scale / out, torch.full_like(out, float("nan")))
@@ -185,25 +215,61 @@ def _predict_batch(net: Predictor, x: torch.Tensor, protocol: Protocol,
 Score = tuple[np.ndarray, np.ndarray, dict | None, dict | None]  # depth, mask, metrics, pixel sums
 
 
+@dataclass
+class Scoring:
+    """A sample scored (:data:`Score`), its depth-ordering ``spearman`` (None: no valid pixel) and whether
+    its alignment's unconstrained scale was non-positive (None: no scale fitted)."""
+
+    score: Score
+    spearman: float | None
+    non_positive_fit: bool | None
+
+
 def _score(depth: np.ndarray, gt: np.ndarray, mask: np.ndarray, protocol: Protocol) -> Score:
     sums = pixel_sums(depth, gt, mask, protocol.rel_denominator)
-    return depth, mask, (None if sums is None else metrics_from_sums(sums)), sums
+    return depth, mask, (None if sums is None else metrics_from_sums(sums, protocol.rmse_log)), sums
+
+
+def _order(pred: np.ndarray, align: str) -> np.ndarray:
+    """A map that increases with the predicted depth: the prediction read as depth, minus one read as disparity."""
+    return -pred if SPACES[align] == "disparity" else pred
+
+
+def score_sample_fit(pred: np.ndarray, gt: np.ndarray, protocol: Protocol) -> Scoring:
+    """:func:`score_sample` with the prediction's ``spearman`` (its order before alignment) and its fit's sign."""
+    pred = np.asarray(pred, dtype=np.float64)
+    mask = protocol.crop.mask(*gt.shape) & protocol.valid(gt)
+    aligned, flag = align_prediction_fit(pred, gt, mask, protocol.align, protocol.min_depth, protocol.max_depth)
+    return Scoring(_score(aligned, gt, mask, protocol), spearman(_order(pred, protocol.align), gt, mask), flag)
 
 
 def score_sample(pred: np.ndarray, gt: np.ndarray, protocol: Protocol) -> Score:
     """(aligned depth, scored-pixel mask, metrics, pixel sums) of one full-size prediction, read
     as :func:`read_output` reads it: aligned unclamped, then clipped to the protocol's range."""
+    return score_sample_fit(pred, gt, protocol).score
+
+
+def score_teacher_fit(disp: np.ndarray, gt: np.ndarray, protocol: Protocol) -> Scoring:
+    """:func:`score_teacher` with the map's ``spearman`` (of ``-disp``) and its fit's sign."""
     mask = protocol.crop.mask(*gt.shape) & protocol.valid(gt)
-    aligned = align_prediction(pred, gt, mask, protocol.align, protocol.min_depth, protocol.max_depth)
-    return _score(aligned, gt, mask, protocol)
+    disp = np.asarray(disp, dtype=np.float64)
+    depth, fit = fit_lstsq_disparity(disp, gt, mask, protocol.min_depth, protocol.max_depth)
+    return Scoring(_score(depth, gt, mask, protocol), spearman(-disp, gt, mask), None if fit is None else fit.non_positive)
 
 
 def score_teacher(disp: np.ndarray, gt: np.ndarray, protocol: Protocol) -> Score:
     """(depth, mask, metrics, pixel sums) of a teacher disparity map, lstsq-aligned to the ground
-    truth on the pixels where it is positive."""
-    mask = protocol.crop.mask(*gt.shape) & protocol.valid(gt)
-    depth = align_lstsq_disparity(disp, gt, mask, protocol.min_depth, protocol.max_depth)
-    return _score(depth, gt, mask, protocol)
+    truth (scale >= 0) on the pixels where it is positive."""
+    return score_teacher_fit(disp, gt, protocol).score
+
+
+def score_constant(value: float, gt: np.ndarray, protocol: Protocol) -> Scoring:
+    """The constant predictor: depth ``value`` at every pixel, read in the protocol's space (its
+    disparity ``1/value`` for ``lstsq`` and ``median_disparity``) and aligned by the protocol's alignment
+    (``none``: ``value`` clipped; ``median``: the median ground truth; ``lstsq``: ``1/mean(1/gt)``);
+    its ``spearman`` is 0 (no order)."""
+    fill = 1.0 / value if SPACES[protocol.align] == "disparity" else value
+    return score_sample_fit(np.full(gt.shape, fill, dtype=np.float64), gt, protocol)
 
 
 def teacher_flip(teacher: Any, flip: str = "average") -> str:
@@ -237,8 +303,12 @@ def evaluate(
     depth_bins: int = 20,
     group_column: str | None = "organ",
     show_progress: bool = True,
+    constant: float | None = None,
 ) -> EvalResult:
-    """Score ``net`` (and the cached ``teacher``, a reader with ``disparity(i)``) on ``split``."""
+    """Score ``net`` (and the cached ``teacher``, a reader with ``disparity(i)``; and the constant
+    predictor of depth ``constant``, model ``constant``) on ``split``."""
+    if constant is not None and not (np.isfinite(constant) and constant > 0):
+        raise ValueError(f"constant predictor: depth must be finite and positive, got {constant}")
     scale = protocol.max_depth if protocol.depth_scale == "dataset" else checkpoint_max_depth
     protocol = replace(protocol, resize=RGB_RESIZE, teacher_flip=teacher_flip(teacher, protocol.flip))
     meta = split.meta
@@ -254,18 +324,25 @@ def evaluate(
             for k, i in enumerate(idx):
                 gt = split.depth(i).astype(np.float64)
                 info = (groups[i], sources[i])
-                pred, mask, metrics, sums = score_sample(_resize_back(depth[k], gt.shape), gt, protocol)
-                result.scored.append(Scored(i, False, "student", *info, metrics, sums))
+                scoring = score_sample_fit(_resize_back(depth[k], gt.shape), gt, protocol)
+                result.scored.append(Scored.of(i, False, "student", *info, scoring))
+                pred, mask = scoring.score[:2]
                 result.bins.add("student", pred[mask], gt[mask])
+                if constant is not None:
+                    result.scored.append(Scored.of(i, False, BASELINE, *info, score_constant(constant, gt, protocol)))
                 if flipped is not None:
-                    _, _, m_flip, s_flip = score_sample(_resize_back(flipped[k], gt.shape), gt[:, ::-1].copy(),
-                                                        protocol)
-                    result.scored.append(Scored(i, True, "student", *info, m_flip, s_flip))
+                    mirrored = gt[:, ::-1].copy()
+                    scoring = score_sample_fit(_resize_back(flipped[k], gt.shape), mirrored, protocol)
+                    result.scored.append(Scored.of(i, True, "student", *info, scoring))
+                    if constant is not None:
+                        result.scored.append(Scored.of(i, True, BASELINE, *info,
+                                                       score_constant(constant, mirrored, protocol)))
                 t_depth = None
                 if teacher is not None:
                     disp = teacher_map(teacher, i, protocol.teacher_flip)
-                    t_depth, t_mask, t_metrics, t_sums = score_teacher(disp, gt, protocol)
-                    result.scored.append(Scored(i, False, "teacher", *info, t_metrics, t_sums))
+                    scoring = score_teacher_fit(disp, gt, protocol)
+                    result.scored.append(Scored.of(i, False, "teacher", *info, scoring))
+                    t_depth, t_mask = scoring.score[:2]
                     result.bins.add("teacher", t_depth[t_mask], gt[t_mask])
                 if i in examples:
                     result.examples.append(Example(i, rgbs[k], gt, pred, t_depth))

@@ -50,6 +50,7 @@ class Config:
     min_depth: float | None = None  # standard only: valid mask min (default 1e-3)
     max_depth: float | None = None  # default: the store's max_depth
     aggregation: str | None = None  # None: the protocol's own | per_image | per_image_mse (eq. 8.1) | pooled
+    rmse_log: str | None = None  # None: the protocol's own (ln) | ln | log10 (the thesis code's RMSE_log)
     teacher: bool = True  # add teacher rows when the teacher cache has the split
     batch_size: int = 8
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -151,6 +152,7 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
     """The evaluation itself; :func:`run` chooses its output folders and holds their lock."""
     from leve.atomic import atomic_group
     from leve.device import resolve_device
+    from leve.evaluation.baseline import train_median_depth
     from leve.evaluation.protocols import get_protocol, ground_truth_note
     from leve.evaluation.runner import evaluate
     from leve.models.card import CARD_NAME, write_model_card
@@ -173,7 +175,8 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
     if not max_depth:
         raise LeveError(f"{store.path}: no max_depth attribute; set eval.max_depth")
     protocol = get_protocol(cfg.protocol, dataset, max_depth, crop=cfg.crop, align=cfg.align,
-                            flip=cfg.flip, min_depth=cfg.min_depth, aggregation=cfg.aggregation)
+                            flip=cfg.flip, min_depth=cfg.min_depth, aggregation=cfg.aggregation,
+                            rmse_log=cfg.rmse_log)
     model, info = load_checkpoint(cfg.checkpoint, device=device)
     if info.depth_kind == "relative" and (protocol.name != "standard" or protocol.align == "none"):
         raise LeveError(f"{cfg.checkpoint}: the student predicts relative depth (distilled without depth): score it "
@@ -182,9 +185,10 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
     model.eval()
     teacher, teacher_info = _open_teacher(cfg, dataset, store)
     picks = tuple(int(i) for i in np.linspace(0, len(split) - 1, min(cfg.examples, len(split))).round())
+    constant = constant_source(train_median_depth(store, float(max_depth)), protocol.align)
     result = evaluate(model, split, protocol, info.resolution, info.max_depth, teacher=teacher,
                       batch_size=cfg.batch_size, device=device, examples=picks, depth_bins=cfg.depth_bins,
-                      show_progress=show_progress)
+                      show_progress=show_progress, constant=constant.get("depth"))
     if teacher is not None and result.protocol.flip == "average" and result.protocol.teacher_flip == "none":
         console.print(f"note: the teacher row is not flip-averaged as the student's is: {cfg.teacher_dir}/{dataset}.zarr "
                       "was cached without teacher.tta: flip")
@@ -192,7 +196,7 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
             "resolution": list(info.resolution)}
     if info.depth_kind != "metric":
         ckpt["depth_kind"] = info.depth_kind
-    doc = metrics_document(result, cfg.split, ckpt, teacher_info)
+    doc = metrics_document(result, cfg.split, ckpt, teacher_info, constant)
     note = ground_truth_note(protocol, store.attrs)
     if note:  # shown beside the numbers by the tables of `leve eval`, `leve tables` and `leve report`
         doc["note"] = note
@@ -209,8 +213,53 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
         metrics = stage(cfg.metrics_dir / f"{dataset}.json")
         write_json(metrics, doc)
         write_model_card(cfg.checkpoint, stage(reports / CARD_NAME), [metrics], name=str(cfg.checkpoint))
-    console.print(f"eval {dataset}/{cfg.split} [{protocol.name}]: rmse {doc['student']['rmse']:.4f} "
-                  f"abs_rel {doc['student']['abs_rel']:.4f} d1 {doc['student']['d1']:.4f} "
-                  f"({doc['student']['count']} samples) -> {cfg.metrics_dir / f'{dataset}.json'}",
+    console.print(summary_line(doc, f"{dataset}/{cfg.split}", cfg.metrics_dir / f"{dataset}.json"),
                   markup=False, highlight=False)  # "[standard]" is text, not a rich markup tag
+    warning = constant_warning(doc, f"{dataset}/{cfg.split}")
+    if warning:
+        console.print(warning, markup=False, highlight=False)
     return doc
+
+
+def constant_source(median: dict[str, Any] | None, align: str) -> dict[str, Any]:
+    """What the ``constant`` row scores (the metrics document's ``constant_source``): the train median
+    (:func:`leve.evaluation.baseline.train_median_depth`) scored under the protocol's alignment; under an
+    alignment any positive depth scores the same, so a store without train depth still gets the row
+    (depth 1); without alignment and without a median there is no row (``depth`` None, ``why``)."""
+    if median is not None:
+        return {**median, "align": align}
+    if align != "none":
+        return {"depth": 1.0, "align": align, "rule": f"any positive constant, scaled per image by align {align} "
+                                                          "(the store has no train or val depth for a median)"}
+    return {"depth": None, "align": align, "why": "the store has no train or val depth to take a median from"}
+
+
+def summary_line(doc: dict[str, Any], where: str, path: Path) -> str:
+    """The eval's console line: the student's rmse, abs_rel, d1 and spearman, the constant's rmse and
+    abs_rel, and each aligned model's non-positive fits out of its fits."""
+    s = doc["student"]
+    line = (f"eval {where} [{doc['protocol']['name']}]: rmse {s['rmse']:.4f} abs_rel {s['abs_rel']:.4f} d1 {s['d1']:.4f} "
+            f"({s['count']} samples)")
+    if s.get("spearman") is not None:
+        line += f" spearman {s['spearman']:.4f}"
+    if isinstance(doc.get("constant"), dict):
+        line += f"; constant rmse {doc['constant']['rmse']:.4f} abs_rel {doc['constant']['abs_rel']:.4f}"
+    align = doc.get("alignment") or {}
+    fitted = [m for m, n in (align.get("fits") or {}).items() if n]
+    if fitted:
+        line += "; non-positive fits " + " ".join(f"{m} {align['non_positive_fits'][m]}/{align['fits'][m]}" for m in fitted)
+    return f"{line} -> {path}"
+
+
+def constant_warning(doc: dict[str, Any], where: str) -> str | None:
+    """``warning: ...`` when the student does not beat the constant predictor (both RMSE and REL strictly
+    lower: :func:`leve.evaluation.baseline.beats_constant`), else None."""
+    from leve.evaluation.baseline import beats_constant
+
+    c = doc.get("constant")
+    if not isinstance(c, dict) or beats_constant(doc["student"], c):
+        return None
+    s = doc["student"]
+    return (f"warning: {where}: the student does not beat the constant predictor under the same protocol "
+            f"(rmse {s['rmse']:.4f} vs {c['rmse']:.4f}, abs_rel {s['abs_rel']:.4f} vs {c['abs_rel']:.4f}); "
+            "its numbers are not a result")

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from leve.errors import LeveError
-from leve.evaluation.metrics import AGGREGATION_CAPTIONS, LOWER_IS_BETTER, METRIC_KEYS
+from leve.evaluation.metrics import AGGREGATION_CAPTIONS, LOWER_IS_BETTER, METRIC_KEYS, ORDER_KEYS
 from leve.models.registry import (
     DEFAULT_MODEL,
     SEED_002,
@@ -43,7 +43,7 @@ from leve.models.registry import (
     model_spec,
     model_specs,
 )
-from leve.report.metrics import aggregation_of
+from leve.report.metrics import MIXED_MARK, aggregation_of, constant_label, model_align
 from leve.report.seeds import SeedStats, noise_marks, seed_stats
 from leve.report.tables import METRIC_COLUMNS, METRIC_HEADERS, MISSING, SEED002_COLUMNS, markdown_table, metric_cells
 from leve.report.tables import number as cell_number
@@ -117,6 +117,28 @@ class Row:
     bench: dict[str, Any] | None = None  # fp32 eager latency of the row's model variant
     params: int | None = None  # the model's parameter count, from the same benchmark
     stats: dict[str, SeedStats] | None = None  # metric -> statistics over the record's seeds (merge_seeds)
+    model_key: str = "student"  # student | teacher | constant: which row of the record's metrics document
+
+    @property
+    def reference(self) -> bool:
+        """A teacher or constant-predictor row (no experiment, no seeds of its own)."""
+        return self.model_key != "student" or self.label.startswith("teacher")
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        """The metrics document the row comes from."""
+        return self.record.evals.get(self.dataset) or {}
+
+    def scoring(self) -> tuple[str, str, str]:
+        """(protocol, crop, alignment) the row was scored under."""
+        p = self.doc.get("protocol") or {}
+        return str(p.get("name", "?")), str((p.get("crop") or {}).get("name", "?")), model_align(self.doc, self.model_key)
+
+    def fits(self) -> tuple[int, int] | None:
+        """(non-positive fits, fits) of the row's model (None: no scale fitted, or a document from before the count)."""
+        align = self.doc.get("alignment") or {}
+        n = (align.get("fits") or {}).get(self.model_key)
+        return (int(align["non_positive_fits"][self.model_key]), int(n)) if n else None
 
 
 @dataclass(frozen=True)
@@ -328,8 +350,12 @@ def student_means(doc: dict[str, Any] | None, group: str = "all") -> dict[str, A
 
 
 def _mean_doc(docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    doc = copy.deepcopy(docs[0])  # protocol, checkpoint and teacher rows: the first seed's
+    doc = copy.deepcopy(docs[0])  # protocol, checkpoint, teacher and constant rows: the first seed's
     doc["student"] = _mean_values([m for d in docs if (m := student_means(d)) is not None])
+    align = doc.get("alignment") or {}
+    if "student" in (align.get("fits") or {}):  # the student's fits: summed over the seeds
+        for key in ("fits", "non_positive_fits"):
+            align[key]["student"] = sum(int(((d.get("alignment") or {}).get(key) or {}).get("student", 0)) for d in docs)
     for group, models in (doc.get("groups") or {}).items():
         if "student" in models:
             models["student"] = _mean_values([m for d in docs if (m := student_means(d, group)) is not None])
@@ -345,7 +371,7 @@ def _mean_values(means: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def metric_stats(means: Sequence[dict[str, Any]]) -> dict[str, SeedStats]:
     """metric -> :class:`SeedStats` over the seeds' metric dicts (the metrics with a value)."""
     out = {}
-    for key in METRIC_KEYS:
+    for key in (*METRIC_KEYS, *ORDER_KEYS):
         values = [float(m[key]) for m in means if _is_number(m.get(key))]
         if values:
             out[key] = seed_stats(values)
@@ -457,8 +483,25 @@ def teacher_row(records: Sequence[Record], dataset: str) -> Row | None:
         doc = r.evals.get(dataset) or {}
         if isinstance(doc.get("teacher"), dict):
             model = (doc.get("teacher_source") or {}).get("model", "")
-            return Row(f"teacher {model} (lstsq-aligned)".replace("  ", " "), r, dataset, "all", doc["teacher"])
+            return Row(f"teacher {model} (lstsq-aligned)".replace("  ", " "), r, dataset, "all", doc["teacher"],
+                       model_key="teacher")
     return None
+
+
+def constant_row(records: Sequence[Record], dataset: str) -> Row | None:
+    """The constant predictor's scores on ``dataset`` (the baseline a result must beat), from the first
+    record that has them."""
+    for r in records:
+        doc = r.evals.get(dataset) or {}
+        if isinstance(doc.get("constant"), dict):
+            return Row(constant_label(doc), r, dataset, "all", doc["constant"], model_key="constant")
+    return None
+
+
+def with_baseline(rows: Sequence[Row], records: Sequence[Record], dataset: str) -> tuple[Row, ...]:
+    """``rows`` and, last, the constant predictor's row (:func:`constant_row`) when a record has one."""
+    constant = constant_row(records, dataset)
+    return (*rows, *([constant] if constant else []))
 
 
 def ordered(records: Iterable[Record], order: Sequence[str]) -> list[Record]:
@@ -474,7 +517,8 @@ def ablation_table(records: Sequence[Record], key: str, title: str, labels: dict
     if len({r.model for r in chosen}) < 2:
         return None
     rows = dataset_rows(chosen, row_labels(chosen, [MODEL_KEY], labels), dataset, False, bench)
-    return Table(key, title, dataset, tuple(rows), bench_note(bench) if any(r.bench for r in rows) else None)
+    return Table(key, title, dataset, with_baseline(rows, chosen, dataset),
+                 bench_note(bench) if any(r.bench for r in rows) else None)
 
 
 def table_members(source: str, table: str) -> list[ModelSpec]:
@@ -521,7 +565,7 @@ def kd_table(records: Sequence[Record], dataset: str) -> Table | None:
     teacher = teacher_row(chosen, dataset)
     number = THESIS_KD_TABLES.get(dataset)
     title = (f"Table {number}: " if number else "") + f"knowledge distillation ε, Leve {KD_LABEL} on {dataset}"
-    return Table(f"kd-{dataset}", title, dataset, tuple(rows + ([teacher] if teacher else [])))
+    return Table(f"kd-{dataset}", title, dataset, with_baseline(rows + ([teacher] if teacher else []), chosen, dataset))
 
 
 def overview_table(records: Sequence[Record], dataset: str) -> Table:
@@ -529,7 +573,7 @@ def overview_table(records: Sequence[Record], dataset: str) -> Table:
     chosen = ordered((r for r in records if dataset in r.evals), VARIANT_ORDER)
     labels = row_labels(chosen) if len(chosen) > 1 else [r.name for r in chosen]
     return Table(f"all-{dataset}", f"All experiments on {dataset}", dataset,
-                 tuple(dataset_rows(chosen, labels, dataset, False, None)))
+                 with_baseline(dataset_rows(chosen, labels, dataset, False, None), chosen, dataset))
 
 
 def datasets_of(records: Sequence[Record]) -> list[str]:
@@ -575,20 +619,35 @@ def _aggregation(row: Row) -> str:
     return aggregation_of(row.record.evals.get(row.dataset, {}).get("protocol") or {})
 
 
+def mixed(table: Table) -> list[bool]:
+    """Per row: scored under another protocol, crop or alignment than the table's first row (marked †)."""
+    first = table.rows[0].scoring() if table.rows else None
+    return [r.scoring() != first for r in table.rows]
+
+
 def protocol_caption(table: Table) -> str:
-    """``test split, protocol leve2024 (crop leve2024), per-image means (...)`` from the first row's
-    document; how the metrics are aggregated over the split comes from every row's protocol (a
-    table whose rows differ in it says so); then each row document's ``note`` (why its numbers are not
-    comparable with the thesis's table, :func:`leve.evaluation.protocols.ground_truth_note`)."""
-    doc = table.rows[0].record.evals.get(table.dataset, {}) if table.rows else {}
-    p = doc.get("protocol") or {}
-    crop = (p.get("crop") or {}).get("name")
+    """``test split, protocol leve2024 (crop leve2024), alignment none, per-image means (...)``: every
+    protocol with its crop and every alignment the rows were scored under (a table whose rows differ says
+    so and marks those unlike its first row †), how the metrics are aggregated over the split (from every
+    row's protocol), the non-positive alignment fits of each row that has fits, then each row document's
+    ``note`` (why its numbers are not comparable with the thesis's table,
+    :func:`leve.evaluation.protocols.ground_truth_note`)."""
+    doc = table.rows[0].doc if table.rows else {}
+    scorings = [r.scoring() for r in table.rows]
+    protocols = list(dict.fromkeys(f"{name} (crop {crop})" for name, crop, _ in scorings)) or ["?"]
+    aligns = list(dict.fromkeys(align for _, _, align in scorings)) or ["none"]
     aggs = list(dict.fromkeys(_aggregation(r) for r in table.rows)) or ["per_image"]
     how = (AGGREGATION_CAPTIONS.get(aggs[0], aggs[0]) if len(aggs) == 1
            else f"rows aggregated differently ({', '.join(aggs)}): not comparable")
-    notes = [n for n in dict.fromkeys(r.record.evals.get(table.dataset, {}).get("note") for r in table.rows) if n]
-    return (f"{doc.get('split', '?')} split, protocol {p.get('name', '?')}" + (f" (crop {crop})" if crop else "")
-            + f", {how}" + "".join(f"; note: {n}" for n in notes))
+    text = (f"{doc.get('split', '?')} split, protocol{'s' if len(protocols) > 1 else ''} {', '.join(protocols)}, "
+            f"alignment{'s' if len(aligns) > 1 else ''} {', '.join(aligns)}, {how}")
+    if any(mixed(table)):
+        text += f"; {MIXED_MARK} scored under another protocol, crop or alignment than the first row: not like for like"
+    fits = [f"{r.label} {f[0]}/{f[1]}" for r in table.rows if (f := r.fits()) is not None]
+    if fits:
+        text += "; alignment fits with a non-positive scale (scored as the best constant): " + ", ".join(fits)
+    notes = [n for n in dict.fromkeys(r.doc.get("note") for r in table.rows) if n]
+    return text + "".join(f"; note: {n}" for n in notes)
 
 
 SEED_CAPTION = ("Rows over several seeds (`train.seed`; Seeds: how many): mean ± sample standard deviation "
@@ -644,6 +703,7 @@ def entries(table: Table) -> list[Row | Published]:
     return out
 
 
+ORDER_COLUMNS = (("ρ", "spearman"),)  # the depth-ordering column of leve's layout (Spearman's ρ)
 # Each comparison layout: its first column's header and its metric columns (tables.py's definitions).
 LAYOUTS = {"thesis-9.1": ("Encoder", METRIC_COLUMNS), "seed-002": ("Method", SEED002_COLUMNS)}
 
@@ -684,14 +744,14 @@ def table_markdown(table: Table) -> str:
         return "\n".join(lines) + "\n"
     organs = any(r.group != "all" for r in table.rows)
     bench = table.bench_note is not None
-    head = ["Model", *(["Organ"] if organs else []), *METRIC_HEADERS, *(["Seeds"] if seeded else []),
-            *(["Inference (ms)", "FPS"] if bench else []), "Experiment"]
+    head = ["Model", *(["Organ"] if organs else []), *METRIC_HEADERS, *(h for h, _ in ORDER_COLUMNS),
+            *(["Seeds"] if seeded else []), *(["Inference (ms)", "FPS"] if bench else []), "Experiment"]
     rows = []
-    for r, marks in zip(table.rows, seed_marks(table.rows)):
+    for r, marks, odd in zip(table.rows, seed_marks(table.rows), mixed(table)):
         timing = [cell_number((r.bench or {}).get(k), 1) for k in ("median_ms", "fps")] if bench else []
-        seeds = [MISSING if r.label.startswith("teacher") else str(seed_count(r) or 1)] if seeded else []
-        rows.append([r.label, *([r.group] if organs else []), *row_cells(r, marks), *seeds, *timing,
-                     MISSING if r.label.startswith("teacher") else r.record.name])
+        seeds = [MISSING if r.reference else str(seed_count(r) or 1)] if seeded else []
+        rows.append([r.label + (MIXED_MARK if odd else ""), *([r.group] if organs else []), *row_cells(r, marks),
+                     *row_cells(r, marks, ORDER_COLUMNS), *seeds, *timing, MISSING if r.reference else r.record.name])
     lines.append(markdown_table(head, rows))
     if table.bench_note:
         lines += ["", table.bench_note]
@@ -711,7 +771,8 @@ def markdown(tables: Sequence[Table], left_out: Sequence[Record] = (), source: s
 
 SEED_FIELDS = ("seeds", *(f"{k}_{s}" for k in METRIC_KEYS for s in ("sd", "ci_low", "ci_high")), "best", "within_noise")
 CSV_FIELDS = ("table", "label", "experiment", "rev", "kind", "dataset", "group", "model", "eps",
-              *METRIC_KEYS, "count", "params", "inference_ms", "fps", "reference", *SEED_FIELDS)
+              *METRIC_KEYS, "count", "params", "inference_ms", "fps", "reference", *SEED_FIELDS,
+              *ORDER_KEYS, "protocol", "crop", "align", "fits", "non_positive_fits", "mixed")
 
 
 def seed_columns(row: Row, marks: dict[str, str]) -> dict[str, Any]:
@@ -735,6 +796,7 @@ def csv_rows(tables: Sequence[Table]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for t in tables:
         marks = dict(zip(map(id, t.rows), seed_marks(t.rows, [(k, k) for k in METRIC_KEYS])))
+        odd = dict(zip(map(id, t.rows), mixed(t)))
         for r in entries(t):
             if isinstance(r, Published):
                 ms = None if r.result.latency_s is None else r.result.latency_s * 1000.0
@@ -742,13 +804,20 @@ def csv_rows(tables: Sequence[Table]) -> list[dict[str, Any]]:
                             "group": "all", "model": r.model, "eps": r.result.kd_eps, **r.means,
                             "inference_ms": ms, "fps": r.result.fps, "reference": r.result.citation})
                 continue
-            teacher = r.label.startswith("teacher")
-            out.append({"table": t.key, "label": r.label, "experiment": "" if teacher else r.record.name,
-                        "rev": "" if teacher else r.record.rev, "kind": "teacher" if teacher else r.record.kind,
-                        "dataset": r.dataset, "group": r.group, "model": "" if teacher else r.record.model,
-                        "eps": "" if teacher else r.record.eps, **{k: r.means.get(k) for k in (*METRIC_KEYS, "count")},
+            ref = r.reference
+            protocol, crop, align = r.scoring()
+            fits = r.fits()
+            kind = ("teacher" if r.model_key == "student" else r.model_key) if ref else r.record.kind
+            out.append({"table": t.key, "label": r.label, "experiment": "" if ref else r.record.name,
+                        "rev": "" if ref else r.record.rev, "kind": kind,
+                        "dataset": r.dataset, "group": r.group, "model": "" if ref else r.record.model,
+                        "eps": "" if ref else r.record.eps,
+                        **{k: r.means.get(k) for k in (*METRIC_KEYS, *ORDER_KEYS, "count")},
                         "params": r.params, "inference_ms": (r.bench or {}).get("median_ms"),
-                        "fps": (r.bench or {}).get("fps"), **seed_columns(r, marks[id(r)])})
+                        "fps": (r.bench or {}).get("fps"), **seed_columns(r, marks[id(r)]),
+                        "protocol": protocol, "crop": crop, "align": align,
+                        "fits": fits[1] if fits else None, "non_positive_fits": fits[0] if fits else None,
+                        "mixed": int(odd[id(r)])})
     return out
 
 

@@ -8,11 +8,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy.optimize import lsq_linear
 
 from leve.evaluation import get_protocol
 from leve.evaluation.align import align_lstsq_disparity
 from leve.evaluation.metrics import compute_metrics
 from leve.evaluation.runner import evaluate, score_teacher
+
+
+def _positive_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least squares ``s x + t = y`` with ``s >= 0`` (leve's alignment never flips a map), by scipy's bounded solver."""
+    a = np.stack([np.ravel(x), np.ones(np.size(x))], 1)
+    s, t = lsq_linear(a, np.ravel(y), bounds=([0.0, -np.inf], [np.inf, np.inf]), tol=1e-12).x
+    return float(s), float(t)
+
 
 D = 10.0  # the checkpoint's max depth; the ground truth reaches 60 m (KITTI-like, protocol max 80)
 H, W = 24, 32
@@ -105,7 +114,7 @@ def test_aligned_prediction_is_resized_in_the_space_it_is_fitted_in(align):
     got = _run(align, a, b, (h, w))
     if align == "lstsq":   # disparity out/D, averaged and resized as a disparity, fitted by an independent solver
         x = _upsample(0.5 * (a + b[:, ::-1]) / D).astype(np.float64)
-        (s, t), *_ = np.linalg.lstsq(np.stack([x.ravel(), np.ones(x.size)], 1), (1 / gt).ravel(), rcond=None)
+        s, t = _positive_fit(x, 1 / gt)
         want = np.clip(1 / np.maximum(s * x + t, 1 / 80), 1e-3, 80)
     else:                  # depth D/out, averaged and resized as a depth, then scaled by the median ratio
         d = _upsample(0.5 * (D / a + D / b[:, ::-1])).astype(np.float64)
@@ -150,7 +159,7 @@ def test_teacher_row_records_a_flip_averaged_cache(tta, recorded):
     assert result.protocol.settings()["teacher_flip"] == recorded
     row = next(s for s in result.scored if s.model == "teacher")
     fit = disp > 0   # an independent solver on the positive disparities only
-    (s, t), *_ = np.linalg.lstsq(np.stack([disp[fit], np.ones(fit.sum())], 1), 1 / gt[fit], rcond=None)
+    s, t = _positive_fit(disp[fit], 1 / gt[fit])
     want = np.clip(1 / np.maximum(s * disp + t, 1 / 80), 1e-3, 80)
     assert (s, t) == pytest.approx((1 / 0.3, -0.02 / 0.3), rel=1e-9)
     assert row.metrics == pytest.approx(compute_metrics(want, gt), rel=1e-9)
@@ -183,7 +192,7 @@ def test_teacher_row_of_a_flip_cache_scores_the_flip_average(eval_workspace, tmp
         gt, disp = split.depth(i).astype(np.float64), cache.disparity(i).astype(np.float64)
         valid = (gt > 1e-3) & (gt < 10.0)
         fit = valid & (disp > 0)
-        (s, t), *_ = np.linalg.lstsq(np.stack([disp[fit], np.ones(fit.sum())], 1), 1 / gt[fit], rcond=None)
+        s, t = _positive_fit(disp[fit], 1 / gt[fit])
         want = np.clip(1 / np.maximum(s * disp + t, 0.1), 1e-3, 10.0)
         assert rows[i].metrics == pytest.approx(compute_metrics(want, gt, valid), rel=1e-6)
 
@@ -220,7 +229,7 @@ def test_flip_cache_keeps_the_plain_map_for_rows_that_do_not_flip_average(eval_w
         gt, disp = split.depth(i).astype(np.float64), cache.plain_disparity(i).astype(np.float64)
         scored = protocol.crop.mask(*gt.shape) & protocol.valid(gt)
         fit = scored & (disp > 0)
-        (s, t), *_ = np.linalg.lstsq(np.stack([disp[fit], np.ones(fit.sum())], 1), 1 / gt[fit], rcond=None)
+        s, t = _positive_fit(disp[fit], 1 / gt[fit])
         lo, hi = protocol.min_depth, protocol.max_depth
         want = np.clip(1 / np.maximum(s * disp + t, 1 / hi), lo, hi)
         assert rows[i].metrics == pytest.approx(compute_metrics(want, gt, scored), rel=1e-6)

@@ -30,14 +30,15 @@ def test_eval_writes_metrics_reports_and_figures(workspace, run_cli):
     assert doc["teacher_source"]["model"] == "tiny-random"
     with open("reports/synthetic/per_image.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 12
+    assert len(rows) == 20   # per image: 2 student samples, 2 constant-predictor samples, 1 teacher map
     student = [float(r["rmse"]) for r in rows if r["model"] == "student"]
     assert np.mean(student) == pytest.approx(doc["student"]["rmse"], rel=1e-4)   # mean of per-image
     assert run_cli("tables").code == 0   # the combined table is the `tables` stage's, from metrics/*.json
     table = Path("reports/metrics.md").read_text()
-    header = ["Model", "RMSE", "REL", "δ1", "δ2", "δ3", "Samples"]  # cells: tabulate pads them to the column width
+    header = ["Model", "RMSE", "REL", "δ1", "δ2", "δ3", "ρ", "Fits s ≤ 0", "Samples"]  # cells: tabulate pads them
     assert header in [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()]
-    assert "teacher tiny-random (lstsq)" in table
+    assert "teacher tiny-random (lstsq)†" in table   # scored under another alignment than the student: marked
+    assert "constant baseline (train median" in table
     assert f"{doc['student']['rmse']:.3f}" in table
     grid = np.asarray(Image.open("reports/synthetic/examples.png"))
     assert grid.shape[0] > 4 * 100 and grid.shape[1] > 4 * 100   # 4 rows of RGB | GT | student | teacher

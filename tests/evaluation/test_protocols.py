@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import lsq_linear
 
 from leve.errors import LeveError
 from leve.evaluation import crop_for, get_protocol
@@ -49,7 +50,7 @@ def test_densedepth_protocol_settings():
         "crop": {"name": "leve2024", "rows": [20, 460], "cols": [24, 616], "units": "pixels"},
         "flip": "average", "valid_mask": False, "min_depth": 0.1, "max_depth": 10.0, "depth_scale": "checkpoint",
         "align": "none", "teacher_align": "lstsq", "upsample": "depth", "rel_denominator": "pred",
-        "aggregation": "pooled", "teacher_flip": "none", "resize": ""}
+        "aggregation": "pooled", "rmse_log": "ln", "teacher_flip": "none", "resize": ""}
     r0, r1, c0, c1 = p.crop.box(480, 640)
     assert (r0, r1 - 1, c0, c1 - 1) == (20, 459, 24, 615) and c0 == 640 - c1   # symmetric columns: crop and mirror commute
     assert get_protocol("densedepth", "kitti", 80.0).crop.name == "full"
@@ -191,9 +192,12 @@ def test_teacher_rows_are_lstsq_aligned_disparity(eval_workspace):
         valid = (gt > 1e-3) & (gt < 10.0)
         fit = valid & (disp > 0)   # non-positive (clipped) disparity is left out of the fit
         a = np.stack([disp[fit], np.ones(fit.sum())], 1)
-        (s, t), *_ = np.linalg.lstsq(a, 1.0 / gt[fit], rcond=None)   # independent solver
+        bounds = ([0.0, -np.inf], [np.inf, np.inf])
+        (s, t) = lsq_linear(a, 1.0 / gt[fit], bounds=bounds, tol=1e-12).x  # independent solver, s >= 0
         depth = np.clip(1.0 / np.maximum(s * disp + t, 0.1), 1e-3, 10.0)
-        assert rows[i].metrics == pytest.approx(compute_metrics(depth, gt, valid), rel=1e-6)
+        assert rows[i].metrics == pytest.approx(compute_metrics(depth, gt, valid), rel=1e-6, abs=1e-9)
+        (s_free, _), *_ = np.linalg.lstsq(a, 1.0 / gt[fit], rcond=None)
+        assert rows[i].non_positive_fit is bool(s_free <= 0)   # counted where the unconstrained fit would flip the map
 
 
 def test_batching_does_not_change_the_numbers(eval_workspace):

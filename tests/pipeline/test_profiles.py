@@ -116,7 +116,7 @@ def test_thesis_code_profile_is_the_thesis_profile_plus_the_code_choices():
     assert differ == {"train.val_every", "train.val_schedule", "train.kd.norm", "train.loss.ssim",
                       "train.loss.invalid", "train.schedule.name", "prepare.kitti.gt", "prepare.endoslam.depth",
                       "bench.model.protocol", "train.kd.batch_max_shift", "train.bn_after_validation",
-                      "train.amp", "teacher.amp"}
+                      "train.amp", "teacher.amp", "eval.rmse_log"}
     assert (code["train.val_every"], code["train.val_schedule"], code["train.kd.norm"]) == (1000, "thesis-code", "batch")
     assert (code["train.loss.ssim"], code["train.loss.invalid"], code["bench.model.protocol"]) == (
         "thesis-code", "zero-target", "thesis")

@@ -237,7 +237,8 @@ def test_seed_002_table_i_in_the_seeds_layout(records):
     assert body[1] == ["DenseNet-169", "0.837", "0.967", "0.992", "0.133", "0.481", "0.056", "published (seed 002 Table I)"]
     assert "trained at 480x640), as leve's model registry records them; computed as leve's protocol `densedepth`" in part
     # the runs' own protocol, as recorded, and its aggregation (the fixture's documents predate the field: per image)
-    assert "_test split, protocol leve2024 (crop leve2024), per-image means (BTS, monodepth2, the thesis code);" in part
+    assert ("_test split, protocol leve2024 (crop leve2024), alignment none, per-image means (BTS, monodepth2, "
+            "the thesis code);") in part
     assert "These runs were scored under protocol `leve2024`: evaluate them with `eval.protocol: densedepth`" in part
     assert "Inference:" not in part and t.bench_note is None   # no speed columns in seed 002's layout
 
@@ -250,8 +251,8 @@ def test_runs_scored_under_densedepth_need_no_protocol_note(records):
               for r in ex.select_records(records)]
     t = table(ex.build_tables(pooled), "encoders-seed002")
     _, part = _section(ex.markdown([t]), t.title)
-    assert ("_test split, protocol densedepth (crop leve2024), metrics pooled over every pixel of the split "
-            "(DenseDepth);") in part
+    assert ("_test split, protocol densedepth (crop leve2024), alignment none, metrics pooled over every pixel of the "
+            "split (DenseDepth);") in part
     assert "These runs were scored" not in part
 
 
@@ -292,8 +293,8 @@ def test_markdown_and_csv(records, tmp_path):
     rmse = expected_rmse("leve", 0.1, "nyu")
     lines = table_lines(text)
     assert ["ε=0.10", f"{rmse:.3f}", f"{rmse / 4:.3f}", f"{1 / (1 + rmse):.3f}"] in [c[:4] for c in lines]
-    assert ["Model", "Organ", "RMSE", "REL", "δ1", "δ2", "δ3", "Experiment"] in lines
-    assert ["Model", "RMSE", "REL", "δ1", "δ2", "δ3", "Inference (ms)", "FPS", "Experiment"] in lines
+    assert ["Model", "Organ", "RMSE", "REL", "δ1", "δ2", "δ3", "ρ", "Experiment"] in lines
+    assert ["Model", "RMSE", "REL", "δ1", "δ2", "δ3", "ρ", "Inference (ms)", "FPS", "Experiment"] in lines
     assert all(c and set(c) <= {"-"} for c in lines[1])  # the header's separator line
     assert "later-kd-eps0.50 (queued)" in text and "broken (failed)" in text
     rows = ex.csv_rows(tables)

@@ -143,9 +143,10 @@ def test_report_prints_mean_sd_interval_and_marks_noise(seeded, tmp_path):
     text = ex.table_markdown(kd)
     assert "Welch's unequal-variance t-test, two-sided, p ≥ 0.05" in text and "95 % confidence interval" in text
     lines = [cells(line) for line in text.splitlines() if line.startswith("|")]
-    assert lines[0] == ["Model", "RMSE", "REL", "δ1", "δ2", "δ3", "Seeds", "Experiment"]
+    assert lines[0] == ["Model", "RMSE", "REL", "δ1", "δ2", "δ3", "ρ", "Seeds", "Experiment"]
     body = {r[0]: r for r in lines[2:]}
-    assert list(body) == ["ε=0 (no KD)", "ε=0.10", "ε=0.25", "ε=0.50", "teacher tiny-random (lstsq-aligned)"]
+    # the teacher row is scored under another alignment than the students' (lstsq, not none): marked †
+    assert list(body) == ["ε=0 (no KD)", "ε=0.10", "ε=0.25", "ε=0.50", "teacher tiny-random (lstsq-aligned)†"]
 
     def cell(eps: float) -> str:
         values = [RMSE[(eps, s)] for s in range(3)]
@@ -154,11 +155,11 @@ def test_report_prints_mean_sd_interval_and_marks_noise(seeded, tmp_path):
         return f"{m:.4f} ± {sd:.4f} [{m - half:.4f}, {m + half:.4f}]"
 
     # RMSE: ε = 0 is best (0.510); ε = 0.25 (0.540 ± 0.050) is within noise of it, ε = 0.50 (0.610 ± 0.010) not
-    assert body["ε=0 (no KD)"][1] == f"**{cell(0.0)}**" and body["ε=0 (no KD)"][6:] == ["3", "kd-eps0.00"]
+    assert body["ε=0 (no KD)"][1] == f"**{cell(0.0)}**" and body["ε=0 (no KD)"][7:] == ["3", "kd-eps0.00"]
     assert body["ε=0.25"][1] == f"≈ {cell(0.25)}"
     assert body["ε=0.50"][1] == cell(0.5)
-    assert body["ε=0.10"][1:3] == ["0.550", "0.138"] and body["ε=0.10"][6] == "1"   # one run: a plain value
-    assert body["teacher tiny-random (lstsq-aligned)"][1] == "0.700"
+    assert body["ε=0.10"][1:3] == ["0.550", "0.138"] and body["ε=0.10"][7] == "1"   # one run: a plain value
+    assert body["teacher tiny-random (lstsq-aligned)†"][1] == "0.700"
     # δ1 = 1 / (1 + rmse) here: higher is better, so the same row is best and the same one within noise
     assert body["ε=0 (no KD)"][3].startswith("**") and body["ε=0.25"][3].startswith("≈ ")
     rows = ex.csv_rows([kd])
