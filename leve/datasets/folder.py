@@ -53,10 +53,11 @@ from PIL import Image
 from leve.datasets.build import BuildResult, FinalAttrs, SplitSource, build_store
 from leve.datasets.video import VIDEO_EXTENSIONS, VideoInfo, close_videos, probe, read_frame, select_frames
 from leve.errors import LeveError, shown
+from leve.limits import MAX_PIXELS
 from leve.params import config_dict
 from leve.progress import console
 from leve.store import SplitSpec, dataset_arrays, fingerprint
-from leve.store.images import MAX_PIXELS, decode_gray, decode_rgb
+from leve.store.images import decode_gray, decode_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 DEPTH_EXTENSIONS = (".png", ".npy", ".npz")
@@ -429,7 +430,7 @@ def _read_npy_header(fh: Any) -> tuple[tuple[int, ...], np.dtype]:
 def array_header(path: Path, rel: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of a ``.npy`` (or of the depth member of an ``.npz``) read from the array's header
     alone: a few hundred bytes, before anything is decompressed or allocated. An array of more pixels
-    than images may have (:data:`leve.store.images.MAX_PIXELS`; a 1 MB ``.npz`` of zeros can hold
+    than images may have (:data:`leve.limits.MAX_PIXELS`; a 1 MB ``.npz`` of zeros can hold
     gigabytes) or more than 8 bytes a pixel is refused in one line."""
     try:
         if path.suffix.lower() == ".npz":

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from leve.errors import LeveError
-from leve.store.images import MAX_PIXELS
+from leve.limits import MAX_PIXELS
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg")
 
@@ -76,7 +76,7 @@ def probe(path: str | Path) -> VideoInfo:
 
 
 def check_frame_size(path: str | Path, width: int, height: int) -> None:
-    """Refuse frames of more pixels than images may have (:data:`leve.store.images.MAX_PIXELS`), from the
+    """Refuse frames of more pixels than images may have (:data:`leve.limits.MAX_PIXELS`), from the
     size the stream declares (0 where the container does not say; each decoded frame is checked too)."""
     if int(width) * int(height) > MAX_PIXELS:
         raise LeveError(f"{path}: video frames of {width}x{height} are {int(width) * int(height):,} pixels, over the cap "

@@ -197,8 +197,8 @@ def _number(value: Any) -> bool:
 def _info(path: Path, header: dict[str, Any]) -> CheckpointInfo:
     """The header checked by type and range before anything uses it (a model is built, memory
     allocated for its resolution): one line naming the field otherwise."""
+    from leve.limits import MAX_PIXELS
     from leve.models.registry import list_models, model_spec
-    from leve.store.images import MAX_PIXELS
 
     config = header.get("config") if header.get("config") is not None else {}
     if not isinstance(config, dict):

@@ -10,10 +10,10 @@ import numpy as np
 from PIL import Image
 
 from leve.errors import LeveError
+from leve.limits import MAX_PIXELS
 
 # A decompression bomb is refused well before it can exhaust memory.
-MAX_PIXELS = 64_000_000  # width x height: the cap of every decoded picture (images, depth arrays, video frames)
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # leve.limits: the cap of every decoded picture
 
 
 def _open(data: bytes, name: str) -> Image.Image:
