@@ -33,5 +33,5 @@ def shown(value: object, limit: int = 200, quote: bool = True) -> str:
     without expanding more than a few levels and items (:mod:`reprlib`) and cut to ``limit`` characters.
     Every message that formats a value the user gave goes through this, so none is unbounded."""
     plain = isinstance(value, str) and not quote and value.isprintable()  # a line break or control: quoted
-    text = value if plain else _SHORT.repr(value)
+    text = value if plain and isinstance(value, str) else _SHORT.repr(value)
     return text if len(text) <= limit else f"{text[: max(limit - 3, 1)]}..."
