@@ -536,6 +536,12 @@ CASES: list[Case] = [
     _c("oversized array or video frames (from the header)", "predict (1 MB video of 9000x8000 frames)",
        r"in/big\.mov: video frames of 9000x8000 are 72,000,000 pixels, over the cap")(
         lambda ws: ["predict", media.huge_frame_video(ws / "in/big.mov"), "--checkpoint", CKPT, "--out", ws / "in/out"]),
+    # issue 27: evaluation options (the rmse_log base, monodepth2's median in disparity space)
+    _c("params: unknown key or wrong type", "eval (rmse_log log2)", r"eval\.rmse_log: unknown log 'log2'; choose from ln, log10")(
+        lambda ws: [*EVAL, "--set", "rmse_log=log2"]),
+    _c("params: unknown key or wrong type", "eval (align median_depth)",
+       r"eval\.align: unknown alignment 'median_depth'; choose from none, median, median_disparity, lstsq")(
+        lambda ws: [*EVAL, "--set", "protocol=standard", "--set", "align=median_depth"]),
 ]
 
 

@@ -246,3 +246,41 @@ def test_the_document_tables_and_summary_show_it(motorcycle):
     assert f"non-positive fits student {n}/{n}" in line and "; constant rmse " in line and " spearman -" in line
     warning = constant_warning(doc, "middlebury/test")
     assert warning is not None and warning.startswith("warning: middlebury/test: the student does not beat the constant")
+
+
+# ----------------------------------------------------------------------------- the stage and the profile
+
+
+def test_eval_prints_the_constant_and_the_fits_and_warns_when_not_beaten(workspace, run_cli):
+    import json
+
+    from leve.evaluation.baseline import beats_constant
+
+    res = run_cli("eval", "--dataset", "synthetic", "--protocol", "standard", "--align", "lstsq", "--quiet")
+    assert res.code == 0, res.stderr
+    doc = json.loads(Path("metrics/synthetic.json").read_text())
+    out = res.stdout + res.stderr
+    a = doc["alignment"]
+    assert a["method"] == {"student": "lstsq", "teacher": "lstsq"} and a["fits"] == {"student": 4, "teacher": 4}
+    assert (f"non-positive fits student {a['non_positive_fits']['student']}/4 "
+            f"teacher {a['non_positive_fits']['teacher']}/4 -> metrics/synthetic.json") in out
+    assert doc["constant_source"]["split"] == "train" and doc["constant"]["count"] == doc["student"]["count"] == 4
+    assert f"; constant rmse {doc['constant']['rmse']:.4f} abs_rel {doc['constant']['abs_rel']:.4f}" in out
+    warned = [line for line in out.splitlines() if line.startswith("warning: synthetic/test: the student does not beat")]
+    assert len(warned) == (0 if beats_constant(doc["student"], doc["constant"]) else 1)
+
+
+def test_thesis_code_profile_names_log10_and_the_shipped_params_keep_ln(tmp_path):
+    import shutil
+
+    from leve.evaluation import stage
+    from leve.pipeline.profiles import apply_profile
+
+    root = Path(__file__).resolve().parents[2]
+    assert stage.config("nyu", params_file=root / "params.yaml").rmse_log is None   # the protocol's own: ln
+    params = tmp_path / "params.yaml"
+    shutil.copy(root / "params.yaml", params)
+    apply_profile("thesis-code", params, root / "profiles")
+    cfg = stage.config("nyu", params_file=params)
+    assert cfg.rmse_log == "log10"
+    assert get_protocol(cfg.protocol, "nyu", 10.0, rmse_log=cfg.rmse_log).settings()["rmse_log"] == "log10"
