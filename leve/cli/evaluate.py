@@ -18,7 +18,8 @@ def eval_command(
                                              "(DenseDepth's own evaluation: flip-averaged, metrics pooled over pixels)."),
     split: str = typer.Option(None, help="Split to score (default test)."),
     crop: str = typer.Option(None, help="Crop name (nyu: leve2024|eigen|full; kitti: leve2024|garg|eigen|full)."),
-    align: str = typer.Option(None, help="standard: none | median | lstsq (disparity scale and shift)."),
+    align: str = typer.Option(None, help="standard: none | median | median_disparity (monodepth2) | lstsq "
+                                         "(disparity scale >= 0 and shift)."),
     flip: bool = typer.Option(None, "--flip/--no-flip", help="standard: average with the flipped prediction."),
     aggregation: str = typer.Option(None, help="Over the split: per_image (means) | per_image_mse (RMSE as the "
                                                "thesis's eq. 8.1) | pooled (every pixel) (default: the protocol's)."),

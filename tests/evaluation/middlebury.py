@@ -109,3 +109,75 @@ def lookup_net(split, depths: list[np.ndarray], max_depth: float = MAX_DEPTH) ->
     from leve.evaluation.runner import batch_input
 
     return LookupNet([batch_input([split.rgb(i)], CROP)[0] for i in range(len(split))], depths, max_depth)
+
+
+class Whole:
+    """Picklable store loader: the whole scene as one sample."""
+
+    def __call__(self, i: int) -> tuple[dict, dict]:
+        rgb, depth = motorcycle()
+        return {"rgb": rgb, "depth": depth}, {"height": depth.shape[0], "width": depth.shape[1], "source": "motorcycle"}
+
+
+def teacher_numbers(root: Path, teacher: str = "embedded") -> list[dict]:
+    """The ``teacher``'s scores on the Motorcycle scene through leve's own path (``build_teacher_cache``,
+    then the evaluation's teacher row: lstsq with scale >= 0): on the 6 test crops and on the whole scene,
+    beside the constant predictor and what the unconstrained fit (leve before issue 27) made of the same maps."""
+    from leve.datasets.build import SplitSource, build_store
+    from leve.evaluation import get_protocol
+    from leve.evaluation.align import disparity_to_depth, fit_scale_shift
+    from leve.evaluation.metrics import aggregate_metrics, compute_metrics
+    from leve.evaluation.runner import evaluate
+    from leve.store import SplitSpec, dataset_arrays, fingerprint, open_store
+    from leve.teacher import build_teacher_cache, load_teacher
+    from leve.teacher.cache.read import open_teacher_cache
+
+    meta = {"height": "int32", "width": "int32", "source": "str"}
+    crops = motorcycle_store(root / "crops.zarr")
+    whole = root / "whole.zarr"
+    build_store(whole, {"dataset": "middlebury", "units": "m", "max_depth": MAX_DEPTH}, fingerprint(["middlebury-whole"]),
+                [SplitSource(SplitSpec("test", 1, dataset_arrays(500, 741), meta), Whole())], block_size=1,
+                show_progress=False)
+    out = []
+    for name, store_path, size in (("6 crops 120x160", crops, CROP), ("whole scene 500x741", whole, (500, 741))):
+        cache_path = root / f"{store_path.stem}-teacher.zarr"
+        build_teacher_cache(store_path, cache_path, "test", load_teacher(teacher), block_size=1, show_progress=False)
+        split = open_store(store_path).split("test")
+        cache = open_teacher_cache(cache_path, "test", store_path)
+        gts = [split.depth(i).astype(np.float64) for i in range(len(split))]
+        net = LookupNet([batch_input_of(split, i, size) for i in range(len(split))],
+                        [np.where(g > 0, g, np.median(g[g > 0])) for g in gts], MAX_DEPTH)
+        protocol = get_protocol("standard", "middlebury", MAX_DEPTH, align="lstsq", flip=False)
+        result = evaluate(net, split, protocol, size, MAX_DEPTH, teacher=cache, constant=1.0, show_progress=False)
+        free = []
+        for i, gt in enumerate(gts):
+            disp = cache.disparity(i).astype(np.float64)
+            valid = protocol.crop.mask(*gt.shape) & protocol.valid(gt)
+            fit = valid & (disp > 0)
+            s, t = fit_scale_shift(disp[fit], 1.0 / gt[fit])
+            free.append(compute_metrics(disparity_to_depth(s * disp + t, protocol.min_depth, MAX_DEPTH), gt, valid))
+        t_agg, c_agg = result.aggregate("teacher"), result.aggregate("constant")
+        assert t_agg is not None and c_agg is not None
+        out.append({"data": name, "teacher": t_agg.means, "alignment": result.alignment("teacher"),
+                    "constant": c_agg.means, "unconstrained": aggregate_metrics(free).means})
+    return out
+
+
+def batch_input_of(split, i: int, size: tuple[int, int]):
+    from leve.evaluation.runner import batch_input
+
+    return batch_input([split.rgb(i)], size)[0]
+
+
+if __name__ == "__main__":  # python -m tests.evaluation.middlebury [TEACHER]: the teacher's numbers on the scene
+    import sys
+    import tempfile
+
+    keys = ("rmse", "abs_rel", "d1", "spearman")
+    with tempfile.TemporaryDirectory() as tmp:
+        for row in teacher_numbers(Path(tmp), *(sys.argv[1:2] or ["embedded"])):
+            a = row["alignment"]
+            print(f"{row['data']}: teacher " + " ".join(f"{k} {row['teacher'][k]:.4f}" for k in keys)
+                  + f", non-positive fits {a['non_positive_fits']}/{a['fits']}; constant "
+                  + " ".join(f"{k} {row['constant'][k]:.4f}" for k in keys)
+                  + "; unconstrained fit " + " ".join(f"{k} {row['unconstrained'][k]:.4f}" for k in keys[:3]))

@@ -284,3 +284,16 @@ def test_thesis_code_profile_names_log10_and_the_shipped_params_keep_ln(tmp_path
     cfg = stage.config("nyu", params_file=params)
     assert cfg.rmse_log == "log10"
     assert get_protocol(cfg.protocol, "nyu", 10.0, rmse_log=cfg.rmse_log).settings()["rmse_log"] == "log10"
+
+
+@pytest.mark.slow
+def test_the_embedded_teacher_on_the_whole_scene_is_anti_correlated_and_scores_as_the_constant(tmp_path):
+    """The issue's finding, on real RGB-D: the embedded teacher orders the Motorcycle scene backwards (ρ < 0), its
+    unconstrained fit took a negative scale and scored better than the constant; now the fit is counted and the
+    teacher row is the constant's."""
+    whole = next(r for r in mb.teacher_numbers(tmp_path) if r["data"].startswith("whole"))
+    assert whole["alignment"] == {"method": "lstsq", "fits": 1, "non_positive_fits": 1}
+    assert whole["teacher"]["spearman"] < -0.2
+    for key in ("rmse", "abs_rel", "d1"):
+        assert whole["teacher"][key] == pytest.approx(whole["constant"][key], rel=1e-9)
+    assert whole["unconstrained"]["rmse"] < 0.95 * whole["constant"]["rmse"]   # what the flip used to buy
