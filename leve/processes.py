@@ -1,5 +1,11 @@
 """Processes that leave nothing behind: children die with their parent, one writer per output.
 
+Every ``leve`` command ends with the process that started it (:func:`end_with_driver`, called by
+the CLI's entry point): ``dvc repro`` killed, its running stage goes too; ``leve demo`` starts its
+children so that they die with it (:func:`child_dies_with_us`). The exceptions are the ways a user
+asks a command to outlive its terminal: ``nohup`` (SIGHUP ignored), ``setsid`` (a session leader),
+or ``LEVE_KEEP_ALIVE=1``; see :func:`end_with_driver` for why.
+
 Children (decoding pools, DataLoader workers, torchrun workers) call :func:`die_with_parent`.
 On Linux it asks the kernel for ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (documented in prctl(2)):
 the child is killed the moment its parent dies, whatever killed the parent, SIGKILL included.
@@ -23,13 +29,17 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from leve.errors import LeveError
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _HELD: set[int] = set()  # descriptors of the write locks this process holds
+STARTED_BY = os.getppid()  # the parent when leve was first imported (before the command line's slow imports)
+SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "mksh", "fish", "busybox"})
+KEEP_ALIVE = "LEVE_KEEP_ALIVE"
+_TIED: list[int] = []  # the parent this process was tied to, once
 
 
 def die_with_parent(parent: int | None = None) -> None:
@@ -57,6 +67,122 @@ def _watch_parent(expected: int, interval: float = 1.0) -> None:
     while os.getppid() == expected:
         time.sleep(interval)
     os._exit(1)
+
+
+def end_with_driver(parent: int = STARTED_BY) -> str:
+    """Make this ``leve`` command end when the process that started it (``parent``) ends, however it
+    ends; through ``sh -c`` wrappers, when the process that started the wrapper ends. Returns how
+    (``pdeathsig``, ``watch``, or why not: ``keep-alive``, ``nohup``, ``session leader``, ``orphan``).
+
+    Why every command: a driver (``dvc repro``, ``leve demo``, a scheduler, a test) that is killed
+    cannot stop what it started, and a stage left running keeps its outputs locked and the CPUs busy.
+    ``dvc repro`` runs a stage through ``$SHELL -c`` (bash replaces itself with the command; dash, the
+    ``/bin/sh`` of Debian, stays as a parent that does not die with dvc), hence the wrapper rule.
+
+    Why not always: a user who types ``nohup leve train &`` or ``setsid leve train`` and then closes
+    the terminal expects the training to go on; nohup leaves SIGHUP ignored and setsid makes the
+    command a session leader, so both are honoured, as is ``LEVE_KEEP_ALIVE=1`` (e.g. for ``leve
+    train & disown``). A command typed at an interactive prompt dies with its shell, as it would by
+    the terminal's SIGHUP anyway.
+
+    How: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` when the parent is single-threaded. The kernel sends the
+    signal when the parent *thread* that forked this process ends, so with a multi-threaded parent (a
+    Python driver running commands from a worker thread) that could kill a command whose driver is
+    alive; there, and for wrappers, a daemon thread polls the parent chain every 0.2 s instead.
+    """
+    if os.environ.get(KEEP_ALIVE, "") not in ("", "0"):
+        return "keep-alive"
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        return "nohup"
+    if os.getsid(0) == os.getpid():
+        return "session leader"
+    if os.getppid() != parent:  # the driver died while this command was starting
+        os._exit(1)
+    if parent == 1:
+        return "orphan"
+    if _TIED:
+        return "tied"
+    _TIED.append(parent)
+    chain = _wrapper_chain(parent)
+    if not chain and _threads(parent) == 1 and _kernel_kills_orphan():
+        if os.getppid() != parent:
+            os._exit(1)
+        return "pdeathsig"
+    threading.Thread(target=_watch_chain, args=(parent, chain), daemon=True, name="leve-driver-watch").start()
+    return "watch"
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(command name, parent pid) of a live process from /proc; None when it is gone or unreadable."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return text[text.index("(") + 1 : text.rindex(")")], int(fields[1])
+
+
+def _is_wrapper(pid: int) -> bool:
+    """A non-interactive shell running one command line (``sh -c '...'``)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    name = os.path.basename(argv[0].decode(errors="replace")).lstrip("-") if argv and argv[0] else ""
+    if name not in SHELLS:
+        return False
+    for arg in argv[1:]:  # the options before the command string: -c, or a cluster such as -ec
+        if not arg.startswith(b"-"):
+            return False
+        if not arg.startswith(b"--") and b"c" in arg[1:]:
+            return True
+    return False
+
+
+def _wrapper_chain(parent: int) -> list[tuple[int, int]]:
+    """(wrapper, its parent) for each ``sh -c`` wrapper from ``parent`` upwards."""
+    chain: list[tuple[int, int]] = []
+    pid = parent
+    while pid > 1 and _is_wrapper(pid) and (stat := _proc_stat(pid)) is not None and len(chain) < 8:
+        chain.append((pid, stat[1]))
+        pid = stat[1]
+    return chain
+
+
+def _threads(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _watch_chain(parent: int, chain: list[tuple[int, int]], interval: float = 0.2) -> None:
+    """End this process when the parent or a wrapper's parent is gone (re-parented = its parent died)."""
+    while True:
+        if os.getppid() != parent:
+            os._exit(1)
+        for wrapper, its_parent in chain:
+            stat = _proc_stat(wrapper)
+            if stat is None or stat[1] != its_parent:
+                os._exit(1)
+        time.sleep(interval)
+
+
+def child_dies_with_us() -> Callable[[], None]:
+    """A ``subprocess`` ``preexec_fn``: the child (and what it execs) gets SIGKILL when this process
+    ends, however it ends (the request survives ``execve``); where prctl is unavailable, nothing."""
+    me = os.getpid()
+
+    def arm() -> None:
+        if _kernel_kills_orphan() and os.getppid() != me:
+            os._exit(1)
+
+    return arm
 
 
 class DiesWithParent:

@@ -64,6 +64,19 @@ def tree(root: int) -> set[Proc]:
     return {(pid, procs[pid].start) for pid in found}
 
 
+def cmdline(pid: int) -> list[str]:
+    """The arguments of a live process ([] when it is gone)."""
+    try:
+        return [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def parent_of(pid: int) -> int | None:
+    stat = _stat(pid)
+    return None if stat is None else stat.ppid
+
+
 def alive(procs: set[Proc]) -> set[Proc]:
     return {(pid, start) for pid, start in procs if (s := _stat(pid)) is not None and s.start == start}
 
@@ -104,6 +117,15 @@ class Job:
             return len(self.others()) >= count
 
         wait_until(ready, deadline_s, f"{count} processes of {self.proc.args}")
+
+    def wait_for(self, what: str, condition: Callable[[set[int]], bool], deadline_s: float = 180) -> None:
+        """Wait until ``condition`` holds of the pids of its live processes (failing if it ends first)."""
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"ended (status {self.proc.returncode}) before {what}:\n{self.output()[-3000:]}")
+            return condition({pid for pid, _ in tree(self.pid)})
+
+        wait_until(ready, deadline_s, what)
 
     def finish(self, deadline_s: float = 300) -> int:
         """Wait for the command to end by itself; its exit status."""

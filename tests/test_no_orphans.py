@@ -3,6 +3,8 @@ by SIGKILL too. Real commands in their own process groups, real signals, /proc."
 
 from __future__ import annotations
 
+import os
+import shlex
 import signal
 import socket
 import sys
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import synthetic_store
-from tests.processes import Job, kill_and_survivors, start, wait_until
+from tests.processes import Job, cmdline, kill_all, kill_and_survivors, parent_of, start, tree, wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -87,3 +89,124 @@ def test_serve_leaves_nothing(tmp_path: Path) -> None:
     wait_until(lambda: _accepts(port) or job.proc.poll() is not None, 180, "the server")
     assert job.proc.poll() is None, job.output()[-3000:]
     assert not kill_and_survivors(job)
+
+
+# --------------------------------------------------------------------------- a command ends with its driver
+
+# A stand-in for a `leve` command: ties itself to its driver as the CLI's entry point does, says how, waits.
+# After its driver is gone it says so (if it is still running), so that "it kept running" is seen, not assumed.
+_COMMAND = ("import os, sys, time; from leve.processes import end_with_driver; parent = os.getppid(); "
+            "print('tied:', end_with_driver(), flush=True)\n"
+            "while os.getppid() == parent: time.sleep(0.05)\n"
+            "print('outlived its driver', flush=True); time.sleep(120)")
+
+
+def _driver_script(how: str) -> str:
+    """A Python driver that starts the command ``how`` and waits (killed by the test meanwhile)."""
+    command = [sys.executable, "-c", _COMMAND]
+    if how == "sh -c":  # dash (/bin/sh here) keeps running as the command's parent, as under dvc repro
+        command = ["/bin/sh", "-c", shlex.join(command) + "; echo after"]
+    if how == "nohup":
+        command = ["nohup", *command]
+    spawn = f"import subprocess, threading, time; subprocess.Popen({command!r})"
+    if how == "threaded":  # a second thread alive: the kernel's parent-death signal is per thread, so leve polls
+        spawn = ("import subprocess, threading, time; threading.Thread(target=time.sleep, args=(600,), daemon=True).start(); "
+                 f"subprocess.Popen({command!r})")
+    return spawn + "; time.sleep(600)"
+
+
+def _command_of(job: Job) -> int:
+    """The pid of the stand-in command under the driver."""
+    pids = [pid for pid, _ in tree(job.pid) if cmdline(pid)[-1:] == [_COMMAND] and cmdline(pid)[0] == sys.executable]
+    assert len(pids) == 1, pids
+    return pids[0]
+
+
+@pytest.mark.parametrize(("how", "tied"), [("direct", "pdeathsig"), ("sh -c", "watch"), ("threaded", "watch")])
+def test_a_command_dies_with_its_killed_driver(tmp_path: Path, how: str, tied: str) -> None:
+    """SIGKILL of the process that started a leve command (directly, through a lingering `sh -c`, or from
+    a multi-threaded driver) ends the command within seconds."""
+    job = start(["-c", _driver_script(how)], tmp_path, tmp_path / "log", cmd=[sys.executable])
+    wait_until(lambda: f"tied: {tied}" in job.output() or job.proc.poll() is not None, 60, "the command to start")
+    assert f"tied: {tied}" in job.output(), job.output()
+    _command_of(job)
+    left = kill_and_survivors(job)
+    assert not left, f"{len(left)} process(es) outlived the driver ({how}): {sorted(left)}"
+
+
+@pytest.mark.parametrize(("how", "env", "tied"), [("nohup", {}, "nohup"), ("direct", {"LEVE_KEEP_ALIVE": "1"}, "keep-alive")],
+                         ids=["nohup", "LEVE_KEEP_ALIVE"])
+def test_nohup_and_keep_alive_outlive_the_driver(tmp_path: Path, how: str, env: dict[str, str], tied: str) -> None:
+    """What a user asked to outlive its terminal keeps running when its driver dies."""
+    job = start(["-c", _driver_script(how)], tmp_path, tmp_path / "log", env, cmd=[sys.executable])
+    log = job.log  # not a terminal: nohup leaves the output where it goes
+    wait_until(lambda: log.exists() and f"tied: {tied}" in log.read_text(), 60, "the command to start")
+    command = _command_of(job)
+    try:
+        os.kill(job.pid, signal.SIGKILL)
+        job.proc.wait(60)
+        wait_until(lambda: "outlived its driver" in log.read_text(), 60, "the command to see its driver gone")
+        assert parent_of(command) not in (None, job.pid)
+    finally:
+        kill_all(tree(job.pid))  # the command too: it is in the driver's process group
+
+
+def test_a_session_leader_keeps_running(tmp_path: Path) -> None:
+    """``setsid leve ...``: the user detached the command from its session; leve does not tie it."""
+    job = start(["-c", _COMMAND], tmp_path, tmp_path / "log", cmd=[sys.executable])  # start() makes a session leader
+    try:
+        wait_until(lambda: "tied:" in job.output(), 60, "the command to start")
+        assert "tied: session leader" in job.output()
+    finally:
+        kill_and_survivors(job)
+
+
+STAGES = ("prepare", "teacher-cache", "train", "eval", "bench", "tables")
+
+
+def _leve_stage(pids: set[int], name: str) -> list[int]:
+    """The pids running the ``leve NAME`` command (the console script ``.../leve NAME`` or ``-m leve NAME``),
+    not its forked workers (same command line, a parent that runs it too)."""
+    def runs(pid: int | None) -> bool:
+        args = cmdline(pid) if pid else []
+        return any((arg == "leve" or arg.endswith("/leve")) and nxt == name for arg, nxt in zip(args, args[1:]))
+
+    return [pid for pid in pids if runs(pid) and not runs(parent_of(pid))]
+
+
+@pytest.mark.slow
+def test_killed_dvc_repro_leaves_no_stage_running(store: Path, tmp_path: Path) -> None:
+    """``dvc repro`` (through /bin/sh, which stays as the stage's parent) is killed while `leve train` runs
+    with two loader workers: the stage and its workers end."""
+    import shutil
+
+    params = _train_params(tmp_path / "params.yaml", store, tmp_path, workers=2)
+    leve = Path(sys.executable).parent / "leve"
+    (tmp_path / "dvc.yaml").write_text(f"stages:\n  train:\n    cmd: {leve} train --params {params}\n")
+    dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or "dvc"
+    env = {"SHELL": "/bin/sh", "DVC_NO_ANALYTICS": "1"}
+    init = start(["init", "--no-scm", "-q"], tmp_path, tmp_path / "init.log", env, cmd=[dvc])
+    assert init.finish(120) == 0, init.output()
+    job = start(["repro"], tmp_path, tmp_path / "log", env, cmd=[dvc])
+
+    def training_with_workers(pids: set[int]) -> bool:
+        train = _leve_stage(pids, "train")
+        return len(train) == 1 and sum(1 for p in pids if parent_of(p) == train[0]) >= 2
+
+    job.wait_for("leve train and its 2 loader workers", training_with_workers)
+    left = kill_and_survivors(job)
+    assert not left, f"{len(left)} process(es) outlived dvc repro: {[(p, cmdline(p)[:3]) for p, _ in sorted(left)]}"
+
+
+@pytest.mark.slow
+def test_killed_demo_leaves_nothing(tmp_path: Path) -> None:
+    """SIGKILL of `leve demo` while dvc runs a stage: dvc, the stage and its workers all end."""
+    job = start(["demo", str(tmp_path / "ws"), "--quiet"], tmp_path, tmp_path / "log")
+
+    def a_stage_runs(pids: set[int]) -> bool:
+        dvc = [p for p in pids if any(a.endswith("/dvc") or a == "dvc" for a in cmdline(p)[:2])]
+        return bool(dvc) and any(_leve_stage(pids, name) for name in STAGES)
+
+    job.wait_for("dvc repro running a leve stage", a_stage_runs, deadline_s=300)
+    left = kill_and_survivors(job)
+    assert not left, f"{len(left)} process(es) outlived leve demo: {[(p, cmdline(p)[:3]) for p, _ in sorted(left)]}"

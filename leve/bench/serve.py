@@ -9,6 +9,12 @@ HTTP statuses of every kind of request, 5xx and connection errors, how many fast
 and answered while each slow one was in flight (slow clients must not block others), the server's
 memory (resident set sampled while it runs, and the kernel's peak) and its result cache.
 
+Then the idle-connection case: ``idle`` sockets connect and send nothing (never a byte), and while
+they are open ``clients`` clients send one upload each at once; the report gives their statuses
+(every one should be 200: connections that have not asked anything do not count against
+``serve.max_connections``), their latency, and how many of the idle sockets the server had closed
+by the end (``serve.idle_timeout_s``).
+
 :func:`run` starts ``leve serve`` in a child process (which dies with this one) on a free port;
 :func:`run_load` drives any running server, which is what the tests do.
 """
@@ -49,7 +55,7 @@ _LAUNCH = ("import sys; from leve.processes import die_with_parent; die_with_par
 class LoadPlan:
     """How much load, of which kinds."""
 
-    clients: int = 16            # concurrent uploaders
+    clients: int = 16            # concurrent uploaders (and the clients of the idle-connection case)
     requests: int = 25           # uploads per client, back to back
     height: int = 480            # of the uploaded JPEGs
     width: int = 640
@@ -58,6 +64,7 @@ class LoadPlan:
     oversized: int = 2           # bodies over the upload limit (alternately declared and chunked)
     malformed: int = 5           # broken bodies (noise, truncated, empty, GIF, gigapixel header)
     timeout_s: float = 600.0     # per request, client side
+    idle: int = 64               # connections that send nothing, held open while `clients` upload once each
 
 
 @dataclass
@@ -237,9 +244,13 @@ class MemorySampler:
         self._thread.join()
 
     def report(self) -> dict[str, float | None]:
+        """Start, largest sample, end and peak in MB. The peak is the kernel's high-water mark (VmHWM) or
+        the largest sample where that is higher: the kernel raises VmHWM lazily (memory glibc hands back
+        with ``madvise`` never updates it), so a sample can exceed it; the peak is never below a sample."""
         mb = 1e6
-        peak = rss_bytes(self.pid, "VmHWM") if self.pid is not None else None
+        hwm = rss_bytes(self.pid, "VmHWM") if self.pid is not None else None
         s = self.samples
+        peak = max([hwm, *s]) if hwm is not None else None
         return {"rss_start_mb": round(s[0] / mb, 1) if s else None,
                 "rss_max_sampled_mb": round(max(s) / mb, 1) if s else None,
                 "rss_end_mb": round(s[-1] / mb, 1) if s else None,
@@ -272,8 +283,45 @@ def run_load(url: str, plan: LoadPlan, server_pid: int | None = None) -> dict[st
         jobs.append(pool.submit(abusive_client, url, images[0], plan, int(info["max_upload_bytes"]), start))
         outcomes = [o for job in jobs for o in job.result()]
         wall = time.monotonic() - began
+        idle = idle_case(url, images[0], plan) if plan.idle else None
     after = requests.get(f"{url}/api/info", timeout=30).json()
-    return summarise(outcomes, plan, info, after, wall, memory.report())
+    return {**summarise(outcomes, plan, info, after, wall, memory.report()), "idle_connections": idle}
+
+
+def idle_case(url: str, jpeg: bytes, plan: LoadPlan) -> dict[str, Any]:
+    """``plan.idle`` silent connections open, then ``plan.clients`` uploads at once (one each)."""
+    parts = urlsplit(url)
+    address = (parts.hostname or "127.0.0.1", parts.port or 80)
+    silent = [socket.create_connection(address, timeout=plan.timeout_s) for _ in range(plan.idle)]
+    try:
+        start = threading.Barrier(plan.clients)
+
+        def one(index: int) -> Outcome:
+            with requests.Session() as session:
+                start.wait()
+                return _timed("idle:predict", partial(_post, session, url, f"idle{index}.jpg", jpeg, plan.timeout_s))
+
+        with ThreadPoolExecutor(plan.clients) as pool:
+            outcomes = list(pool.map(one, range(plan.clients)))
+        closed = sum(1 for s in silent if _closed_by_peer(s))
+    finally:
+        for s in silent:
+            s.close()
+    ok = [o for o in outcomes if o.status == 200]
+    return {"idle": plan.idle, "clients": plan.clients, "statuses": _statuses(outcomes),
+            "latency_ms": latency_summary([o.seconds for o in ok]), "idle_closed_by_server": closed,
+            "errors": sorted({o.error for o in outcomes if o.error})[:5]}
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """True when the server has closed this connection (EOF or reset waiting), without blocking."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def summarise(outcomes: list[Outcome], plan: LoadPlan, info: dict[str, Any], after: dict[str, Any],

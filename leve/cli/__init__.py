@@ -8,7 +8,7 @@ import typer
 
 from leve import __version__
 from leve.errors import LeveError
-from leve.processes import die_with_parent, under_torchrun
+from leve.processes import die_with_parent, end_with_driver, under_torchrun
 
 app = typer.Typer(
     name="leve",
@@ -56,9 +56,13 @@ from leve.cli import (  # noqa: E402,F401
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit status 1."""
+    """Console entry point: user errors become one line on stderr and exit status 1. The command
+    ends with the process that started it (a killed ``dvc repro`` or ``leve demo`` leaves no stage
+    running; ``nohup``/``setsid``/``LEVE_KEEP_ALIVE=1`` opt out: :func:`leve.processes.end_with_driver`)."""
     if under_torchrun():  # a torchrun worker ends with torchrun, even one killed by SIGKILL
         die_with_parent()
+    else:
+        end_with_driver()
     try:
         app()
     except LeveError as exc:

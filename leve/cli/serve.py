@@ -40,7 +40,9 @@ def serve(
     if not _is_loopback(cfg.host):
         console.print(f"[yellow]serving on {cfg.host}: anyone who can reach this port can upload images[/]")
     console.print(f"open http://{_url_host(cfg.host)}:{cfg.port}/  (Ctrl+C to stop)")
-    uvicorn.run(web, host=cfg.host, port=cfg.port, log_level="warning", limit_concurrency=cfg.max_connections)
+    from leve.serve.server import uvicorn_options
+
+    uvicorn.run(web, host=cfg.host, port=cfg.port, **uvicorn_options(cfg))
 
 
 def _import_app():
@@ -81,6 +83,7 @@ def bench_serve(
     slow_seconds: float = typer.Option(5.0, "--slow-seconds", help="How long each trickle lasts."),
     oversized: int = typer.Option(2, help="Bodies over the upload limit."),
     malformed: int = typer.Option(5, help="Broken bodies (noise, truncated, empty, GIF, gigapixel header)."),
+    idle: int = typer.Option(64, help="Connections that send nothing, held open while --clients upload once each."),
     sets: list[str] = typer.Option([], "--set", help="Override a serve param: key=value (repeatable)."),
     params: Path = typer.Option(PARAMS_FILE, "--params", help="Params file (section serve)."),
     out: Path = typer.Option(None, "--out", help="Also write the JSON here (with every latency)."),
@@ -88,8 +91,8 @@ def bench_serve(
     """Latency (p50/p99), statuses and memory of `leve serve` under load on loopback (JSON out)."""
     from leve.bench.serve import LoadPlan, run
 
-    plan = LoadPlan(clients, requests, height, width, slow, slow_seconds, oversized, malformed)
-    if min(clients, requests, height, width) < 1 or min(slow, oversized, malformed) < 0 or slow_seconds < 0:
+    plan = LoadPlan(clients, requests, height, width, slow, slow_seconds, oversized, malformed, idle=idle)
+    if min(clients, requests, height, width) < 1 or min(slow, oversized, malformed, idle) < 0 or slow_seconds < 0:
         raise LeveError("bench serve: counts and sizes must be positive")
     args = ["--params", str(params), "--set", "samples=0"]
     for key, value in (("--checkpoint", checkpoint), ("--model", model), ("--device", device)):

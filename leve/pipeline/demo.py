@@ -9,7 +9,8 @@ the depth of ``train.labels.fraction`` of the training images and nothing else),
 the experiment distils the teacher cache on every training image (``dvc exp run -S
 train.kd.eps=E``, E the embedded default's). Then it prints ``leve report`` (with the
 aligned teacher row), ``dvc metrics diff`` between the two and the figures. Rerunning
-continues: DVC skips what is up to date.
+continues: DVC skips what is up to date. Killed, by SIGKILL too, it leaves nothing running: its
+children die with it and every ``leve`` stage with the ``dvc`` that started it (:mod:`leve.processes`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 import leve
 from leve.errors import LeveError
+from leve.processes import child_dies_with_us
 from leve.progress import console
 
 MARKER = ".leve-demo"
@@ -62,8 +64,10 @@ class Demo:
         if not self.quiet:
             console.print(f"[dim]$ {shlex.join(cmd)}[/dim]")
         stream = subprocess.PIPE if (capture or self.quiet) else None
+        # The child dies with this process, however it ends (SIGKILL too): a killed demo leaves no `dvc repro`
+        # running, and the stage dvc runs (a `leve` command) ends with dvc (leve.processes.end_with_driver).
         done = subprocess.run(cmd, cwd=self.workspace, env=self.env, text=True, stdout=stream,
-                              stderr=subprocess.STDOUT if stream else None)
+                              stderr=subprocess.STDOUT if stream else None, preexec_fn=child_dies_with_us())
         if done.returncode:
             tail = (done.stdout or "").strip().splitlines()[-5:]
             raise LeveError(f"{self.workspace}: `{shlex.join(cmd)}` failed with exit {done.returncode}"

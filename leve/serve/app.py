@@ -1,4 +1,4 @@
-"""The FastAPI app: one page, a JSON prediction API and downloads of the metric depth.
+"""The FastAPI app: one page, a JSON prediction API and downloads of the predicted depth.
 
 Routes (relative, so the app also works behind a reverse proxy under a path prefix):
 ``GET /`` the page; ``GET api/info``; ``GET api/samples/{i}.png``;
@@ -8,12 +8,23 @@ Routes (relative, so the app also works behind a reverse proxy under a path pref
 the upload's EXIF focal length or the assumed ``pointcloud_fov_deg``; :mod:`leve.serve.pointcloud`).
 Refused uploads answer 4xx with ``{"error": "<one line>"}``; the page shows that line.
 
+The checkpoint's ``depth_kind`` decides what is shown. ``metric``: metres (colour bar ticks, depth
+range, the 16-bit PNG in millimetres, AbsRel/RMSE against a sample room's exact depth, the point
+cloud). ``relative`` (distilled without depth: right up to an unknown scale): "relative depth, near =
+bright", a bar from far to near, no metres anywhere; the downloads are the relative depth (``.npy``)
+and the inverse depth scaled to 0..65535 in the image (16-bit PNG, near = 65535); a sample room is
+scored only after median scaling (labelled so); no point cloud.
+
 Under load: at most ``max_active`` requests decode and predict at once, and a request takes
 its turn only once its whole body has arrived (read asynchronously as it comes), so a slow
 upload holds nothing but its own connection (and is refused with 408 after ``upload_timeout_s``);
-the results kept for download are capped in count and bytes. Every response carries
-:data:`SECURITY_HEADERS`. Nothing a client sends is written to disk; its file name only becomes
-a sanitised ``Content-Disposition`` name.
+a client that disconnects mid-body is one log line. The results kept for download are capped in
+count and bytes; the ``.npy`` and ``.ply`` downloads are streamed a block of rows at a time (bounded
+memory, however many run at once) and the 16-bit PNG is encoded under the ``max_active`` gate. At
+most ``max_connections`` requests are in progress at once (503 beyond), and connections that ask
+nothing are closed after ``idle_timeout_s`` (:mod:`leve.serve.server`). Every response, uvicorn's
+own 400 and the 503 included, carries :data:`SECURITY_HEADERS`. Nothing a client sends is written
+to disk; its file name only becomes a sanitised ``Content-Disposition`` name.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import string
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import PurePosixPath
@@ -34,37 +46,26 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from leve.errors import LeveError
 from leve.outputs.intrinsics import Intrinsics
-from leve.outputs.pointcloud import cloud_bytes
-from leve.predict import colorize, depth_npy, depth_png16
+from leve.predict import depth_png16
 from leve.serve import render
 from leve.serve.config import Config, check
 from leve.serve.images import UploadError, check_bytes, read_image
 from leve.serve.model import LoadedModel, load_model
-from leve.serve.pointcloud import sample_intrinsics, upload_intrinsics
+from leve.serve.pointcloud import cloud_chunks, npy_chunks, sample_intrinsics, upload_intrinsics
+from leve.serve.server import LOG, SECURITY_HEADERS, RequestLimit, SecurityHeaders
 from leve.store.images import encode_png
+
+__all__ = ["SECURITY_HEADERS", "create_app"]
 
 STATIC = resources.files("leve.serve") / "static"
 KEY_BYTES = 16  # result ids: 128 random bits from the secrets module
-
-# Sent with every response. The page loads its script and stylesheet from static/ only and
-# shows its images as data: URLs; nothing may frame it, sniff types or leak the URL onwards.
-SECURITY_HEADERS = {
-    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                               "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'",
-    "x-content-type-options": "nosniff",
-    "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
-    "cross-origin-opener-policy": "same-origin",
-    "cross-origin-resource-policy": "same-origin",
-    "permissions-policy": "camera=(), microphone=(), geolocation=()",
-}
-
 
 @dataclass
 class Sample:
@@ -144,11 +145,23 @@ class ResultStore:
                     "max_bytes": self._max_bytes}
 
 
-def reference_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    """AbsRel and RMSE (m) against exact depth, over pixels with depth > 0."""
+def reference_metrics(pred: np.ndarray, gt: np.ndarray, align: str = "none") -> dict[str, Any]:
+    """AbsRel and RMSE (m) against exact depth, over pixels with depth > 0; ``align="median"`` first
+    scales the prediction by median(gt) / median(pred) (a relative model has no metres of its own)."""
     valid = gt > 0
     p, g = pred[valid].astype(np.float64), gt[valid].astype(np.float64)
-    return {"abs_rel": float(np.mean(np.abs(p - g) / g)), "rmse_m": float(np.sqrt(np.mean((p - g) ** 2)))}
+    if align == "median":
+        p = p * (np.median(g) / np.median(p))
+    return {"abs_rel": float(np.mean(np.abs(p - g) / g)), "rmse_m": float(np.sqrt(np.mean((p - g) ** 2))),
+            "alignment": align}
+
+
+def reference_text(ref: dict[str, Any]) -> str:
+    """The page's line about a sample room's exact depth."""
+    numbers = f"AbsRel {ref['abs_rel']:.3f}, RMSE {ref['rmse_m']:.3f} m"
+    if ref["alignment"] == "median":
+        return f"Against the exact synthetic depth, after median scaling (relative depth has no metres): {numbers}."
+    return f"Against the exact synthetic depth: {numbers}."
 
 
 def safe_stem(name: str) -> str:
@@ -162,27 +175,44 @@ def result_json(state: State, stem: str, rgb: np.ndarray, flip: bool,
                 gt: np.ndarray | None = None, camera: Intrinsics | None = None) -> dict[str, Any]:
     """Predict and describe the result as the page needs it (with ``camera``: a point-cloud download)."""
     lm, cfg = state.model, state.cfg
+    metric = lm.depth_kind == "metric"
     depth, seconds = lm.predict(rgb, flip)
     key = state.results.put(stem, depth, rgb, camera)
     d_min, d_max = float(depth.min()), float(depth.max())
     downloads = {"png16": f"api/results/{key}/depth16.png", "npy": f"api/results/{key}/depth.npy"}
     if camera is not None:
         downloads["ply"] = f"api/results/{key}/pointcloud.ply"
-    out = {
+    out: dict[str, Any] = {
         "id": key, "name": stem, "height": int(depth.shape[0]), "width": int(depth.shape[1]),
         "inference_ms": round(seconds * 1000.0, 1), "device": lm.device, "flip": flip,
-        "model": lm.name, "checkpoint": lm.checkpoint, "random": lm.random,
-        "depth_min_m": d_min, "depth_max_m": d_max,
+        "model": lm.name, "checkpoint": lm.checkpoint, "random": lm.random, "depth_kind": lm.depth_kind,
         "input": render.data_url(render.display_image(rgb, cfg.display_max_side, "JPEG"), "image/jpeg"),
-        "depth": render.data_url(render.display_image(colorize(depth, cfg.cmap), cfg.display_max_side), "image/png"),
-        "colorbar": state.colour_bar, "ticks": render.nice_ticks(d_min, d_max),
-        "downloads": downloads,
+        "depth": render.data_url(render.display_depth(depth, cfg.cmap, cfg.display_max_side), "image/png"),
+        "colorbar": state.colour_bar, "downloads": downloads, "labels": download_labels(lm.depth_kind, stem),
     }
+    if metric:
+        out.update(depth_min_m=d_min, depth_max_m=d_max, range_text=f"Depth range {d_min:.2f}\u2013{d_max:.2f} m.",
+                   ticks=[{**t, "label": render.metres(t["m"])} for t in render.nice_ticks(d_min, d_max)])
+    else:
+        out.update(range_text="Relative depth, near = bright: right up to an unknown scale, no metres.",
+                   ticks=[{"pos": 0.0, "label": "far"}, {"pos": 1.0, "label": "near"}])
     if camera is not None:
         out["intrinsics"] = camera.describe()
     if gt is not None:
-        out["reference"] = reference_metrics(depth, gt)
+        out["reference"] = reference_metrics(depth, gt, "none" if metric else "median")
+        out["reference_text"] = reference_text(out["reference"])
     return out
+
+
+def download_labels(depth_kind: str, stem: str) -> dict[str, Any]:
+    """What the page calls the downloads, and their file names (those of the ``Content-Disposition``)."""
+    if depth_kind == "metric":
+        return {"heading": "Download the metric depth at full resolution:",
+                "png16": ["16-bit PNG (millimetres)", f"{stem}_depth16.png"],
+                "npy": [".npy (float32 metres)", f"{stem}_depth.npy"], "ply": ["point cloud (.ply)", f"{stem}.ply"]}
+    return {"heading": "Download the relative depth at full resolution (no metres):",
+            "png16": ["16-bit PNG (inverse depth, near = 65535)", f"{stem}_inverse16.png"],
+            "npy": [".npy (float32 relative depth, unknown scale)", f"{stem}_relative.npy"]}
 
 
 @dataclass
@@ -197,9 +227,14 @@ class State:
     gate: Gate
 
 
+class ClientGone(Exception):
+    """The client closed its connection before its request was read: nothing to answer."""
+
+
 async def read_body(request: Request, name: str, limit: int, timeout_s: float) -> bytes:
     """The request body, refused as soon as it exceeds ``limit`` bytes (never read whole first)
-    or when it has not arrived in full within ``timeout_s`` seconds (a stalled or trickling client)."""
+    or when it has not arrived in full within ``timeout_s`` seconds (a stalled or trickling client).
+    A client that disconnects meanwhile is logged in one line (:class:`ClientGone`)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit():
         check_bytes(max(int(declared), 1), name, limit)
@@ -211,6 +246,13 @@ async def read_body(request: Request, name: str, limit: int, timeout_s: float) -
                 check_bytes(max(len(body), 1), name, limit)
     except TimeoutError:
         raise UploadError(408, f"{name}: upload not received within {timeout_s:g} s") from None
+    except ClientDisconnect:
+        client = request.client
+        who = f"{client.host}:{client.port}" if client else "a client"
+        of = f" of {int(declared):,}" if declared.isdigit() else ""
+        LOG.warning("leve serve: %s disconnected during the upload of %s (%s%s bytes received)", who, safe_stem(name),
+                    f"{len(body):,}", of)
+        raise ClientGone from None
     return bytes(body)
 
 
@@ -230,29 +272,6 @@ class Gate:
         return self._semaphores[loop]
 
 
-class SecurityHeaders:
-    """ASGI middleware: adds :data:`SECURITY_HEADERS` to every response, and ``no-store`` to API ones."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        extra = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
-        if "/api/" in scope.get("path", ""):
-            extra.append((b"cache-control", b"no-store"))
-
-        async def send_with_headers(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                names = {k.lower() for k, _ in message.get("headers", [])}
-                message = {**message, "headers": [*message.get("headers", []), *(h for h in extra if h[0] not in names)]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
 def lineage_html(lm: LoadedModel) -> str:
     """The page's lineage line (teacher, data, licence; a non-commercial model says so in bold), escaped."""
     if lm.random:
@@ -268,17 +287,37 @@ def page(state: State) -> str:
                f'<p class="warning" id="random-warning">No checkpoint: this is a <b>randomly initialised</b> '
                f'{html.escape(lm.name)} model, so its depth maps mean nothing. Start with '
                f'<code>leve serve --checkpoint models/student/best.pt</code> to see a trained one.</p>')
+    if lm.depth_kind == "metric":
+        depth_note, bar = f"max depth {lm.max_depth:g} m", "colour bar in metres"
+        caption = "predicted depth (near = bright; colours span this image's depth range)"
+    else:
+        depth_note, bar = "relative depth, near = bright", "colour bar from far to near"
+        caption = "relative depth, near = bright (distilled without depth: no metres)"
+    labels = download_labels(lm.depth_kind, "")
     template = string.Template((STATIC / "index.html").read_text(encoding="utf-8"))
     return template.substitute(
         model=html.escape(lm.name), checkpoint=html.escape(lm.checkpoint or "none (random weights)"),
         device=html.escape(lm.device), resolution=f"{lm.resolution[0]}x{lm.resolution[1]}",
-        max_depth=f"{lm.max_depth:g}", params=f"{lm.parameters:,}", warning=warning, lineage=lineage_html(lm),
+        depth_kind=lm.depth_kind, depth_note=depth_note, caption=caption, bar_label=bar,
+        download_heading=html.escape(labels["heading"]), png16_label=html.escape(labels["png16"][0]),
+        npy_label=html.escape(labels["npy"][0]),
+        params=f"{lm.parameters:,}", warning=warning, lineage=lineage_html(lm),
         max_bytes=str(state.cfg.max_upload_bytes), max_mb=f"{state.cfg.max_upload_bytes / 1e6:g}",
         max_mp=f"{state.cfg.max_pixels / 1e6:g}",
         samples="".join(f'<button type="button" class="sample" data-index="{i}" title="synthetic room {i}">'
                         f'<img src="api/samples/{i}.png" alt="sample {i}"></button>'
                         for i in range(len(state.samples))),
     )
+
+
+class ServeApp(FastAPI):
+    """FastAPI with :class:`SecurityHeaders` and :class:`RequestLimit` outside its whole stack, so that
+    Starlette's own 500 (``ServerErrorMiddleware``, the outermost layer) and the 503 carry the headers."""
+
+    limit = 64
+
+    def build_middleware_stack(self) -> Any:
+        return SecurityHeaders(RequestLimit(super().build_middleware_stack(), self.limit))
 
 
 def create_app(cfg: Config, model: LoadedModel | None = None) -> FastAPI:
@@ -288,9 +327,9 @@ def create_app(cfg: Config, model: LoadedModel | None = None) -> FastAPI:
                   render.data_url(render.colour_bar(cfg.cmap), "image/png"), Gate(cfg.max_active))
     if cfg.warmup:
         state.model.warm_up()
-    app = FastAPI(title="leve serve", docs_url=None, redoc_url=None, openapi_url=None)
+    app = ServeApp(title="leve serve", docs_url=None, redoc_url=None, openapi_url=None)
+    app.limit = cfg.max_connections
     app.state.leve = state
-    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     _add_error_handlers(app)
     _add_routes(app, state)
@@ -301,6 +340,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UploadError)
     async def upload_error(_: Request, exc: UploadError) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(_: Request, __: ClientGone) -> Response:
+        return Response(status_code=400)  # nobody reads it: the connection is closed
 
     @app.exception_handler(LeveError)
     async def leve_error(_: Request, exc: LeveError) -> JSONResponse:
@@ -324,8 +367,9 @@ def _add_routes(app: FastAPI, state: State) -> None:
     def info() -> dict[str, Any]:
         lm = state.model
         return {"model": lm.name, "checkpoint": lm.checkpoint, "random": lm.random, "device": lm.device,
-                "lineage": lm.lineage.to_dict(),
-                "resolution": list(lm.resolution), "max_depth": lm.max_depth, "parameters": lm.parameters,
+                "lineage": lm.lineage.to_dict(), "depth_kind": lm.depth_kind,
+                "resolution": list(lm.resolution), "parameters": lm.parameters,
+                **({"max_depth": lm.max_depth} if lm.depth_kind == "metric" else {}),
                 "max_upload_bytes": cfg.max_upload_bytes, "max_pixels": cfg.max_pixels,
                 "samples": len(state.samples), "result_cache": state.results.stats()}
 
@@ -350,22 +394,28 @@ def _add_routes(app: FastAPI, state: State) -> None:
             return await run_in_threadpool(result_json, state, f"sample{index}", s.rgb, flip, s.depth, camera)
 
     @app.get("/api/results/{key}/depth16.png")
-    def download_png16(key: str) -> Response:
+    async def download_png16(key: str) -> Response:
         stem, depth = state.results.get(key)
-        return _attachment(depth_png16(depth), "image/png", f"{stem}_depth16.png")
+        names = download_labels(state.model.depth_kind, stem)
+        encode = depth_png16 if state.model.depth_kind == "metric" else inverse_png16
+        async with state.gate():  # a whole-image encode: bounded like a prediction
+            data = await run_in_threadpool(encode, depth)
+        return _attachment(data, "image/png", names["png16"][1])
 
     @app.get("/api/results/{key}/depth.npy")
     def download_npy(key: str) -> Response:
         stem, depth = state.results.get(key)
-        return _attachment(depth_npy(depth), "application/octet-stream", f"{stem}_depth.npy")
+        chunks, size = npy_chunks(depth)
+        return _attachment(chunks, "application/octet-stream", download_labels(state.model.depth_kind, stem)["npy"][1],
+                           size)
 
     @app.get("/api/results/{key}/pointcloud.ply")
     def download_ply(key: str) -> Response:
         found = state.results.result(key)
         if found.camera is None or found.rgb is None:
             raise UploadError(409, f"{found.stem}: no point cloud: relative depth (distilled without depth) has no metres")
-        ply = cloud_bytes(found.depth, found.rgb, found.camera)
-        return _attachment(ply, "application/octet-stream", f"{found.stem}.ply")
+        chunks, size = cloud_chunks(found.depth, found.rgb, found.camera)
+        return _attachment(chunks, "application/octet-stream", f"{found.stem}.ply", size)
 
 
 def _upload_camera(state: State, data: bytes, name: str, rgb: np.ndarray) -> Intrinsics | None:
@@ -382,5 +432,16 @@ def _sample(state: State, index: int) -> Sample:
     return state.samples[index]
 
 
-def _attachment(data: bytes, mime: str, filename: str) -> Response:
-    return Response(data, media_type=mime, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+def inverse_png16(depth: np.ndarray) -> bytes:
+    """Relative depth as a 16-bit PNG of its inverse scaled to the image's range: near = 65535, far = 0."""
+    inv = 1.0 / np.maximum(depth.astype(np.float64), 1e-12)
+    lo, hi = float(inv.min()), float(inv.max())
+    scaled = (inv - lo) / (hi - lo) if hi > lo else np.zeros_like(inv)
+    return encode_png(np.rint(scaled * 65535.0).astype(np.uint16))
+
+
+def _attachment(data: bytes | Iterator[bytes], mime: str, filename: str, size: int | None = None) -> Response:
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if isinstance(data, bytes):
+        return Response(data, media_type=mime, headers=headers)
+    return StreamingResponse(data, media_type=mime, headers={**headers, "Content-Length": str(size)})

@@ -36,7 +36,11 @@ class Config:
                                         # this horizontal field of view is assumed (and said)
     max_active: int = 2                 # requests decoding or predicting at once; the others wait their turn
     upload_timeout_s: float = 60.0      # a body not received in full within this is refused (HTTP 408)
-    max_connections: int = 64           # open connections at once; uvicorn answers 503 beyond this
+    max_connections: int = 64           # requests in progress at once (uploading, waiting, predicting,
+                                        # downloading); one more is answered 503. Connections that have
+                                        # not sent a request do not count (leve.serve.server)
+    idle_timeout_s: float = 5.0         # a connection with no request in progress (none yet, a request head
+                                        # still arriving, or between keep-alive requests) is closed after this
     warmup: bool = True                 # one forward pass at start-up, so the first upload is not slow
 
 
@@ -51,8 +55,9 @@ def check(cfg: Config) -> Config:
     for key in ("max_upload_bytes", "max_pixels", "keep_results", "max_result_bytes", "max_active", "max_connections"):
         if getattr(cfg, key) < 1:
             raise LeveError(f"serve.{key} must be >= 1, got {getattr(cfg, key)}")
-    if not cfg.upload_timeout_s > 0:
-        raise LeveError(f"serve.upload_timeout_s must be > 0, got {cfg.upload_timeout_s}")
+    for key in ("upload_timeout_s", "idle_timeout_s"):
+        if not getattr(cfg, key) > 0:
+            raise LeveError(f"serve.{key} must be > 0, got {getattr(cfg, key)}")
     if not 0 < cfg.pointcloud_fov_deg < 180:
         raise LeveError(f"serve.pointcloud_fov_deg must be between 0 and 180 degrees, got {cfg.pointcloud_fov_deg}")
     return cfg

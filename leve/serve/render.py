@@ -1,4 +1,4 @@
-"""What the page shows: downscaled images as data URLs and a colour bar in metres.
+"""What the page shows: downscaled images as data URLs and a colour bar (in metres for a metric model).
 
 The depth picture uses :func:`leve.predict.colorize` (inverse depth scaled to the image's own
 range, near = bright), so colour is linear in ``1/depth``: colour position
@@ -35,6 +35,25 @@ def display_image(rgb: np.ndarray, max_side: int, fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()
     img.save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
     return buf.getvalue()
+
+
+def display_depth(depth: np.ndarray, cmap: str, max_side: int) -> bytes:
+    """The coloured depth picture for the page (PNG): the map is first shrunk to ``max_side`` by area
+    averaging, then coloured by :func:`leve.predict.colorize` (colouring a 24-megapixel map whole
+    would take gigabytes of float64 RGBA for a picture the page shows at 1024 pixels)."""
+    from leve.predict import colorize
+
+    h, w = depth.shape
+    scale = max_side / max(h, w)
+    if scale < 1:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        depth = np.asarray(Image.fromarray(depth.astype(np.float32)).resize(size, Image.BOX))
+    return encode_png(colorize(depth, cmap))
+
+
+def metres(m: float) -> str:
+    """A tick label: ``2 m``, ``0.45 m``, ``12.5 m``."""
+    return f"{float(f'{m:.{1 if m >= 10 else 2}f}'):g} m"
 
 
 def bar_position(depth_m: float, d_min: float, d_max: float) -> float:

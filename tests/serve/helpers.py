@@ -16,10 +16,14 @@ from PIL import Image
 
 @contextmanager
 def live_server(app) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a thread on a free loopback port; stop it afterwards."""
+    """Run ``app`` (of :func:`leve.serve.app.create_app`) with uvicorn in a thread on a free loopback
+    port, as ``leve serve`` runs it; stop it afterwards."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    from leve.serve.server import uvicorn_options
+
+    options = uvicorn_options(app.state.leve.cfg)  # the settings `leve serve` runs with
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

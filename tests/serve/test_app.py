@@ -105,6 +105,11 @@ def test_cli_serves_loopback_by_default(run_cli, fake_uvicorn, serve_checkpoint,
     assert res.code == 0, res.stderr
     assert (fake_uvicorn["host"], fake_uvicorn["port"]) == ("127.0.0.1", 8000)
     assert fake_uvicorn["app"].state.leve.model.checkpoint == str(serve_checkpoint)
+    from leve.serve.server import GuardedH11Protocol
+
+    # the connection guard of leve.serve.server (tests/serve/test_connections.py), uvicorn's own limit off
+    assert issubclass(fake_uvicorn["http"], GuardedH11Protocol) and fake_uvicorn["http"].idle_timeout_s == 5.0
+    assert fake_uvicorn["limit_concurrency"] is None and fake_uvicorn["timeout_keep_alive"] == 5.0
     assert "http://127.0.0.1:8000/" in res.stderr and "anyone" not in res.stderr
 
 

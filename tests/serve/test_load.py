@@ -67,6 +67,9 @@ def test_scaled_down_load_has_no_5xx_and_every_request_is_answered(served):
     for q in (50, 90, 99):
         assert report["predict"]["latency_ms"][f"p{q}"] == pytest.approx(naive_percentile(raw, q), abs=0.11)
     assert report["predict"]["latency_ms"]["max"] == pytest.approx(max(raw), abs=0.06)
+    # 64 connections that never send a byte, held open while the 4 clients upload once each: all answered
+    idle = report["idle_connections"]
+    assert (idle["idle"], idle["clients"], idle["statuses"]) == (64, 4, {"200": 4}), idle
 
 
 def test_latency_summary_of_known_values():
@@ -194,5 +197,8 @@ def test_bench_serve_cli_reports_its_own_numbers(run_cli, serve_checkpoint, tmp_
     raw = saved["predict"]["latencies_ms"]
     assert saved["predict"]["latency_ms"]["p50"] == pytest.approx(naive_percentile(raw, 50), abs=0.11)
     assert saved["predict"]["latency_ms"]["p99"] == pytest.approx(naive_percentile(raw, 99), abs=0.11)
+    assert saved["idle_connections"]["statuses"] == {"200": 2}  # 64 silent connections keep nobody out
+    # The samples are one series (its first <= its largest); the peak is reported as never below a sample
+    # (the kernel's VmHWM alone can be: it is raised lazily). No comparison of two racing measurements.
     memory = saved["memory"]
     assert memory["samples"] > 0 and 50 < memory["rss_start_mb"] <= memory["rss_max_sampled_mb"] <= memory["rss_peak_mb"]

@@ -12,8 +12,6 @@ function showError(message) {
 
 function setStatus(text) { byId("status").textContent = text; }
 
-function metres(m) { return Number(m.toFixed(m >= 10 ? 1 : 2)).toString() + " m"; }
-
 async function send(url, body, headers) {
   showError("");
   setStatus("Predicting\u2026");
@@ -43,7 +41,7 @@ async function show(r, roundtripMs) {
     const el = document.createElement("span");
     el.className = "tick";
     el.style.top = (100 * t.pos) + "%";
-    el.textContent = metres(t.m);
+    el.textContent = t.label; // metres for a metric model; far and near for a relative one
     return el;
   }));
   byId("size").textContent = r.width + "\u00d7" + r.height;
@@ -51,13 +49,15 @@ async function show(r, roundtripMs) {
   byId("device").textContent = r.device;
   byId("flip-note").textContent = r.flip ? " with flip averaging" : "";
   byId("roundtrip-ms").textContent = roundtripMs.toFixed(0);
-  byId("range").textContent = r.depth_min_m.toFixed(2) + "\u2013" + r.depth_max_m.toFixed(2);
-  byId("reference").textContent = r.reference ? "Against the exact synthetic depth: AbsRel " +
-    r.reference.abs_rel.toFixed(3) + ", RMSE " + r.reference.rmse_m.toFixed(3) + " m." : "";
-  const links = { "download-png16": [r.downloads.png16, r.name + "_depth16.png"],
-                  "download-npy": [r.downloads.npy, r.name + "_depth.npy"] };
-  if (r.downloads.ply) links["download-ply"] = [r.downloads.ply, r.name + ".ply"];
-  for (const [id, [href, file]] of Object.entries(links)) { byId(id).href = href; byId(id).download = file; }
+  byId("range").textContent = r.range_text;
+  byId("reference").textContent = r.reference_text || "";
+  byId("download-heading").textContent = r.labels.heading;
+  for (const kind of ["png16", "npy", "ply"]) {
+    if (!r.downloads[kind]) continue;
+    const link = byId("download-" + kind);
+    link.href = r.downloads[kind];
+    [link.textContent, link.download] = r.labels[kind];
+  }
   byId("ply-link").hidden = !r.downloads.ply;
   byId("intrinsics").textContent = r.intrinsics ? "Point cloud camera: " + r.intrinsics + "." : "";
   byId("result").hidden = false;
