@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,32 +106,39 @@ def run(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path
     from leve.processes import exclusive_writer
 
     cfg = config(dataset, overrides, params_file)
-    metrics_dir, reports_dir = output_folders(dataset, cfg, params_file, out)
-    with exclusive_writer(metrics_dir / f"{dataset}.json"):
+    metrics_dir, reports_dir, note = output_folders(dataset, cfg, params_file, out)
+    with contextlib.ExitStack() as held:
+        def claim() -> None:
+            """Once the inputs are read (a bad input is refused with nothing created): take the outputs' lock."""
+            held.enter_context(exclusive_writer(metrics_dir / f"{dataset}.json"))
+            if note:
+                console.print(note, markup=False, highlight=False)
+
         return _score(dataset, {**(overrides or {}), "metrics_dir": metrics_dir, "reports_dir": reports_dir},
-                      params_file, show_progress)
+                      params_file, show_progress, claim)
 
 
 def output_folders(dataset: str, cfg: Config, params_file: Path = PARAMS_FILE,
-                   out: Path | None = None) -> tuple[Path, Path]:
+                   out: Path | None = None) -> tuple[Path, Path, str | None]:
     """The metrics and reports folders of this evaluation: ``out``'s ``metrics/`` and ``reports/`` when
     given, else ``cfg``'s. Those of a checkpoint other than the params' are kept out of the pipeline's:
-    by default they go to ``evals/<checkpoint>/`` (:data:`SIDE_FOLDER`); an explicit ``out`` inside them is refused."""
+    by default they go to ``evals/<checkpoint>/`` (:data:`SIDE_FOLDER`); an explicit ``out`` inside them is refused.
+    The third value: the note saying so (None when the folders are the ones asked for)."""
     folders = (out / "metrics", out / "reports") if out is not None else (cfg.metrics_dir, cfg.reports_dir)
     pipeline = config(dataset, None, params_file)
     if _same_path(cfg.checkpoint, pipeline.checkpoint):
-        return folders
+        return (*folders, None)
     if not (_same_path(folders[0], pipeline.metrics_dir) or _same_path(folders[1], pipeline.reports_dir)):
-        return folders
+        return (*folders, None)
     if out is not None:
         raise LeveError(f"{out}: --out would put the scores of {cfg.checkpoint} into the pipeline's outputs "
                         f"({pipeline.metrics_dir}/, {pipeline.reports_dir}/), which belong to {pipeline.checkpoint}; "
                         "choose another folder")
     side = SIDE_FOLDER / checkpoint_slug(cfg.checkpoint)
-    console.print(f"note: {cfg.checkpoint} is not the params' eval.checkpoint ({pipeline.checkpoint}): its outputs go "
-                  f"to {side}/ (the pipeline's {pipeline.metrics_dir}/ and {pipeline.reports_dir}/ are left alone; "
-                  "--out DIR picks another folder)", markup=False, highlight=False)
-    return side / "metrics", side / "reports"
+    note = (f"note: {cfg.checkpoint} is not the params' eval.checkpoint ({pipeline.checkpoint}): its outputs go "
+            f"to {side}/ (the pipeline's {pipeline.metrics_dir}/ and {pipeline.reports_dir}/ are left alone; "
+            "--out DIR picks another folder)")
+    return side / "metrics", side / "reports", note
 
 
 def _same_path(a: Path, b: Path) -> bool:
@@ -148,8 +156,9 @@ def checkpoint_slug(checkpoint: Path) -> str:
 
 
 def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE,
-           show_progress: bool = True) -> dict[str, Any]:
-    """The evaluation itself; :func:`run` chooses its output folders and holds their lock."""
+           show_progress: bool = True, claim: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """The evaluation itself; :func:`run` chooses its output folders, and ``claim`` (called once the
+    inputs are read, before the evaluation) takes their lock."""
     from leve.atomic import atomic_group
     from leve.device import resolve_device
     from leve.evaluation.baseline import train_median_depth
@@ -186,6 +195,7 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
     teacher, teacher_info = _open_teacher(cfg, dataset, store)
     picks = tuple(int(i) for i in np.linspace(0, len(split) - 1, min(cfg.examples, len(split))).round())
     constant = constant_source(train_median_depth(store, float(max_depth)), protocol.align)
+    claim()
     result = evaluate(model, split, protocol, info.resolution, info.max_depth, teacher=teacher,
                       batch_size=cfg.batch_size, device=device, examples=picks, depth_bins=cfg.depth_bins,
                       show_progress=show_progress, constant=constant.get("depth"))
