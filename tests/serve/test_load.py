@@ -79,6 +79,23 @@ def test_latency_summary_of_known_values():
     assert latency_summary([])["p50"] is None
 
 
+def test_reported_peak_is_never_below_a_sample():
+    """The kernel's VmHWM can lag a sampled VmRSS (CI saw 520.2 MB sampled, 520.1 MB peak): the report's peak
+    is the larger of the two, so the two figures it prints never contradict each other."""
+    import os
+
+    from leve.bench.serve import MemorySampler, rss_bytes
+
+    sampler = MemorySampler(os.getpid())
+    sampler.samples = [10**13]  # far above this process's high-water mark
+    report = sampler.report()
+    assert report["rss_peak_mb"] == report["rss_max_sampled_mb"] == 1e7
+    sampler.samples = [1000, 2000]
+    hwm = rss_bytes(os.getpid(), "VmHWM")
+    assert hwm is not None and sampler.report()["rss_peak_mb"] >= round(hwm / 1e6, 1)
+    assert sampler.report()["rss_max_sampled_mb"] == 0.0
+
+
 def test_fast_requests_counted_while_a_slow_one_is_in_flight():
     from leve.bench.serve import Outcome, _answered_during
 
@@ -98,6 +115,8 @@ def _partial_upload(url: str, body: bytes, release: threading.Event | None, resu
         sock.sendall(f"POST /api/predict?name=slow.png HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
                      f"Connection: close\r\n\r\n".encode() + body[: len(body) // 2])
         result["sent_half"] = True
+        if "half_sent" in result:
+            result["half_sent"].set()
         if release is not None:
             release.wait(60)
             sock.sendall(body[len(body) // 2 :])
@@ -110,11 +129,15 @@ def test_a_stalled_upload_does_not_block_other_clients(serve_with):
     """With one request allowed to decode and predict at a time, a client stuck mid-upload still
     lets ten others through: bodies are read before a request takes its turn."""
     url = serve_with(max_active=1)
-    release, result = threading.Event(), {}
+    release, half_sent = threading.Event(), threading.Event()
+    result: dict = {"half_sent": half_sent}
     body = image_bytes(gradient_image(40, 60))
     stalled = threading.Thread(target=_partial_upload, args=(url, body, release, result))
     stalled.start()
     try:
+        # the stalled head is in the server's socket before the others connect (not left to thread scheduling);
+        # the server reads it no later than the first of them
+        assert half_sent.wait(60)
         for i in range(10):
             res = requests.post(f"{url}/api/predict", params={"name": f"f{i}.png"}, data=body, timeout=60)
             assert res.status_code == 200

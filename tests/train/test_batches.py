@@ -4,8 +4,8 @@ shared memory allocated once, against torch's own collation of the same items.""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from leve.teacher.cache.read import TeacherCache
 from leve.train.batches import PREFETCH, SharedBatches, SharedBatchLoader, SlotKeys
 from leve.train.data import DepthDataset, EpochBatchSampler, collate
 from leve.train.stage import AugmentConfig
+from tests.processes import wait_until
 
 SIZE = (40, 56)
 
@@ -56,6 +57,20 @@ def test_shared_batches_equal_torch_collation(synthetic_with_teacher, workers, t
     assert seen == 12 + 12 + 5
 
 
+class _CountingDataset(DepthDataset):
+    """Counts, across its worker processes, the batches written into the shared slots."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.written = multiprocessing.Value("i", 0)
+
+    def __getitems__(self, keys):
+        ref = super().__getitems__(keys)
+        with self.written.get_lock():
+            self.written.value += 1
+        return ref
+
+
 def test_a_batch_stays_intact_until_the_next_is_drawn(synthetic_with_teacher):
     """Workers run ahead while the training process holds a batch: with the slots the loader allocates, no
     worker writes into the held one (``slots = workers * prefetch``, one too few, lets one do it)."""
@@ -65,11 +80,16 @@ def test_a_batch_stays_intact_until_the_next_is_drawn(synthetic_with_teacher):
     want = [collate([reference[key] for key in keys]) for keys in sampler]
 
     def held_batches(slots: int | None) -> list[bool]:
-        loader = SharedBatchLoader(_dataset(store, cache), sampler, 4, 2, slots=slots, persistent_workers=False,
+        data = _CountingDataset(store, "train", SIZE, cache, AugmentConfig(flip=0.5, channel_swap=0.5), seed=3,
+                                rgb_uint8=True, targets="device")
+        loader = SharedBatchLoader(data, sampler, 4, 2, slots=slots, persistent_workers=False,
                                    worker_init_fn=DiesWithParent())
         intact = []
         for k, batch in enumerate(loader):
-            time.sleep(0.05)  # the workers fill every batch in flight meanwhile
+            # Holding batch k, the DataLoader has handed out 2 * PREFETCH + k + 1 batches: wait until the workers
+            # have written every one of them (a count, not a pause), then look at the held batch.
+            dispatched = min(len(sampler), 2 * PREFETCH + k + 1)
+            wait_until(lambda n=dispatched: data.written.value >= n, 120, f"{dispatched} batches written")
             intact.append(all(torch.equal(batch[key], want[k][key]) for key in batch))
         return intact
 

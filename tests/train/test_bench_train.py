@@ -22,7 +22,8 @@ def test_bench_train_cli_json(run_cli, tmp_path):
     assert data["ratio_kd_online_over_plain"] == pytest.approx(secs["kd_online"] / secs["plain"], rel=1e-2)
     assert data["samples_per_s"]["plain"] == pytest.approx(2 / secs["plain"], rel=1e-2)
     loader = data["loader"]
-    assert loader["model_waits_for_data"] == (loader["loader_samples_per_s"] < loader["model_samples_per_s"])
+    if loader["loader_samples_per_s"] != loader["model_samples_per_s"]:  # equal once rounded: either answer is right
+        assert loader["model_waits_for_data"] == (loader["loader_samples_per_s"] < loader["model_samples_per_s"])
     assert loader["loader_samples_per_s_per_worker"] == loader["loader_samples_per_s"]  # no workers: one loader
     assert loader["loader_samples_per_cpu_s"] > 0 and loader["decode"] == "full"
     assert loader["shared_over_collate"] == pytest.approx(
