@@ -98,7 +98,7 @@ def end_with_driver(parent: int = STARTED_BY) -> str:
         return "session leader"
     if os.getppid() != parent:  # the driver died while this command was starting
         os._exit(1)
-    if parent == 1:
+    if parent <= 1:  # started by init (double fork) or as a container's first process: nothing to follow
         return "orphan"
     if _TIED:
         return "tied"
