@@ -180,11 +180,11 @@ def image_header(path: Path, rel: str) -> tuple[int, int, int]:
             w, h = img.size
             orientation = img.getexif().get(EXIF_ORIENTATION, 1)
     except Exception as exc:  # any unreadable header or EXIF block: one line naming the file
-        raise LeveError(f"{rel}: cannot read image ({exc.__class__.__name__}: {exc})") from exc
+        raise LeveError(f"{rel}: cannot read image ({exc.__class__.__name__}: {shown(str(exc), quote=False)})") from exc
     if orientation == 1:
         return h, w, 1
     if not isinstance(orientation, int) or orientation not in TURNS:
-        raise LeveError(f"{rel}: EXIF orientation {orientation!r} is not one of the standard's values 1-8")
+        raise LeveError(f"{rel}: EXIF orientation {shown(orientation)} is not one of the standard's values 1-8")
     return (w, h, orientation) if orientation >= 5 else (h, w, orientation)
 
 
@@ -201,7 +201,7 @@ def image_size(path: Path, rel: str) -> tuple[int, int]:
         with Image.open(path) as img:
             w, h = img.size
     except Exception as exc:
-        raise LeveError(f"{rel}: cannot read image ({exc.__class__.__name__}: {exc})") from exc
+        raise LeveError(f"{rel}: cannot read image ({exc.__class__.__name__}: {shown(str(exc), quote=False)})") from exc
     return h, w
 
 
@@ -487,7 +487,7 @@ def read_depth(path: Path, rel: str, scale: float | None) -> np.ndarray:
     except LeveError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise LeveError(f"{rel}: cannot read depth ({exc.__class__.__name__}: {exc})") from exc
+        raise LeveError(f"{rel}: cannot read depth ({exc.__class__.__name__}: {shown(str(exc), quote=False)})") from exc
     raw = raw[..., 0] if raw.ndim == 3 and raw.shape[2] == 1 else raw
     if raw.ndim != 2 or not (np.issubdtype(raw.dtype, np.floating) or np.issubdtype(raw.dtype, np.integer)):
         raise LeveError(f"{rel}: depth must be a 2-D numeric array, got shape {raw.shape} dtype {raw.dtype}")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from leve.errors import LeveError
+from leve.errors import LeveError, shown
 from leve.limits import MAX_PIXELS
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg")
@@ -47,7 +47,7 @@ def _open(path: str | Path) -> Any:
     try:
         return av.open(str(path))
     except Exception as exc:  # FFmpeg raises many error types for corrupt input
-        raise LeveError(f"{path}: cannot read video ({exc.__class__.__name__}: {exc})") from exc
+        raise LeveError(f"{path}: cannot read video ({exc.__class__.__name__}: {shown(str(exc), quote=False)})") from exc
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -60,7 +60,7 @@ def probe(path: str | Path) -> VideoInfo:
         try:
             packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size > 0]
         except Exception as exc:
-            raise LeveError(f"{path}: cannot read video ({exc.__class__.__name__}: {exc})") from exc
+            raise LeveError(f"{path}: cannot read video ({exc.__class__.__name__}: {shown(str(exc), quote=False)})") from exc
         if not packets:
             raise LeveError(f"{path}: video has no frames")
         if any(t is None for t, _ in packets):
@@ -143,7 +143,7 @@ def read_frame(path: str, pts: int, keyframes: tuple[int, ...] = ()) -> np.ndarr
         raise
     except Exception as exc:  # FFmpeg raises many error types for corrupt input
         entry[2] = None
-        raise LeveError(f"{where}: cannot decode ({exc.__class__.__name__}: {exc})") from exc
+        raise LeveError(f"{where}: cannot decode ({exc.__class__.__name__}: {shown(str(exc), quote=False)})") from exc
     entry[2] = None
     raise LeveError(f"{where}: not found (the video ends early or skips it)")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leve.errors import LeveError
+from leve.errors import LeveError, shown
 
 EXIF_IFD, FOCAL_35MM_TAG = 0x8769, 0xA405
 FILM_DIAGONAL_MM = math.hypot(36.0, 24.0)  # 43.27 mm
@@ -126,13 +126,13 @@ def exif_focal_35mm(data: bytes, name: str) -> float | None:
         with Image.open(io.BytesIO(data)) as img:
             value: Any = img.getexif().get_ifd(EXIF_IFD).get(FOCAL_35MM_TAG)
     except Exception as exc:  # PIL raises many types on malformed EXIF
-        raise LeveError(f"{name}: cannot read EXIF ({exc.__class__.__name__}: {exc})") from exc
+        raise LeveError(f"{name}: cannot read EXIF ({exc.__class__.__name__}: {shown(str(exc), quote=False)})") from exc
     if value is None:
         return None
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise LeveError(f"{name}: EXIF FocalLengthIn35mmFilm is not a number ({value!r})") from None
+        raise LeveError(f"{name}: EXIF FocalLengthIn35mmFilm is not a number ({shown(value)})") from None
 
 
 def from_exif(data: bytes, name: str, height: int, width: int) -> Intrinsics | None:

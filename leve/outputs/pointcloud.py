@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from leve.atomic import write_bytes
-from leve.errors import LeveError
+from leve.errors import LeveError, shown
 from leve.outputs.intrinsics import CameraOptions, Intrinsics, check_camera
 
 VERTEX = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
@@ -95,6 +95,7 @@ def image_cameras(images: list[Path], opts: CloudOptions) -> dict[Path, Intrinsi
             with Image.open(path) as img:
                 width, height = img.size
         except Exception as exc:  # PIL raises many types on malformed headers
-            raise LeveError(f"{path}: cannot read image header ({exc.__class__.__name__}: {exc})") from exc
+            raise LeveError(f"{path}: cannot read image header "
+                            f"({exc.__class__.__name__}: {shown(str(exc), quote=False)})") from exc
         cameras[path] = resolve(opts.camera, height, width, str(path), data)
     return cameras
