@@ -15,6 +15,12 @@ the completion attribute is written (last), so the final path only ever holds a
 complete store. Work is done in blocks of ``block_size`` samples, one Zarr shard
 per block per array: a block is written whole (no read-modify-write) and then
 marked done, so an interrupted build resumes at the first unfinished block.
+
+Every byte is checked (store format 2, :mod:`leve.store.integrity`): each chunk and
+each shard index carries a crc32c, every sample's chunk is written (also one equal
+to the fill value) and each split records at publish what was written (attribute
+``written``), so readers refuse damaged, truncated or missing data in one line and
+``leve verify PATH`` checks a whole store or teacher cache.
 """
 
 from leve.store.builder import SplitWriter, StoreBuilder, replace_dir

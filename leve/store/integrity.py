@@ -73,17 +73,28 @@ class StoreDamage(Exception):
 def rebuild_hint(store: str | Path, splits: str | Iterable[str] | None = None) -> str:
     """The command that rebuilds ``store`` (a dataset store or a teacher cache, ``splits`` of it), from its
     root attributes."""
-    try:
-        attrs = json.loads((Path(store) / "zarr.json").read_text()).get("attributes", {})
-    except (OSError, ValueError, AttributeError):
-        attrs = {}
-    if not isinstance(attrs, dict):
-        attrs = {}
+    attrs = _root_attributes(str(store))
     dataset = attrs.get("dataset") or "<dataset>"
     if attrs.get("kind") == "teacher-cache" or (not attrs and Path(store).parent.name == "teacher"):
         names = [splits] if isinstance(splits, str) else sorted(set(splits or [])) or ["<split>"]
         return f"`leve teacher-cache --dataset {dataset} {' '.join(f'--split {n}' for n in names)} --force`"
     return f"`leve prepare {dataset} --force`"
+
+
+def _root_attributes(store: str) -> dict[str, Any]:
+    """The root group's attributes of a local store or an fsspec URL; {} when unreadable."""
+    try:
+        if "://" in store:
+            import fsspec
+
+            with fsspec.open(f"{store.rstrip('/')}/zarr.json", "rb") as fh:
+                text = fh.read()
+        else:
+            text = (Path(store) / "zarr.json").read_bytes()
+        attrs = json.loads(text).get("attributes", {})
+    except Exception:  # damaged, missing or unreachable: a generic hint
+        return {}
+    return attrs if isinstance(attrs, dict) else {}
 
 
 def advice(store: str | Path, splits: str | Iterable[str] | None = None) -> str:
@@ -186,6 +197,31 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+class Files:
+    """The files of a store, a local folder or an fsspec URL (fsspec's own local filesystem for a path)."""
+
+    def __init__(self, path: str | Path) -> None:
+        from fsspec.core import url_to_fs
+
+        self.fs, self.root = url_to_fs(str(path))
+
+    def read(self, rel: str) -> bytes:
+        """The bytes of ``rel`` (``split/array/c/0/0``); FileNotFoundError when it is not there."""
+        return bytes(self.fs.cat_file(f"{self.root}/{rel}"))
+
+    def json(self, rel: str) -> dict[str, Any]:
+        return dict(json.loads(self.read(rel)))
+
+    def groups(self) -> list[str]:
+        """The sub-folders that hold a ``zarr.json`` (a store's splits), sorted."""
+        try:
+            entries = self.fs.ls(self.root, detail=True)
+        except FileNotFoundError:
+            return []
+        names = [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory"]
+        return sorted(n for n in names if self.fs.exists(f"{self.root}/{n}/zarr.json"))
+
+
 def chunk_keys(meta: dict[str, Any], files: int) -> list[str]:
     """The first ``files`` chunk keys (default encoding, ``/``) of a 1-D chunked array: ``c/k/0/...``."""
     zeros = "/0" * (len(meta["shape"]) - 1)
@@ -233,31 +269,32 @@ def array_work(meta: dict[str, Any], files: int) -> int:
     return int(meta["shape"][0]) if meta["shape"] else files
 
 
-def verify_array(root: Path, array: str, files: int, advance: Callable[[int], None]) -> list[Bad]:
-    """Check every chunk file of ``root/array`` (``split/array``; ``files`` written at publish)."""
-    folder = root / array
+def verify_array(store: Files, array: str, files: int, advance: Callable[[int], None]) -> tuple[list[Bad], int]:
+    """Check every chunk file of ``array`` (``split/array``; ``files`` written at publish): the problems and
+    the bytes read."""
     try:
-        meta = _read_json(folder / "zarr.json")
+        meta = store.json(f"{array}/zarr.json")
     except FileNotFoundError:
-        return [Bad(array, "zarr.json", "array missing (its folder or zarr.json was deleted)")]
+        return [Bad(array, "zarr.json", "array missing (its folder or zarr.json was deleted)")], 0
     except (OSError, ValueError) as exc:
-        return [Bad(array, "zarr.json", f"unreadable metadata ({exc.__class__.__name__}: truncated or damaged)")]
+        return [Bad(array, "zarr.json", f"unreadable metadata ({exc.__class__.__name__}: truncated or damaged)")], 0
     try:
         sharded, summed = _is_sharded(meta), _checksummed(meta)
         per_shard = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0]) if meta["shape"] else 1
         length = int(meta["shape"][0]) if meta["shape"] else 1
     except (KeyError, IndexError, TypeError, ValueError):
-        return [Bad(array, "zarr.json", "not the metadata of a leve array")]
+        return [Bad(array, "zarr.json", "not the metadata of a leve array")], 0
     if not summed:
-        return [Bad(array, "zarr.json", "its chunks carry no checksum (an older layout)")]
+        return [Bad(array, "zarr.json", "its chunks carry no checksum (an older layout)")], 0
     bad: list[Bad] = []
+    nbytes = 0
     expected = -(-length // per_shard) if length else 0
     if files != expected:
         bad.append(Bad(array, "zarr.json", f"{files} chunk file(s) were written, its shape needs {expected}"))
     for k, key in enumerate(chunk_keys(meta, files)):
         rows = min(per_shard, length - k * per_shard)
         try:
-            blob = (folder / key).read_bytes()
+            blob = store.read(f"{array}/{key}")
         except FileNotFoundError:
             first = k * per_shard
             bad.append(Bad(array, key, f"file missing (samples {first}-{first + rows - 1}; it was written when the "
@@ -268,6 +305,7 @@ def verify_array(root: Path, array: str, files: int, advance: Callable[[int], No
             bad.append(Bad(array, key, f"unreadable ({exc.strerror or exc})"))
             advance(rows)
             continue
+        nbytes += len(blob)
         if sharded:
             inner = int(meta["codecs"][0]["configuration"]["chunk_shape"][0])
             for row, problem in check_shard(blob, per_shard // inner, rows):
@@ -276,28 +314,27 @@ def verify_array(root: Path, array: str, files: int, advance: Callable[[int], No
         elif check_crc(blob) is None:
             bad.append(Bad(array, key, CHANGED))
         advance(rows)
-    return bad
+    return bad, nbytes
 
 
-def store_arrays(path: Path) -> tuple[str, list[tuple[str, int]], list[Bad]]:
+def store_arrays(path: str, store: Files) -> tuple[str, list[tuple[str, int]], list[Bad]]:
     """What a whole store holds: its kind (``dataset`` | ``teacher-cache``), every array (``split/array``,
     chunk files written) from the splits' records, and the metadata already found damaged."""
     bad: list[Bad] = []
     try:
-        root = _read_json(path / "zarr.json")
-        attrs = root.get("attributes", {})
+        attrs = store.json("zarr.json").get("attributes", {})
     except FileNotFoundError:
         raise LeveError(f"{path}: no store here (no zarr.json)") from None
     except (OSError, ValueError) as exc:
         return "unknown", [], [Bad(".", "zarr.json", f"unreadable metadata ({exc.__class__.__name__}: truncated or damaged)")]
     kind = "teacher-cache" if attrs.get("kind") == "teacher-cache" else "dataset"
     arrays: list[tuple[str, int]] = []
-    splits = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / "zarr.json").exists()) if path.is_dir() else []
+    splits = store.groups()
     if not splits:
         raise LeveError(f"{path}: no splits in this store")
     for split in splits:
         try:
-            sattrs = _read_json(path / split / "zarr.json").get("attributes", {})
+            sattrs = store.json(f"{split}/zarr.json").get("attributes", {})
         except (OSError, ValueError) as exc:
             bad.append(Bad(split, f"{split}/zarr.json", f"unreadable metadata ({exc.__class__.__name__}: truncated or damaged)"))
             continue
@@ -315,16 +352,16 @@ def verify_store(path: str | Path, bar: Any = None) -> tuple[list[Bad], dict[str
     """Check every chunk of every array of every split of ``path`` (a dataset store or a teacher cache):
     the problems found and counts (``arrays``, ``chunk_files``, ``samples``, ``bytes``). ``bar``: a
     :func:`leve.progress.progress_bar`, advanced by the samples checked."""
-    root = Path(path)
-    _, arrays, bad = store_arrays(root)
+    store = Files(path)
+    _, arrays, bad = store_arrays(str(path), store)
     metas: dict[str, dict[str, Any]] = {}
     for array, _ in arrays:
         try:
-            metas[array] = _read_json(root / array / "zarr.json")
+            metas[array] = store.json(f"{array}/zarr.json")
         except (OSError, ValueError):
             metas[array] = {"shape": []}
     total = sum(array_work(metas[a], files) for a, files in arrays)
-    task = bar.add_task(f"verify {root.name}", total=total) if bar is not None else None
+    task = bar.add_task(f"verify {str(path).rstrip('/').rsplit('/', 1)[-1]}", total=total) if bar is not None else None
 
     def advance(n: int) -> None:
         if bar is not None:
@@ -332,9 +369,9 @@ def verify_store(path: str | Path, bar: Any = None) -> tuple[list[Bad], dict[str
 
     nbytes = 0
     for array, files in arrays:
-        bad += verify_array(root, array, files, advance)
-        folder = root / array / "c"
-        nbytes += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+        found, read = verify_array(store, array, files, advance)
+        bad += found
+        nbytes += read
     counts = {"arrays": len(arrays), "chunk_files": sum(f for _, f in arrays), "samples": total, "bytes": nbytes}
     return bad, counts
 

@@ -349,3 +349,27 @@ def test_bench_measures_checked_against_unchecked_reads(ws: Path, monkeypatch: p
     assert result["checked_arrays"] == ["test/rgb", "test/depth", "test/disparity"] and result["samples"] == N_TEST
     assert result["sample_checked_over_unchecked"] > 0 and result["reads_checked_over_unchecked"] > 0
     assert all(reader.verify for reader in readers)
+
+
+def test_zarr_path_over_an_fsspec_url_refuses_a_missing_shard(ws: Path, run_cli) -> None:
+    """A store opened by URL (``file://``: fsspec, the object-storage path) is read through Zarr: the same
+    samples, and a deleted shard is refused in one line naming the URL and the rebuild; ``leve verify``
+    reads it by URL too."""
+    from leve.store import open_split
+
+    url = f"file://{ws / STORE}"
+    split, local = open_split(url, "test"), open_split(STORE, "test")
+    assert split._reader("rgb") is None
+    for i in range(N_TEST):
+        np.testing.assert_array_equal(split.rgb(i), local.rgb(i))
+        np.testing.assert_array_equal(split.depth(i), local.depth(i))
+    (ws / R_RGB).unlink()
+    with pytest.raises(LeveError) as info:
+        open_split(url, "test").rgb(1)
+    assert str(info.value) == (f"{url}: test/rgb sample 1 (file c/0/0/0/0): file missing (it was written when the store "
+                               f"was published); run `leve verify {url}`, then rebuild it with `leve prepare synthetic --force`")
+    res = run_cli("verify", url, "--quiet")
+    assert res.code == 1 and res.stdout.splitlines() == [
+        f"{url}: test/rgb (file c/0/0/0/0): file missing (samples 0-1; it was written when the store was published)"]
+    res = run_cli("verify", "data/zarr/elsewhere.zarr")
+    assert res.code == 1 and res.stderr.strip() == "error: data/zarr/elsewhere.zarr: no store here (no zarr.json)"
