@@ -78,13 +78,20 @@ def run_identity(cfg: TrainConfig, data: dict[str, Any] | None = None) -> str:
 def _aligned_relative(out: torch.Tensor, gt: torch.Tensor, max_depth: float) -> torch.Tensor:
     """Depth from a relative student's output ``(B, 1, H, W)``: per image the output's least-squares
     scale and shift to the ground truth's disparity ``1/gt`` over the valid pixels (gt > 0), read back
-    as depth in ``[max_depth/100, max_depth]`` (a disparity at or below ``1/max_depth`` is ``max_depth``)."""
+    as depth in ``[max_depth/100, max_depth]`` (a disparity at or below ``1/max_depth`` is ``max_depth``).
+
+    The scale is held at 0 or above, as evaluation's fit (:func:`leve.evaluation.align.fit_positive_scale_shift`):
+    an output anti-correlated with the ground truth is read as the best constant, never flipped into a
+    map that looks right, so validation cannot pick such a model as its best."""
     lo, hi = depth_range(max_depth)
     depth = torch.full_like(out, hi)
     for b in range(out.shape[0]):
         valid = gt[b] > 0
         if valid.any():
-            scale, shift = align_scale_shift(out[b][valid][None], 1.0 / gt[b][valid][None])
+            target = 1.0 / gt[b][valid][None]
+            scale, shift = align_scale_shift(out[b][valid][None], target)
+            if float(scale) <= 0:
+                scale, shift = torch.zeros_like(scale), target.mean().view_as(shift)
             disparity = (scale[0, 0] * out[b] + shift[0, 0]).clamp(min=1.0 / hi)
             depth[b] = (1.0 / disparity).clamp(lo, hi)
     return depth
