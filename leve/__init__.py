@@ -17,4 +17,6 @@ except PackageNotFoundError:  # running from a source tree without install
 
 from leve.errors import LeveError
 
+STARTED_BY = os.getppid()  # this process's parent at start-up, read before the slow imports (leve.processes)
+
 __all__ = ["LeveError", "__version__"]

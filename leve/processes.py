@@ -26,17 +26,19 @@ import contextlib
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import leve
 from leve.errors import LeveError
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _HELD: set[int] = set()  # descriptors of the write locks this process holds
-STARTED_BY = os.getppid()  # the parent when leve was first imported (before the command line's slow imports)
+STARTED_BY: int = getattr(leve, "STARTED_BY", os.getppid())  # the parent when leve was first imported
 SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "mksh", "fish", "busybox"})
 KEEP_ALIVE = "LEVE_KEEP_ALIVE"
 _TIED: list[int] = []  # the parent this process was tied to, once
@@ -185,6 +187,74 @@ def child_dies_with_us() -> Callable[[], None]:
     return arm
 
 
+# --------------------------------------------------------------------------- a guard for a whole tree
+
+_PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+def guarded(cmd: list[str]) -> list[str]:
+    """``cmd`` run under a guard (:func:`guard`) tied to this process, on Linux; ``cmd`` itself elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return cmd
+    return [sys.executable, "-m", "leve.processes", str(os.getpid()), *cmd]
+
+
+def guard(parent: int, cmd: list[str]) -> int:
+    """Run ``cmd`` and leave nothing of it behind: when ``parent`` dies (however: the kernel sends this
+    guard SIGTERM, which it can act on) or when ``cmd`` ends, every process ``cmd`` started is killed.
+
+    The guard is a child subreaper (prctl(2)), so a process whose parent has died (a stage whose ``dvc``
+    was killed, a ``leve`` command still starting up and not yet tied to its driver) is re-parented to
+    the guard instead of escaping to init; it kills its descendants until none is left. ``cmd`` itself
+    gets SIGKILL if the guard is killed outright. Ctrl+C reaches ``cmd`` from the terminal as before."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died while this guard was starting: start nothing
+        return 1
+
+    def end(*_: object) -> None:
+        kill_descendants()
+        os._exit(128 + signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, end)
+    signal.signal(signal.SIGINT, lambda *_: None)  # a handler, not SIG_IGN (that one would pass to cmd)
+    signal.signal(signal.SIGHUP, end)
+    try:
+        proc = subprocess.Popen(cmd, preexec_fn=child_dies_with_us())
+    except OSError as exc:
+        print(f"error: {cmd[0]}: cannot run it ({exc.strerror or exc})", file=sys.stderr)
+        return 127
+    code = proc.wait()
+    kill_descendants()
+    return code if code >= 0 else 128 - code
+
+
+def kill_descendants(rounds: int = 100) -> None:
+    """SIGKILL every live descendant of this process (through /proc), reaping the ones re-parented here,
+    until none is left."""
+    me = os.getpid()
+    for _ in range(rounds):
+        parents = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and (stat := _proc_stat(int(entry))) is not None:
+                parents[int(entry)] = stat[1]
+        found, grew = set(), True
+        while grew:
+            more = {pid for pid, ppid in parents.items() if (ppid == me or ppid in found) and pid not in found}
+            found |= more
+            grew = bool(more)
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        if not found:
+            return
+        time.sleep(0.01)
+
+
 class DiesWithParent:
     """A picklable process-pool ``initializer`` / DataLoader ``worker_init_fn``: the worker dies
     with the process that created this object (the one that starts the workers)."""
@@ -287,3 +357,7 @@ def _close_inherited() -> None:
 
 if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=_close_inherited)
+
+
+if __name__ == "__main__":  # python -m leve.processes PARENT_PID CMD... (see guard)
+    sys.exit(guard(int(sys.argv[1]), sys.argv[2:]))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import synthetic_store
-from tests.processes import Job, cmdline, kill_all, kill_and_survivors, parent_of, start, tree, wait_until
+from tests.processes import Job, alive, cmdline, kill_all, kill_and_survivors, parent_of, start, tree, wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -159,6 +159,30 @@ def test_a_session_leader_keeps_running(tmp_path: Path) -> None:
         assert "tied: session leader" in job.output()
     finally:
         kill_and_survivors(job)
+
+
+def test_guard_leaves_nothing_when_its_command_ends(tmp_path: Path) -> None:
+    """A command that ends leaving a background process: the guard kills what it left, and exits with
+    the command's status."""
+    job = start(["-m", "leve.processes", str(os.getpid()), "/bin/sh", "-c", "sleep 600 & echo started; exit 3"],
+                tmp_path, tmp_path / "log", cmd=[sys.executable])
+    procs = set()
+    wait_until(lambda: bool(procs.update(tree(job.pid)) or "started" in job.output()), 60, "the command")
+    assert job.finish(60) == 3
+    wait_until(lambda: not alive(procs | tree(job.pid)), 10, "what the command left to end")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_guard_kills_the_whole_tree_when_its_parent_dies(tmp_path: Path, sig: int) -> None:
+    """The guard's parent killed while the command runs a child and a grandchild that would ignore it all
+    (a process whose parent dies comes back to the guard, a subreaper, instead of escaping)."""
+    script = ("import subprocess, sys, time; "
+              "subprocess.Popen([sys.executable, '-m', 'leve.processes', str(__import__('os').getpid()), '/bin/sh', '-c', "
+              "'(trap \"\" TERM HUP; sleep 600) & sleep 600; echo never']); time.sleep(600)")
+    job = start(["-c", script], tmp_path, tmp_path / "log", cmd=[sys.executable])
+    job.wait_for("the command's two sleeps", lambda pids: sum(cmdline(p)[:1] == ["sleep"] for p in pids) == 2, 60)
+    left = kill_and_survivors(job, sig)
+    assert not left, f"{len(left)} process(es) outlived the guard's parent: {[(p, cmdline(p)) for p, _ in sorted(left)]}"
 
 
 STAGES = ("prepare", "teacher-cache", "train", "eval", "bench", "tables")

@@ -9,8 +9,9 @@ the depth of ``train.labels.fraction`` of the training images and nothing else),
 the experiment distils the teacher cache on every training image (``dvc exp run -S
 train.kd.eps=E``, E the embedded default's). Then it prints ``leve report`` (with the
 aligned teacher row), ``dvc metrics diff`` between the two and the figures. Rerunning
-continues: DVC skips what is up to date. Killed, by SIGKILL too, it leaves nothing running: its
-children die with it and every ``leve`` stage with the ``dvc`` that started it (:mod:`leve.processes`).
+continues: DVC skips what is up to date. Killed, by SIGKILL too, it leaves nothing running: each
+command runs under a guard that kills the command's whole tree when the demo dies
+(:func:`leve.processes.guard`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 import leve
 from leve.errors import LeveError
-from leve.processes import child_dies_with_us
+from leve.processes import guarded
 from leve.progress import console
 
 MARKER = ".leve-demo"
@@ -64,10 +65,10 @@ class Demo:
         if not self.quiet:
             console.print(f"[dim]$ {shlex.join(cmd)}[/dim]")
         stream = subprocess.PIPE if (capture or self.quiet) else None
-        # The child dies with this process, however it ends (SIGKILL too): a killed demo leaves no `dvc repro`
-        # running, and the stage dvc runs (a `leve` command) ends with dvc (leve.processes.end_with_driver).
-        done = subprocess.run(cmd, cwd=self.workspace, env=self.env, text=True, stdout=stream,
-                              stderr=subprocess.STDOUT if stream else None, preexec_fn=child_dies_with_us())
+        # Under a guard tied to this process: however the demo ends (SIGKILL too), the guard kills the command
+        # and everything it started (a `dvc repro`, its stage, the stage's workers); leve.processes.guard.
+        done = subprocess.run(guarded(list(cmd)), cwd=self.workspace, env=self.env, text=True, stdout=stream,
+                              stderr=subprocess.STDOUT if stream else None)
         if done.returncode:
             tail = (done.stdout or "").strip().splitlines()[-5:]
             raise LeveError(f"{self.workspace}: `{shlex.join(cmd)}` failed with exit {done.returncode}"
