@@ -42,10 +42,13 @@ class VideoInfo:
 
 
 def _open(path: str | Path) -> Any:
+    """The container, opened with FFmpeg's ``max_pixels`` codec option at the pixel cap: FFmpeg's own
+    stream probing (which decodes a first frame for some formats) refuses a frame over the cap instead
+    of allocating it, and leaves the stream's size unknown (0 x 0)."""
     import av
 
     try:
-        return av.open(str(path))
+        return av.open(str(path), options={"max_pixels": str(MAX_PIXELS)})
     except Exception as exc:  # FFmpeg raises many error types for corrupt input
         raise LeveError(f"{path}: cannot read video ({exc.__class__.__name__}: {shown(str(exc), quote=False)})") from exc
 
@@ -56,13 +59,13 @@ def probe(path: str | Path) -> VideoInfo:
         if not container.streams.video:
             raise LeveError(f"{path}: no video stream (no frames)")
         stream = container.streams.video[0]
-        check_frame_size(path, stream.codec_context.width, stream.codec_context.height)  # before any decoding
-        try:
+        try:  # packets only: nothing is decoded
             packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size > 0]
         except Exception as exc:
             raise LeveError(f"{path}: cannot read video ({exc.__class__.__name__}: {shown(str(exc), quote=False)})") from exc
         if not packets:
             raise LeveError(f"{path}: video has no frames")
+        check_frame_size(path, stream.codec_context.width, stream.codec_context.height)  # before any decoding
         if any(t is None for t, _ in packets):
             raise LeveError(f"{path}: video packets lack timestamps (remux it, e.g. `ffmpeg -i IN -c copy OUT.mp4`)")
         time_base = Fraction(stream.time_base)
@@ -77,7 +80,11 @@ def probe(path: str | Path) -> VideoInfo:
 
 def check_frame_size(path: str | Path, width: int, height: int) -> None:
     """Refuse frames of more pixels than images may have (:data:`leve.limits.MAX_PIXELS`), from the
-    size the stream declares (0 where the container does not say; each decoded frame is checked too)."""
+    size the stream declares, and a stream whose size FFmpeg could not learn within that cap (0 x 0:
+    see :func:`_open`); each decoded frame is checked too."""
+    if int(width) * int(height) == 0:
+        raise LeveError(f"{path}: video frames over the cap of {MAX_PIXELS:,} pixels (as for images), or of a size "
+                        "the file does not say: refused before decoding")
     if int(width) * int(height) > MAX_PIXELS:
         raise LeveError(f"{path}: video frames of {width}x{height} are {int(width) * int(height):,} pixels, over the cap "
                         f"of {MAX_PIXELS:,} (as for images)")
