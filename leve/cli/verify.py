@@ -28,7 +28,7 @@ def verify(
     for problem in bad:
         typer.echo(f"{path}: {problem.line()}")
     if bad:
-        splits = {p.array.split("/", 1)[0] for p in bad}
+        splits = {p.array.split("/", 1)[0] for p in bad} - {""}
         raise LeveError(f"{path}: {len(bad)} damaged or missing part(s), listed above; rebuild it with "
                         f"{rebuild_hint(path, splits)}")
     mb = counts["bytes"] / 1e6

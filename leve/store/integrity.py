@@ -326,8 +326,10 @@ def store_arrays(path: str, store: Files) -> tuple[str, list[tuple[str, int]], l
     except FileNotFoundError:
         raise LeveError(f"{path}: no store here (no zarr.json)") from None
     except (OSError, ValueError) as exc:
-        return "unknown", [], [Bad(".", "zarr.json", f"unreadable metadata ({exc.__class__.__name__}: truncated or damaged)")]
+        return "unknown", [], [Bad("", "zarr.json", f"unreadable metadata ({exc.__class__.__name__}: truncated or damaged)")]
     kind = "teacher-cache" if attrs.get("kind") == "teacher-cache" else "dataset"
+    if not attrs.get("complete"):
+        bad.append(Bad("", "zarr.json", "the store is incomplete (its build did not finish)"))
     arrays: list[tuple[str, int]] = []
     splits = store.groups()
     if not splits:

@@ -373,3 +373,19 @@ def test_zarr_path_over_an_fsspec_url_refuses_a_missing_shard(ws: Path, run_cli)
         f"{url}: test/rgb (file c/0/0/0/0): file missing (samples 0-1; it was written when the store was published)"]
     res = run_cli("verify", "data/zarr/elsewhere.zarr")
     assert res.code == 1 and res.stderr.strip() == "error: data/zarr/elsewhere.zarr: no store here (no zarr.json)"
+
+
+def test_a_truncated_root_zarr_json_is_one_line(ws: Path, run_cli) -> None:
+    """The store's own zarr.json cut short: opening it names the file; ``leve verify`` lists it."""
+    from leve.store import open_store
+
+    truncate(ws / STORE / "zarr.json")
+    with pytest.raises(LeveError) as info:
+        open_store(STORE)
+    assert str(info.value) == (f"{STORE}: zarr.json: not valid JSON (truncated or damaged); run `leve verify {STORE}`, "
+                               f"then rebuild it with `leve prepare <dataset> --force`")
+    res = run_cli("verify", STORE, "--quiet")
+    assert res.code == 1 and res.stdout.splitlines() == [
+        f"{STORE}: zarr.json: unreadable metadata (JSONDecodeError: truncated or damaged)"]
+    assert res.stderr.splitlines() == [f"error: {STORE}: 1 damaged or missing part(s), listed above; rebuild it with "
+                                       f"`leve prepare <dataset> --force`"]
