@@ -37,6 +37,8 @@ def serve(
     state = web.state.leve.model
     console.print(f"model {state.name} on {state.device} (runtime {getattr(state.model, 'runtime', cfg.runtime)}); "
                   f"checkpoint {state.checkpoint or 'none (random weights)'}")
+    if state.depth_kind == "relative":
+        console.print("relative depth (distilled without depth): the page shows near = bright, no metres")
     if not _is_loopback(cfg.host):
         console.print(f"[yellow]serving on {cfg.host}: anyone who can reach this port can upload images[/]")
     console.print(f"open http://{_url_host(cfg.host)}:{cfg.port}/  (Ctrl+C to stop)")

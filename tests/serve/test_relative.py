@@ -28,17 +28,31 @@ def metres_in(text: str) -> re.Match | None:
 
 
 @pytest.fixture(scope="module")
-def relative(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+def relative_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from leve.models import create_model, save_checkpoint
 
     torch.manual_seed(0)
     model = create_model("leve", max_depth=10.0)
     with torch.no_grad():
         model.decoder.blocks[-1].out.bias.fill_(5.0)
-    path = save_checkpoint(tmp_path_factory.mktemp("rel") / "rel.safetensors", model, "leve", 10.0,
+    return save_checkpoint(tmp_path_factory.mktemp("rel") / "rel.safetensors", model, "leve", 10.0,
                            extra={"depth_kind": "relative", "relative_affine": [0.05, 0.02]}, resolution=(64, 96))
-    cfg = Config(checkpoint=path, device="cpu", samples=2, sample_height=48, sample_width=64, warmup=False)
+
+
+@pytest.fixture(scope="module")
+def relative(relative_checkpoint: Path) -> TestClient:
+    cfg = Config(checkpoint=relative_checkpoint, device="cpu", samples=2, sample_height=48, sample_width=64, warmup=False)
     return TestClient(create_app(cfg))
+
+
+def test_cli_says_the_model_is_relative(run_cli, relative_checkpoint, tmp_path, monkeypatch):
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    res = run_cli("serve", "--checkpoint", relative_checkpoint, "--params", tmp_path / "none.yaml", "--set", "samples=0",
+                  "--set", "warmup=false")
+    assert res.code == 0, res.stderr
+    assert "relative depth (distilled without depth): the page shows near = bright, no metres" in " ".join(res.stderr.split())
 
 
 def _visible_text(page: str) -> str:
