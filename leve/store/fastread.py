@@ -31,7 +31,7 @@ import numcodecs
 import numpy as np
 
 from leve.errors import LeveError
-from leve.store.integrity import CHANGED, CRC, MISSING, check_crc, crc32c, damaged
+from leve.store.integrity import CHANGED, CRC, MISSING, PAST_END, check_crc, crc32c, damaged
 
 VLEN = "variable_length_bytes"  # read with ShardReader.read_bytes (e.g. a store's source JPEGs)
 
@@ -101,7 +101,7 @@ class ShardReader:
         bad = (offsets != -1) & ((nbytes < 4) | (offsets < 0) | (offsets > end) | (nbytes > end - offsets))
         if bad.any():
             j = int(np.argmax(bad))
-            raise self._fail("the shard index points past the end of the file (truncated?)", shard * n + j, shard)
+            raise self._fail(PAST_END, shard * n + j, shard)
         return index
 
     def _chunk(self, i: int) -> tuple[bytes, np.ndarray]:

@@ -29,7 +29,7 @@ from typing import Any
 import google_crc32c
 import numpy as np
 import zarr
-from zarr.abc.store import ByteRequest
+from zarr.abc.store import ByteRequest, RangeByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
@@ -40,6 +40,7 @@ EMPTY = 2**64 - 1  # an index entry with no chunk (sharding codec)
 WRITTEN = "written"  # split attribute: array path -> number of chunk files written at publish
 CHANGED = "checksum mismatch: its bytes changed on disk (damaged or truncated)"
 MISSING = "file missing (it was written when the store was published)"
+PAST_END = "the shard index points past the end of the file (truncated?)"
 _CHUNK_KEY = re.compile(r"(^|/)c(/\d+)+$")
 
 
@@ -146,7 +147,21 @@ class WrittenChunks(WrapperStore[Any]):
     the fill value; in format 2 every chunk was written), and so does a ``zarr.json`` that is not JSON
     (Zarr's own error names no file)."""
 
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self._sizes: dict[str, int] = {}
+
     async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
+        if isinstance(byte_range, RangeByteRequest) and _CHUNK_KEY.search(key):
+            # a chunk inside a shard, where its index says: past the end of the file (a damaged or truncated
+            # shard) it is refused before the read allocates what the index claims
+            if key not in self._sizes:  # one size request per shard (a HEAD on object storage)
+                try:
+                    self._sizes[key] = await self._store.getsize(key)
+                except FileNotFoundError:
+                    raise StoreDamage(key, MISSING) from None
+            if byte_range.end > self._sizes[key] or byte_range.start < 0:
+                raise StoreDamage(key, PAST_END)
         buf = await self._store.get(key, prototype, byte_range)
         if buf is None:
             if _CHUNK_KEY.search(key):
@@ -248,7 +263,7 @@ def check_shard(blob: bytes, per_shard: int, rows: int) -> Iterator[tuple[int | 
                 yield j, "chunk missing from its shard (it was written)"
             continue
         if nbytes < 4 or offset > end or nbytes > end - offset:
-            yield j, "the shard index points past the end of the file (truncated?)"
+            yield j, PAST_END
         elif check_crc(blob[offset : offset + nbytes]) is None:
             yield j, CHANGED
 

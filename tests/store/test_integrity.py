@@ -276,8 +276,8 @@ def test_an_index_pointing_past_the_end_allocates_nothing(ws: Path, run_cli, mon
     index = shard_index((ws / R_RGB).read_bytes(), 2).copy()
     index[0, 1] = 2**40
     write_index(ws / R_RGB, index)
-    damage = Damage(lambda ws: None, STORE, r"test/rgb sample 0( \(file c/0/0/0/0\))?: (the shard index points past the "
-                    r"end of the file|unreadable)", [])
+    damage = Damage(lambda ws: None, STORE, r"test/rgb sample 0 \(file c/0/0/0/0\): the shard index points past the "
+                    r"end of the file \(truncated\?\)", [])
     assert_refused(lambda: read_everything(ws), damage)
     assert_refused(lambda: read_through_zarr(ws, monkeypatch), damage)
     res = run_cli("verify", STORE, "--quiet")
