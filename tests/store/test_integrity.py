@@ -389,3 +389,33 @@ def test_a_truncated_root_zarr_json_is_one_line(ws: Path, run_cli) -> None:
         f"{STORE}: zarr.json: unreadable metadata (JSONDecodeError: truncated or damaged)"]
     assert res.stderr.splitlines() == [f"error: {STORE}: 1 damaged or missing part(s), listed above; rebuild it with "
                                        f"`leve prepare <dataset> --force`"]
+
+
+def test_source_jpeg_bytes_are_checked_too(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``rgb_codec: jpeg`` (variable-length bytes, one JPEG per chunk): 16 bytes flipped inside a stored JPEG
+    are refused by the direct reader and by Zarr, not decoded into wrong pixels, and listed by verify."""
+    import leve.store.fastread
+    from leve.datasets.build import SplitSource, build_store
+    from leve.store import SplitSpec, dataset_arrays, open_split
+    from leve.store.images import encode_jpeg
+
+    class Loader:
+        def __call__(self, i: int) -> tuple[dict, dict]:
+            rgb = np.random.default_rng(i).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+            return {"rgb_jpeg": encode_jpeg(rgb), "depth": np.ones((16, 24), np.float32)}, {"height": 16, "width": 24}
+
+    path = tmp_path / "jpeg.zarr"
+    spec = SplitSpec("test", 3, dataset_arrays(16, 24, rgb_codec="jpeg"), {"height": "int32", "width": "int32"})
+    build_store(path, {"dataset": "jpegs"}, "jpegs", [SplitSource(spec, Loader())], block_size=3, show_progress=False)
+    assert open_split(path, "test").rgb_bytes(1) == Loader()(1)[0]["rgb_jpeg"]
+    flip_in_first_chunk(path / "test/rgb_jpeg/c/0", 3)
+    with pytest.raises(LeveError, match=r"jpeg\.zarr: test/rgb_jpeg sample 0 \(file c/0\): checksum mismatch"):
+        open_split(path, "test").rgb(0)
+    with monkeypatch.context() as m:  # Zarr reads it
+        m.setattr(leve.store.fastread, "shard_reader", lambda *a, **k: None)
+        with pytest.raises(LeveError, match=r"jpeg\.zarr: test/rgb_jpeg sample 0: checksum mismatch"):
+            open_split(path, "test").rgb(0)
+    assert open_split(path, "test").rgb(2).shape == (16, 24, 3)  # the other samples read
+    res = run_cli("verify", path, "--quiet")
+    assert res.code == 1 and res.stdout.splitlines() == [
+        f"{path}: test/rgb_jpeg sample 0 (file c/0): checksum mismatch: its bytes changed on disk (damaged or truncated)"]
