@@ -33,6 +33,7 @@ import numpy as np
 from leve.errors import LeveError
 from leve.store.integrity import CHANGED, CRC, MISSING, PAST_END, check_crc, crc32c, damaged
 
+EMPTY = np.uint64(2**64 - 1)  # an index entry without a chunk (only padding past an array's end, in format 2)
 VLEN = "variable_length_bytes"  # read with ShardReader.read_bytes (e.g. a store's source JPEGs)
 
 
