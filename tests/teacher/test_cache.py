@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from leve.cli import app
 from leve.errors import LeveError
+from leve.store.integrity import verify_store
 from leve.teacher import (
     build_teacher_cache,
     check_cache_matches,
@@ -103,6 +104,10 @@ def test_two_shards_equal_a_single_run(tmp_path: Path, store: Path, fast_teacher
     assert_same(out, reference)
     attrs = check_cache_matches(out, "train", store, expected_model=str(fast_teacher_dir))
     assert attrs["complete"] and attrs["dtype"] == "float16" and attrs["teacher"]["revision"].startswith("sha256:")
+    # what the two shard processes wrote is recorded whole (7 maps in shards of 2) and every chunk checks
+    assert attrs["written"] == {"disparity": 4, "raw_min": 1, "raw_max": 1, "zero": 1}
+    bad, counts = verify_store(out)
+    assert bad == [] and counts["arrays"] == 4 and counts["chunk_files"] == 7
 
 
 def test_parse_shard(monkeypatch: pytest.MonkeyPatch) -> None:
