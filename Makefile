@@ -1,11 +1,11 @@
-# The two commands of the README. Each sets up a fresh clone first
+# The two commands of the README (and `make docs`). Each sets up a fresh clone first
 # (virtual environment in .venv, torch pinned through constraints.txt).
 VENV   ?= .venv
 BIN    := $(abspath $(VENV))/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo test setup clean gpu-check
+.PHONY: demo test docs setup clean gpu-check
 
 DEMO_DIR ?= leve-demo
 GPU_CHECK_OUT ?= bench-gpu.json
@@ -13,10 +13,14 @@ GPU_CHECK_OUT ?= bench-gpu.json
 demo: $(STAMP)  ## the whole product on the embedded default: pipeline, 2nd experiment, table, diff, figures
 	leve demo $(DEMO_DIR)
 
-test: $(STAMP)  ## lint, type-check and run the test suite (what CI runs)
+test: $(STAMP)  ## build the docs strictly, lint, type-check and run the test suite (what CI runs)
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict
 	ruff check leve tests
 	mypy
 	python -m pytest -n 2 --dist loadfile
+
+docs: $(STAMP)  ## the docs site in build/site (git-ignored); its tables of numbers: python docs/generate.py
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict
 
 gpu-check: $(STAMP)  ## leve bench gpu on this machine's GPU (< 8 min on an H200, nothing downloaded)
 	leve bench gpu --out $(GPU_CHECK_OUT)
