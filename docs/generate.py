@@ -66,7 +66,7 @@ def metrics_csv() -> str:
         rows = [[r["dataset"], r["split"], r["model"], r["group"], _n(float(r["rmse"])), _n(float(r["abs_rel"])),
                  _n(float(r["d1"])), r["count"]] for r in csv.DictReader(f)]
     return (_table(["dataset", "split", "model", "group", "RMSE", "REL", "δ1", "samples"], rows) + "\n\n"
-            + _source(path, "leve tables (the dvc.yaml stage tables)"))
+            + _source(path, "dvc repro tables"))
 
 
 def bench_io() -> str:
@@ -167,7 +167,7 @@ def bench_model() -> str:
     return (f"{h}×{w}, batch {d['batch']}, fp32 eager, {d['warmup']} warm-up runs, {d['repeats']} timed, "
             f"{d['environment']['threads']} threads on {d['environment']['device']}.\n\n"
             + _table(["model", "parameters", "GMACs", "latency (ms)", "FPS"], rows) + "\n\n"
-            + _source(path, "leve bench-model (the dvc.yaml stage bench-model)"))
+            + _source(path, "dvc repro bench-model"))
 
 
 def loader_side_by_side() -> str:
@@ -187,7 +187,7 @@ def loader_side_by_side() -> str:
 
 
 TABLES: dict[str, Callable[[], str]] = {
-    "metrics_synthetic": lambda: metrics_table("metrics/synthetic.json", "dvc repro (stage eval@synthetic)"),
+    "metrics_synthetic": lambda: metrics_table("metrics/synthetic.json", "dvc repro eval@synthetic"),
     "metrics_csv": metrics_csv,
     "bench_io": bench_io,
     "bench_train": bench_train,
