@@ -17,6 +17,7 @@ test: $(STAMP)  ## build the docs strictly, lint, type-check and run the test su
 	NO_MKDOCS_2_WARNING=1 mkdocs build --strict
 	ruff check leve tests
 	mypy
+	vulture leve vulture_whitelist.py --min-confidence 60  # dead code: 60 reports unused functions, classes, variables
 	python -m pytest -n 2 --dist loadfile
 
 docs: $(STAMP)  ## the docs site in build/site (git-ignored); its tables of numbers: python docs/generate.py

@@ -12,7 +12,7 @@
   :data:`MIN_VALID_WEIGHT` of the filter's weight lies on valid pixels. No invalid zero ever
   blends into a depth value.
 
-:data:`RESIZE` names both choices; the evaluation records it with every number.
+:data:`RGB_RESIZE` names the filter; the evaluation records it with every number.
 """
 
 from __future__ import annotations
@@ -28,9 +28,6 @@ Size = Sequence[int]  # (height, width): a tuple or a torch.Size
 MIN_VALID_WEIGHT = 0.5
 RGB_RESIZE = ("bilinear, align_corners=False, antialiased when shrinking (PIL BILINEAR's triangle filter), "
               "in 8 bits (PIL's fixed-point arithmetic), then / 255")
-DEPTH_RESIZE = (f"the RGB filter weighted by validity (depth > 0): mean of the valid depths under it, "
-                f"0 where their weight < {MIN_VALID_WEIGHT}")
-RESIZE = {"rgb": RGB_RESIZE, "depth": DEPTH_RESIZE}
 
 
 def resize_maps(x: torch.Tensor, size: Size) -> torch.Tensor:
@@ -39,11 +36,6 @@ def resize_maps(x: torch.Tensor, size: Size) -> torch.Tensor:
         return x
     return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False,
                          antialias=True)
-
-
-def rgb_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
-    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
 
 
 def resize_rgb_uint8(rgb: np.ndarray, size: Size) -> torch.Tensor:

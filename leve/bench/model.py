@@ -105,11 +105,6 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
     return int(counter.get_total_flops()) // 2
 
 
-def time_forward(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, warmup: int, repeats: int) -> list[float]:
-    """Wall-clock milliseconds of ``repeats`` calls after ``warmup`` calls (CUDA synchronised)."""
-    return time_interleaved({"fn": (fn, x)}, warmup, repeats)["fn"]
-
-
 def time_interleaved(fns: dict[str, tuple[Callable[[torch.Tensor], Any], torch.Tensor]], warmup: int,
                      repeats: int) -> dict[str, list[float]]:
     """Milliseconds per call of each ``fn(x)``: ``warmup`` untimed calls each, then ``repeats``

@@ -38,7 +38,6 @@ import numpy as np
 
 # Where each alignment reads, resizes and fits the prediction.
 SPACES = {"none": "depth", "median": "depth", "median_disparity": "disparity", "lstsq": "disparity"}
-AFFINE = frozenset({"lstsq"})  # the alignments with a scale-and-shift fit (counted when the scale is not positive)
 
 
 @dataclass(frozen=True)

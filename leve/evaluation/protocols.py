@@ -276,11 +276,6 @@ def get_protocol(name: str, dataset: str, max_depth: float, aggregation: str | N
     return protocol if rmse_log is None else replace(protocol, rmse_log=rmse_log)
 
 
-def with_align(protocol: Protocol, align: str) -> Protocol:
-    """The same protocol with another alignment."""
-    return replace(protocol, align=align)
-
-
 # The ground truth the thesis's leve2024 tables scored, per dataset: the store attribute naming a store's
 # ground truth, its value in stores that predate the attribute, the value that holds what the thesis scored,
 # and the note shown next to leve2024 numbers of any other store ({value}: the store's).

@@ -236,17 +236,13 @@ def _order(pred: np.ndarray, align: str) -> np.ndarray:
 
 
 def score_sample_fit(pred: np.ndarray, gt: np.ndarray, protocol: Protocol) -> Scoring:
-    """:func:`score_sample` with the prediction's ``spearman`` (its order before alignment) and its fit's sign."""
+    """(aligned depth, scored-pixel mask, metrics, pixel sums) of one full-size prediction, read as
+    :func:`read_output` reads it (aligned unclamped, then clipped to the protocol's range), with the
+    prediction's ``spearman`` (its order before alignment) and its fit's sign."""
     pred = np.asarray(pred, dtype=np.float64)
     mask = protocol.crop.mask(*gt.shape) & protocol.valid(gt)
     aligned, flag = align_prediction_fit(pred, gt, mask, protocol.align, protocol.min_depth, protocol.max_depth)
     return Scoring(_score(aligned, gt, mask, protocol), spearman(_order(pred, protocol.align), gt, mask), flag)
-
-
-def score_sample(pred: np.ndarray, gt: np.ndarray, protocol: Protocol) -> Score:
-    """(aligned depth, scored-pixel mask, metrics, pixel sums) of one full-size prediction, read
-    as :func:`read_output` reads it: aligned unclamped, then clipped to the protocol's range."""
-    return score_sample_fit(pred, gt, protocol).score
 
 
 def score_teacher_fit(disp: np.ndarray, gt: np.ndarray, protocol: Protocol) -> Scoring:

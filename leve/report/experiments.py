@@ -69,7 +69,6 @@ def group_labels(group: str, table: str | None = None) -> dict[str, str]:
 
 
 LCB_LABELS = group_labels("lcb")
-SKIP_LABELS = group_labels("skips")
 KD_LABEL = model_spec(DEFAULT_MODEL).label  # "3x3+3x3": the plain student of Tables 9.6-9.8
 THESIS_KD_TABLES = {r.dataset: r.table for s in model_specs() if s.group("kd") for r in s.thesis if r.kd_eps > 0}
 NOT_FINISHED = ("queued", "running", "failed")

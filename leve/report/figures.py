@@ -165,15 +165,6 @@ def save_grid(examples: list[Example], out: Path, height: int = TILE_HEIGHT, tit
 # --------------------------------------------------------------------------- error against depth
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    """A CSV's rows (one line for a missing or unreadable file)."""
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise LeveError(f"{path}: cannot read CSV ({exc.__class__.__name__}: {exc})") from exc
-
-
 def _number(value: Any) -> float:
     try:
         return float(value)

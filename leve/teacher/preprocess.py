@@ -74,23 +74,6 @@ class Preprocessing:
             image_std=tuple(float(s) for s in std),  # type: ignore[arg-type]
         )
 
-    def to_processor_dict(self) -> dict[str, Any]:
-        """The same settings as a transformers ``preprocessor_config.json`` mapping."""
-        return {
-            "image_processor_type": "DPTImageProcessor",
-            "do_resize": self.do_resize,
-            "size": {"height": self.height, "width": self.width},
-            "keep_aspect_ratio": self.keep_aspect_ratio,
-            "ensure_multiple_of": self.ensure_multiple_of,
-            "resample": self.resample,
-            "do_rescale": self.do_rescale,
-            "rescale_factor": self.rescale_factor,
-            "do_normalize": self.do_normalize,
-            "image_mean": list(self.image_mean),
-            "image_std": list(self.image_std),
-            "do_pad": False,
-        }
-
     def describe(self, on_device: bool = False) -> dict[str, Any]:
         """JSON-friendly description recorded in the cache attributes (``on_device``: the resize of
         :meth:`resize_batch` instead of PIL's)."""

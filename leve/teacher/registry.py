@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leve.errors import LeveError
 from leve.teacher.embedded import WEIGHTS_DIR
 
 APACHE = "Apache-2.0"
@@ -38,10 +37,6 @@ class TeacherEntry:
     @property
     def is_builtin(self) -> bool:
         return self.builtin is not None
-
-    @property
-    def is_packaged(self) -> bool:
-        return self.folder is not None
 
 
 # --------------------------------------------------------------------------- built-in configs
@@ -142,10 +137,3 @@ def find_entry(model: str) -> TeacherEntry | None:
 
 def list_teachers() -> list[TeacherEntry]:
     return list(REGISTRY.values())
-
-
-def builtin_config(name: str) -> Any:
-    entry = REGISTRY.get(name)
-    if entry is None or entry.builtin is None:
-        raise LeveError(f"unknown built-in teacher '{name}'")
-    return entry.builtin()

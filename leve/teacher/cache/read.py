@@ -78,11 +78,6 @@ class TeacherCache:
         with self._reading(array, i):
             return np.asarray(self.group[array][i])
 
-    @property
-    def flip_averaged(self) -> bool:
-        """Whether :meth:`disparity` is the flip average (the cache was built with ``teacher.tta: flip``)."""
-        return self.attrs.get("tta") == "flip"
-
     def __len__(self) -> int:
         return len(self.raw_max)
 
