@@ -13,7 +13,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as leve/__init__.py sets it, before any test module imports torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as leve/cli/__init__.py sets it, before any test module imports torch
 
 
 @dataclass
