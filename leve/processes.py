@@ -84,8 +84,10 @@ def end_with_driver(parent: int = STARTED_BY) -> str:
     Why not always: a user who types ``nohup leve train &`` or ``setsid leve train`` and then closes
     the terminal expects the training to go on; nohup leaves SIGHUP ignored and setsid makes the
     command a session leader, so both are honoured, as is ``LEVE_KEEP_ALIVE=1`` (e.g. for ``leve
-    train & disown``). A command typed at an interactive prompt dies with its shell, as it would by
-    the terminal's SIGHUP anyway.
+    train & disown``). SIGHUP ignored counts as nohup only under a shell (a prompt or a script, not
+    ``sh -c``): CI runners and daemons ignore SIGHUP for everything they start, which is no request to
+    outlive a driver. A command typed at an interactive prompt dies with its shell, as it would by the
+    terminal's SIGHUP anyway.
 
     How: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` when the parent is single-threaded. The kernel sends the
     signal when the parent *thread* that forked this process ends, so with a multi-threaded parent (a
@@ -94,8 +96,8 @@ def end_with_driver(parent: int = STARTED_BY) -> str:
     """
     if os.environ.get(KEEP_ALIVE, "") not in ("", "0"):
         return "keep-alive"
-    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
-        return "nohup"
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN and _is_shell(parent) and not _is_wrapper(parent):
+        return "nohup"  # `nohup leve ...` typed at a prompt or in a script (a runner that ignores SIGHUP is no user)
     if os.getsid(0) == os.getpid():
         return "session leader"
     if os.getppid() != parent:  # the driver died while this command was starting
@@ -124,6 +126,14 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
     if fields[0] in ("Z", "X"):
         return None
     return text[text.index("(") + 1 : text.rindex(")")], int(fields[1])
+
+
+def _is_shell(pid: int) -> bool:
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except (OSError, IndexError):
+        return False
+    return os.path.basename(argv0).lstrip("-") in SHELLS
 
 
 def _is_wrapper(pid: int) -> bool:

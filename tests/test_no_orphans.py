@@ -106,9 +106,10 @@ def _driver_script(how: str) -> str:
     command = [sys.executable, "-c", _COMMAND]
     if how == "sh -c":  # dash (/bin/sh here) keeps running as the command's parent, as under dvc repro
         command = ["/bin/sh", "-c", shlex.join(command) + "; echo after"]
-    if how == "nohup":
-        command = ["nohup", *command]
     spawn = f"import subprocess, threading, time; subprocess.Popen({command!r})"
+    if how == "runner ignores SIGHUP":  # as some CI runners and daemons start everything: no user's nohup
+        spawn = ("import signal, subprocess, threading, time; signal.signal(signal.SIGHUP, signal.SIG_IGN); "
+                 f"subprocess.Popen({command!r})")
     if how == "threaded":  # a second thread alive: the kernel's parent-death signal is per thread, so leve polls
         spawn = ("import subprocess, threading, time; threading.Thread(target=time.sleep, args=(600,), daemon=True).start(); "
                  f"subprocess.Popen({command!r})")
@@ -122,27 +123,38 @@ def _command_of(job: Job) -> int:
     return pids[0]
 
 
-@pytest.mark.parametrize(("how", "tied"), [("direct", "pdeathsig"), ("sh -c", "watch"), ("threaded", "watch")])
+@pytest.mark.parametrize(("how", "tied"), [("direct", "pdeathsig"), ("sh -c", "watch"), ("threaded", "watch"),
+                                         ("runner ignores SIGHUP", "pdeathsig")])
 def test_a_command_dies_with_its_killed_driver(tmp_path: Path, how: str, tied: str) -> None:
-    """SIGKILL of the process that started a leve command (directly, through a lingering `sh -c`, or from
-    a multi-threaded driver) ends the command within seconds."""
+    """SIGKILL of the process that started a leve command (directly, through a lingering `sh -c`, from a
+    multi-threaded driver, or from one that ignores SIGHUP) ends the command within seconds."""
     job = start(["-c", _driver_script(how)], tmp_path, tmp_path / "log", cmd=[sys.executable])
-    wait_until(lambda: f"tied: {tied}" in job.output() or job.proc.poll() is not None, 60, "the command to start")
-    assert f"tied: {tied}" in job.output(), job.output()
-    _command_of(job)
-    left = kill_and_survivors(job)
+    try:
+        wait_until(lambda: "tied:" in job.output() or job.proc.poll() is not None, 60, "the command to start")
+        assert f"tied: {tied}\n" in job.output(), job.output()
+        _command_of(job)
+        left = kill_and_survivors(job)
+    finally:
+        kill_all(tree(job.pid))  # nothing of a failed test stays
     assert not left, f"{len(left)} process(es) outlived the driver ({how}): {sorted(left)}"
 
 
 @pytest.mark.parametrize(("how", "env", "tied"), [("nohup", {}, "nohup"), ("direct", {"LEVE_KEEP_ALIVE": "1"}, "keep-alive")],
-                         ids=["nohup", "LEVE_KEEP_ALIVE"])
+                         ids=["nohup in a shell script", "LEVE_KEEP_ALIVE"])
 def test_nohup_and_keep_alive_outlive_the_driver(tmp_path: Path, how: str, env: dict[str, str], tied: str) -> None:
-    """What a user asked to outlive its terminal keeps running when its driver dies."""
-    job = start(["-c", _driver_script(how)], tmp_path, tmp_path / "log", env, cmd=[sys.executable])
+    """What a user asked to outlive its terminal keeps running when its driver (a shell script running
+    `nohup ...`, or any process with LEVE_KEEP_ALIVE=1) dies."""
+    if how == "nohup":
+        script = tmp_path / "start.sh"
+        script.write_text(f"nohup {shlex.join([sys.executable, '-c', _COMMAND])}\necho after\n")
+        job = start([str(script)], tmp_path, tmp_path / "log", env, cmd=["/bin/sh"])
+    else:
+        job = start(["-c", _driver_script(how)], tmp_path, tmp_path / "log", env, cmd=[sys.executable])
     log = job.log  # not a terminal: nohup leaves the output where it goes
-    wait_until(lambda: log.exists() and f"tied: {tied}" in log.read_text(), 60, "the command to start")
-    command = _command_of(job)
     try:
+        wait_until(lambda: "tied:" in log.read_text(), 60, "the command to start")
+        assert f"tied: {tied}\n" in log.read_text(), log.read_text()
+        command = _command_of(job)
         os.kill(job.pid, signal.SIGKILL)
         job.proc.wait(60)
         wait_until(lambda: "outlived its driver" in log.read_text(), 60, "the command to see its driver gone")
