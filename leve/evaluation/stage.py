@@ -217,7 +217,8 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
         write_tables([doc], stage(reports / "metrics.md"), stage(reports / "metrics.csv"))
         metrics = stage(cfg.metrics_dir / f"{dataset}.json")
         write_json(metrics, doc)
-        write_model_card(cfg.checkpoint, stage(reports / CARD_NAME), [metrics], name=str(cfg.checkpoint))
+        write_model_card(cfg.checkpoint, stage(reports / CARD_NAME), [metrics], name=str(cfg.checkpoint),
+                         metrics_shown_as=[cfg.metrics_dir / f"{dataset}.json"])
     console.print(summary_line(doc, f"{dataset}/{cfg.split}", cfg.metrics_dir / f"{dataset}.json"),
                   markup=False, highlight=False)  # "[standard]" is text, not a rich markup tag
     warning = constant_warning(doc, f"{dataset}/{cfg.split}")

@@ -6,7 +6,7 @@ checkpoint records (:mod:`leve.models.lineage`) and, optionally, ``leve eval`` m
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +27,21 @@ def count_parameters(state: dict[str, torch.Tensor]) -> int:
     return sum(v.numel() for k, v in state.items() if not k.endswith(BUFFERS))
 
 
-def read_metrics(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """``leve eval`` metrics files (``metrics/<dataset>.json``), each with its protocol."""
+def read_metrics(paths: Iterable[str | Path], shown_as: Sequence[str | Path] | None = None) -> list[dict[str, Any]]:
+    """``leve eval`` metrics files (``metrics/<dataset>.json``), each with its protocol; ``shown_as``: the
+    names the card gives them (default their paths; ``leve eval`` reads its metrics from the staged file
+    before the rename, and the card names the final one)."""
     out = []
-    for path in map(Path, paths):
+    paths = list(paths)
+    names = [str(n) for n in shown_as] if shown_as is not None else [str(p) for p in paths]
+    for path, shown in zip(map(Path, paths), names, strict=True):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise LeveError(f"{path}: cannot read metrics JSON ({exc.__class__.__name__}: {exc})") from exc
         if not isinstance(data, dict) or not isinstance(data.get("student"), dict) or "protocol" not in data:
             raise LeveError(f"{path}: not a `leve eval` metrics file (no 'student' metrics and 'protocol')")
-        out.append({**data, "file": str(path)})
+        out.append({**data, "file": shown})
     return out
 
 
@@ -190,11 +194,12 @@ def render_card(info: CheckpointInfo, params: int, metrics: list[dict[str, Any]]
 
 
 def write_model_card(checkpoint: str | Path, out: str | Path | None = None,
-                     metrics: Iterable[str | Path] = (), name: str | None = None) -> Path:
+                     metrics: Iterable[str | Path] = (), name: str | None = None,
+                     metrics_shown_as: Sequence[str | Path] | None = None) -> Path:
     """Write the card of ``checkpoint`` (default ``MODEL_CARD.md`` beside it; a folder's ``README.md``),
     atomically; ``name``: how the card calls the checkpoint (default its file name, right beside it)."""
     state, info = read_checkpoint(checkpoint)
     folder = Path(checkpoint).is_dir()  # a Hugging Face folder's card is its README.md
     out = Path(out) if out else Path(checkpoint) / "README.md" if folder else Path(checkpoint).parent / CARD_NAME
-    text = render_card(info, count_parameters(state), read_metrics(metrics), name or Path(checkpoint).name)
+    text = render_card(info, count_parameters(state), read_metrics(metrics, metrics_shown_as), name or Path(checkpoint).name)
     return write_text(out, text)

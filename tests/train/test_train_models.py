@@ -57,10 +57,11 @@ def _train(data: tuple[Path, Path], out: Path, model: str, eps: float) -> TrainC
 
 
 def _evaluate(run_cli, store: Path, checkpoint: Path, protocol: str) -> dict:
+    out = Path("evals") / f"{checkpoint.parent.name}-{protocol}"  # another checkpoint than the params': its own folder
     res = run_cli("eval", "--dataset", "synthetic", "--checkpoint", checkpoint, "--protocol", protocol, "--no-teacher",
-                  "--set", f"data_dir={store.parent}", "--set", "examples=1", "--quiet")
+                  "--set", f"data_dir={store.parent}", "--set", "examples=1", "--out", out, "--quiet")
     assert res.code == 0, res.stderr
-    return json.loads(Path("metrics/synthetic.json").read_text())
+    return json.loads((out / "metrics/synthetic.json").read_text())
 
 
 def _trains_with_and_without_kd_then_evaluates(model: str, data: tuple[Path, Path], out: Path, run_cli,
