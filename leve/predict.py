@@ -232,7 +232,11 @@ def _say_lineage(checkpoint: str | Path, info: CheckpointInfo) -> None:
     from leve.models.lineage import Lineage
     from leve.progress import console
 
-    console.print(f"{checkpoint}: {Lineage.of(info).summary()}", markup=False, highlight=False)
+    lineage = Lineage.of(info)
+    console.print(f"{checkpoint}: {lineage.summary()}", markup=False, highlight=False)
+    warning = lineage.synthetic_warning(checkpoint)
+    if warning:
+        console.print(warning, markup=False, highlight=False)
 
 
 def run_predict(inputs: list[str | Path], checkpoint: str | Path, opts: PredictOptions) -> list[Path]:

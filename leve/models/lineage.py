@@ -138,6 +138,22 @@ class Lineage:
         return ", ".join(f"{d.get('name')}/{d.get('split')} (store {str(d.get('fingerprint'))[:12]})"
                          for d in self.datasets) or "not recorded"
 
+    def synthetic_only(self) -> bool:
+        """Whether all this student learnt from is leve's synthetic rooms: only ``synthetic`` data, and the
+        ``embedded`` teacher (trained on those rooms) or none. On real photos its depth means little."""
+        if not self.recorded or not self.datasets:
+            return False
+        teacher_synthetic = self.teacher is None or self.teacher.get("model") == "embedded"
+        return teacher_synthetic and {d.get("name") for d in self.datasets} == {"synthetic"}
+
+    def synthetic_warning(self, checkpoint: str | Path) -> str | None:
+        """The one ``warning:`` line for a synthetic-only student (see :meth:`synthetic_only`), else None."""
+        if not self.synthetic_only():
+            return None
+        return (f"warning: {checkpoint}: trained on leve's synthetic rooms only (data synthetic, teacher "
+                f"{'embedded' if self.teacher else 'none'}): on real photos its depth is not meaningful; distil a "
+                "student for your images with a real teacher (docs/own-data.md)")
+
     def summary(self) -> str:
         """One line for ``leve predict``/``leve serve``: teacher, data and the licence; a non-commercial
         student says so first."""

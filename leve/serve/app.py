@@ -277,6 +277,9 @@ def lineage_html(lm: LoadedModel) -> str:
     if lm.random:
         return ""
     note = '<b class="warning">Non-commercial use only.</b> ' if lm.lineage.non_commercial else ""
+    if lm.lineage.synthetic_only():
+        note += ('<b class="warning" id="synthetic-only">Trained on synthetic rooms only: on real photos its depth '
+                 'is not meaningful.</b> ')
     return f'<p class="model" id="lineage">{note}{html.escape(lm.lineage.summary())}</p>'
 
 

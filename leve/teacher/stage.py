@@ -113,4 +113,4 @@ def embedded_misuse(model_id: str, store_path: Path) -> str | None:
     return (f"warning: {store_path}: the embedded teacher knows only leve's synthetic rooms and this store was not "
             f"rendered by them (dataset {attrs.get('dataset')}); on real photos its maps follow a room-box prior "
             "(faces come out far). Use a real teacher: teacher.model v2-small, v1-small, or the path of a local "
-            "save_pretrained folder (README: Your own data)")
+            "save_pretrained folder (docs/own-data.md)")

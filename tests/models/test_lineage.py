@@ -209,3 +209,33 @@ def test_model_card_command_adds_eval_metrics_with_their_protocol(plain_student,
     (tmp_path / "bad.json").write_text(json.dumps({"rmse": 1.0}))
     res = run_cli("model-card", "--checkpoint", plain_student, "--metrics", tmp_path / "bad.json", "--out", out)
     assert res.code == 1 and "bad.json: not a `leve eval` metrics file" in res.stderr
+
+
+@pytest.mark.parametrize(("teacher", "datasets", "expected"), [
+    ({"model": "embedded"}, [{"name": "synthetic", "split": "train"}, {"name": "synthetic", "split": "val"}], True),
+    (None, [{"name": "synthetic", "split": "train"}], True),  # no teacher, synthetic data only
+    ({"model": "depth-anything/Depth-Anything-V2-Small-hf"}, [{"name": "synthetic", "split": "train"}], False),
+    ({"model": "embedded"}, [{"name": "synthetic", "split": "train"}, {"name": "nyu", "split": "train"}], False),
+    ({"model": "embedded"}, [], False),  # data not recorded: nothing to say
+])
+def test_a_synthetic_only_student_is_named_so(teacher, datasets, expected):
+    lineage = Lineage.from_extra({"lineage": {"teacher": teacher, "datasets": datasets}})
+    assert lineage.synthetic_only() is expected
+    line = lineage.synthetic_warning("best.pt")
+    assert (line is not None) is expected
+    if expected:
+        assert line.startswith("warning: best.pt: trained on leve's synthetic rooms only") and "\n" not in line
+    assert not Lineage().synthetic_only()  # a checkpoint without lineage is not judged
+
+
+def test_predict_warns_once_for_a_synthetic_only_student(tmp_path, capsys):
+    from leve.predict import _say_lineage
+
+    extra = {"lineage": {"teacher": {"model": "embedded", "revision": "x", "licence": "Apache-2.0"},
+                         "datasets": [{"name": "synthetic", "split": "train", "fingerprint": "abc"}],
+                         "licence": "Apache-2.0", "licence_id": "apache-2.0"}}
+    path = save_checkpoint(tmp_path / "s.pt", create_model("leve", max_depth=10.0), "leve", 10.0, extra=extra)
+    _say_lineage(path, read_checkpoint(path)[1])
+    out = capsys.readouterr().err  # leve's console writes to stderr
+    assert sum(line.startswith("warning:") for line in out.splitlines()) == 1
+    assert "synthetic rooms only" in out
