@@ -18,6 +18,7 @@ whole store (``leve verify``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -123,6 +124,18 @@ def read_error(store: str | Path, array: str, exc: BaseException, sample: int | 
         head, _, name = exc.key.rpartition("/")
         return damaged(store, head, exc.problem, None, name)
     return damaged(store, array, describe(exc), sample)
+
+
+@contextlib.contextmanager
+def reading(store: str | Path, array: str, sample: int | None = None) -> Iterator[None]:
+    """Zarr's, numcodecs' and blosc's exceptions while reading ``array`` (``split/array``) of ``store``
+    become one line naming it (:func:`read_error`); leve's own errors pass as they are."""
+    try:
+        yield
+    except LeveError:
+        raise
+    except Exception as exc:
+        raise read_error(store, array, exc, sample) from exc
 
 
 def describe(exc: BaseException) -> str:

@@ -16,7 +16,7 @@ import zarr
 
 from leve.errors import LeveError
 from leve.store.format import STORE_FORMAT, meta_paths
-from leve.store.integrity import WRITTEN, StoreDamage, damaged, open_group, read_error, rebuild_hint
+from leve.store.integrity import WRITTEN, StoreDamage, damaged, open_group, read_error, reading, rebuild_hint
 
 
 def read_root_attrs(path: str | Path) -> dict[str, Any]:
@@ -66,15 +66,9 @@ class Split:
         self._sizes: np.ndarray | None = None
         self._fast: dict[str, Any] = {}
 
-    @contextlib.contextmanager
-    def _reading(self, array: str, sample: int | None = None) -> Iterator[None]:
-        """Zarr's, numcodecs' and blosc's exceptions while reading ``array`` become one line naming it."""
-        try:
-            yield
-        except LeveError:
-            raise
-        except Exception as exc:
-            raise read_error(self.path, f"{self.name}/{array}", exc, sample) from exc
+    def _reading(self, array: str, sample: int | None = None) -> contextlib.AbstractContextManager[None]:
+        """Errors while reading ``array`` of this split become one line naming it (:func:`reading`)."""
+        return reading(self.path, f"{self.name}/{array}", sample)
 
     def _array(self, name: str, i: int, out: np.ndarray | None = None) -> np.ndarray:
         """Sample ``i`` of array ``name``: a direct shard read where possible, else Zarr; into ``out``

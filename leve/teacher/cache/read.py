@@ -4,7 +4,6 @@ the dataset split (and teacher) it is used with, then serves its maps."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import numpy as np
 from leve.errors import LeveError
 from leve.store import Split, Store, fingerprint, open_store
 from leve.store.fastread import shard_reader
-from leve.store.integrity import WRITTEN, damaged, open_group, read_error
+from leve.store.integrity import WRITTEN, damaged, open_group, read_error, reading
 from leve.teacher.loading import canonical_model_id
 
 # 2: store format 2 (every chunk checksummed and written, what was written recorded); 1: no checksums
@@ -63,15 +62,9 @@ class TeacherCache:
         self.has_plain = PLAIN in self.written
         self._fast_plain = shard_reader(Path(self.path) / split / PLAIN, self.path) if self.has_plain and local else None
 
-    @contextlib.contextmanager
-    def _reading(self, array: str, sample: int | None = None) -> Iterator[None]:
-        """Zarr's, numcodecs' and blosc's exceptions while reading ``array`` become one line naming it."""
-        try:
-            yield
-        except LeveError:
-            raise
-        except Exception as exc:
-            raise read_error(self.path, f"{self.name}/{array}", exc, sample) from exc
+    def _reading(self, array: str, sample: int | None = None) -> contextlib.AbstractContextManager[None]:
+        """Errors while reading ``array`` of this split become one line naming it (:func:`reading`)."""
+        return reading(self.path, f"{self.name}/{array}", sample)
 
     def _map(self, array: str, i: int) -> np.ndarray:
         """Sample ``i`` of ``disparity`` or ``disparity_plain`` at the stored size, through Zarr."""
