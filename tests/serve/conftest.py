@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from leve.serve.app import create_app
 from leve.serve.config import Config
+from leve.serve.model import LoadedModel, load_model
 from tests.serve.helpers import live_server
 
 LIMITS = {"max_upload_bytes": 200_000, "max_pixels": 300_000}
@@ -39,3 +42,23 @@ def served(serve_config: Config) -> Iterator[str]:
 
     with live_server(create_app(serve_config)) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def serve_model(serve_config: Config) -> LoadedModel:
+    return load_model(serve_config)
+
+
+@pytest.fixture
+def serve_with(serve_config: Config, serve_model: LoadedModel) -> Iterator[Callable[..., str]]:
+    """Start a live server of the test checkpoint with some serve params changed; its URL."""
+    stack: list = []
+
+    def start(**changes: object) -> str:
+        ctx = live_server(create_app(replace(serve_config, warmup=False, samples=0, **changes), model=serve_model))
+        stack.append(ctx)
+        return ctx.__enter__()
+
+    yield start
+    for ctx in stack:
+        ctx.__exit__(None, None, None)

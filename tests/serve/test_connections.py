@@ -11,39 +11,19 @@ import json
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 import pytest
 import requests
 
-from leve.serve.app import SECURITY_HEADERS, create_app
-from leve.serve.config import Config
-from leve.serve.model import LoadedModel, load_model
-from tests.serve.helpers import gradient_image, image_bytes, live_server
+from leve.serve.app import SECURITY_HEADERS
+from tests.serve.helpers import gradient_image, image_bytes
 
 PNG = image_bytes(gradient_image(30, 40))
 GUARD_S = 60  # a socket timeout that only a broken server reaches
 
 
-@pytest.fixture(scope="module")
-def serve_model(serve_config: Config) -> LoadedModel:
-    return load_model(serve_config)
-
-
-@pytest.fixture
-def serve_with(serve_config: Config, serve_model: LoadedModel):
-    """Start a live server of the test checkpoint with some serve params changed; its address."""
-    stack: list = []
-
-    def start(**changes: object) -> tuple[str, int]:
-        ctx = live_server(create_app(replace(serve_config, warmup=False, samples=0, **changes), model=serve_model))
-        stack.append(ctx)
-        url = ctx.__enter__()
-        return url, int(url.rsplit(":", 1)[1])
-
-    yield start
-    for ctx in stack:
-        ctx.__exit__(None, None, None)
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
 
 
 def connect(port: int) -> socket.socket:
@@ -77,7 +57,8 @@ def assert_security_headers(headers: dict[str, str]) -> None:
 def test_idle_connections_keep_no_client_out(serve_with):
     """64 connections that send nothing (as many as serve.max_connections) and 16 clients uploading at
     once: every upload is answered 200, and the idle connections were still open meanwhile."""
-    url, port = serve_with(idle_timeout_s=600.0)  # the idle ones stay for the whole test
+    url = serve_with(idle_timeout_s=600.0)  # the idle ones stay for the whole test
+    port = port_of(url)
     idle = [connect(port) for _ in range(64)]
     try:
         start = threading.Barrier(16)
@@ -97,14 +78,14 @@ def test_idle_connections_keep_no_client_out(serve_with):
 
 @pytest.mark.parametrize("sent", [b"", b"GET / HTTP/1.1\r\nHost: x\r\n"], ids=["nothing", "half a request head"])
 def test_a_connection_without_a_request_is_closed(serve_with, sent):
-    _, port = serve_with(idle_timeout_s=0.2)
+    port = port_of(serve_with(idle_timeout_s=0.2))
     with connect(port) as sock:
         sock.sendall(sent)
         assert sock.recv(1024) == b""  # the server closes it (EOF), without an answer; not the guard's timeout
 
 
 def test_keep_alive_connection_is_closed_once_idle(serve_with):
-    _, port = serve_with(idle_timeout_s=1.0)  # longer than any pause between connecting and sending the request
+    port = port_of(serve_with(idle_timeout_s=1.0))  # longer than any pause between connecting and sending the request
     with connect(port) as sock:
         sock.sendall(b"GET /api/info HTTP/1.1\r\nHost: x\r\n\r\n")
         status, headers, _ = read_response(sock)
@@ -116,7 +97,7 @@ def test_a_request_in_progress_is_not_cut_by_the_idle_timeout(serve_with):
     """A body still arriving is the upload timeout's business: the client gets its 408, not a bare close
     at the (shorter) idle timeout. The idle timeout is far longer than the pause between connecting and
     sending the head, so the request is in progress when it fires."""
-    _, port = serve_with(idle_timeout_s=1.0, upload_timeout_s=2.0)
+    port = port_of(serve_with(idle_timeout_s=1.0, upload_timeout_s=2.0))
     with connect(port) as sock:
         sock.sendall(f"POST /api/predict?name=slow.png HTTP/1.1\r\nHost: x\r\nContent-Length: {len(PNG)}\r\n\r\n".encode()
                      + PNG[:100])
@@ -134,7 +115,8 @@ def _raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
 def test_responses_of_the_server_stack_carry_the_security_headers(serve_with):
     """h11's 400 (malformed request line or header), the app's 413 and 415, the 503 beyond
     serve.max_connections: every one with the headers."""
-    url, port = serve_with(max_connections=1, upload_timeout_s=60.0)
+    url = serve_with(max_connections=1, upload_timeout_s=60.0)
+    port = port_of(url)
     status, headers, body = _raw(port, b"NOT A REQUEST LINE\r\n\r\n")
     assert status == 400 and body == b"Invalid HTTP request received."
     assert_security_headers(headers)
@@ -168,7 +150,7 @@ def test_responses_of_the_server_stack_carry_the_security_headers(serve_with):
 
 
 def test_an_unexpected_500_carries_the_security_headers(serve_with, serve_model, monkeypatch):
-    url, _ = serve_with()
+    url = serve_with()
     monkeypatch.setattr(serve_model, "predict", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
     res = requests.post(f"{url}/api/predict", params={"name": "a.png"}, data=PNG, timeout=GUARD_S)
     assert res.status_code == 500 and res.json() == {"error": "internal error (RuntimeError); see the server log"}

@@ -7,7 +7,6 @@ import http.client
 import json
 import socket
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,31 +14,9 @@ import pytest
 import requests
 
 from leve.bench.serve import LoadPlan, latency_summary, run_load
-from leve.serve.app import ResultStore, create_app
-from leve.serve.config import Config
+from leve.serve.app import ResultStore
 from leve.serve.images import UploadError
-from leve.serve.model import LoadedModel, load_model
-from tests.serve.helpers import gradient_image, image_bytes, live_server
-
-
-@pytest.fixture(scope="module")
-def serve_model(serve_config: Config) -> LoadedModel:
-    return load_model(serve_config)
-
-
-@pytest.fixture
-def serve_with(serve_config: Config, serve_model: LoadedModel):
-    """Start a live server of the test checkpoint with some serve params changed."""
-    stack: list = []
-
-    def start(**changes: object) -> str:
-        ctx = live_server(create_app(replace(serve_config, warmup=False, samples=0, **changes), model=serve_model))
-        stack.append(ctx)
-        return ctx.__enter__()
-
-    yield start
-    for ctx in stack:
-        ctx.__exit__(None, None, None)
+from tests.serve.helpers import gradient_image, image_bytes
 
 
 def naive_percentile(values: list[float], q: float) -> float:
