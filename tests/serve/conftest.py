@@ -17,17 +17,20 @@ from tests.serve.helpers import live_server
 LIMITS = {"max_upload_bytes": 200_000, "max_pixels": 300_000}
 
 
-@pytest.fixture(scope="session")
-def serve_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A leve checkpoint at 64x96 whose output is positive and image dependent."""
+def small_student(path: Path, extra: dict | None = None) -> Path:
+    """A leve checkpoint at 64x96 whose output is positive and image dependent (``extra``: its header's)."""
     from leve.models import create_model, save_checkpoint
 
     torch.manual_seed(0)
     model = create_model("leve", max_depth=10.0)
     with torch.no_grad():
         model.decoder.blocks[-1].out.bias.fill_(5.0)
-    path = tmp_path_factory.mktemp("serve") / "student.safetensors"
-    return save_checkpoint(path, model, "leve", 10.0, resolution=(64, 96))
+    return save_checkpoint(path, model, "leve", 10.0, extra=extra, resolution=(64, 96))
+
+
+@pytest.fixture(scope="session")
+def serve_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_student(tmp_path_factory.mktemp("serve") / "student.safetensors")
 
 
 @pytest.fixture(scope="session")

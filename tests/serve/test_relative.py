@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from starlette.testclient import TestClient
 
 from leve.datasets.synthetic import render_sample
 from leve.serve.app import create_app
 from leve.serve.config import Config
+from tests.serve.conftest import small_student
 from tests.serve.helpers import gradient_image, image_bytes
 
 METRES = re.compile(r"\d\s*m\b|metre|millimetre|metric", re.IGNORECASE)
@@ -29,14 +29,8 @@ def metres_in(text: str) -> re.Match | None:
 
 @pytest.fixture(scope="module")
 def relative_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from leve.models import create_model, save_checkpoint
-
-    torch.manual_seed(0)
-    model = create_model("leve", max_depth=10.0)
-    with torch.no_grad():
-        model.decoder.blocks[-1].out.bias.fill_(5.0)
-    return save_checkpoint(tmp_path_factory.mktemp("rel") / "rel.safetensors", model, "leve", 10.0,
-                           extra={"depth_kind": "relative", "relative_affine": [0.05, 0.02]}, resolution=(64, 96))
+    return small_student(tmp_path_factory.mktemp("rel") / "rel.safetensors",
+                         extra={"depth_kind": "relative", "relative_affine": [0.05, 0.02]})
 
 
 @pytest.fixture(scope="module")
