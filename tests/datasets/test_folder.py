@@ -63,6 +63,17 @@ def samples(path: Path) -> dict[str, tuple[str, int]]:
 # --------------------------------------------------------------------------- with depth
 
 
+
+def assert_prepare_refused(run_cli, src: Path, out: Path, name: str, phrase: str) -> None:
+    """``leve prepare folder`` on ``src`` exits 1 with one ``error:`` line naming ``name`` and ``phrase``,
+    and writes no store at ``out``."""
+    res = run_cli("prepare", "folder", out.stem, "--source", src, "--out", out, "--workers", "1",
+                  "--params", out.parent / "none.yaml", "--set", "test_fraction=0", "--set", "val_fraction=0")
+    assert res.code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and name in lines[0] and phrase in lines[0], res.stderr
+    assert not out.exists()
+
 def test_rgbd_folder_pairs_by_stem_and_holds_out_whole_scenes(tmp_path):
     scenes = {"kitchen": 3, "office": 2, "hall": 2, "lab": 3}
     expected = rgbd_folder(tmp_path / "src", scenes)
@@ -322,12 +333,8 @@ def test_bad_input_is_one_line_naming_the_file_and_nothing_is_complete(tmp_path,
     src.mkdir()
     name, phrase = _case(src, kind, np.random.default_rng(5))
     out = tmp_path / "bad.zarr"
-    res = run_cli("prepare", "folder", "bad", "--source", src, "--out", out, "--workers", "1",
-                  "--params", tmp_path / "none.yaml", "--set", "test_fraction=0", "--set", "val_fraction=0")
-    assert res.code == 1
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and name in lines[0] and phrase in lines[0], res.stderr
-    assert not out.exists() and not is_complete(out)
+    assert_prepare_refused(run_cli, src, out, name, phrase)
+    assert not is_complete(out)
 
 
 # --------------------------------------------------------------------------- resumption, names, the stage
@@ -432,13 +439,7 @@ def test_oversized_depth_arrays_and_video_frames_are_refused_from_their_headers(
         else:
             name = npy_liar(src / "1_depth.npy").name
             phrase = "depth array of shape (100000, 100000) (float32) is too large"
-    out = tmp_path / "big.zarr"
-    res = run_cli("prepare", "folder", "big", "--source", src, "--out", out, "--workers", "1",
-                  "--params", tmp_path / "none.yaml", "--set", "test_fraction=0", "--set", "val_fraction=0")
-    assert res.code == 1
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and name in lines[0] and phrase in lines[0], res.stderr
-    assert not out.exists()
+    assert_prepare_refused(run_cli, src, tmp_path / "big.zarr", name, phrase)
 
 
 def test_depth_header_reads_the_shape_without_decompressing(tmp_path):
