@@ -186,6 +186,23 @@ def loader_side_by_side() -> str:
             + _source(path, "python docs/loader_side_by_side.py"))
 
 
+def published() -> str:
+    """``leve/models/published.csv``: every row a source printed for a registered model, as printed."""
+    from leve.models.published import PUBLISHED_FILE, THESIS_FPS_DEVICE, published_text
+
+    path = f"leve/models/{PUBLISHED_FILE}"
+    lines = list(csv.DictReader(published_text().splitlines()))
+    cols = ["rmse", "rel", "d1", "d2", "d3", "log10", "fps", "latency_s"]
+    rows = [[r["source"], r["table"], f"`{r['protocol']}`", f"`{r['model']}`", r["row"], r["dataset"],
+             r["train_resolution"], r["kd_eps"], *(r[c] or "–" for c in cols)] for r in lines]
+    header = ["source", "table", "protocol", "model", "row", "dataset", "trained at", "ε", "RMSE", "REL", "δ1", "δ2",
+              "δ3", "log10", "FPS", "latency (s)"]
+    return (f"{len(rows)} rows; the thesis's FPS on a {THESIS_FPS_DEVICE}; – not reported.\n\n"
+            + _table(header, rows) + "\n\n"
+            + f"*Source: `{path}` (package data, read by the model registry, `leve report` and the tests). "
+              "Regenerate this table with `python docs/generate.py`.*")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "metrics_synthetic": lambda: metrics_table("metrics/synthetic.json", "dvc repro eval@synthetic"),
     "metrics_csv": metrics_csv,
@@ -195,6 +212,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "bench_runtimes": bench_runtimes,
     "bench_model": bench_model,
     "loader_side_by_side": loader_side_by_side,
+    "published": published,
 }
 
 

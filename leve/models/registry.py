@@ -7,8 +7,8 @@ of :mod:`leve.models.encoders`), its encoder, its output stride (1: output at th
 resolution, 2: at half of it) and the input sizes it takes, a description, the label the thesis
 prints for it, the experiment groups it belongs to (``lcb``: Tables 9.2–9.3, ``skips``: Table 9.4,
 ``kd``: Tables 9.6–9.8, ``encoders``: Table 9.1 and seed 002's Table I), the published figures
-for it (:class:`ReferenceResult`: the thesis's chapter 9 tables, seed 002's Table I) and its
-encoder's pretrained-weights file. The experiment grid
+for it (:class:`ReferenceResult` rows: the thesis's chapter 9 tables, seed 002's Table I, read from
+the package's ``published.csv``, :mod:`leve.models.published`) and its encoder's pretrained-weights file. The experiment grid
 (:mod:`leve.experiments.grid`), the report's labels and table membership
 (:mod:`leve.report.experiments`) and the benchmark's thesis FPS (:mod:`leve.bench.model`) are
 derived from :data:`MODELS`; nothing else lists the variants.
@@ -39,18 +39,15 @@ from leve.models.leve import MIN_SIZE, MULTIPLE, Leve, LeveConfig
 from leve.models.leve_mobilenet import ENCODER as LEVE_MOBILENET_ENCODER
 from leve.models.leve_mobilenet import LeveMobileNetV3
 from leve.models.pretrained import load_encoder_weights
+from leve.models.published import SEED_002 as SEED_002  # re-exported: the report and the tests cite them here
+from leve.models.published import THESIS, ReferenceResult, published_results, results_of
+from leve.models.published import THESIS_FPS_DEVICE as THESIS_FPS_DEVICE
 from leve.progress import console
 
 Factory = Callable[..., nn.Module]
 DEFAULT_MODEL = "leve"
 GROUPS = ("lcb", "skips", "kd", "encoders")
 ARCHITECTURES = ("leve", "leve-mobilenetv3", "densedepth")
-# Where the thesis's figures were measured (chapter 9): every §9.1-9.2 model trained at
-# 240x320 on NYU-Depth V2; speed on a GTX 1650 Ti at 480x640 input, batch 1, fp32.
-THESIS_FPS_DEVICE = "GTX 1650 Ti, 480x640, batch 1"
-# Where a ReferenceResult comes from.
-THESIS = "thesis"  # the thesis, chapter 9 (Tables 9.1-9.8)
-SEED_002 = "seed 002"  # seed 002 (DenseDepth with five ImageNet encoders), Table I: NYU, trained at 480x640
 
 
 @dataclass(frozen=True)
@@ -66,39 +63,7 @@ class PretrainedWeights:
     sha256_prefix: str | None = None  # the start of its SHA-256 where only that is published (torchvision)
 
 
-@dataclass(frozen=True)
-class ReferenceResult:
-    """One row of a published table for a model: the thesis's (``source`` :data:`THESIS`, chapter 9)
-    or seed 002's (:data:`SEED_002`, Table I).
-
-    NYU-Depth V2 test set unless ``dataset`` says otherwise; ``fps`` only where the table has
-    a speed column (the thesis: :data:`THESIS_FPS_DEVICE`) and ``latency_s`` (its "Inference Speed",
-    seconds) where recorded; ``kd_eps`` > 0 for the distilled students of Tables 9.6–9.8; ``d2``,
-    ``d3``, ``log10`` where recorded (seed 002's Table I; the thesis's Table 9.1).
-    """
-
-    table: str  # "9.2", "I"
-    row: str  # the row's label as printed in that table
-    rmse: float
-    rel: float
-    d1: float
-    fps: float | None = None
-    dataset: str = "nyu"
-    kd_eps: float = 0.0
-    train_resolution: str = "240x320"
-    source: str = THESIS
-    d2: float | None = None
-    d3: float | None = None
-    log10: float | None = None
-    latency_s: float | None = None
-
-    @property
-    def citation(self) -> str:
-        """``"thesis Table 9.1"``, ``"seed 002 Table I"``."""
-        return f"{self.source} Table {self.table}"
-
-
-ThesisResult = ReferenceResult  # the thesis's rows (the default source)
+ThesisResult = ReferenceResult  # the old name of the thesis's rows (the default source)
 
 
 @dataclass(frozen=True)
@@ -187,53 +152,24 @@ def _lcb(label: str, tag: str) -> Group:
     return Group("lcb", label, tag)
 
 
-# Thesis figures: NYU-Depth V2 RMSE / REL / δ1 (Tables 9.1-9.6), KITTI (9.7), EndoSLAM (9.8).
-_LEVE_ROWS = (
-    ThesisResult("9.1", "DDRNet-23-Slim", 0.516, 0.142, 0.814, 27.0, d2=0.958, d3=0.988, latency_s=0.037),
-    ThesisResult("9.2", "3x3+3x3", 0.516, 0.142, 0.814, 27.0),
-    ThesisResult("9.4", "main-skip-connections", 0.516, 0.142, 0.814, 27.0),
-    ThesisResult("9.5", "Leve (240x320)", 0.516, 0.142, 0.814, 27.0),
-    ThesisResult("9.5", "Leve (480x640)", 0.495, 0.136, 0.829, 27.0, train_resolution="480x640"),
-    ThesisResult("9.6", "3x3+3x3", 0.516, 0.142, 0.814),
-    ThesisResult("9.6", "teacher-student-10", 0.523, 0.144, 0.810, kd_eps=0.10),
-    ThesisResult("9.6", "teacher-student-25", 0.512, 0.144, 0.817, kd_eps=0.25),
-    ThesisResult("9.6", "teacher-student-50", 0.519, 0.145, 0.810, kd_eps=0.50),
-    ThesisResult("9.7", "3x3+3x3", 12.051, 0.835, 0.209, dataset="kitti"),
-    ThesisResult("9.7", "teacher-student-10", 11.929, 0.777, 0.224, dataset="kitti", kd_eps=0.10),
-    ThesisResult("9.7", "teacher-student-25", 12.484, 0.790, 0.223, dataset="kitti", kd_eps=0.25),
-    ThesisResult("9.7", "teacher-student-50", 11.967, 0.787, 0.229, dataset="kitti", kd_eps=0.50),
-    ThesisResult("9.8", "3x3+3x3", 0.078, 45.658, 0.153, dataset="endoslam"),
-    ThesisResult("9.8", "teacher-student-10", 0.073, 35.971, 0.151, dataset="endoslam", kd_eps=0.10),
-    ThesisResult("9.8", "teacher-student-25", 0.079, 38.001, 0.143, dataset="endoslam", kd_eps=0.25),
-    ThesisResult("9.8", "teacher-student-50", 0.073, 34.404, 0.156, dataset="endoslam", kd_eps=0.50),
-)
-
 # The thesis's variants (§9.1.2-9.2) in the order its tables list them.
 _THESIS_MODELS = (
     ModelSpec("leve-3x3", "LCB with a single 3x3 convolution.", lcb="3x3", label="3x3",
-              groups=(_lcb("3x3", "3x3"),),
-              results=(ThesisResult("9.2", "3x3", 0.515, 0.143, 0.817, 34.0),
-                      ThesisResult("9.3", "3x3", 0.515, 0.143, 0.817, 34.0))),
+              groups=(_lcb("3x3", "3x3"),)),
     ModelSpec("leve-3x3-1x1", "LCB 3x3 then 1x1.", lcb="3x3+1x1", label="3x3+1x1",
-              groups=(_lcb("3x3+1x1", "3x3-1x1"),),
-              results=(ThesisResult("9.2", "3x3+1x1", 0.515, 0.143, 0.818, 29.5),)),
+              groups=(_lcb("3x3+1x1", "3x3-1x1"),)),
     ModelSpec("leve", "Leve as in the thesis: LCB 3x3+3x3, main skips (image, layer1, high branch).",
               label="3x3+3x3",
               groups=(_lcb("3x3+3x3", "3x3-3x3"), Group("skips", "main skips", "main"), Group("kd", "3x3+3x3", ""),
-                      Group("encoders", "DDRNet-23-slim", "ddrnet23s")),
-              results=_LEVE_ROWS),
+                      Group("encoders", "DDRNet-23-slim", "ddrnet23s"))),
     ModelSpec("leve-5x5-5x5", "LCB with two 5x5 convolutions.", lcb="5x5+5x5", label="5x5+5x5",
-              groups=(_lcb("5x5+5x5", "5x5-5x5"),),
-              results=(ThesisResult("9.2", "5x5+5x5", 0.514, 0.140, 0.816, 17.5),)),
+              groups=(_lcb("5x5+5x5", "5x5-5x5"),)),
     ModelSpec("leve-dw", "LCB as one depthwise-separable 3x3 (the thesis's [3x3-dw-separable]).", lcb="dw",
-              label="3x3-dw-separable", groups=(_lcb("3x3-dw-separable", "3x3-dw"),),
-              results=(ThesisResult("9.3", "3x3-dw-separable", 0.520, 0.148, 0.810, 33.0),)),
+              label="3x3-dw-separable", groups=(_lcb("3x3-dw-separable", "3x3-dw"),)),
     ModelSpec("leve-alt-skips", "Alternative skips: high branch after each fusion and layer2 (all 64 ch at H/8).",
-              skips="alt", label="alternative-skip-connections", groups=(Group("skips", "alternative skips", "alt"),),
-              results=(ThesisResult("9.4", "alternative-skip-connections", 0.513, 0.143, 0.815, 25.0),)),
+              skips="alt", label="alternative-skip-connections", groups=(Group("skips", "alternative skips", "alt"),)),
     ModelSpec("leve-no-skips", "No skip connections.", skips="none", label="no-skip-connections",
-              groups=(Group("skips", "no skips", "none"),),
-              results=(ThesisResult("9.4", "no-skip-connections", 0.518, 0.146, 0.813, 29.0),)),
+              groups=(Group("skips", "no skips", "none"),)),
 )
 
 
@@ -254,31 +190,27 @@ LEVE_MOBILENETV3 = ModelSpec(
     "leve-mobilenetv3", "Leve's decoder on MobileNetV3-Small features[0:9] (16 @ 1/2, 24 @ 1/8, 48 @ 1/16), "
     "an extra x2 between the first two blocks (thesis Table 9.1).",
     label="MobileNetV3", groups=(_encoders("MobileNetV3", "mobilenetv3"),),
-    results=(ThesisResult("9.1", "MobileNetV3", 0.671, 0.206, 0.681, 43.0, d2=0.914, d3=0.976, latency_s=0.023),),
     encoder_weights=torchvision_weights(LEVE_MOBILENET_ENCODER), architecture="leve-mobilenetv3",
     encoder=LEVE_MOBILENET_ENCODER, input_multiple=LeveMobileNetV3.input_multiple, train_resolution=(240, 320))
 
 
-def _densedepth(encoder: str, label: str, d1: float, rel: float, rmse: float, d2: float, d3: float,
-                log10: float) -> ModelSpec:
+def _densedepth(encoder: str, label: str) -> ModelSpec:
     """A DenseDepth model of seed 002 (Table I: NYU, trained at 480x640, output at 240x320)."""
     name = "densedepth-" + encoder.replace("_", "")
-    row = ReferenceResult("I", label, rmse, rel, d1, dataset="nyu", train_resolution="480x640", source=SEED_002,
-                          d2=d2, d3=d3, log10=log10)
     return ModelSpec(name, f"DenseDepth's decoder on an ImageNet {label} (seed 002); output at half the input "
-                     "resolution.", label=label, groups=(_encoders(f"DenseDepth {label}", name),), results=(row,),
+                     "resolution.", label=label, groups=(_encoders(f"DenseDepth {label}", name),),
                      encoder_weights=torchvision_weights(encoder), architecture="densedepth", encoder=encoder,
                      output_stride=DenseDepth.output_stride, input_multiple=DenseDepth.input_multiple,
                      min_size=DenseDepth.min_input_size, train_resolution=(480, 640))
 
 
-# Seed 002, Table I, in its order: δ1, REL, RMS, then δ2, δ3, log10.
+# Seed 002, Table I, in its order.
 _DENSEDEPTH_MODELS = (
-    _densedepth("densenet169", "DenseNet-169", 0.837, 0.133, 0.481, 0.967, 0.992, 0.056),
-    _densedepth("densenet161", "DenseNet-161", 0.827, 0.133, 0.483, 0.969, 0.993, 0.056),
-    _densedepth("resnet50", "ResNet-50", 0.664, 0.209, 0.701, 0.900, 0.971, 0.086),
-    _densedepth("mobilenet_v2", "MobileNetV2", 0.792, 0.146, 0.525, 0.955, 0.990, 0.063),
-    _densedepth("resnet101", "ResNet-101", 0.696, 0.197, 0.663, 0.912, 0.973, 0.081),
+    _densedepth("densenet169", "DenseNet-169"),
+    _densedepth("densenet161", "DenseNet-161"),
+    _densedepth("resnet50", "ResNet-50"),
+    _densedepth("mobilenet_v2", "MobileNetV2"),
+    _densedepth("resnet101", "ResNet-101"),
 )
 
 MODELS: dict[str, ModelSpec] = {}  # registration order: the thesis's order, then seed 002's
@@ -302,9 +234,12 @@ def register_model(spec: ModelSpec | str) -> ModelSpec | Callable[[Factory], Fac
 
 
 for _spec in _THESIS_MODELS:  # every thesis variant's encoder loads the ImageNet DDRNet-23-slim file
-    register_model(replace(_spec, encoder_weights=DDRNET23S_IMAGENET))
+    register_model(replace(_spec, encoder_weights=DDRNET23S_IMAGENET, results=results_of(_spec.name)))
 for _spec in (LEVE_MOBILENETV3, *_DENSEDEPTH_MODELS):
-    register_model(_spec)
+    register_model(replace(_spec, results=results_of(_spec.name)))
+_unknown = sorted({m for m, _ in published_results()} - set(MODELS))
+if _unknown:
+    raise ValueError(f"published.csv: rows for unregistered models {', '.join(_unknown)}")
 
 
 def list_models(group: str | None = None, table: str | None = None) -> list[str]:

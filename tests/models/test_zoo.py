@@ -27,13 +27,14 @@ DENSEDEPTH = {  # model -> (encoder, its channels at strides 2, 4, 8, 16, 32)
     "densedepth-mobilenetv2": ("mobilenet_v2", [16, 24, 32, 96, 320]),
 }
 SLOW = {"densedepth-densenet169", "densedepth-densenet161", "densedepth-resnet50", "densedepth-resnet101"}
-# Seed 002, Table I (NYU): δ1, δ2, δ3, REL, RMS, log10, written out from the paper.
+# Seed 002, Table I (NYU): each model's row label, written out from the paper (its numbers are
+# leve/models/published.csv's, checked in tests/models/test_published.py).
 SEED_TABLE_I = {
-    "densedepth-densenet169": ("DenseNet-169", 0.837, 0.967, 0.992, 0.133, 0.481, 0.056),
-    "densedepth-densenet161": ("DenseNet-161", 0.827, 0.969, 0.993, 0.133, 0.483, 0.056),
-    "densedepth-resnet50": ("ResNet-50", 0.664, 0.900, 0.971, 0.209, 0.701, 0.086),
-    "densedepth-mobilenetv2": ("MobileNetV2", 0.792, 0.955, 0.990, 0.146, 0.525, 0.063),
-    "densedepth-resnet101": ("ResNet-101", 0.696, 0.912, 0.973, 0.197, 0.663, 0.081),
+    "densedepth-densenet169": "DenseNet-169",
+    "densedepth-densenet161": "DenseNet-161",
+    "densedepth-resnet50": "ResNet-50",
+    "densedepth-mobilenetv2": "MobileNetV2",
+    "densedepth-resnet101": "ResNet-101",
 }
 
 
@@ -213,9 +214,9 @@ def test_sizes_the_model_cannot_take_are_one_line_errors(name, good, bad):
 @pytest.mark.parametrize("name", list(DENSEDEPTH))
 def test_densedepth_specs_carry_seed_002_table_i(name):
     spec = model_spec(name)
-    label, d1, d2, d3, rel, rms, log10 = SEED_TABLE_I[name]
+    label = SEED_TABLE_I[name]
     row = spec.result("I", source=SEED_002)
-    assert (row.row, row.d1, row.d2, row.d3, row.rel, row.rmse, row.log10) == (label, d1, d2, d3, rel, rms, log10)
+    assert row.row == label and None not in (row.d2, row.d3, row.log10) and row.protocol == "densedepth"
     assert row.citation == "seed 002 Table I" and row.train_resolution == "480x640" and row.fps is None
     assert spec.thesis == () and spec.tables == () and spec.fps is None  # none of it is the thesis's
     assert (spec.architecture, spec.output_stride, spec.input_multiple, spec.train_resolution) == (
@@ -232,15 +233,14 @@ def test_densedepth_specs_carry_seed_002_table_i(name):
 def test_leve_mobilenetv3_spec_carries_thesis_table_9_1():
     spec = model_spec("leve-mobilenetv3")
     row = spec.result("9.1")
-    assert (row.rmse, row.rel, row.d1, row.d2, row.d3, row.latency_s, row.fps, row.source) == (
-        0.671, 0.206, 0.681, 0.914, 0.976, 0.023, 43.0, THESIS)
-    assert row.citation == "thesis Table 9.1" and spec.fps == 43.0 and spec.tables == ("9.1",)
+    assert row.row == "MobileNetV3" and row.source == THESIS and None not in (row.d2, row.d3, row.latency_s, row.fps)
+    assert row.citation == "thesis Table 9.1" and spec.fps == row.fps and spec.tables == ("9.1",)
     assert (spec.architecture, spec.encoder, spec.output_stride, spec.input_multiple) == (
         "leve-mobilenetv3", "mobilenet_v3_small", 1, 16)
     assert spec.encoder_weights.file == ENCODERS["mobilenet_v3_small"].file
     ddrnet = model_spec("leve").result("9.1")
-    assert (ddrnet.row, ddrnet.rmse, ddrnet.rel, ddrnet.d1, ddrnet.d2, ddrnet.d3, ddrnet.latency_s, ddrnet.fps) == (
-        "DDRNet-23-Slim", 0.516, 0.142, 0.814, 0.958, 0.988, 0.037, 27.0)
+    assert ddrnet.row == "DDRNet-23-Slim" and None not in (ddrnet.d2, ddrnet.d3, ddrnet.latency_s, ddrnet.fps)
+    assert ddrnet.fps < row.fps and ddrnet.rmse < row.rmse  # the thesis's finding: MobileNetV3 faster, less accurate
     assert list_models(table="9.1") == ["leve", "leve-mobilenetv3"]
 
 
