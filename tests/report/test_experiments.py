@@ -8,6 +8,7 @@ import copy
 import csv
 import json
 import os
+import re
 import statistics
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from leve.errors import LeveError
 from leve.experiments import grid as g
 from leve.models.registry import SEED_002, model_spec
-from leve.report import experiments as ex
+from leve.report import exp_dvc, exp_records, exp_render, exp_rows
 from tests.report.data.fake_stages import FPS, MODEL_BASE, ORGANS, PARAMS, SEED_STEP, expected_rmse, means
 
 DATA = Path(__file__).parent / "data"
@@ -35,7 +36,7 @@ def payload():
 
 @pytest.fixture(scope="module")
 def records(payload):
-    return ex.parse_exp_show(payload)
+    return exp_records.parse_exp_show(payload)
 
 
 def cells(line):
@@ -57,7 +58,7 @@ def table(tables, key):
 
 
 def test_flatten_nested_params():
-    assert ex.flatten({"train": {"kd": {"eps": 0.25, "loss": "l1"}, "resolution": [1, 2], "empty": {}}}) == {
+    assert exp_records.flatten({"train": {"kd": {"eps": 0.25, "loss": "l1"}, "resolution": [1, 2], "empty": {}}}) == {
         "train.kd.eps": 0.25, "train.kd.loss": "l1", "train.resolution": [1, 2], "train.empty": {}}
 
 
@@ -76,23 +77,23 @@ def test_parse_every_revision_of_the_capture(records):
 
 
 def test_select_finished_experiments_only(records):
-    chosen = ex.select_records(records)
+    chosen = exp_records.select_records(records)
     assert sorted(r.name for r in chosen) == sorted(GRID_NAMES_ALL + GRID_NAMES_ENCODERS)
-    assert {r.name for r in ex.pending(records)} == {"broken", "later-kd-eps0.50"}
+    assert {r.name for r in exp_records.pending(records)} == {"broken", "later-kd-eps0.50"}
 
 
 def test_workspace_is_used_only_without_experiment_metrics(payload):
     experiment = payload[1]["experiments"][0]["revs"][0]
     workspace = {**copy.deepcopy(payload[0]), "data": copy.deepcopy(experiment["data"])}
     workspace["data"]["rev"] = "workspace"
-    only_workspace = ex.parse_exp_show([workspace, {**payload[1], "experiments": []}])
-    assert [r.kind for r in ex.select_records(only_workspace)] == ["workspace"]
-    with_experiments = ex.parse_exp_show([workspace, payload[1]])
-    assert "workspace" not in {r.kind for r in ex.select_records(with_experiments)}
+    only_workspace = exp_records.parse_exp_show([workspace, {**payload[1], "experiments": []}])
+    assert [r.kind for r in exp_records.select_records(only_workspace)] == ["workspace"]
+    with_experiments = exp_records.parse_exp_show([workspace, payload[1]])
+    assert "workspace" not in {r.kind for r in exp_records.select_records(with_experiments)}
     # --workspace adds it, unless it repeats an experiment (the workspace after `dvc exp run`)
-    assert "workspace" not in {r.kind for r in ex.select_records(with_experiments, workspace=True)}
+    assert "workspace" not in {r.kind for r in exp_records.select_records(with_experiments, workspace=True)}
     workspace["data"]["params"]["params.yaml"]["data"]["train"]["epochs"] = 20
-    added = ex.select_records(ex.parse_exp_show([workspace, payload[1]]), workspace=True)
+    added = exp_records.select_records(exp_records.parse_exp_show([workspace, payload[1]]), workspace=True)
     assert [r.name for r in added if r.kind == "workspace"] == ["workspace"] and len(added) == 17
 
 
@@ -100,53 +101,53 @@ def test_no_metrics_anywhere_is_one_clear_error(payload):
     bare = [payload[0], {**payload[1], "experiments": [e for e in payload[1]["experiments"]
                                                        if e["name"] in ("broken", "later-kd-eps0.50")]}]
     with pytest.raises(LeveError, match=r"no experiment .* has evaluation metrics metrics/<dataset>\.json"):
-        ex.select_records(ex.parse_exp_show(bare))
+        exp_records.select_records(exp_records.parse_exp_show(bare))
 
 
 def test_not_exp_show_json_is_refused(tmp_path):
     bad = tmp_path / "exps.json"
     bad.write_text("[{not json")
     with pytest.raises(LeveError, match="exps.json: not the JSON"):
-        ex.load_exp_show_file(bad)
+        exp_dvc.load_exp_show_file(bad)
     with pytest.raises(LeveError, match="expected a list"):
-        ex.parse_exp_show({"rev": "workspace"})
+        exp_records.parse_exp_show({"rev": "workspace"})
 
 
 # ----------------------------------------------------------------------------- labels
 
 
 def test_labels_name_only_what_differs(records):
-    chosen = [r for r in ex.select_records(records) if r.name.startswith("kd-")]
-    assert ex.differing_keys(chosen) == ["train.kd.eps"]
-    labels = dict(zip((r.name for r in chosen), ex.row_labels(chosen)))
+    chosen = [r for r in exp_records.select_records(records) if r.name.startswith("kd-")]
+    assert exp_rows.differing_keys(chosen) == ["train.kd.eps"]
+    labels = dict(zip((r.name for r in chosen), exp_rows.row_labels(chosen)))
     assert labels == {"kd-eps0.00": "ε=0 (no KD)", "kd-eps0.10": "ε=0.10", "kd-eps0.25": "ε=0.25",
                       "kd-eps0.50": "ε=0.50"}
     by_name = {r.name: r for r in records}
     mixed = [by_name["kd-eps0.25"], by_name["lcb-3x3"]]
-    assert ex.row_labels(mixed, model_labels=ex.LCB_LABELS) == ["3x3+3x3, ε=0.25", "3x3, ε=0 (no KD)"]
+    assert exp_rows.row_labels(mixed, model_labels=exp_rows.LCB_LABELS) == ["3x3+3x3, ε=0.25", "3x3, ε=0 (no KD)"]
 
 
 def test_identical_params_get_the_experiment_name(records):
     one = next(r for r in records if r.name == "kd-eps0.25")
-    twin = ex.Record(**{**one.__dict__, "name": "rerun"})
+    twin = exp_records.Record(**{**one.__dict__, "name": "rerun"})
     other = next(r for r in records if r.name == "kd-eps0.10")
-    assert ex.row_labels([one, twin, other]) == ["ε=0.25 [kd-eps0.25]", "ε=0.25 [rerun]", "ε=0.10"]
+    assert exp_rows.row_labels([one, twin, other]) == ["ε=0.25 [kd-eps0.25]", "ε=0.25 [rerun]", "ε=0.10"]
 
 
 def test_a_missing_param_counts_as_different(records):
     one = next(r for r in records if r.name == "kd-eps0.25")
-    newer = ex.Record(**{**one.__dict__, "name": "ssi", "params": {**one.params, "train.kd.extra": 3.0}})
-    assert ex.differing_keys([one, newer]) == ["train.kd.extra"]
-    as_float = ex.Record(**{**one.__dict__, "name": "float", "params": {**one.params, "train.epochs": 5.0}})
-    assert one.params["train.epochs"] == 5 and ex.differing_keys([one, as_float]) == []
-    assert ex.row_labels([one, newer]) == ["kd.extra=None", "kd.extra=3"]
+    newer = exp_records.Record(**{**one.__dict__, "name": "ssi", "params": {**one.params, "train.kd.extra": 3.0}})
+    assert exp_rows.differing_keys([one, newer]) == ["train.kd.extra"]
+    as_float = exp_records.Record(**{**one.__dict__, "name": "float", "params": {**one.params, "train.epochs": 5.0}})
+    assert one.params["train.epochs"] == 5 and exp_rows.differing_keys([one, as_float]) == []
+    assert exp_rows.row_labels([one, newer]) == ["kd.extra=None", "kd.extra=3"]
 
 
 # ----------------------------------------------------------------------------- tables
 
 
 def test_kd_tables_carry_each_experiments_numbers(records):
-    tables = ex.build_tables(ex.select_records(records))
+    tables = exp_rows.build_tables(exp_records.select_records(records))
     for dataset, number in (("nyu", "9.6"), ("kitti", "9.7"), ("endoslam", "9.8")):
         t = table(tables, f"kd-{dataset}")
         assert t.title.startswith(f"Table {number}:")
@@ -159,7 +160,7 @@ def test_kd_tables_carry_each_experiments_numbers(records):
 
 
 def test_endoslam_table_has_every_organ(records):
-    t = table(ex.build_tables(ex.select_records(records)), "kd-endoslam")
+    t = table(exp_rows.build_tables(exp_records.select_records(records)), "kd-endoslam")
     organ_rows = [r for r in t.rows if r.group != "all"]
     assert len(organ_rows) == 4 * len(ORGANS)
     for row in organ_rows:
@@ -168,7 +169,7 @@ def test_endoslam_table_has_every_organ(records):
 
 
 def test_ablation_tables_follow_the_thesis_rows(records):
-    tables = ex.build_tables(ex.select_records(records))
+    tables = exp_rows.build_tables(exp_records.select_records(records))
     expected = {"lcb": (["3x3", "3x3+1x1", "3x3+3x3", "5x5+5x5"], ["leve-3x3", "leve-3x3-1x1", "leve", "leve-5x5-5x5"]),
                 "dw": (["3x3", "3x3-dw-separable"], ["leve-3x3", "leve-dw"]),
                 "skips": (["main skips", "alternative skips", "no skips"], ["leve", "leve-alt-skips", "leve-no-skips"])}
@@ -180,7 +181,7 @@ def test_ablation_tables_follow_the_thesis_rows(records):
             assert row.record.eps == 0
             assert row.means["rmse"] == pytest.approx(expected_rmse(row.record.model, 0.0, "nyu"))
             assert row.bench["fps"] == FPS[row.record.model]
-    assert ex.build_tables(ex.select_records(records), dataset="kitti")[0].dataset == "kitti"
+    assert exp_rows.build_tables(exp_records.select_records(records), dataset="kitti")[0].dataset == "kitti"
 
 
 # the seeds' layouts: thesis Table 9.1 and seed 002 Table I, each run beside its model's published row
@@ -196,11 +197,11 @@ def _section(text, title):
 
 
 def test_table_9_1_pairs_each_run_with_the_thesis_row(records):
-    t = table(ex.build_tables(ex.select_records(records)), "encoders")
+    t = table(exp_rows.build_tables(exp_records.select_records(records)), "encoders")
     assert t.title == "Table 9.1: encoders under Leve's decoder on nyu, no KD" and t.layout == "thesis-9.1"
-    assert [(e.label, type(e).__name__) for e in ex.entries(t)] == [
+    assert [(e.label, type(e).__name__) for e in exp_render.entries(t)] == [
         ("DDRNet-23-Slim", "Row"), ("DDRNet-23-Slim", "Published"), ("MobileNetV3", "Row"), ("MobileNetV3", "Published")]
-    lines, part = _section(ex.markdown([t]), t.title)
+    lines, part = _section(exp_render.markdown([t]), t.title)
     assert lines[0] == ["Encoder", "RMSE", "REL", "δ1", "δ2", "δ3", "Params (M)", "Inference (ms)", "FPS", "Source"]
     body = lines[2:]
     assert len(body) == 4
@@ -220,9 +221,9 @@ def test_table_9_1_pairs_each_run_with_the_thesis_row(records):
 
 
 def test_seed_002_table_i_in_the_seeds_layout(records):
-    t = table(ex.build_tables(ex.select_records(records)), "encoders-seed002")
+    t = table(exp_rows.build_tables(exp_records.select_records(records)), "encoders-seed002")
     assert t.layout == "seed-002" and [r.record.model for r in t.rows] == TABLE_I
-    lines, part = _section(ex.markdown([t]), t.title)
+    lines, part = _section(exp_render.markdown([t]), t.title)
     assert lines[0] == ["Method", "δ1", "δ2", "δ3", "REL", "RMS", "log10", "Source"]
     body = lines[2:]
     assert len(body) == 2 * len(TABLE_I)
@@ -244,21 +245,21 @@ def test_seed_002_table_i_in_the_seeds_layout(records):
 
 
 def test_runs_scored_under_densedepth_need_no_protocol_note(records):
-    from leve.evaluation import get_protocol
+    from leve.evaluation.protocols import get_protocol
 
     settings = get_protocol("densedepth", "nyu", 10.0).settings()
-    pooled = [ex.Record(**{**r.__dict__, "evals": {d: {**doc, "protocol": settings} for d, doc in r.evals.items()}})
-              for r in ex.select_records(records)]
-    t = table(ex.build_tables(pooled), "encoders-seed002")
-    _, part = _section(ex.markdown([t]), t.title)
+    pooled = [exp_records.Record(**{**r.__dict__, "evals": {d: {**doc, "protocol": settings} for d, doc in r.evals.items()}})
+              for r in exp_records.select_records(records)]
+    t = table(exp_rows.build_tables(pooled), "encoders-seed002")
+    _, part = _section(exp_render.markdown([t]), t.title)
     assert ("_test split, protocol densedepth (crop leve2024), alignment none, metrics pooled over every pixel of the "
             "split (DenseDepth);") in part
     assert "These runs were scored" not in part
 
 
 def test_encoder_tables_in_the_csv(records):
-    tables = [t for t in ex.build_tables(ex.select_records(records)) if t.key.startswith("encoders")]
-    rows = ex.csv_rows(tables)
+    tables = [t for t in exp_rows.build_tables(exp_records.select_records(records)) if t.key.startswith("encoders")]
+    rows = exp_render.csv_rows(tables)
     published = [r for r in rows if r["kind"] == "published"]
     assert [r["model"] for r in published] == TABLE_9_1 + TABLE_I
     for r in published:
@@ -270,26 +271,26 @@ def test_encoder_tables_in_the_csv(records):
 
 
 def test_encoder_tables_need_two_models_and_show_published_rows_only_on_their_dataset(records):
-    chosen = ex.select_records(records)
+    chosen = exp_records.select_records(records)
     one = [r for r in chosen if r.model != "leve-mobilenetv3"]
-    assert "encoders" not in [t.key for t in ex.build_tables(one)]
-    kitti = table(ex.build_tables(chosen, dataset="kitti"), "encoders-seed002")
+    assert "encoders" not in [t.key for t in exp_rows.build_tables(one)]
+    kitti = table(exp_rows.build_tables(chosen, dataset="kitti"), "encoders-seed002")
     assert kitti.rows and kitti.published == () and kitti.notes == ()   # the papers printed NYU figures only
     assert kitti.rows[0].means["rmse"] == pytest.approx(expected_rmse(TABLE_I[0], 0.0, "kitti"))
 
 
 def test_tables_need_two_comparable_rows(records):
-    kd_only = [r for r in ex.select_records(records) if r.name.startswith("kd-")]
-    keys = [t.key for t in ex.build_tables(kd_only)]
+    kd_only = [r for r in exp_records.select_records(records) if r.name.startswith("kd-")]
+    keys = [t.key for t in exp_rows.build_tables(kd_only)]
     assert keys == ["kd-nyu", "kd-kitti", "kd-endoslam", "all-nyu", "all-kitti", "all-endoslam"]
     single = [r for r in kd_only if r.name == "kd-eps0.25"]
-    assert [t.key for t in ex.build_tables(single)] == ["all-nyu", "all-kitti", "all-endoslam"]
+    assert [t.key for t in exp_rows.build_tables(single)] == ["all-nyu", "all-kitti", "all-endoslam"]
 
 
 def test_markdown_and_csv(records, tmp_path):
-    chosen = ex.select_records(records)
-    tables = ex.build_tables(chosen)
-    text = ex.markdown(tables, ex.pending(records), "fixture")
+    chosen = exp_records.select_records(records)
+    tables = exp_rows.build_tables(chosen)
+    text = exp_render.markdown(tables, exp_records.pending(records), "fixture")
     rmse = expected_rmse("leve", 0.1, "nyu")
     lines = table_lines(text)
     assert ["ε=0.10", f"{rmse:.3f}", f"{rmse / 4:.3f}", f"{1 / (1 + rmse):.3f}"] in [c[:4] for c in lines]
@@ -297,11 +298,11 @@ def test_markdown_and_csv(records, tmp_path):
     assert ["Model", "RMSE", "REL", "δ1", "δ2", "δ3", "ρ", "Inference (ms)", "FPS", "Experiment"] in lines
     assert all(c and set(c) <= {"-"} for c in lines[1])  # the header's separator line
     assert "later-kd-eps0.50 (queued)" in text and "broken (failed)" in text
-    rows = ex.csv_rows(tables)
+    rows = exp_render.csv_rows(tables)
     assert len(rows) == sum(len(t.rows) + len(t.published) for t in tables)
     from leve.report.tables import write_csv
 
-    path = write_csv(tmp_path / "e.csv", rows, ex.CSV_FIELDS)
+    path = write_csv(tmp_path / "e.csv", rows, exp_render.CSV_FIELDS)
     back = list(csv.DictReader(path.open()))
     row = next(r for r in back if r["table"] == "kd-kitti" and r["experiment"] == "kd-eps0.50")
     assert float(row["rmse"]) == pytest.approx(expected_rmse("leve", 0.5, "kitti"))
@@ -324,7 +325,7 @@ def test_all_grid_has_each_configuration_once():
     assert [p.name for p in points] == GRID_NAMES_ALL + GRID_NAMES_ENCODERS
     assert len({p.params for p in points}) == len(points)
     models = {dict(p.params)["train.model"] for p in points}
-    from leve.models import list_models
+    from leve.models.registry import list_models
 
     assert models == set(list_models())
     with pytest.raises(LeveError, match="unknown grid 'lbc'"):
@@ -362,7 +363,7 @@ def test_report_cli_from_saved_json(run_cli, tmp_path):
     assert f"wrote {md} and {table_csv} (16 runs, 11 tables)" in res.stdout
     assert "### Table 9.1: encoders under Leve's decoder on nyu, no KD" in res.stdout
     assert "### Seed 002 Table I: DenseDepth on ImageNet encoders on nyu, no KD" in res.stdout
-    assert next(csv.reader(table_csv.open())) == list(ex.CSV_FIELDS)
+    assert next(csv.reader(table_csv.open())) == list(exp_render.CSV_FIELDS)
 
 
 def test_report_cli_errors(run_cli, tmp_path):
@@ -376,6 +377,16 @@ def test_report_cli_errors(run_cli, tmp_path):
     res = run_cli("report", "--from-json", empty, "--repo", tmp_path)
     assert res.code == 1 and "no experiment (and not the workspace) has evaluation metrics" in res.stderr
     assert not (tmp_path / "reports").exists()
+
+
+def test_a_failing_dvc_exp_show_is_one_line(run_cli, tmp_path):
+    """`dvc exp show --json` runs as leve's own `python -m dvc`; its failure is dvc's error line."""
+    assert exp_dvc.exp_show_command(True)[1:] == ["-m", "dvc", "exp", "show", "--json", "--all-commits"]
+    (tmp_path / ".dvc").mkdir()   # a .dvc folder but no git repository: dvc refuses
+    res = run_cli("report", "--repo", tmp_path)
+    assert res.code == 1 and not (tmp_path / "reports").exists()
+    assert re.fullmatch(rf"error: {re.escape(str(tmp_path.resolve()))}: `dvc exp show --json` failed \(exit status \d+\): "
+                        r"ERROR: .* is not a git repository", res.stderr.strip())
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -428,7 +439,7 @@ def test_encoders_grid_and_report_in_a_real_dvc_repo(run_cli, tmp_path, monkeypa
     assert ("$ dvc exp run --queue -n encoders-densedepth-resnet101 -S train.model=densedepth-resnet101 "
             "-S train.kd.eps=0 -S 'train.resolution=[480,640]'") in res.stderr
     # every experiment ran, with the training resolution of its published figures set through -S
-    done = {r.name: r for r in ex.select_records(ex.parse_exp_show(ex.exp_show_json(repo)))}
+    done = {r.name: r for r in exp_records.select_records(exp_records.parse_exp_show(exp_dvc.exp_show_json(repo)))}
     assert sorted(done) == sorted(["encoders-ddrnet23s", *GRID_NAMES_ENCODERS])
     assert {n: (r.model, r.params["train.resolution"]) for n, r in done.items()} == {
         "encoders-ddrnet23s": ("leve", [120, 160]), "encoders-mobilenetv3": ("leve-mobilenetv3", [240, 320]),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from leve.report import experiments as ex
+from leve.report import exp_records, exp_render, exp_rows
 from leve.report.metrics import evaluation_markdown, summary_rows
 
 FIXTURE = Path(__file__).parent / "data" / "exp_show.json"
@@ -25,7 +25,7 @@ def cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().removeprefix("|").removesuffix("|").split("|")]
 
 
-def with_new_fields(record: ex.Record, protocol: dict | None = None, non_positive: int = 0) -> ex.Record:
+def with_new_fields(record: exp_records.Record, protocol: dict | None = None, non_positive: int = 0) -> exp_records.Record:
     """``record`` whose documents carry a constant row, ρ and alignment counts (and ``protocol``, if given)."""
     evals = {}
     for dataset, doc in record.evals.items():
@@ -41,20 +41,20 @@ def with_new_fields(record: ex.Record, protocol: dict | None = None, non_positiv
                             "fits": {"student": 1308 if fitted else 0, "teacher": 654},
                             "non_positive_fits": {"student": non_positive, "teacher": 7}}
         evals[dataset] = doc
-    return ex.Record(**{**record.__dict__, "evals": evals})
+    return exp_records.Record(**{**record.__dict__, "evals": evals})
 
 
 @pytest.fixture(scope="module")
-def kd_records() -> list[ex.Record]:
-    records = ex.select_records(ex.parse_exp_show(json.loads(FIXTURE.read_text())))
+def kd_records() -> list[exp_records.Record]:
+    records = exp_records.select_records(exp_records.parse_exp_show(json.loads(FIXTURE.read_text())))
     kd = [r for r in records if r.name.startswith("kd-")]
     odd = {"name": "standard", "crop": {"name": "eigen", "units": "pixels"}, "align": "lstsq"}
     return [with_new_fields(r, odd if r.eps == 0.5 else None, non_positive=3 if r.eps == 0.5 else 0) for r in kd]
 
 
 def test_report_rows_constant_rho_and_marks(kd_records):
-    t = next(t for t in ex.build_tables(kd_records) if t.key == "kd-nyu")
-    text = ex.table_markdown(t)
+    t = next(t for t in exp_rows.build_tables(kd_records) if t.key == "kd-nyu")
+    text = exp_render.table_markdown(t)
     lines = [cells(line) for line in text.splitlines() if line.startswith("|")]
     assert lines[0] == ["Model", "RMSE", "REL", "δ1", "δ2", "δ3", "ρ", "Experiment"]
     body = {r[0]: r for r in lines[2:]}
@@ -69,7 +69,7 @@ def test_report_rows_constant_rho_and_marks(kd_records):
     assert "alignments none, lstsq" in caption
     assert "† scored under another protocol, crop or alignment than the first row: not like for like" in caption
     assert "ε=0.50 3/1308" in caption and "teacher tiny-random (lstsq-aligned) 7/654" in caption
-    rows = {r["label"]: r for r in ex.csv_rows([t]) if r["group"] == "all"}
+    rows = {r["label"]: r for r in exp_render.csv_rows([t]) if r["group"] == "all"}
     assert rows["constant baseline (train median 2.75)"]["kind"] == "constant"
     assert (rows["ε=0.50"]["protocol"], rows["ε=0.50"]["crop"], rows["ε=0.50"]["align"]) == ("standard", "eigen", "lstsq")
     assert (rows["ε=0.50"]["non_positive_fits"], rows["ε=0.50"]["fits"], rows["ε=0.50"]["mixed"]) == (3, 1308, 1)
@@ -78,23 +78,23 @@ def test_report_rows_constant_rho_and_marks(kd_records):
 
 def test_a_table_of_one_protocol_flags_nothing_but_other_alignments(kd_records):
     same = [r for r in kd_records if r.eps != 0.5]
-    t = next(t for t in ex.build_tables(same) if t.key == "kd-nyu")
-    caption = ex.protocol_caption(t)
+    t = next(t for t in exp_rows.build_tables(same) if t.key == "kd-nyu")
+    caption = exp_render.protocol_caption(t)
     assert caption.startswith("test split, protocol leve2024 (crop leve2024), alignments none, lstsq, per-image means")
-    assert [r.label for r in t.rows if ex.mixed(t)[t.rows.index(r)]] == ["teacher tiny-random (lstsq-aligned)"]
+    assert [r.label for r in t.rows if exp_render.mixed(t)[t.rows.index(r)]] == ["teacher tiny-random (lstsq-aligned)"]
 
 
 def test_seeds_of_a_configuration_sum_their_fits(kd_records):
     runs = [with_new_fields(kd_records[0], {"align": "lstsq"}, non_positive=k) for k in (1, 2)]
-    runs = [ex.Record(**{**r.__dict__, "name": f"x-seed{k}", "params": {**r.params, "train.seed": k}})
+    runs = [exp_records.Record(**{**r.__dict__, "name": f"x-seed{k}", "params": {**r.params, "train.seed": k}})
             for k, r in enumerate(runs)]
-    merged = ex.merge_runs(runs)
+    merged = exp_records.merge_runs(runs)
     assert merged.evals["nyu"]["alignment"]["non_positive_fits"]["student"] == 3
     assert merged.evals["nyu"]["alignment"]["fits"]["student"] == 2 * 1308
 
 
 def test_leve_tables_reads_documents_from_before_the_fields(kd_records):
-    old = copy.deepcopy(ex.select_records(ex.parse_exp_show(json.loads(FIXTURE.read_text())))[0].evals["nyu"])
+    old = copy.deepcopy(exp_records.select_records(exp_records.parse_exp_show(json.loads(FIXTURE.read_text())))[0].evals["nyu"])
     rows = summary_rows(old)
     assert [r["align"] for r in rows] == ["none", "lstsq"]
     text = evaluation_markdown([old])

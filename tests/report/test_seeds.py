@@ -14,7 +14,7 @@ import scipy.stats
 
 from leve.errors import LeveError
 from leve.experiments import grid as g
-from leve.report import experiments as ex
+from leve.report import exp_records, exp_render, exp_rows
 from leve.report.seeds import SeedStats, noise_marks, seed_stats, welch_p, within_noise
 from leve.report.tables import write_csv
 from tests.report.data.fake_stages import ORGANS, eval_doc, means
@@ -92,7 +92,7 @@ RMSE = {(0.0, 0): 0.500, (0.0, 1): 0.510, (0.0, 2): 0.520, (0.25, 0): 0.490, (0.
         (0.5, 0): 0.600, (0.5, 1): 0.610, (0.5, 2): 0.620}
 
 
-def run(eps: float, seed: int, kind: str = "experiment", name: str | None = None) -> ex.Record:
+def run(eps: float, seed: int, kind: str = "experiment", name: str | None = None) -> exp_records.Record:
     """A finished run with a document of the fake stage's layout, RMSE from :data:`RMSE` (EndoSLAM: + organ)."""
     docs = {}
     for dataset in ("nyu", "endoslam"):
@@ -101,7 +101,7 @@ def run(eps: float, seed: int, kind: str = "experiment", name: str | None = None
         if dataset == "endoslam":
             doc["groups"] = {o: {"student": means(RMSE[(eps, seed)] + 0.1 * i)} for i, o in enumerate(ORGANS)}
         docs[dataset] = doc
-    return ex.Record(name or f"kd-eps{eps:.2f}-seed{seed}", f"{seed}{eps}".ljust(40, "0"), kind,
+    return exp_records.Record(name or f"kd-eps{eps:.2f}-seed{seed}", f"{seed}{eps}".ljust(40, "0"), kind,
                      "success" if kind == "experiment" else None,
                      {"train.model": "leve", "train.kd.eps": eps, "train.seed": seed}, docs, baseline="c0ffee")
 
@@ -110,14 +110,14 @@ def run(eps: float, seed: int, kind: str = "experiment", name: str | None = None
 def seeded():
     runs = [run(eps, seed) for eps in (0.0, 0.25, 0.5) for seed in range(3)]
     baseline = run(0.0, 0, "baseline", "main")   # the commit repeats seed 0 of ε = 0: counted once
-    single = ex.Record("lone", "f" * 40, "experiment", "success", {"train.model": "leve", "train.kd.eps": 0.1,
+    single = exp_records.Record("lone", "f" * 40, "experiment", "success", {"train.model": "leve", "train.kd.eps": 0.1,
                                                                    "train.seed": 0},
                        {"nyu": {**eval_doc("nyu", "leve", 0.1), "student": means(0.55)}}, baseline="c0ffee")
     return [baseline, *runs, single]
 
 
 def test_seeds_of_a_configuration_become_one_record(seeded):
-    merged = ex.merge_seeds(seeded)
+    merged = exp_records.merge_seeds(seeded)
     assert [r.name for r in merged] == ["kd-eps0.00", "kd-eps0.25", "kd-eps0.50", "lone"]
     first = merged[0]
     assert [m.name for m in first.members] == ["kd-eps0.00-seed0", "kd-eps0.00-seed1", "kd-eps0.00-seed2"]
@@ -125,22 +125,22 @@ def test_seeds_of_a_configuration_become_one_record(seeded):
     for record, eps in zip(merged[:3], (0.0, 0.25, 0.5)):
         values = [RMSE[(eps, s)] for s in range(3)]
         assert record.evals["nyu"]["student"]["rmse"] == pytest.approx(statistics.fmean(values))
-        stats = ex.row_stats(record, "nyu")
+        stats = exp_records.row_stats(record, "nyu")
         assert stats is not None and stats["rmse"].n == 3
         assert stats["rmse"].sd == pytest.approx(statistics.stdev(values))
-        organ = ex.row_stats(record, "endoslam", ORGANS[2])
+        organ = exp_records.row_stats(record, "endoslam", ORGANS[2])
         assert organ is not None and organ["rmse"].mean == pytest.approx(statistics.fmean(values) + 0.2)
         assert stats["abs_rel"].mean == pytest.approx(statistics.fmean(round(v / 4, 6) for v in values))
     assert merged[3] is seeded[-1] and not merged[3].members
-    other_commit = [r if r.name != "kd-eps0.00-seed2" else ex.Record(**{**r.__dict__, "baseline": "beef"})
+    other_commit = [r if r.name != "kd-eps0.00-seed2" else exp_records.Record(**{**r.__dict__, "baseline": "beef"})
                     for r in seeded]   # the same params on another commit are not the same configuration
-    assert [m.name for m in ex.merge_seeds(other_commit)[0].members] == ["kd-eps0.00-seed0", "kd-eps0.00-seed1"]
+    assert [m.name for m in exp_records.merge_seeds(other_commit)[0].members] == ["kd-eps0.00-seed0", "kd-eps0.00-seed1"]
 
 
 def test_report_prints_mean_sd_interval_and_marks_noise(seeded, tmp_path):
-    tables = ex.build_tables(seeded)
+    tables = exp_rows.build_tables(seeded)
     kd = next(t for t in tables if t.key == "kd-nyu")
-    text = ex.table_markdown(kd)
+    text = exp_render.table_markdown(kd)
     assert "Welch's unequal-variance t-test, two-sided, p ≥ 0.05" in text and "95 % confidence interval" in text
     lines = [cells(line) for line in text.splitlines() if line.startswith("|")]
     assert lines[0] == ["Model", "RMSE", "REL", "δ1", "δ2", "δ3", "ρ", "Seeds", "Experiment"]
@@ -162,19 +162,19 @@ def test_report_prints_mean_sd_interval_and_marks_noise(seeded, tmp_path):
     assert body["teacher tiny-random (lstsq-aligned)†"][1] == "0.700"
     # δ1 = 1 / (1 + rmse) here: higher is better, so the same row is best and the same one within noise
     assert body["ε=0 (no KD)"][3].startswith("**") and body["ε=0.25"][3].startswith("≈ ")
-    rows = ex.csv_rows([kd])
+    rows = exp_render.csv_rows([kd])
     by_label = {r["label"]: r for r in rows}
     assert by_label["ε=0.25"]["seeds"] == 3 and "rmse" in by_label["ε=0.25"]["within_noise"].split()
     assert by_label["ε=0.25"]["rmse_sd"] == pytest.approx(0.05) and "seeds" not in by_label["ε=0.10"]
     assert "rmse" in by_label["ε=0 (no KD)"]["best"].split()
-    path = write_csv(tmp_path / "e.csv", rows, ex.CSV_FIELDS)
+    path = write_csv(tmp_path / "e.csv", rows, exp_render.CSV_FIELDS)
     back = {r["label"]: r for r in csv.DictReader(path.open())}
     assert float(back["ε=0.50"]["rmse_ci_high"]) == pytest.approx(0.61 + T_975[2] * 0.01 / math.sqrt(3), rel=1e-5)
 
 
 def test_organ_rows_are_compared_within_their_organ(seeded):
-    kd = next(t for t in ex.build_tables(seeded) if t.key == "kd-endoslam")
-    lines = [cells(line) for line in ex.table_markdown(kd).splitlines() if line.startswith("|")]
+    kd = next(t for t in exp_rows.build_tables(seeded) if t.key == "kd-endoslam")
+    lines = [cells(line) for line in exp_render.table_markdown(kd).splitlines() if line.startswith("|")]
     stomach = [r for r in lines[2:] if r[1] == ORGANS[2]]
     assert [r[0] for r in stomach] == ["ε=0 (no KD)", "ε=0.25", "ε=0.50"]
     assert stomach[0][2].startswith("**0.7100 ± 0.0100") and stomach[1][2].startswith("≈ 0.7400")
