@@ -18,6 +18,7 @@ test: $(STAMP)  ## build the docs strictly, lint, type-check and run the test su
 	ruff check leve tests
 	mypy
 	vulture leve vulture_whitelist.py --min-confidence 60  # dead code: 60 reports unused functions, classes, variables
+	lint-imports  # the layers of docs/ARCHITECTURE.md and no package cycles ([tool.importlinter] in pyproject.toml)
 	python -m pytest -n 2 --dist loadfile
 
 docs: $(STAMP)  ## the docs site in build/site (git-ignored); its tables of numbers: python docs/generate.py

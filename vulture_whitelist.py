@@ -39,7 +39,7 @@ _.graph_optimization_level  # onnxruntime.SessionOptions
 _.pix_fmt  # PyAV video stream's pixel format (leve.outputs.video): read by the encoder
 _.preserve_quotes  # ruamel.yaml round-trip setting (leve.pipeline.profiles, leve.pipeline.stages): read by its dumper
 _.MAX_IMAGE_PIXELS  # PIL.Image's decompression-bomb cap (leve.store.images): read by Image.open
-_.activation2  # the DPT head's final activation module (leve.teacher.embedded.train): called by the head's forward
+_.activation2  # the DPT head's final activation module (leve.pipeline.embedded_teacher): called by the head's forward
 
 # Dataclass fields written out by dataclasses.asdict (JSON reports), never read by attribute.
 _.output_range  # leve.export.Check and leve.models.runtime.Check: recorded in the export and bench runtimes JSON
@@ -47,8 +47,9 @@ _.output_range  # leve.export.Check and leve.models.runtime.Check: recorded in t
 # Public API used by the tests (each checks a result against an independent computation).
 _.align_lstsq_disparity  # leve.evaluation.align: tests/evaluation/test_alignment_order.py
 _.align_depth  # leve.evaluation.align: tests/evaluation/test_protocols.py
-_.pool_pixel_sums  # leve.evaluation.metrics: tests/evaluation/test_metrics.py, named by aggregate()'s error message
+_.pool_pixel_sums  # leve.metrics: tests/evaluation/test_metrics.py, named by aggregate()'s error message
 _.temporal_stability  # leve.outputs.video: the stability figure of a whole sequence, tests/outputs/test_video.py
 _.LCB_LABELS  # leve.report.experiments: row labels of the lcb group, tests/report/test_experiments.py
 _.close_all  # leve.sources.archive: closes the process's cached zips, tests/datasets and tests/evaluation
 _.iter_chunks  # leve.store.reader.SplitReader: blockwise reading named in open_split's doc, tests/datasets/test_synthetic.py
+_.__getattr__  # PEP 562 module __getattr__ of the package __init__ files: the deprecated package-level names

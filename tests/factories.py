@@ -8,7 +8,7 @@ import numpy as np
 
 from leve.datasets import synthetic
 from leve.datasets.build import SplitSource, build_store
-from leve.store import SplitSpec, dataset_arrays, fingerprint
+from leve.store.format import SplitSpec, dataset_arrays, fingerprint
 
 
 class SmoothImages:

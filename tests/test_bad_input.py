@@ -556,7 +556,7 @@ def alias_bomb_params(ws: Path, key_yaml: str) -> Path:
 
 def bad_header(ws: Path, name: str, *keys_value: object) -> Path:
     """The workspace's student checkpoint (in the encoding ``name``'s suffix says) with one header field changed."""
-    from leve.models import load_checkpoint, save_checkpoint
+    from leve.models.checkpoint import load_checkpoint, save_checkpoint
 
     src = ws / CKPT
     if name.endswith(".safetensors"):
@@ -648,8 +648,10 @@ serve:
 @pytest.fixture(scope="session")
 def catalogue_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The outputs of an earlier run: a store, its teacher cache, a student, metrics, predictions."""
-    from leve.models import create_model, save_checkpoint
-    from leve.teacher import build_teacher_cache, load_teacher
+    from leve.models.checkpoint import save_checkpoint
+    from leve.models.registry import create_model
+    from leve.teacher.cache.build import build_teacher_cache
+    from leve.teacher.loading import load_teacher
     from tests.factories import synthetic_store
 
     root = tmp_path_factory.mktemp("catalogue") / "ws"

@@ -321,7 +321,7 @@ def _configs() -> list[tuple[str, type]]:
     from leve.evaluation.stage import Config as EvalConfig
     from leve.serve.config import Config as ServeConfig
     from leve.teacher.stage import Config as TeacherConfig
-    from leve.train.stage import TrainConfig
+    from leve.train.config import TrainConfig
 
     return [("train", TrainConfig), ("eval", EvalConfig), ("teacher", TeacherConfig), ("serve", ServeConfig),
             ("prepare.synthetic", synthetic.Config)]
@@ -357,7 +357,7 @@ def test_params_sections_are_typed_or_refused(section):
                           st.text(string.printable, max_size=10)), max_size=3))
 def test_set_overrides(items):
     from leve.params import nest_overrides, parse_overrides
-    from leve.train.stage import TrainConfig
+    from leve.train.config import TrainConfig
 
     def run() -> None:
         from leve.params import build_config

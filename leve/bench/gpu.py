@@ -195,7 +195,7 @@ class SmoothRGBD:
 def build_synthetic_store(path: Path, plan: Plan) -> dict[str, Any]:
     """A one-split (``train``) store of ``plan.store_images`` samples at ``plan.store_size``."""
     from leve.datasets.build import SplitSource, build_store
-    from leve.store import SplitSpec, dataset_arrays
+    from leve.store.format import SplitSpec, dataset_arrays
 
     t0 = time.perf_counter()
     spec = SplitSpec("train", plan.store_images, dataset_arrays(*plan.store_size, rgb_codec=plan.rgb_codec),
@@ -214,7 +214,7 @@ def teacher_forward(runner: Any, store: Path, batch: int, deadline: float, round
     """Images/s of the teacher on a uint8 batch in host memory, at the stored size when the runner
     preprocesses on the device (CUDA), else resized on the host (device preprocessing, forward, maps
     resized to the stored size), after one warm-up batch."""
-    from leve.store import open_split
+    from leve.store.reader import open_split
 
     split = open_split(store, "train")
     prep = runner.teacher.preprocessing
@@ -279,8 +279,8 @@ def teacher_section(store: Path, cache: Path, plan: Plan, dev: torch.device, dea
 def _trainer(store: Path, cache: Path | None, size: tuple[int, int], plan: Plan, dev: torch.device,
              work: Path) -> Any:
     """The real ``leve train`` pieces on the synthetic store (the train split also serves as val)."""
+    from leve.train.config import KDConfig, TrainConfig
     from leve.train.loop import Trainer
-    from leve.train.stage import KDConfig, TrainConfig
 
     kd = KDConfig(eps=KD_EPS, teacher_dir=cache.parent) if cache is not None else KDConfig(eps=0.0)
     cfg = TrainConfig(dataset=store.stem, data_dir=store.parent, train_split="train", val_split="train",
@@ -393,7 +393,7 @@ def infer_model(name: str, plan: Plan, dev: torch.device, dtype: torch.dtype, mo
                 ) -> dict[str, Any]:
     """FPS of one model per batch size and mode, interleaved, each mode checked against eager."""
     from leve.bench.model import time_interleaved
-    from leve.models import create_model
+    from leve.models.registry import create_model
     from leve.models.runtime import compare, prepare_for_inference
 
     eager = create_model(name).eval().to(dev, dtype)
@@ -432,7 +432,7 @@ def infer_model(name: str, plan: Plan, dev: torch.device, dtype: torch.dtype, mo
 
 def inference_section(plan: Plan, dev: torch.device, deadline: float) -> dict[str, Any]:
     """Every model in eager and ``torch`` first; then compiled, ``leve`` first, while the budget lasts."""
-    from leve.models import DEFAULT_MODEL, list_models
+    from leve.models.registry import DEFAULT_MODEL, list_models
 
     names = list(plan.infer_models) or list_models()
     names = sorted(names, key=lambda n: n != DEFAULT_MODEL)

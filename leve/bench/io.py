@@ -25,8 +25,8 @@ import numpy as np
 from leve.datasets import nyu
 from leve.datasets.synthetic import render_sample
 from leve.processes import DiesWithParent
-from leve.store import disk_usage, open_split
 from leve.store.images import encode_jpeg, encode_png
+from leve.store.reader import disk_usage, open_split
 
 
 def make_nyu_like_zip(path: Path, n: int, quality: int = 90, seed: int = 0) -> Path:

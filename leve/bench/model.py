@@ -47,8 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from leve import __version__
 from leve.errors import LeveError
-from leve.models import DEFAULT_MODEL, create_model, list_models
-from leve.models.registry import THESIS_FPS_DEVICE, model_spec, model_specs
+from leve.models.registry import DEFAULT_MODEL, THESIS_FPS_DEVICE, create_model, list_models, model_spec, model_specs
 from leve.models.runtime import compare, prepare_for_inference
 from leve.params import PARAMS_FILE, build_config, load_params, section
 

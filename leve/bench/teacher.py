@@ -18,7 +18,7 @@ import numpy as np
 from leve.bench import report_header
 from leve.datasets.build import SplitSource, build_store
 from leve.device import resolve_device
-from leve.store import SplitSpec, dataset_arrays
+from leve.store.format import SplitSpec, dataset_arrays
 from leve.teacher.cache.build import build_teacher_cache
 from leve.teacher.loading import load_teacher
 

@@ -36,15 +36,15 @@ import torch.nn.functional as F
 from leve.bench import report_header
 from leve.bench.teacher import NYU_SIZE, make_nyu_like_store, make_store
 from leve.device import resolve_device
-from leve.models import create_model
+from leve.models.registry import create_model
 from leve.processes import DiesWithParent
-from leve.store import open_split
+from leve.store.reader import open_split
 from leve.teacher.cache.build import build_teacher_cache
 from leve.teacher.infer import TeacherRunner
 from leve.teacher.loading import load_teacher
 from leve.train.batches import PREFETCH, SharedBatchLoader
+from leve.train.config import AugmentConfig
 from leve.train.data import DepthDataset, collate
-from leve.train.stage import AugmentConfig
 from leve.train.step import Batch, StepRunner
 
 KD_EPS = 0.25
@@ -363,7 +363,7 @@ def jpeg_loader(tmp: Path, images: int, batch_size: int, size: tuple[int, int], 
     decoding in full (bit-equal to evaluation) and at libjpeg's reduced DCT scale (``decode: draft``),
     interleaved: two rounds each, the best kept."""
     from leve.datasets.build import SplitSource, build_store
-    from leve.store import SplitSpec, dataset_arrays
+    from leve.store.format import SplitSpec, dataset_arrays
 
     store = tmp / "nyu_jpeg.zarr"
     spec = SplitSpec("train", images, dataset_arrays(*NYU_SIZE, rgb_codec="jpeg"), {"height": "int32", "width": "int32"})

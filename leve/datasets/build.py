@@ -20,7 +20,9 @@ import numpy as np
 
 from leve.processes import DiesWithParent
 from leve.progress import console, progress_bar
-from leve.store import SplitSpec, StoreBuilder, disk_usage
+from leve.store.builder import StoreBuilder
+from leve.store.format import SplitSpec
+from leve.store.reader import disk_usage
 
 # A loader maps a sample index to (arrays by name, metadata by field).
 Loader = Callable[[int], tuple[dict[str, Any], dict[str, Any]]]

@@ -33,7 +33,7 @@ from leve.params import config_dict
 from leve.progress import console
 from leve.sources.archive import Member, list_tree
 from leve.sources.download import obtain
-from leve.store import SplitSpec, dataset_arrays, fingerprint
+from leve.store.format import SplitSpec, dataset_arrays, fingerprint
 from leve.store.images import decode_channel, decode_rgb
 
 MENDELEY_PAGE = "https://data.mendeley.com/datasets/cd2rtzm23r/1"

@@ -56,7 +56,7 @@ from leve.errors import LeveError, shown
 from leve.limits import MAX_PIXELS
 from leve.params import config_dict
 from leve.progress import console
-from leve.store import SplitSpec, dataset_arrays, fingerprint
+from leve.store.format import SplitSpec, dataset_arrays, fingerprint
 from leve.store.images import decode_gray, decode_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")

@@ -41,7 +41,7 @@ from leve.params import config_dict
 from leve.progress import console
 from leve.sources.archive import Member, list_tree, zip_names
 from leve.sources.download import obtain, verify_file
-from leve.store import SplitSpec, dataset_arrays, fingerprint
+from leve.store.format import SplitSpec, dataset_arrays, fingerprint
 from leve.store.images import decode_gray, decode_rgb
 
 RAW_URL = "https://s3.eu-central-1.amazonaws.com/avg-kitti/raw_data"

@@ -34,7 +34,7 @@ from leve.errors import LeveError
 from leve.params import config_dict
 from leve.sources import archive
 from leve.sources.download import obtain
-from leve.store import SplitSpec, dataset_arrays, fingerprint
+from leve.store.format import SplitSpec, dataset_arrays, fingerprint
 from leve.store.images import decode_gray, decode_rgb
 
 ZIP_URL = "https://s3-eu-west-1.amazonaws.com/densedepth/nyu_data.zip"

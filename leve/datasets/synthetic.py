@@ -20,7 +20,7 @@ import numpy as np
 
 from leve.datasets.build import BuildResult, SplitSource, build_store
 from leve.params import config_dict
-from leve.store import SplitSpec, dataset_arrays, fingerprint
+from leve.store.format import SplitSpec, dataset_arrays, fingerprint
 
 SPLITS = ("train", "val", "test")
 # NYU-Depth V2 colour camera intrinsics at 640x480 (fx, fy, cx, cy).

@@ -4,15 +4,32 @@ Kept apart from the models: :func:`~leve.evaluation.runner.evaluate` takes any c
 that maps a batch of images to network outputs, and a :class:`~leve.store.Split`.
 """
 
-from leve.evaluation.protocols import (
-    PROTOCOLS,
-    Crop,
-    Protocol,
-    crop_for,
-    densedepth,
-    get_protocol,
-    leve2024,
-    standard,
-)
+from __future__ import annotations
 
-__all__ = ["PROTOCOLS", "Crop", "Protocol", "crop_for", "densedepth", "get_protocol", "leve2024", "standard"]
+from typing import Any
+
+# No re-exports: each name is imported from the module that defines it, so that importing one module
+# of this package runs only that module's code (dvc.yaml's derived deps, the training run identity).
+# The old spellings (``from leve.evaluation import Crop``) still work, with a deprecation warning.
+_MOVED = {
+    "Crop": "leve.evaluation.protocols",
+    "PROTOCOLS": "leve.evaluation.protocols",
+    "Protocol": "leve.evaluation.protocols",
+    "crop_for": "leve.evaluation.protocols",
+    "densedepth": "leve.evaluation.protocols",
+    "get_protocol": "leve.evaluation.protocols",
+    "leve2024": "leve.evaluation.protocols",
+    "standard": "leve.evaluation.protocols",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    import warnings
+
+    warnings.warn(f"`from {__name__} import {name}` is deprecated: import it from {module}", DeprecationWarning,
+                  stacklevel=2)
+    return getattr(importlib.import_module(module), name)

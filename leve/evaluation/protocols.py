@@ -31,7 +31,7 @@ facts (units, max depth, intrinsics, sources), never a crop.
   box), no validity mask, REL divided by the prediction, metrics pooled over every pixel.
 
 How a split's numbers are aggregated (``per_image`` means, ``per_image_mse`` with RMSE as the thesis's
-eq. 8.1, or ``pooled`` over every pixel; see :mod:`leve.evaluation.metrics`) is part of each protocol
+eq. 8.1, or ``pooled`` over every pixel; see :mod:`leve.metrics`) is part of each protocol
 (``leve2024`` and ``standard``: per_image; ``densedepth``: pooled), can be overridden by
 ``eval.aggregation``, and is recorded with the numbers.
 Any crop of the dataset can be chosen under any protocol (``eval.crop``).
@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from leve.errors import LeveError
-from leve.evaluation.metrics import AGGREGATIONS, REL_DENOMINATORS, RMSE_LOG_BASES
+from leve.metrics import AGGREGATIONS, REL_DENOMINATORS, RMSE_LOG_BASES
 
 ALIGNMENTS = ("none", "median", "median_disparity", "lstsq")  # see leve.evaluation.align
 FLIPS = ("none", "separate", "average")

@@ -37,7 +37,9 @@ import numpy as np
 import torch
 
 from leve.evaluation.align import SPACES, align_prediction_fit, fit_lstsq_disparity
-from leve.evaluation.metrics import (
+from leve.evaluation.protocols import Protocol
+from leve.images import RGB_RESIZE, resize_maps, resize_rgb
+from leve.metrics import (
     METRIC_KEYS,
     Aggregate,
     MetricAccumulator,
@@ -45,11 +47,9 @@ from leve.evaluation.metrics import (
     pixel_sums,
     spearman,
 )
-from leve.evaluation.protocols import Protocol
-from leve.images import RGB_RESIZE, resize_maps, resize_rgb
 from leve.models.depth import output_to_depth, upsample_output
 from leve.progress import progress_bar
-from leve.store import Split
+from leve.store.reader import Split
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 MODELS = ("student", "teacher")  # the models of the error-vs-depth bins

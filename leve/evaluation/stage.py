@@ -169,7 +169,7 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
     from leve.report.figures import describe_run, save_error_vs_depth, save_grid
     from leve.report.metrics import metrics_document, write_tables
     from leve.report.tables import write_csv, write_json
-    from leve.store import open_store
+    from leve.store.reader import open_store
 
     cfg = config(dataset, overrides, params_file)
     device = str(resolve_device(cfg.device, "eval.device"))  # refuses CUDA when torch sees none

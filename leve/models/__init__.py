@@ -3,7 +3,8 @@ DenseDepth on ImageNet encoders (seed 002); registry and checkpoints.
 
 Usage::
 
-    from leve.models import create_encoder, create_model, list_models
+    from leve.models.encoders import create_encoder
+    from leve.models.registry import create_model, list_models
     model = create_model("leve", encoder_weights="DDRNet23s_imagenet.pth", max_depth=10.0)
     maps = create_encoder("resnet50", weights="resnet50-0676ba61.pth")(rgb)  # features_only: strides 2..32
     out = model(rgb)            # (B,3,H,W) in [0,1] -> (B,1,H,W), read as max_depth/depth
@@ -42,49 +43,45 @@ student is for non-commercial use only; ``MODEL_CARD.md`` beside ``best.pt`` say
 (:mod:`leve.models.card`).
 """
 
-from leve.models.base import DepthModel, InputSizeError
-from leve.models.checkpoint import (
-    CheckpointInfo,
-    load_checkpoint,
-    read_checkpoint,
-    save_checkpoint,
-)
-from leve.models.ddrnet import DDRNet23Slim
-from leve.models.densedepth import DenseDepth
-from leve.models.encoders import create_encoder
-from leve.models.leve import Leve, LeveConfig
-from leve.models.leve_mobilenet import LeveMobileNetV3
-from leve.models.pretrained import LoadReport, load_encoder_weights
-from leve.models.registry import (
-    DEFAULT_MODEL,
-    ModelSpec,
-    ReferenceResult,
-    create_model,
-    list_models,
-    model_spec,
-    register_model,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "CheckpointInfo",
-    "DDRNet23Slim",
-    "DenseDepth",
-    "DepthModel",
-    "InputSizeError",
-    "Leve",
-    "LeveConfig",
-    "LeveMobileNetV3",
-    "LoadReport",
-    "ModelSpec",
-    "ReferenceResult",
-    "create_encoder",
-    "create_model",
-    "list_models",
-    "load_checkpoint",
-    "load_encoder_weights",
-    "model_spec",
-    "read_checkpoint",
-    "register_model",
-    "save_checkpoint",
-]
+from typing import Any
+
+# No re-exports: each name is imported from the module that defines it, so that importing one module
+# of this package runs only that module's code (dvc.yaml's derived deps, the training run identity).
+# The old spellings (``from leve.models import CheckpointInfo``) still work, with a deprecation warning.
+_MOVED = {
+    "CheckpointInfo": "leve.models.checkpoint",
+    "DDRNet23Slim": "leve.models.ddrnet",
+    "DEFAULT_MODEL": "leve.models.registry",
+    "DenseDepth": "leve.models.densedepth",
+    "DepthModel": "leve.models.base",
+    "InputSizeError": "leve.models.base",
+    "Leve": "leve.models.leve",
+    "LeveConfig": "leve.models.leve",
+    "LeveMobileNetV3": "leve.models.leve_mobilenet",
+    "LoadReport": "leve.models.pretrained",
+    "ModelSpec": "leve.models.registry",
+    "ReferenceResult": "leve.models.registry",
+    "create_encoder": "leve.models.encoders",
+    "create_model": "leve.models.registry",
+    "list_models": "leve.models.registry",
+    "load_checkpoint": "leve.models.checkpoint",
+    "load_encoder_weights": "leve.models.pretrained",
+    "model_spec": "leve.models.registry",
+    "read_checkpoint": "leve.models.checkpoint",
+    "register_model": "leve.models.registry",
+    "save_checkpoint": "leve.models.checkpoint",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    import warnings
+
+    warnings.warn(f"`from {__name__} import {name}` is deprecated: import it from {module}", DeprecationWarning,
+                  stacklevel=2)
+    return getattr(importlib.import_module(module), name)

@@ -1,6 +1,6 @@
 """Lineage: which teacher and which data a student was distilled from, and the licence that follows.
 
-Training records it in the checkpoint's ``extra["lineage"]`` (:func:`training_lineage`)::
+Training records it in the checkpoint's ``extra["lineage"]`` (:func:`leve.train.lineage.training_lineage`)::
 
     teacher         None (no distillation) or {model, name, revision, licence, non_commercial, source,
                     config_hash, cache, cache_fingerprint, eps, loss}: the teacher cache's own record
@@ -35,33 +35,6 @@ def is_non_commercial(licence: str | None) -> bool:
     return bool(licence) and NON_COMMERCIAL.search(str(licence)) is not None
 
 
-def teacher_record(attrs: dict[str, Any], cache: str | Path) -> dict[str, Any]:
-    """The teacher of a cached split, from the cache split's attributes; the registry is consulted too,
-    so a cache that recorded no licence is still caught as non-commercial by its model id."""
-    from leve.teacher.registry import find_entry
-
-    t = dict(attrs.get("teacher") or {})
-    model = str(t.get("model") or "unknown")
-    entry = find_entry(model)
-    licence = str(t.get("licence") or (entry.licence if entry else "unknown"))
-    non_commercial = is_non_commercial(licence) or bool(entry and is_non_commercial(entry.licence))
-    return {"model": model, "name": entry.name if entry else None, "revision": t.get("revision"),
-            "licence": licence, "non_commercial": non_commercial, "source": t.get("source"),
-            "config_hash": t.get("config_hash"), "cache": str(cache),
-            "cache_fingerprint": attrs.get("identity_fingerprint"), "cache_completed_at": attrs.get("completed_at")}
-
-
-def dataset_record(store: Any, split: str, role: str) -> dict[str, Any]:
-    """One dataset split a student saw: its store's path and identity (fingerprint, completion time)."""
-    from leve.store import fingerprint
-
-    data = store.split(split)
-    attrs = store.attrs
-    return {"role": role, "name": attrs.get("dataset"), "path": str(store.path), "split": split,
-            "samples": len(data), "has_depth": bool(data.has_depth), "units": attrs.get("units"),
-            "fingerprint": attrs.get("fingerprint") or fingerprint(attrs), "completed_at": attrs.get("completed_at")}
-
-
 def student_licence(teacher: dict[str, Any] | None) -> tuple[str, str]:
     """(licence text, id) of a student as far as its teacher decides it."""
     if teacher is None:
@@ -72,28 +45,6 @@ def student_licence(teacher: dict[str, Any] | None) -> tuple[str, str]:
     if licence.lower().startswith("unknown"):
         return f"unknown: the teacher's licence is unknown ({licence})", "unknown"
     return f"{licence} (the teacher's; the terms of the training data still apply)", OPEN_ID
-
-
-def training_lineage(cfg: Any, store: Any) -> dict[str, Any]:
-    """The lineage of a ``leve train`` run (a :class:`~leve.train.stage.TrainConfig`) on ``store``: its
-    train and val splits and, when it distils (``kd.eps > 0``), the teacher its cache records."""
-    import zarr
-
-    teacher = None
-    if cfg.kd.eps > 0:
-        attrs = dict(zarr.open_group(str(cfg.teacher_path), mode="r")[cfg.train_split].attrs)
-        teacher = {**teacher_record(attrs, cfg.teacher_path), "eps": float(cfg.kd.eps), "loss": cfg.kd.loss}
-    datasets = [dataset_record(store, cfg.train_split, "train"), dataset_record(store, cfg.val_split, "val")]
-    datasets[0]["labels_fraction"] = float(cfg.labels.fraction) if datasets[0]["has_depth"] else 0.0
-    encoder = None
-    if cfg.encoder_weights:
-        from leve.models.registry import model_spec
-
-        spec = model_spec(cfg.model).encoder_weights
-        encoder = {"file": Path(cfg.encoder_weights).name, "licence": spec.licence if spec else "unknown"}
-    licence, licence_id = student_licence(teacher)
-    return {"teacher": teacher, "datasets": datasets, "encoder_weights": encoder, "licence": licence,
-            "licence_id": licence_id, "non_commercial": bool(teacher and teacher["non_commercial"])}
 
 
 @dataclass

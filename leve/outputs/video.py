@@ -3,7 +3,7 @@ temporal-stability figure.
 
 Frames are read with :mod:`leve.datasets.video` (PyAV), every ``every``-th from the first. For a
 video ``clip.mp4`` the output folder gets ``clip_frames/<frame>_depth16.png`` (or ``.npy``; a
-relative checkpoint's ``<frame>_disp16.png``, as :class:`leve.predict.DepthEncoding` says; and
+relative checkpoint's ``<frame>_disp16.png``, as :class:`leve.outputs.depthfiles.DepthEncoding` says; and
 ``<frame>.ply`` with ``--pointcloud``), ``clip_depth.mp4`` (H.264, or MPEG-4 Part 2 where the
 FFmpeg build lacks libx264; inverse depth through the colour map, near = bright, over one range
 for the whole video so colours do not flicker; frames of odd size are padded by one edge
@@ -40,7 +40,7 @@ from leve.errors import LeveError
 from leve.outputs.pointcloud import CloudOptions, write_cloud
 
 if TYPE_CHECKING:
-    from leve.predict import DepthEncoding
+    from leve.outputs.depthfiles import DepthEncoding
 
 STATIC_THRESHOLD = 8.0  # grey levels (of 255): mean |RGB change| below this counts as static
 VIDEO_CODECS = ("libx264", "mpeg4")  # the first one the installed FFmpeg has
@@ -212,7 +212,7 @@ class VideoOptions:
 
     @property
     def maps(self) -> DepthEncoding:
-        from leve.predict import DepthEncoding
+        from leve.outputs.depthfiles import DepthEncoding
 
         return self.encoding or DepthEncoding("metric", self.depth_format)
 
@@ -302,7 +302,7 @@ def split_videos(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
     """Videos named or inside the given folders (non-recursive), and the inputs left for images
     (a folder stays there unless it holds only videos)."""
     from leve.datasets.video import VIDEO_EXTENSIONS
-    from leve.predict import IMAGE_SUFFIXES
+    from leve.outputs.depthfiles import IMAGE_SUFFIXES
 
     videos: list[Path] = []
     rest: list[Path] = []

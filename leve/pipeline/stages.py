@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leve.closure import ROOT, code_closure
 from leve.errors import LeveError
-from leve.pipeline.closure import ROOT, code_closure
 
 DVC_FILE = ROOT / "dvc.yaml"
 ITEM = "${item}"  # the foreach variable of dvc.yaml

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leve.errors import LeveError
-from leve.evaluation.metrics import AGGREGATION_CAPTIONS, METRIC_KEYS, ORDER_KEYS, Aggregate, metric_aggregation
+from leve.metrics import AGGREGATION_CAPTIONS, METRIC_KEYS, ORDER_KEYS, Aggregate, metric_aggregation
 from leve.report.tables import METRIC_HEADERS, MISSING, markdown_table, metric_cells, number, write_csv, write_text
 
 if TYPE_CHECKING:  # an annotation only: the `tables` stage need not import the runner (and torch)

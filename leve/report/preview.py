@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from leve.store import open_store
+from leve.store.reader import open_store
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

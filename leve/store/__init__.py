@@ -23,36 +23,42 @@ to the fill value) and each split records at publish what was written (attribute
 ``leve verify PATH`` checks a whole store or teacher cache.
 """
 
-from leve.store.builder import SplitWriter, StoreBuilder, replace_dir
-from leve.store.format import (
-    PARTIAL_SUFFIX,
-    PROGRESS_DIR,
-    RGB_CODECS,
-    STORE_FORMAT,
-    ArraySpec,
-    SplitSpec,
-    dataset_arrays,
-    fingerprint,
-)
-from leve.store.reader import Sample, Split, Store, disk_usage, is_complete, open_split, open_store
+from __future__ import annotations
 
-__all__ = [
-    "PARTIAL_SUFFIX",
-    "PROGRESS_DIR",
-    "RGB_CODECS",
-    "STORE_FORMAT",
-    "ArraySpec",
-    "Sample",
-    "Split",
-    "SplitSpec",
-    "SplitWriter",
-    "Store",
-    "StoreBuilder",
-    "dataset_arrays",
-    "disk_usage",
-    "fingerprint",
-    "is_complete",
-    "open_split",
-    "open_store",
-    "replace_dir",
-]
+from typing import Any
+
+# No re-exports: each name is imported from the module that defines it, so that importing one module
+# of this package runs only that module's code (dvc.yaml's derived deps, the training run identity).
+# The old spellings (``from leve.store import ArraySpec``) still work, with a deprecation warning.
+_MOVED = {
+    "ArraySpec": "leve.store.format",
+    "PARTIAL_SUFFIX": "leve.store.format",
+    "PROGRESS_DIR": "leve.store.format",
+    "RGB_CODECS": "leve.store.format",
+    "STORE_FORMAT": "leve.store.format",
+    "Sample": "leve.store.reader",
+    "Split": "leve.store.reader",
+    "SplitSpec": "leve.store.format",
+    "SplitWriter": "leve.store.builder",
+    "Store": "leve.store.reader",
+    "StoreBuilder": "leve.store.builder",
+    "dataset_arrays": "leve.store.format",
+    "disk_usage": "leve.store.reader",
+    "fingerprint": "leve.store.format",
+    "is_complete": "leve.store.reader",
+    "open_split": "leve.store.reader",
+    "open_store": "leve.store.reader",
+    "replace_dir": "leve.store.builder",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    import warnings
+
+    warnings.warn(f"`from {__name__} import {name}` is deprecated: import it from {module}", DeprecationWarning,
+                  stacklevel=2)
+    return getattr(importlib.import_module(module), name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from leve.store import disk_usage, open_store
+from leve.store.reader import disk_usage, open_store
 
 
 def store_info(path: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import torch
 
 from leve.errors import LeveError
-from leve.store import fingerprint
+from leve.store.format import fingerprint
 from leve.teacher.dpt import DEPTH_ANYTHING_PREPROCESSING
 from leve.teacher.preprocess import Preprocessing
 from leve.teacher.registry import REGISTRY, TeacherEntry, find_entry

@@ -53,7 +53,8 @@ def run(
     show_progress: bool = True,
 ) -> list[Any]:
     """Cache the teacher for each configured split of ``dataset``; returns one result per split."""
-    from leve.teacher import build_teacher_cache, load_teacher, parse_shard
+    from leve.teacher.cache.build import build_teacher_cache, parse_shard
+    from leve.teacher.loading import load_teacher
 
     cfg = config(dataset, overrides, params_file)
     shard_index = parse_shard(shard)
@@ -102,7 +103,7 @@ def embedded_misuse(model_id: str, store_path: Path) -> str | None:
     if model_id != "embedded":
         return None
     from leve.errors import LeveError
-    from leve.store import open_store
+    from leve.store.reader import open_store
 
     try:
         attrs = dict(open_store(store_path).attrs)

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from leve.images import resize_depth, resize_maps, resize_rgb, resize_rgb_uint8
-from leve.store import Split, open_split
+from leve.store.reader import Split, open_split
 from leve.train.batches import SharedBatches, SlotRef
-from leve.train.stage import AugmentConfig
+from leve.train.config import AugmentConfig
 
 Item = dict[str, torch.Tensor]
 

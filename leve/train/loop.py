@@ -23,31 +23,31 @@ import numpy as np
 import torch
 
 from leve.errors import LeveError
-from leve.evaluation.metrics import MetricAccumulator, compute_metrics
-from leve.models import create_model
+from leve.metrics import MetricAccumulator, compute_metrics
 from leve.models.card import write_model_card
 from leve.models.checkpoint import save_checkpoint
 from leve.models.depth import depth_range, output_to_depth, upsample_output
-from leve.models.lineage import training_lineage
+from leve.models.registry import create_model
 from leve.params import config_dict
 from leve.processes import DiesWithParent
 from leve.progress import console, progress_bar
-from leve.store import open_store
+from leve.store.reader import open_store
 from leve.train import distributed as dist_
 from leve.train.batches import PREFETCH, SharedBatchLoader
+from leve.train.config import RESULT_INDEPENDENT, TrainConfig
 from leve.train.data import DepthDataset, EpochBatchSampler, collate, draft_refusal, labelled_samples
+from leve.train.lineage import training_lineage
 from leve.train.logging import RunLog
 from leve.train.losses import LossOptions, align_scale_shift
 from leve.train.schedule import make_scheduler, validation_at
-from leve.train.stage import RESULT_INDEPENDENT, TrainConfig
 from leve.train.state import Position, load_state, read_state, save_state
 from leve.train.step import StepRunner, targets_at
 
 
 def code_digest() -> str:
     """sha256 over the source files the ``train`` stage imports (the same import closure that
-    dvc.yaml lists as the stage's code deps, see leve/pipeline/closure.py)."""
-    from leve.pipeline.closure import code_closure
+    dvc.yaml lists as the stage's code deps, see leve/closure.py)."""
+    from leve.closure import code_closure
 
     root = Path(__file__).resolve().parents[2]
     digest = hashlib.sha256()

@@ -7,7 +7,7 @@ from functools import partial
 
 import torch
 
-from leve.train.stage import ScheduleConfig
+from leve.train.config import ScheduleConfig
 
 
 def lr_factor(step: int, cfg: ScheduleConfig, total_steps: int, steps_per_epoch: int, base_lr: float) -> float:

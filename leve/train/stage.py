@@ -1,210 +1,39 @@
 """Stage ``train``: the ``train`` section of params.yaml as typed dataclasses (code defaults = the
-thesis recipe) -> ``models/student/{best,last}.pt`` and DVCLive logs in ``dvclive/train``."""
+thesis recipe, defined in :mod:`leve.train.config`) -> ``models/student/{best,last}.pt`` and DVCLive
+logs in ``dvclive/train``."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from leve.errors import LeveError
-from leve.models.leve import MIN_SIZE, MULTIPLE
-from leve.models.registry import model_spec
 from leve.params import PARAMS_FILE, build_config, load_params, nest_overrides, section
 from leve.processes import exclusive_writer
-
-SSIM_MODES = ("leve", "thesis-code")  # as leve.train.losses (not imported: the loss pulls in torch)
-INVALID_MODES = ("mask", "zero-target")
-KD_NORMS = ("image", "batch")
-VAL_SCHEDULES = ("leve", "thesis-code")  # leve.train.schedule.validation_at
-BN_AFTER_VALIDATION = ("train", "eval")  # leve.train.loop.Trainer._freezes_after_validation
-KD_SHIFTS = ("clipped", "raw_min")  # leve.train.losses.kd_l1_batch
-
-
-@dataclass
-class KDConfig:
-    """Distillation from the cached teacher (eq. 7.1). ``eps = 0`` never opens the cache."""
-
-    eps: float = 0.0
-    loss: str = "l1"  # l1: the thesis's max-normalised L1 (eq. 7.8) | ssi: scale-and-shift-invariant L1
-    norm: str = "image"  # l1 only: image (eq. 7.8: per-image maxima) | batch (the thesis code: teacher
-    # shifted by its minimum, both maps divided by their batch maximum; leve.train.losses.kd_l1_batch)
-    batch_max_shift: str = "clipped"  # norm batch only: the teacher shifted by |the minimum of the map it gets|
-    # (clipped at 0 in the cache, resized to the resolution) | raw_min: by |the raw map's minimum| (the cache's
-    # raw_min, before clipping), as the thesis code shifts its raw teacher output
-    teacher_dir: Path = Path("data/teacher")
-
-
-@dataclass
-class LossConfig:
-    """The supervised terms: leve's choices, or the thesis's public code's (for reproduction)."""
-
-    ssim: str = "leve"  # leve: L = 100 (the target's range), valid windows, (1 - SSIM)/2 per window |
-    # thesis-code: L = max_depth, zero 'same' padding, 1 - mean SSIM / 2 (leve.train.losses.ssim_loss_thesis_code)
-    invalid: str = "mask"  # mask: pixels without depth are left out | zero-target: scored against 0 (the thesis code)
-
-
-@dataclass
-class LabelsConfig:
-    """Which training samples' depth the student may see (few labels, many images: the setting where
-    distillation matters). ``fraction`` of the train split keeps its depth, the first
-    ``round(fraction * N)`` indices of a permutation seeded by ``seed`` alone (not ``train.seed``: every
-    run sees the same labelled samples, and a smaller fraction keeps a subset of a larger one). The
-    supervised terms use only those samples; the KD term uses the teacher cache on all. With no
-    labelled sample (``fraction: 0``, or a train split without depth) the student learns relative depth
-    from the teacher alone (``kd.loss: ssi`` as the whole loss).
-
-    ``sampling`` (when some but not all samples are labelled): ``split`` draws each batch's
-    ``batch_size`` samples from the labelled ones, so ε = 0 trains on labelled images only and a KD
-    run sees exactly the same labelled batches, plus ``unlabelled_batch`` (None: ``batch_size``)
-    unlabelled samples per batch for the KD term alone; an epoch keeps ``N // batch_size`` batches.
-    ``mixed`` draws batches from all samples (the supervised terms over the labelled ones in each):
-    with ε = 0 the batches without a label teach nothing, yet Adam's momentum still moves the weights."""
-
-    fraction: float = 1.0
-    seed: int = 0
-    sampling: str = "split"
-    unlabelled_batch: int | None = None
-
-
-@dataclass
-class ScheduleConfig:
-    """Learning-rate schedule, stepped after every optimiser step."""
-
-    name: str = "step"  # step (thesis: x0.99 every 5 epochs) | cosine | constant
-    step_epochs: int = 5
-    gamma: float = 0.99
-    warmup_steps: int = 0
-    min_lr: float = 0.0  # cosine floor
-
-
-@dataclass
-class AugmentConfig:
-    """Probabilities of the thesis's two augmentations."""
-
-    flip: float = 0.5  # horizontal flip of RGB, depth and teacher together
-    channel_swap: float = 0.5  # random permutation of the RGB channels
-
-
-@dataclass
-class DataConfig:
-    """How the loader reads the training split."""
-
-    # full: the RGB decoded in full, then resized (bit-equal to evaluation's input) | draft: an
-    # ``rgb_codec: jpeg`` store decoded at libjpeg's reduced DCT scale (1/2, 1/4, 1/8) when the
-    # resolution is half the stored one or less, then resized (several times faster, close to full)
-    decode: str = "full"
-
-
-# TrainConfig fields that do not change what a run computes (speed, logging cadence, places; dotted
-# within nested configs): neither in the run identity (leve/train/loop.py) nor among the `train`
-# stage's DVC params (leve/pipeline/stages.py).
-RESULT_INDEPENDENT: tuple[str, ...] = (
-    "workers", "log_every", "checkpoint_every", "checkpoint_minutes", "device", "compile",
-    "out_dir", "log_dir", "data_dir", "kd.teacher_dir",
+from leve.train.config import (  # the stage's Config and RESULT_INDEPENDENT (leve.pipeline.stages reads them here)
+    BN_AFTER_VALIDATION,
+    INVALID_MODES,
+    KD_NORMS,
+    KD_SHIFTS,
+    RESULT_INDEPENDENT,
+    SSIM_MODES,
+    VAL_SCHEDULES,
+    AugmentConfig,
+    DataConfig,
+    KDConfig,
+    LabelsConfig,
+    LossConfig,
+    ScheduleConfig,
+    TrainConfig,
 )
 
-
-@dataclass
-class TrainConfig:
-    """Everything ``leve train`` needs; the defaults are the thesis's recipe on NYU."""
-
-    dataset: str = "nyu"
-    data_dir: Path = Path("data/zarr")
-    train_split: str = "train"
-    val_split: str = "val"
-    model: str = "leve"  # a registered model (leve.models.list_models()); output at 1/1 or 1/2 (DenseDepth)
-    encoder_weights: Path | None = None  # DDRNet23s_imagenet.pth (None: random encoder)
-    resolution: tuple[int, int] = (240, 320)  # HxW; 480x640 for the final model
-    epochs: int = 20
-    max_steps: int | None = None  # stop after this many steps (the schedule then spans them)
-    batch_size: int = 8  # global batch (split over torchrun processes and accumulation)
-    accumulate: int = 1  # micro-batches per optimiser step
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    grad_clip: float | None = None  # max gradient norm
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    kd: KDConfig = field(default_factory=KDConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    labels: LabelsConfig = field(default_factory=LabelsConfig)
-    val_every: int = 125  # steps between validations (0: only at the end of each epoch)
-    val_schedule: str = "leve"  # leve: every val_every steps and each epoch end, best of all | thesis-code:
-    # after batch i (0-based, of the epoch) with i % val_every == 0 and i > 0 logged only, best of epoch ends
-    val_limit: int | None = None  # validate on the first N val samples
-    bn_after_validation: str = "train"  # train: every step in train mode | eval: after a validation, the rest
-    # of the epoch in eval mode (BN statistics frozen), as the thesis code (its validation calls model.eval())
-    checkpoint_every: int = 0  # steps between extra last.pt saves (0: each epoch and at the end)
-    checkpoint_minutes: float = 5.0  # also save last.pt once this long since the last save (0: off)
-    log_every: int = 10  # steps between logged training losses
-    workers: int = 2  # DataLoader processes
-    seed: int = 0
-    deterministic: bool = True
-    device: str = "auto"  # auto | cpu | cuda | cuda:N (torchrun: the local rank's GPU)
-    amp: str = "bfloat16"  # autocast dtype on CUDA: bfloat16 | float16 | float32 (CPU: float32)
-    channels_last: bool = True  # on CUDA
-    compile: bool = False  # torch.compile the model
-    out_dir: Path = Path("models/student")
-    log_dir: Path = Path("dvclive/train")
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.batch_size >= 1 and self.accumulate >= 1, "batch_size and accumulate must be >= 1"),
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.checkpoint_every >= 0 and self.checkpoint_minutes >= 0, "checkpoint_every and checkpoint_minutes must be >= 0"),
-            (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1 or null"),
-            (0.0 <= self.kd.eps <= 1.0, f"kd.eps must be in [0, 1], got {self.kd.eps}"),
-            (self.kd.loss in ("l1", "ssi"), f"kd.loss must be l1 or ssi, got {self.kd.loss!r}"),
-            (self.kd.norm in KD_NORMS, f"kd.norm must be one of {', '.join(KD_NORMS)}, got {self.kd.norm!r}"),
-            (self.kd.norm == "image" or self.kd.loss == "l1",
-             f"kd.norm {self.kd.norm} applies to kd.loss l1 (ssi is invariant to the teacher's scale)"),
-            (self.loss.ssim in SSIM_MODES, f"loss.ssim must be one of {', '.join(SSIM_MODES)}, got {self.loss.ssim!r}"),
-            (self.loss.invalid in INVALID_MODES,
-             f"loss.invalid must be one of {', '.join(INVALID_MODES)}, got {self.loss.invalid!r}"),
-            (self.val_schedule in VAL_SCHEDULES,
-             f"val_schedule must be one of {', '.join(VAL_SCHEDULES)}, got {self.val_schedule!r}"),
-            (self.val_every >= 0, f"val_every must be >= 0, got {self.val_every}"),
-            (self.bn_after_validation in BN_AFTER_VALIDATION,
-             f"bn_after_validation must be one of {', '.join(BN_AFTER_VALIDATION)}, got {self.bn_after_validation!r}"),
-            (self.kd.batch_max_shift in KD_SHIFTS,
-             f"kd.batch_max_shift must be one of {', '.join(KD_SHIFTS)}, got {self.kd.batch_max_shift!r}"),
-            (self.kd.batch_max_shift == "clipped" or self.kd.norm == "batch",
-             f"kd.batch_max_shift {self.kd.batch_max_shift} applies to kd.norm batch (got kd.norm {self.kd.norm})"),
-            (0.0 <= self.labels.fraction <= 1.0, f"labels.fraction must be in [0, 1], got {self.labels.fraction}"),
-            (self.labels.sampling in ("split", "mixed"),
-             f"labels.sampling must be split or mixed, got {self.labels.sampling!r}"),
-            (self.labels.unlabelled_batch is None or self.labels.unlabelled_batch >= 1,
-             f"labels.unlabelled_batch must be >= 1 or null, got {self.labels.unlabelled_batch}"),
-            (self.schedule.name in ("step", "cosine", "constant"),
-             f"schedule.name must be step, cosine or constant, got {self.schedule.name!r}"),
-            (self.data.decode in ("full", "draft"), f"data.decode must be full or draft, got {self.data.decode!r}"),
-            (self.amp in ("bfloat16", "float16", "float32"), f"amp must be bfloat16, float16 or float32, got {self.amp!r}"),
-            (len(self.resolution) == 2 and all(int(v) >= MIN_SIZE and int(v) % MULTIPLE == 0 for v in self.resolution),
-             f"resolution must be [H, W], multiples of {MULTIPLE} and at least {MIN_SIZE}, got {list(self.resolution)}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise LeveError(f"train: {message}")
-        self.resolution = (int(self.resolution[0]), int(self.resolution[1]))
-        # the model's own input contract (MobileNetV3 Leve: multiples of 16); an unknown name is refused here
-        try:
-            spec = model_spec(self.model)
-        except LeveError as exc:
-            raise LeveError(f"train: {exc}") from None
-        spec.check_size(*self.resolution, what=f"train: resolution {list(self.resolution)}")
-
-    @property
-    def store_path(self) -> Path:
-        return self.data_dir / f"{self.dataset}.zarr"
-
-    @property
-    def teacher_path(self) -> Path:
-        return self.kd.teacher_dir / f"{self.dataset}.zarr"
-
+__all__ = [
+    "AugmentConfig", "BN_AFTER_VALIDATION", "DataConfig", "INVALID_MODES", "KDConfig", "KD_NORMS",
+    "KD_SHIFTS", "LabelsConfig", "LossConfig", "RESULT_INDEPENDENT", "SSIM_MODES", "ScheduleConfig",
+    "TrainConfig", "VAL_SCHEDULES", "config", "expected_teacher", "run",
+]
 
 
 def config(overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE) -> TrainConfig:

@@ -23,7 +23,7 @@ def test_bench_io_readers_and_ratios(tmp_path):
     assert half["bytes"] == readers["store_jpeg"]["bytes"] and half["rgb_at"] == [240, 320]
     assert half["meets_half_res_goal"] == (half["speedup_single_cpu"] >= 3.0 and half["bytes_ratio"] <= 1.1)
     # the half-resolution reader returns Pillow's own 1/2-scale decode of the stored JPEG, and the depth
-    from leve.store import open_split
+    from leve.store.reader import open_split
 
     split = open_split(tmp_path / "nyu_jpeg.zarr", "train")
     rgb, depth = bench_io.StoreReader(str(tmp_path / "nyu_jpeg.zarr"), draft=(240, 320))(1)

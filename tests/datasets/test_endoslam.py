@@ -15,8 +15,9 @@ from leve.cli import app
 from leve.datasets import endoslam
 from leve.errors import LeveError
 from leve.sources.archive import close_all, list_tree
-from leve.store import PARTIAL_SUFFIX, is_complete, open_split
+from leve.store.format import PARTIAL_SUFFIX
 from leve.store.images import encode_png
+from leve.store.reader import is_complete, open_split
 
 H, W = 10, 12
 # organ -> frame numbers present as image / as depth (gaps on purpose)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from leve.datasets import folder, stage
 from leve.errors import LeveError
-from leve.store import is_complete, open_split, open_store
+from leve.store.reader import is_complete, open_split, open_store
 
 H, W = 24, 32
 
@@ -384,7 +384,9 @@ def test_params_declared_dataset_runs_as_leve_prepare_name(tmp_path, run_cli, mo
 @pytest.mark.slow  # ~19 s alone on 2 busy cores, mostly importing transformers (shared with the teacher tests)
 def test_teacher_caches_a_split_without_depth(tmp_path):
     """The store contract shared with the teacher: a split without depth is cached like any other."""
-    from leve.teacher import build_teacher_cache, load_teacher, open_teacher_cache
+    from leve.teacher.cache.build import build_teacher_cache
+    from leve.teacher.cache.read import open_teacher_cache
+    from leve.teacher.loading import load_teacher
     from tests.teacher.conftest import save_tiny_teacher
 
     clips = tmp_path / "clips"

@@ -16,8 +16,9 @@ from leve.cli import app
 from leve.datasets import kitti
 from leve.errors import LeveError
 from leve.sources.archive import close_all
-from leve.store import PARTIAL_SUFFIX, is_complete, open_split
+from leve.store.format import PARTIAL_SUFFIX
 from leve.store.images import encode_png
+from leve.store.reader import is_complete, open_split
 
 DATES = {"2011_09_26": (40, 12), "2011_10_03": (38, 13)}  # date -> (width, height) of S_rect_02
 DRIVES = {"2011_09_26_drive_0002_sync": [69, 54], "2011_10_03_drive_0027_sync": [0]}

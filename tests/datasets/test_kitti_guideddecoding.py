@@ -16,7 +16,8 @@ from leve.cli import app
 from leve.datasets import kitti
 from leve.errors import LeveError
 from leve.sources.archive import close_all
-from leve.store import PARTIAL_SUFFIX, is_complete, open_split
+from leve.store.format import PARTIAL_SUFFIX
+from leve.store.reader import is_complete, open_split
 
 
 def npz_bytes(compressed: bool = False, **arrays: np.ndarray) -> bytes:

@@ -13,7 +13,7 @@ import scipy.io
 import zarr
 from PIL import Image
 
-from leve.store import open_split, open_store
+from leve.store.reader import open_split, open_store
 
 H, W = 480, 640
 TRAIN_SCENES = {"bedroom_0001": 3, "kitchen_0002": 2, "office_0003": 2}

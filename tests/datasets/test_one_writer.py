@@ -13,7 +13,7 @@ import pytest
 
 from leve.errors import LeveError
 from leve.processes import exclusive_writer
-from leve.store import open_store
+from leve.store.reader import open_store
 from tests.processes import Job, lock_holder, resume_group, run_leve, start, stop_group, wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="flock, SIGSTOP")

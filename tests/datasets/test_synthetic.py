@@ -16,7 +16,7 @@ from leve.datasets.synthetic import (
     render,
     render_sample,
 )
-from leve.store import open_split, open_store
+from leve.store.reader import open_split, open_store
 
 GREY = Material((0.5, 0.5, 0.5))
 H, W = 48, 64

@@ -33,9 +33,10 @@ def ramp_depth(x: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(scope="session")
 def eval_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """data/zarr/synthetic.zarr (test: 4), data/teacher/synthetic.zarr, models/student/best.pt."""
-    from leve.models import create_model
     from leve.models.checkpoint import save_checkpoint
-    from leve.teacher import build_teacher_cache, load_teacher
+    from leve.models.registry import create_model
+    from leve.teacher.cache.build import build_teacher_cache
+    from leve.teacher.loading import load_teacher
 
     root = tmp_path_factory.mktemp("evalws")
     store = root / "data/zarr/synthetic.zarr"
@@ -57,7 +58,7 @@ def workspace(eval_workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def split_of(root: Path):
-    from leve.store import open_split
+    from leve.store.reader import open_split
 
     return open_split(root / "data/zarr/synthetic.zarr", "test")
 

@@ -54,7 +54,7 @@ class Crops:
 def motorcycle_store(path: Path) -> Path:
     """A complete store ``middlebury`` (train: 4 crops, test: 6 crops) of the Motorcycle scene."""
     from leve.datasets.build import SplitSource, build_store
-    from leve.store import SplitSpec, dataset_arrays, fingerprint
+    from leve.store.format import SplitSpec, dataset_arrays, fingerprint
 
     meta = {"height": "int32", "width": "int32", "source": "str"}
     sources = [SplitSource(SplitSpec(name, len(corners), dataset_arrays(*CROP), meta), Crops(corners))
@@ -124,13 +124,15 @@ def teacher_numbers(root: Path, teacher: str = "embedded") -> list[dict]:
     then the evaluation's teacher row: lstsq with scale >= 0): on the 6 test crops and on the whole scene,
     beside the constant predictor and what the unconstrained fit (leve before issue 27) made of the same maps."""
     from leve.datasets.build import SplitSource, build_store
-    from leve.evaluation import get_protocol
     from leve.evaluation.align import disparity_to_depth, fit_scale_shift
-    from leve.evaluation.metrics import aggregate_metrics, compute_metrics
+    from leve.evaluation.protocols import get_protocol
     from leve.evaluation.runner import evaluate
-    from leve.store import SplitSpec, dataset_arrays, fingerprint, open_store
-    from leve.teacher import build_teacher_cache, load_teacher
+    from leve.metrics import aggregate_metrics, compute_metrics
+    from leve.store.format import SplitSpec, dataset_arrays, fingerprint
+    from leve.store.reader import open_store
+    from leve.teacher.cache.build import build_teacher_cache
     from leve.teacher.cache.read import open_teacher_cache
+    from leve.teacher.loading import load_teacher
 
     meta = {"height": "int32", "width": "int32", "source": "str"}
     crops = motorcycle_store(root / "crops.zarr")

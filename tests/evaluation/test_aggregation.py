@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from leve.errors import LeveError
-from leve.evaluation import get_protocol
-from leve.evaluation.metrics import (
+from leve.evaluation.protocols import get_protocol
+from leve.metrics import (
     AGGREGATIONS,
     METRIC_KEYS,
     MetricAccumulator,
@@ -49,7 +49,7 @@ def aggregate(images, how: str):
 
 
 def naive(images, how: str) -> dict[str, float]:
-    """Every metric aggregated as ``how``, the long way (no shared code with leve.evaluation.metrics)."""
+    """Every metric aggregated as ``how``, the long way (no shared code with leve.metrics)."""
     def each(p, g):
         e = np.log(p) - np.log(g)
         ratio = np.maximum(p / g, g / p)

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import lsq_linear
 
-from leve.evaluation import get_protocol
 from leve.evaluation.align import align_lstsq_disparity
-from leve.evaluation.metrics import compute_metrics
+from leve.evaluation.protocols import get_protocol
 from leve.evaluation.runner import evaluate, score_teacher
+from leve.metrics import compute_metrics
 
 
 def _positive_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -169,9 +169,10 @@ def test_teacher_row_records_a_flip_averaged_cache(tta, recorded):
 def test_teacher_row_of_a_flip_cache_scores_the_flip_average(eval_workspace, tmp_path):
     """A cache built with ``teacher.tta: flip`` holds the mean of the teacher's map of the image
     and the un-mirrored map of its mirror; the ``standard`` teacher row scores exactly that."""
-    from leve.teacher import build_teacher_cache, load_teacher
-    from leve.teacher.cache import open_teacher_cache
+    from leve.teacher.cache.build import build_teacher_cache
+    from leve.teacher.cache.read import open_teacher_cache
     from leve.teacher.infer import TeacherRunner
+    from leve.teacher.loading import load_teacher
     from tests.evaluation.conftest import ColumnRampNet, split_of
 
     store = eval_workspace / "data/zarr/synthetic.zarr"
@@ -204,9 +205,10 @@ def test_flip_cache_keeps_the_plain_map_for_rows_that_do_not_flip_average(eval_w
     protocol whose student row is not flip-averaged (``standard`` with ``eval.flip: false``;
     ``leve2024`` scores the mirror as a second sample) scores the teacher's plain map, recorded as
     ``teacher_flip: none``; training still reads the average from ``disparity``."""
-    from leve.teacher import build_teacher_cache, load_teacher
-    from leve.teacher.cache import open_teacher_cache
+    from leve.teacher.cache.build import build_teacher_cache
+    from leve.teacher.cache.read import open_teacher_cache
     from leve.teacher.infer import TeacherRunner
+    from leve.teacher.loading import load_teacher
     from tests.evaluation.conftest import ColumnRampNet, split_of
 
     store = eval_workspace / "data/zarr/synthetic.zarr"

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leve.evaluation import get_protocol
+from leve.evaluation.protocols import get_protocol
 from leve.evaluation.runner import evaluate
 from leve.report import experiments as ex
 from leve.report.metrics import evaluation_markdown, metrics_document, summary_rows
-from leve.store import open_split
+from leve.store.reader import open_split
 from tests.evaluation.conftest import ColumnRampNet
 from tests.factories import endoslam_store
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from leve.evaluation.metrics import METRIC_KEYS
+from leve.metrics import METRIC_KEYS
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from leve.evaluation import get_protocol
-from leve.evaluation.metrics import compute_metrics
+from leve.evaluation.protocols import get_protocol
 from leve.evaluation.runner import evaluate
+from leve.metrics import compute_metrics
 from tests.evaluation.conftest import HEIGHT, WIDTH, ColumnRampNet, as_input, split_of
 
 

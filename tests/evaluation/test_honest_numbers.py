@@ -18,10 +18,10 @@ from scipy.optimize import lsq_linear
 from scipy.stats import spearmanr
 
 from leve.errors import LeveError
-from leve.evaluation import get_protocol
 from leve.evaluation.align import align_prediction_fit, fit_positive_scale_shift
-from leve.evaluation.metrics import SPEARMAN_MAX_PIXELS, compute_metrics, metrics_from_sums, pixel_sums, spearman
+from leve.evaluation.protocols import get_protocol
 from leve.evaluation.runner import batch_input, evaluate
+from leve.metrics import SPEARMAN_MAX_PIXELS, compute_metrics, metrics_from_sums, pixel_sums, spearman
 from tests.evaluation.conftest import HEIGHT, WIDTH, ColumnRampNet, split_of
 
 pytest.importorskip("skimage")  # the Middlebury pair ships in scikit-image's wheel (dev extra)
@@ -160,7 +160,7 @@ def test_the_scene_in_metres(motorcycle):
 
 def test_train_median_is_the_constant(motorcycle):
     from leve.evaluation.baseline import train_median_depth
-    from leve.store import open_store
+    from leve.store.reader import open_store
 
     _, depth = mb.motorcycle()
     crops = [depth[r:r + mb.CROP[0], c:c + mb.CROP[1]] for r, c in mb.TRAIN_CORNERS]
@@ -173,7 +173,7 @@ def test_train_median_is_the_constant(motorcycle):
 @pytest.mark.parametrize("how", ["mirror", "reciprocal"])
 def test_a_swapped_map_scores_no_better_than_a_constant_under_every_alignment(motorcycle, how):
     from leve.evaluation.baseline import train_median_depth
-    from leve.store import open_store
+    from leve.store.reader import open_store
 
     store = open_store(motorcycle)
     split = store.split("test")
@@ -199,7 +199,7 @@ def test_a_swapped_map_scores_no_better_than_a_constant_under_every_alignment(mo
 def test_the_constraint_is_what_stops_the_swapped_map(motorcycle):
     """Without the s >= 0 constraint (an unconstrained fit, written here), the same swapped maps would beat the
     constant by far: the check above can fail."""
-    from leve.store import open_store
+    from leve.store.reader import open_store
 
     split = open_store(motorcycle).split("test")
     free, best_constant = [], []
@@ -220,7 +220,7 @@ def test_the_document_tables_and_summary_show_it(motorcycle):
     from leve.evaluation.baseline import train_median_depth
     from leve.evaluation.stage import constant_source, constant_warning, summary_line
     from leve.report.metrics import evaluation_markdown, metrics_document, summary_rows
-    from leve.store import open_store
+    from leve.store.reader import open_store
 
     store = open_store(motorcycle)
     split = store.split("test")

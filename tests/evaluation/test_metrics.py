@@ -1,4 +1,4 @@
-"""leve.evaluation.metrics against values computed by hand."""
+"""leve.metrics against values computed by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from leve.evaluation.metrics import (
+from leve.metrics import (
     METRIC_KEYS,
     MetricAccumulator,
     aggregate_metrics,
@@ -169,7 +169,7 @@ def _three_images():
 
 @pytest.mark.parametrize("rel_to", ["gt", "pred"])
 def test_pooled_metrics_equal_a_computation_over_the_concatenated_pixels(rel_to):
-    from leve.evaluation.metrics import pixel_sums, pool_pixel_sums
+    from leve.metrics import pixel_sums, pool_pixel_sums
 
     preds, gts, masks, valids = _three_images()
     sums = [pixel_sums(p, g, m, rel_to) for p, g, m in zip(preds, gts, masks)]
@@ -196,7 +196,7 @@ def test_rel_denominator_pred_divides_by_the_prediction():
 
 
 def test_accumulator_aggregations():
-    from leve.evaluation.metrics import pixel_sums
+    from leve.metrics import pixel_sums
 
     acc = MetricAccumulator("pooled")
     with pytest.raises(ValueError, match="needs each image's pixel sums"):
@@ -208,3 +208,15 @@ def test_accumulator_aggregations():
     assert per_image.result().means == pytest.approx(hand_metrics())
     with pytest.raises(ValueError, match="aggregation"):
         MetricAccumulator("median")
+
+
+def test_old_module_path_still_works_with_a_deprecation():
+    import importlib
+    import sys
+
+    import leve.metrics
+
+    sys.modules.pop("leve.evaluation.metrics", None)
+    with pytest.warns(DeprecationWarning, match="import leve.metrics"):
+        old = importlib.import_module("leve.evaluation.metrics")
+    assert old.compute_metrics is leve.metrics.compute_metrics and old.METRIC_KEYS == leve.metrics.METRIC_KEYS

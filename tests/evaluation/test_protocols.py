@@ -8,10 +8,10 @@ import torch
 from scipy.optimize import lsq_linear
 
 from leve.errors import LeveError
-from leve.evaluation import crop_for, get_protocol
 from leve.evaluation.align import align_depth, align_median, fit_scale_shift
-from leve.evaluation.metrics import compute_metrics
+from leve.evaluation.protocols import crop_for, get_protocol
 from leve.evaluation.runner import evaluate
+from leve.metrics import compute_metrics
 from tests.evaluation.conftest import (
     HEIGHT,
     WIDTH,
@@ -177,7 +177,7 @@ def test_standard_flip_averaging_equals_the_mean_of_both_predictions(eval_worksp
 
 
 def test_teacher_rows_are_lstsq_aligned_disparity(eval_workspace):
-    from leve.teacher.cache import open_teacher_cache
+    from leve.teacher.cache.read import open_teacher_cache
 
     split = split_of(eval_workspace)
     cache = open_teacher_cache(eval_workspace / "data/teacher/synthetic.zarr", "test",

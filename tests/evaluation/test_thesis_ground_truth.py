@@ -16,14 +16,13 @@ import numpy as np
 import pytest
 
 from leve.datasets import endoslam, kitti
-from leve.evaluation import get_protocol
-from leve.evaluation.protocols import ground_truth_note
+from leve.evaluation.protocols import get_protocol, ground_truth_note
 from leve.evaluation.runner import evaluate
 from leve.report import experiments as ex
 from leve.report.metrics import evaluation_markdown, metrics_document
 from leve.sources.archive import close_all
-from leve.store import open_split, open_store
 from leve.store.images import encode_png
+from leve.store.reader import open_split, open_store
 from tests.evaluation.conftest import ColumnRampNet
 
 H, W = 6, 8
@@ -115,8 +114,8 @@ def test_eval_stage_writes_the_note_and_the_tables_show_it(endo, tmp_path):
     import torch
 
     from leve.evaluation import stage
-    from leve.models import create_model
     from leve.models.checkpoint import save_checkpoint
+    from leve.models.registry import create_model
 
     stores, _ = endo
     torch.manual_seed(0)

@@ -25,7 +25,8 @@ def imagenet_file(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
 @pytest.fixture(scope="session")
 def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A leve checkpoint (safetensors) of a randomly initialised model trained at 64x96."""
-    from leve.models import create_model, save_checkpoint
+    from leve.models.checkpoint import save_checkpoint
+    from leve.models.registry import create_model
 
     torch.manual_seed(0)
     model = create_model("leve", max_depth=10.0)

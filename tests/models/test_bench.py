@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from leve.bench.model import count_macs
-from leve.models import list_models
+from leve.models.registry import list_models
 
 
 class Tiny(nn.Module):

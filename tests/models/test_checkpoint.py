@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from leve.errors import LeveError
-from leve.models import create_model, load_checkpoint, read_checkpoint, save_checkpoint
+from leve.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from leve.models.registry import create_model
 from tests.media import rewrite_header, set_field
 
 
@@ -56,7 +57,7 @@ def test_save_refuses_unknown_name_and_non_json_extra(tmp_path):
 
 
 def _every_model():
-    from leve.models import list_models
+    from leve.models.registry import list_models
 
     big = {"densedepth-densenet169", "densedepth-densenet161", "densedepth-resnet50", "densedepth-resnet101"}
     return [pytest.param(n, marks=[pytest.mark.slow] if n in big else []) for n in list_models()]

@@ -262,8 +262,8 @@ def _ddrnet_imagenet_file(path: Path) -> dict[str, torch.Tensor]:
 def test_ddrnet23_slim_loads_the_imagenet_file_and_returns_its_trunk_maps(tmp_path: Path) -> None:
     import torch.nn.functional as F
 
-    from leve.models import DDRNet23Slim
-    from leve.models import create_encoder as public_create_encoder
+    from leve.models.ddrnet import DDRNet23Slim
+    from leve.models.encoders import create_encoder as public_create_encoder
     from tests.models.reference import CLASSIFIER_ONLY
 
     path = tmp_path / "DDRNet23s_imagenet.pth"

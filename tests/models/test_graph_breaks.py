@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from leve.models import create_model, list_models
+from leve.models.registry import create_model, list_models
 
 
 @pytest.mark.slow

@@ -15,14 +15,17 @@ import torch
 from PIL import Image
 
 from leve.errors import LeveError
-from leve.models import create_model, load_checkpoint, read_checkpoint, save_checkpoint
 from leve.models.card import write_model_card
-from leve.models.lineage import Lineage, is_non_commercial, training_lineage
-from leve.store import open_store
-from leve.teacher.cache import build_teacher_cache
+from leve.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from leve.models.lineage import Lineage, is_non_commercial
+from leve.models.registry import create_model
+from leve.store.reader import open_store
+from leve.teacher.cache.build import build_teacher_cache
 from leve.teacher.loading import load_teacher
 from leve.teacher.registry import REGISTRY
-from leve.train import KDConfig, TrainConfig, train
+from leve.train.lineage import training_lineage
+from leve.train.loop import train
+from leve.train.stage import KDConfig, TrainConfig
 from tests.factories import synthetic_store
 
 NC_ID = "depth-anything/Depth-Anything-V2-Base-hf"

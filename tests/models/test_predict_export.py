@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from leve.models import load_checkpoint
+from leve.models.checkpoint import load_checkpoint
 from leve.models.depth import output_to_depth
 
 
@@ -115,7 +115,8 @@ def test_export_refuses_unknown_format(tmp_path, small_checkpoint, run_cli):
 
 
 def _checkpoint(tmp_path_factory: pytest.TempPathFactory, name: str) -> object:
-    from leve.models import create_model, save_checkpoint
+    from leve.models.checkpoint import save_checkpoint
+    from leve.models.registry import create_model
 
     torch.manual_seed(0)
     model = create_model(name, max_depth=10.0)
@@ -211,7 +212,8 @@ EAGER = ("--runtime", "eager")  # the model as built (the other runtimes agree w
 @pytest.fixture(scope="module")
 def relative_checkpoint(tmp_path_factory):
     """A relative-depth checkpoint (distilled without depth) at 64x96, max_depth 10."""
-    from leve.models import create_model, save_checkpoint
+    from leve.models.checkpoint import save_checkpoint
+    from leve.models.registry import create_model
 
     torch.manual_seed(0)
     model = create_model("leve", max_depth=10.0)
@@ -227,7 +229,7 @@ def raw_disparity(checkpoint, rgb: np.ndarray) -> np.ndarray:
     model's size, mapped by the recorded affine to the teacher's max-normalised disparity, clipped to [0.01, 1]."""
     from safetensors.torch import load_file
 
-    from leve.models import create_model
+    from leve.models.registry import create_model
 
     net = create_model("leve", max_depth=10.0).eval()
     net.load_state_dict(load_file(str(checkpoint)))

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from leve.errors import LeveError
-from leve.models import create_model, load_encoder_weights
+from leve.models.pretrained import load_encoder_weights
+from leve.models.registry import create_model
 from tests.models.reference import CLASSIFIER_ONLY, reference_entries
 
 

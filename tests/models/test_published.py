@@ -12,7 +12,7 @@ import pytest
 import leve.models.published as published
 from leve.errors import LeveError
 from leve.evaluation.protocols import PROTOCOLS
-from leve.models import list_models, model_spec
+from leve.models.registry import list_models, model_spec
 
 CSV = Path(published.__file__).with_name(published.PUBLISHED_FILE)
 METRICS = ("rmse", "rel", "d1", "d2", "d3", "log10", "latency_s")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from leve.errors import LeveError
-from leve.models import create_model
+from leve.models.registry import create_model
 from leve.models.runtime import (
     InferenceModel,
     check_runtime,

@@ -15,7 +15,8 @@ from plyfile import PlyData
 
 
 def _checkpoint(path: Path, extra: dict | None = None) -> Path:
-    from leve.models import create_model, save_checkpoint
+    from leve.models.checkpoint import save_checkpoint
+    from leve.models.registry import create_model
 
     torch.manual_seed(0)
     model = create_model("leve", max_depth=10.0)

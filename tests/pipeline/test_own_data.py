@@ -19,9 +19,9 @@ import zarr
 from PIL import Image
 
 from leve.datasets.synthetic import render_sample
-from leve.models import read_checkpoint
+from leve.models.checkpoint import read_checkpoint
 from leve.pipeline.demo import Demo, create_workspace, init_repo, source_root
-from leve.store import open_store
+from leve.store.reader import open_store
 from tests.outputs.conftest import read_ply, read_video, write_video
 
 H, W = 64, 96  # every image and video frame

@@ -19,7 +19,8 @@ LIMITS = {"max_upload_bytes": 200_000, "max_pixels": 300_000}
 
 def small_student(path: Path, extra: dict | None = None) -> Path:
     """A leve checkpoint at 64x96 whose output is positive and image dependent (``extra``: its header's)."""
-    from leve.models import create_model, save_checkpoint
+    from leve.models.checkpoint import save_checkpoint
+    from leve.models.registry import create_model
 
     torch.manual_seed(0)
     model = create_model("leve", max_depth=10.0)

@@ -59,7 +59,8 @@ def served_full(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app with a checkpoint at the thesis's 480x640 input, so the timing is a real one."""
     import torch
 
-    from leve.models import create_model, save_checkpoint
+    from leve.models.checkpoint import save_checkpoint
+    from leve.models.registry import create_model
     from leve.serve.app import create_app
     from leve.serve.config import Config
 

@@ -65,7 +65,8 @@ def test_upload_cloud_from_exif_or_the_assumed_field_of_view(client, focal, f, s
 
 
 def test_relative_model_offers_no_point_cloud(tmp_path):
-    from leve.models import create_model, save_checkpoint
+    from leve.models.checkpoint import save_checkpoint
+    from leve.models.registry import create_model
 
     torch.manual_seed(0)
     path = save_checkpoint(tmp_path / "rel.safetensors", create_model("leve", max_depth=10.0), "leve", 10.0,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from leve.errors import LeveError
-from leve.models import load_checkpoint
+from leve.models.checkpoint import load_checkpoint
 from leve.serve.model import load_model
 
 

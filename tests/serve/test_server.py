@@ -10,7 +10,7 @@ import requests
 from PIL import Image
 
 from leve.datasets.synthetic import render_sample
-from leve.models import load_checkpoint
+from leve.models.checkpoint import load_checkpoint
 from leve.predict import predict_depth
 from tests.serve.conftest import LIMITS
 from tests.serve.helpers import bomb_png, gradient_image, image_bytes

@@ -30,9 +30,10 @@ N_TEST = 3  # block 2: the last shard of each test array holds one sample and on
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic store (test: 3 samples, shards of 2), its teacher cache (train, test) and a student."""
-    from leve.models import create_model
     from leve.models.checkpoint import save_checkpoint
-    from leve.teacher import build_teacher_cache, load_teacher
+    from leve.models.registry import create_model
+    from leve.teacher.cache.build import build_teacher_cache
+    from leve.teacher.loading import load_teacher
 
     root = tmp_path_factory.mktemp("integrity") / "ws"
     store = synthetic_store(root / STORE, height=48, width=64, train=2, val=1, test=N_TEST, block_size=2)
@@ -126,7 +127,7 @@ def assert_refused(read: Callable[[], object], damage: Damage) -> None:
 def read_everything(ws: Path) -> None:
     """Every sample of the test split through leve's reader: RGB, depth, metadata, the teacher's maps (paths
     relative to the workspace, the current directory, as the errors name them)."""
-    from leve.store import open_split
+    from leve.store.reader import open_split
     from leve.teacher.cache.read import open_teacher_cache
 
     split = open_split(STORE, "test")
@@ -243,7 +244,8 @@ def test_samples_equal_to_the_fill_value_are_written_and_read(tmp_path: Path, ru
     """A black image with no depth measured (all zeros: Zarr's fill value) is written like any other sample,
     so it reads back as zeros on every path and verifies, while its deleted chunk is refused."""
     from leve.datasets.build import SplitSource, build_store
-    from leve.store import SplitSpec, dataset_arrays, open_split
+    from leve.store.format import SplitSpec, dataset_arrays
+    from leve.store.reader import open_split
 
     class Loader:
         def __call__(self, i: int) -> tuple[dict, dict]:
@@ -287,7 +289,7 @@ def test_an_index_pointing_past_the_end_allocates_nothing(ws: Path, run_cli, mon
 
 def test_a_deleted_array_is_not_an_images_only_split(ws: Path, run_cli) -> None:
     """Deleting the depth folder does not turn the split into one without depth: it is refused."""
-    from leve.store import open_split
+    from leve.store.reader import open_split
 
     shutil.rmtree(ws / STORE / "test/depth")
     with pytest.raises(LeveError, match=r"synthetic\.zarr: test/depth sample 0: .*missing"):
@@ -301,7 +303,7 @@ def test_stores_and_caches_of_the_previous_layout_are_refused(ws: Path, run_cli)
     """Format 1 (no checksums): refused in one line naming the store and how to rebuild it."""
     import zarr
 
-    from leve.store import open_store
+    from leve.store.reader import open_store
     from leve.teacher.cache.read import open_teacher_cache
 
     zarr.open_group(str(ws / STORE), mode="r+").attrs["store_format"] = 1
@@ -355,7 +357,7 @@ def test_zarr_path_over_an_fsspec_url_refuses_a_missing_shard(ws: Path, run_cli)
     """A store opened by URL (``file://``: fsspec, the object-storage path) is read through Zarr: the same
     samples, and a deleted shard is refused in one line naming the URL and the rebuild; ``leve verify``
     reads it by URL too."""
-    from leve.store import open_split
+    from leve.store.reader import open_split
 
     url = f"file://{ws / STORE}"
     split, local = open_split(url, "test"), open_split(STORE, "test")
@@ -377,7 +379,7 @@ def test_zarr_path_over_an_fsspec_url_refuses_a_missing_shard(ws: Path, run_cli)
 
 def test_a_truncated_root_zarr_json_is_one_line(ws: Path, run_cli) -> None:
     """The store's own zarr.json cut short: opening it names the file; ``leve verify`` lists it."""
-    from leve.store import open_store
+    from leve.store.reader import open_store
 
     truncate(ws / STORE / "zarr.json")
     with pytest.raises(LeveError) as info:
@@ -396,8 +398,9 @@ def test_source_jpeg_bytes_are_checked_too(tmp_path: Path, run_cli, monkeypatch:
     are refused by the direct reader and by Zarr, not decoded into wrong pixels, and listed by verify."""
     import leve.store.fastread
     from leve.datasets.build import SplitSource, build_store
-    from leve.store import SplitSpec, dataset_arrays, open_split
+    from leve.store.format import SplitSpec, dataset_arrays
     from leve.store.images import encode_jpeg
+    from leve.store.reader import open_split
 
     class Loader:
         def __call__(self, i: int) -> tuple[dict, dict]:

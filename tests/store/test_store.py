@@ -12,13 +12,8 @@ from leve.datasets.build import SplitSource, build_store
 from leve.datasets.synthetic import Config as SynthConfig
 from leve.errors import LeveError
 from leve.params import build_config, parse_overrides
-from leve.store import (
-    SplitSpec,
-    dataset_arrays,
-    is_complete,
-    open_split,
-    open_store,
-)
+from leve.store.format import SplitSpec, dataset_arrays
+from leve.store.reader import is_complete, open_split, open_store
 from tests.factories import synthetic_store
 
 META = {"source": "str", "height": "int32", "width": "int32"}
@@ -140,7 +135,7 @@ def test_depth_reads_alike_from_every_codec_also_into_a_buffer(tmp_path):
     same through the direct shard reader and Zarr, also into a given buffer, also cropped."""
     import zarr
 
-    from leve.store import ArraySpec
+    from leve.store.format import ArraySpec
 
     assert dataset_arrays(12, 12)["depth"].compressor == "zstd"
     for codec, inner in (("zstd", "zstd"), ("blosc-lz4hc-shuffle", "blosc")):

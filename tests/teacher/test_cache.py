@@ -13,14 +13,10 @@ from typer.testing import CliRunner
 from leve.cli import app
 from leve.errors import LeveError
 from leve.store.integrity import verify_store
-from leve.teacher import (
-    build_teacher_cache,
-    check_cache_matches,
-    load_teacher,
-    open_teacher_cache,
-    parse_shard,
-)
+from leve.teacher.cache.build import build_teacher_cache, parse_shard
+from leve.teacher.cache.read import check_cache_matches, open_teacher_cache
 from leve.teacher.infer import TeacherRunner
+from leve.teacher.loading import load_teacher
 from tests.factories import make_store
 
 SIZES = [(30, 40), (20, 50), (30, 40), (30, 40), (20, 50), (30, 40), (25, 33)]

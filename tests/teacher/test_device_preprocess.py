@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from leve.store import open_split
-from leve.teacher import load_teacher
+from leve.store.reader import open_split
 from leve.teacher.infer import TeacherRunner
+from leve.teacher.loading import load_teacher
 from leve.teacher.preprocess import DEVICE_BACKEND, Preprocessing
 
 

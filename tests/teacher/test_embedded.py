@@ -83,7 +83,7 @@ def test_a_changed_or_missing_file_is_refused_in_one_line(tmp_path):
 def test_loads_offline_through_the_registry(monkeypatch):
     from transformers import DepthAnythingForDepthEstimation
 
-    from leve.teacher import canonical_model_id, load_teacher
+    from leve.teacher.loading import canonical_model_id, load_teacher
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     teacher = load_teacher("embedded")
@@ -102,11 +102,13 @@ def test_loads_offline_through_the_registry(monkeypatch):
 def _teacher_metrics(store: Path, cache: Path, model: str) -> tuple[dict[str, float], float]:
     """Cache ``model`` on the store's test split (the real path), then score it lstsq-aligned;
     also the smallest spread (max - min) of a cached map, each map being in [0, 1]."""
-    from leve.evaluation.metrics import aggregate_metrics
     from leve.evaluation.protocols import get_protocol
     from leve.evaluation.runner import score_teacher
-    from leve.store import open_store
-    from leve.teacher import build_teacher_cache, load_teacher, open_teacher_cache
+    from leve.metrics import aggregate_metrics
+    from leve.store.reader import open_store
+    from leve.teacher.cache.build import build_teacher_cache
+    from leve.teacher.cache.read import open_teacher_cache
+    from leve.teacher.loading import load_teacher
 
     build_teacher_cache(store, cache, "test", load_teacher(model), batch_size=8, show_progress=False)
     data = open_store(store).split("test")
@@ -138,7 +140,7 @@ def test_beats_tiny_random_on_the_demo_test_split(tmp_path, monkeypatch):
 def test_training_loss_is_affine_invariant_and_the_gauge_pins_shift_and_scale():
     import torch
 
-    from leve.teacher.embedded.train import affine_invariant_loss, gauge_loss
+    from leve.pipeline.embedded_teacher import affine_invariant_loss, gauge_loss
 
     y = torch.rand(2, 6, 8) + 0.1
     valid = torch.ones_like(y, dtype=torch.bool)

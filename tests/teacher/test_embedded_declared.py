@@ -61,7 +61,7 @@ def test_another_teacher_elsewhere_says_nothing(run_cli, stores, tmp_path):
 
 
 def test_what_counts_as_rendered_by_leve(stores):
-    from leve.store import open_store
+    from leve.store.reader import open_store
 
     rendered = dict(open_store(stores / "synthetic.zarr").attrs)
     assert rendered_by_leve(rendered)

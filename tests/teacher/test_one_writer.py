@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from leve.store import open_store
+from leve.store.reader import open_store
 from leve.teacher.cache.read import check_cache_matches
 from tests.factories import synthetic_store
 from tests.processes import lock_holder, resume_group, run_leve, start, stop_group, wait_until

@@ -12,10 +12,12 @@ from transformers.models.dpt.image_processing_pil_dpt import (
     get_resize_output_image_size,
 )
 
-from leve.store import open_split
-from leve.teacher import build_teacher_cache, load_teacher, open_teacher_cache
+from leve.store.reader import open_split
+from leve.teacher.cache.build import build_teacher_cache
+from leve.teacher.cache.read import open_teacher_cache
 from leve.teacher.dpt import DEPTH_ANYTHING_PREPROCESSING
 from leve.teacher.infer import normalise
+from leve.teacher.loading import load_teacher
 from leve.teacher.preprocess import Preprocessing, normalize_batch
 
 from .conftest import MIXED_SIZES

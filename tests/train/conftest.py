@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from leve.teacher.cache import build_teacher_cache
+from leve.teacher.cache.build import build_teacher_cache
 from leve.teacher.loading import load_teacher
 from tests.factories import synthetic_store as build_synthetic
 

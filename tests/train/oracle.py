@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from leve.datasets.build import SplitSource, build_store
-from leve.store import ArraySpec, SplitSpec, StoreBuilder, dataset_arrays, fingerprint, open_split, open_store
+from leve.store.builder import StoreBuilder
+from leve.store.format import ArraySpec, SplitSpec, dataset_arrays, fingerprint
+from leve.store.reader import open_split, open_store
 from leve.teacher.cache.build import CODEC, _finalize_split
 from leve.teacher.cache.read import CACHE_FORMAT, CACHE_META, dataset_identity
 

@@ -16,8 +16,8 @@ from leve.errors import LeveError
 from leve.processes import DiesWithParent
 from leve.teacher.cache.read import TeacherCache
 from leve.train.batches import PREFETCH, SharedBatches, SharedBatchLoader, SlotKeys
+from leve.train.config import AugmentConfig
 from leve.train.data import DepthDataset, EpochBatchSampler, collate
-from leve.train.stage import AugmentConfig
 from tests.processes import wait_until
 
 SIZE = (40, 56)
@@ -150,7 +150,8 @@ class _SmallerThanArrays:
 def test_one_size_below_the_padded_arrays(tmp_path):
     """Device targets come at the samples' true size, also when the arrays are padded beyond it."""
     from leve.datasets.build import SplitSource, build_store
-    from leve.store import SplitSpec, dataset_arrays, open_split
+    from leve.store.format import SplitSpec, dataset_arrays
+    from leve.store.reader import open_split
 
     store = tmp_path / "padded.zarr"
     spec = SplitSpec("train", 4, dataset_arrays(12, 12), {"height": "int32", "width": "int32"})

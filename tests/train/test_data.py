@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from leve.train.config import AugmentConfig
 from leve.train.data import DepthDataset, EpochBatchSampler, augment, resize_sample
-from leve.train.stage import AugmentConfig
 
 
 def _item(h: int = 6, w: int = 8) -> dict[str, torch.Tensor]:
@@ -100,7 +100,7 @@ def test_rgb_resize_is_pils_bilinear():
 def test_train_eval_and_predict_inputs_are_identical(synthetic_store):
     from leve.evaluation.runner import batch_input
     from leve.predict import predict_depth
-    from leve.store import open_split
+    from leve.store.reader import open_split
 
     split = open_split(synthetic_store, "val")
     size = (40, 56)   # from 96x128: a non-integer shrink
@@ -120,8 +120,8 @@ def test_train_eval_and_predict_inputs_are_identical(synthetic_store):
 
 def test_dataset_reads_store_and_teacher(synthetic_with_teacher):
     store, cache = synthetic_with_teacher
-    from leve.store import open_split
-    from leve.teacher.cache import open_teacher_cache
+    from leve.store.reader import open_split
+    from leve.teacher.cache.read import open_teacher_cache
 
     split = open_split(store, "train")
     ds = DepthDataset(store, "train", (64, 80), teacher=cache)

@@ -11,9 +11,10 @@ import torch
 
 from leve.datasets.build import SplitSource, build_store
 from leve.images import resize_depth, resize_maps
-from leve.store import SplitSpec, dataset_arrays, open_split
+from leve.store.format import SplitSpec, dataset_arrays
+from leve.store.reader import open_split
+from leve.train.config import AugmentConfig
 from leve.train.data import DepthDataset, collate, draft_refusal, finish_targets
-from leve.train.stage import AugmentConfig
 from tests.factories import make_store
 
 H, W = 48, 64
@@ -167,9 +168,9 @@ def test_train_param_decode_draft(jpeg_train_store, tmp_path, capsys):
     from PIL import Image
 
     from leve.models.checkpoint import read_checkpoint
-    from leve.train import TrainConfig
+    from leve.train.config import DataConfig
     from leve.train.loop import Trainer
-    from leve.train.stage import DataConfig
+    from leve.train.stage import TrainConfig
 
     def trainer(resolution: tuple[int, int], decode: str) -> Trainer:
         return Trainer(TrainConfig(dataset="jt", data_dir=jpeg_train_store.parent, resolution=resolution, batch_size=2,

@@ -13,10 +13,11 @@ from PIL import Image
 
 from leve.datasets.build import SplitSource, build_store
 from leve.images import resize_depth, resize_maps, resize_rgb, rgb_to_float
-from leve.store import SplitSpec, dataset_arrays, open_split
+from leve.store.format import SplitSpec, dataset_arrays
 from leve.store.images import decode_rgb, decode_rgb_draft, encode_jpeg
+from leve.store.reader import open_split
+from leve.train.config import AugmentConfig
 from leve.train.data import DepthDataset, collate
-from leve.train.stage import AugmentConfig
 
 H, W = 64, 96
 

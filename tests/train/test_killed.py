@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from leve.models.checkpoint import read_checkpoint
-from leve.train import KDConfig, TrainConfig, train
 from leve.train.logging import drop_rows_after
+from leve.train.loop import train
+from leve.train.stage import KDConfig, TrainConfig
 from tests.processes import Job, lock_holder, resume_group, run_leve, start, stop_group, wait_until
 from tests.train.conftest import TRAIN_SIZE
 

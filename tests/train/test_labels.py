@@ -14,10 +14,11 @@ from leve.evaluation.protocols import get_protocol
 from leve.evaluation.runner import evaluate
 from leve.models.checkpoint import load_checkpoint, save_checkpoint
 from leve.models.registry import create_model
-from leve.store import open_split
-from leve.train import KDConfig, LabelsConfig, ScheduleConfig, TrainConfig, train
+from leve.store.reader import open_split
 from leve.train.data import DepthDataset, labelled_samples
+from leve.train.loop import train
 from leve.train.losses import distillation_loss, kd_ssi, student_loss
+from leve.train.stage import KDConfig, LabelsConfig, ScheduleConfig, TrainConfig
 from tests.factories import synthetic_store
 from tests.train.oracle import images_only_train, oracle_disparity, write_cache
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from leve.errors import LeveError
-from leve.train import KDConfig, TrainConfig
+from leve.train.config import LossConfig
 from leve.train.losses import (
     LossOptions,
     depth_l1,
@@ -24,7 +24,7 @@ from leve.train.losses import (
     training_target,
 )
 from leve.train.schedule import validation_at
-from leve.train.stage import LossConfig
+from leve.train.stage import KDConfig, TrainConfig
 from leve.train.step import StepRunner
 
 

@@ -13,10 +13,10 @@ import torch
 import zarr
 
 from leve.errors import LeveError
-from leve.train import AugmentConfig, KDConfig, TrainConfig
 from leve.train.data import collate
 from leve.train.loop import Trainer
 from leve.train.losses import LossOptions, distillation_loss, kd_l1_batch
+from leve.train.stage import AugmentConfig, KDConfig, TrainConfig
 from leve.train.step import StepRunner
 from tests.train.conftest import TRAIN_SIZE
 from tests.train.oracle import oracle_disparity, write_cache

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from leve.errors import LeveError
-from leve.evaluation.metrics import aggregate_metrics, compute_metrics
+from leve.metrics import aggregate_metrics, compute_metrics
 from leve.models.checkpoint import load_checkpoint, read_checkpoint
-from leve.store import open_split
-from leve.train import KDConfig, ScheduleConfig, TrainConfig, train
+from leve.store.reader import open_split
 from leve.train.data import resize_sample
+from leve.train.loop import train
+from leve.train.stage import KDConfig, ScheduleConfig, TrainConfig
 from tests.train.conftest import TRAIN_SIZE
 
 

@@ -19,11 +19,12 @@ import torch
 
 from leve.errors import LeveError
 from leve.images import resize_maps
-from leve.models import list_models, model_spec
 from leve.models.checkpoint import load_checkpoint, read_checkpoint
-from leve.teacher.cache import build_teacher_cache
+from leve.models.registry import list_models, model_spec
+from leve.teacher.cache.build import build_teacher_cache
 from leve.teacher.loading import load_teacher
-from leve.train import KDConfig, TrainConfig, train
+from leve.train.loop import train
+from leve.train.stage import KDConfig, TrainConfig
 from leve.train.step import targets_at
 from tests.factories import synthetic_store
 from tests.train.test_train import make_config, write_params

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from leve.train import KDConfig, TrainConfig
 from leve.train.loop import TrainResult
+from leve.train.stage import KDConfig, TrainConfig
 from tests.train.test_train import write_params
 
 

@@ -1,17 +1,33 @@
 """The teacher cache: ``data/teacher/<dataset>.zarr/<split>/`` aligned 1:1 with a dataset split,
 built once by :mod:`.build` (sharded, resumable) and read by :mod:`.read`."""
 
-from leve.teacher.cache.build import CacheResult, build_teacher_cache, cache_identity, parse_shard, plan_batches
-from leve.teacher.cache.read import TeacherCache, check_cache_matches, dataset_identity, open_teacher_cache
+from __future__ import annotations
 
-__all__ = [
-    "CacheResult",
-    "TeacherCache",
-    "build_teacher_cache",
-    "cache_identity",
-    "check_cache_matches",
-    "dataset_identity",
-    "open_teacher_cache",
-    "parse_shard",
-    "plan_batches",
-]
+from typing import Any
+
+# No re-exports: each name is imported from the module that defines it, so that importing one module
+# of this package runs only that module's code (dvc.yaml's derived deps, the training run identity).
+# The old spellings (``from leve.teacher.cache import CacheResult``) still work, with a deprecation warning.
+_MOVED = {
+    "CacheResult": "leve.teacher.cache.build",
+    "TeacherCache": "leve.teacher.cache.read",
+    "build_teacher_cache": "leve.teacher.cache.build",
+    "cache_identity": "leve.teacher.cache.build",
+    "check_cache_matches": "leve.teacher.cache.read",
+    "dataset_identity": "leve.teacher.cache.read",
+    "open_teacher_cache": "leve.teacher.cache.read",
+    "parse_shard": "leve.teacher.cache.build",
+    "plan_batches": "leve.teacher.cache.build",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    import warnings
+
+    warnings.warn(f"`from {__name__} import {name}` is deprecated: import it from {module}", DeprecationWarning,
+                  stacklevel=2)
+    return getattr(importlib.import_module(module), name)

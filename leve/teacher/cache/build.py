@@ -41,17 +41,9 @@ from leve import __version__
 from leve.errors import LeveError
 from leve.processes import DiesWithParent, exclusive_writer
 from leve.progress import console, progress_bar
-from leve.store import (
-    ArraySpec,
-    Split,
-    SplitSpec,
-    SplitWriter,
-    Store,
-    StoreBuilder,
-    disk_usage,
-    fingerprint,
-    open_store,
-)
+from leve.store.builder import SplitWriter, StoreBuilder
+from leve.store.format import ArraySpec, SplitSpec, fingerprint
+from leve.store.reader import Split, Store, disk_usage, open_store
 from leve.teacher.cache.read import CACHE_FORMAT, CACHE_META, PLAIN, PLAIN_META, dataset_identity
 from leve.teacher.infer import NORMALISATION, RESIZE_MODE, TeacherRunner
 from leve.teacher.loading import Teacher

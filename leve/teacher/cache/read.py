@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 
 from leve.errors import LeveError
-from leve.store import Split, Store, fingerprint, open_store
 from leve.store.fastread import shard_reader
+from leve.store.format import fingerprint
 from leve.store.integrity import WRITTEN, damaged, open_group, read_error, reading
+from leve.store.reader import Split, Store, open_store
 from leve.teacher.loading import canonical_model_id
 
 # 2: store format 2 (every chunk checksummed and written, what was written recorded); 1: no checksums

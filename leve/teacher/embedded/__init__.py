@@ -1,7 +1,7 @@
 """The ``embedded`` teacher: a small Depth-Anything trained here on synthetic rooms, shipped inside leve.
 
 ``weights/`` is a ``save_pretrained`` folder (``config.json``, ``model.safetensors``,
-``preprocessor_config.json``) written by ``python -m leve.teacher.embedded.train``; its
+``preprocessor_config.json``) written by ``python -m leve.pipeline.embedded_teacher``; its
 ``record.json`` holds the sha256 of each of those files, the exact command that rebuilds them,
 the seeds, steps and time. :func:`verified_folder` checks the hashes before every load, so a
 damaged install fails with one line instead of giving another teacher's maps.
@@ -22,7 +22,7 @@ from leve.teacher.dpt import DEPTH_ANYTHING_PREPROCESSING
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 RECORD_NAME = "record.json"
 SHIPPED_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
-REBUILD = "python -m leve.teacher.embedded.train --out leve/teacher/embedded/weights"
+REBUILD = "python -m leve.pipeline.embedded_teacher --out leve/teacher/embedded/weights"
 
 # DPT preprocessing as every Depth-Anything checkpoint, at a 126 px target instead of 518:
 # a 240x320 frame (the demo's) is fed at 126x168 (9x12 patches of 14 px).
