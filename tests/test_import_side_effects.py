@@ -40,7 +40,7 @@ def test_importing_the_library_leaves_the_environment_alone():
 
 
 def test_the_command_line_sets_passive_before_torch_loads():
-    lines = python("import leve.cli\nprint(TorchSpy.seen)\nimport leve.models\nprint(TorchSpy.seen)\n"
+    lines = python("import leve.cli\nprint(TorchSpy.seen)\nimport leve.models.base\nprint(TorchSpy.seen)\n"
                    "print(os.environ['OMP_WAIT_POLICY'])")
     assert lines == ["None", "PASSIVE", "PASSIVE"]  # leve.cli loads no torch itself; when torch loads, it is set
 
