@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from leve.sources.weights import IMAGENET_MEAN, IMAGENET_STD
 
 
 def conv_bn(cin: int, cout: int, k: int, stride: int = 1, bias: bool = False) -> list[nn.Module]:

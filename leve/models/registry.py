@@ -43,6 +43,7 @@ from leve.models.published import SEED_002 as SEED_002  # re-exported: the repor
 from leve.models.published import THESIS, ReferenceResult, published_results, results_of
 from leve.models.published import THESIS_FPS_DEVICE as THESIS_FPS_DEVICE
 from leve.progress import console
+from leve.sources.weights import DDRNET23S_IMAGENET, WeightsFile
 
 Factory = Callable[..., nn.Module]
 DEFAULT_MODEL = "leve"
@@ -50,19 +51,7 @@ GROUPS = ("lcb", "skips", "kd", "encoders")
 ARCHITECTURES = ("leve", "leve-mobilenetv3", "densedepth")
 
 
-@dataclass(frozen=True)
-class PretrainedWeights:
-    """A published weights file a model's encoder loads (``create_model(encoder_weights=...)``)."""
-
-    file: str
-    url: str | None  # a direct download URL, None when there is none
-    sha256: str | None  # None: no published hash
-    licence: str
-    source: str  # where the file is published
-    note: str = ""  # how a user obtains it when there is no URL
-    sha256_prefix: str | None = None  # the start of its SHA-256 where only that is published (torchvision)
-
-
+PretrainedWeights = WeightsFile  # the old name of a model's encoder file (leve.sources.weights)
 ThesisResult = ReferenceResult  # the old name of the thesis's rows (the default source)
 
 
@@ -87,7 +76,7 @@ class ModelSpec:
     label: str = ""  # the thesis's (or seed's) name for the variant: "3x3+3x3", "DenseNet-169"
     groups: tuple[Group, ...] = ()
     results: tuple[ReferenceResult, ...] = ()
-    encoder_weights: PretrainedWeights | None = None
+    encoder_weights: WeightsFile | None = None  # its encoder's published file (leve.sources.weights)
     factory: Factory | None = None  # a custom builder f(encoder_weights=None, max_depth=10.0)
     architecture: str = "leve"  # one of ARCHITECTURES
     encoder: str = "ddrnet23_slim"  # the encoder: DDRNet-23-slim or a name of leve.models.encoders.ENCODERS
@@ -133,21 +122,6 @@ class ModelSpec:
             raise LeveError(f"{what}: model '{self.name}': {problem}")
 
 
-# The public ImageNet DDRNet-23-slim classification checkpoint the encoder loads (thesis §5,
-# taken from Rudolph et al. [28]; DESIGN §5). Its authors publish it only behind file-sharing
-# pages (Google Drive; earlier a Baidu Pan share): no direct URL, no published hash.
-DDRNET23S_IMAGENET = PretrainedWeights(
-    file="DDRNet23s_imagenet.pth",
-    url=None,
-    sha256=None,
-    licence="MIT (the DDRNet repository's licence; the weights carry no separate licence)",
-    source="https://github.com/ydhongHIT/DDRNet (README, 'Pretrained models': DDRNet_23_slim on ImageNet)",
-    note="Download it in a browser from the Google Drive page the DDRNet README and Rudolph et al.'s "
-         "GuidedDecoding README link (https://drive.google.com/file/d/1mg5tMX7TJ9ZVcAiGSB4PEihPtrJyalB4/view) "
-         "and point train.encoder_weights (or create_model(encoder_weights=...)) at it.",
-)
-
-
 def _lcb(label: str, tag: str) -> Group:
     return Group("lcb", label, tag)
 
@@ -174,11 +148,9 @@ _THESIS_MODELS = (
 
 
 
-def torchvision_weights(encoder: str) -> PretrainedWeights:
+def torchvision_weights(encoder: str) -> WeightsFile:
     """The published ImageNet file of an encoder of :data:`leve.models.encoders.ENCODERS`."""
-    e = ENCODERS[encoder]
-    return PretrainedWeights(file=e.file, url=e.url, sha256=None, licence=e.licence, source=e.url,
-                             sha256_prefix=e.sha256_prefix)
+    return ENCODERS[encoder].weights
 
 
 def _encoders(label: str, tag: str) -> Group:

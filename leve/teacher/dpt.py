@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from leve.sources.weights import IMAGENET_MEAN, IMAGENET_STD
+
 DEPTH_ANYTHING_PREPROCESSING: dict[str, Any] = {
     "do_resize": True,
     "size": {"height": 518, "width": 518},
@@ -16,6 +18,6 @@ DEPTH_ANYTHING_PREPROCESSING: dict[str, Any] = {
     "do_rescale": True,
     "rescale_factor": 1 / 255,
     "do_normalize": True,
-    "image_mean": [0.485, 0.456, 0.406],
-    "image_std": [0.229, 0.224, 0.225],
+    "image_mean": list(IMAGENET_MEAN),
+    "image_std": list(IMAGENET_STD),
 }

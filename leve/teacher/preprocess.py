@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from leve.errors import LeveError
+from leve.sources.weights import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ class Preprocessing:
     do_rescale: bool = True
     rescale_factor: float = 1 / 255
     do_normalize: bool = True
-    image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "preprocessing") -> Preprocessing:

@@ -5,6 +5,8 @@ A *hub* entry names a Hugging Face repository; ``revision`` pins a commit (``Non
 the repository's ``main``, and the commit actually resolved is recorded in the cache).
 A *builtin* entry is a :class:`DepthAnythingConfig` built in code and initialised from a
 fixed seed, so it needs no download and always gives the same weights.
+A hub entry's checkpoint is described as every published weights file is
+(:class:`~leve.sources.weights.WeightsFile`: page, licence, input mean/std): :attr:`TeacherEntry.weights`.
 A *packaged* entry is a ``save_pretrained`` folder shipped inside leve (``embedded``: a small
 Depth-Anything trained here, :mod:`leve.teacher.embedded`), loaded offline after its hashes are checked.
 """
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leve.sources.weights import WeightsFile
 from leve.teacher.embedded import WEIGHTS_DIR
 
 APACHE = "Apache-2.0"
@@ -37,6 +40,15 @@ class TeacherEntry:
     @property
     def is_builtin(self) -> bool:
         return self.builtin is not None
+
+    @property
+    def weights(self) -> WeightsFile | None:
+        """The published checkpoint of a hub entry (its repository page, licence and ImageNet mean/std,
+        which Depth-Anything's preprocessing uses); None for built-in and packaged entries."""
+        if self.hub_id is None:
+            return None
+        url = f"https://huggingface.co/{self.hub_id}"
+        return WeightsFile(self.name, self.hub_id, url, None, self.licence, source=url)
 
 
 # --------------------------------------------------------------------------- built-in configs

@@ -163,8 +163,9 @@ def test_canonical_name_with_matching_hash_loads(tmp_path: Path, monkeypatch: py
     scratch = tmp_path / "scratch.pth"
     save_fixture("mobilenet_v3_small", scratch)
     prefix = hashlib.sha256(scratch.read_bytes()).hexdigest()[:8]
-    spec = dataclasses.replace(ENCODERS["mobilenet_v3_small"], file=f"mobilenet_v3_small-{prefix}.pth",
-                               sha256_prefix=prefix)
+    published = ENCODERS["mobilenet_v3_small"]
+    spec = dataclasses.replace(published, weights=dataclasses.replace(
+        published.weights, file=f"mobilenet_v3_small-{prefix}.pth", sha256_prefix=prefix))
     monkeypatch.setitem(ENCODERS, "mobilenet_v3_small", spec)
     path = scratch.rename(tmp_path / spec.file)
     create_encoder("mobilenet_v3_small", weights=path)

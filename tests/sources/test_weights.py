@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import subprocess
+import sys
 
 import pytest
 import requests
@@ -11,7 +13,7 @@ import requests
 from leve.errors import LeveError
 from leve.models.encoders.registry import ENCODERS, list_encoders
 from leve.sources import weights as w
-from leve.sources.weights import WeightSpec, fetch_weights
+from leve.sources.weights import WeightsFile, fetch_weights
 
 FILE = "tiny-net.pth"
 
@@ -28,7 +30,7 @@ def payload(tmp_path):
 def register(monkeypatch, url, prefix, name="tiny", file=FILE):
     """Put a temporary entry into the weights table."""
     table = dict(w.WEIGHTS)
-    table[name] = WeightSpec(name, file, url, prefix, "test")
+    table[name] = WeightsFile(name, file, url, prefix, "test")
     monkeypatch.setattr(w, "WEIGHTS", table)
 
 
@@ -185,3 +187,31 @@ def test_cli_fetch_source_and_list(payload, tmp_path, monkeypatch, run_cli):
     assert rows["tiny"][-1] == "yes"
     res = run_cli("weights", "fetch", "nope", "--dest", dest)
     assert res.code == 1 and "choose one of" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_weights_list_loads_neither_torch_nor_the_models(tmp_path):
+    """``leve weights list`` reads the catalogue (leve.sources.weights) alone: no torch, no model registry."""
+    code = ("import sys\nfrom leve.cli import main\nsys.argv = ['leve', 'weights', 'list']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(sorted(m for m in ('torch', 'leve.models', 'leve.models.registry') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "[]"
+    table = {line.split()[0]: line.split()[1] for line in lines[1:-1]}
+    assert table == {name: spec.file for name, spec in w.WEIGHTS.items()}  # every entry listed, none present
+    assert all(line.rstrip().endswith("no") for line in lines[1:-1])
+
+
+def test_encoders_students_and_teachers_share_one_weights_type():
+    from leve.models.registry import model_spec
+    from leve.teacher.registry import find_entry, list_teachers
+
+    files = [*(s.weights for s in ENCODERS.values()), *(model_spec(n).encoder_weights for n in ("leve", "densedepth-resnet50")),
+             *(t.weights for t in list_teachers() if t.hub_id)]
+    assert all(type(f) is w.WeightsFile and f.licence and len(f.mean) == len(f.std) == 3 for f in files)
+    assert model_spec("leve").encoder_weights is w.WEIGHTS["ddrnet23_slim"]  # the same entry, not a copy
+    assert model_spec("densedepth-resnet50").encoder_weights is ENCODERS["resnet50"].weights is w.WEIGHTS["resnet50"]
+    small = find_entry("v2-small").weights
+    assert small.url == "https://huggingface.co/depth-anything/Depth-Anything-V2-Small-hf" and small.licence == "Apache-2.0"
+    assert find_entry("tiny-random").weights is None

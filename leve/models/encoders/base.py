@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from leve.sources.weights import IMAGENET_MEAN, IMAGENET_STD
 
 
 class Encoder(nn.Module):

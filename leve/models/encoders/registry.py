@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,43 +13,51 @@ from leve.models.encoders.mobilenet import (
     mobilenet_v3_small,
 )
 from leve.models.encoders.resnet import resnet50, resnet101
-
-TORCHVISION_URL = "https://download.pytorch.org/models/"
-TORCHVISION_LICENCE = "BSD-3-Clause (torchvision)"
+from leve.sources.weights import TORCHVISION, WeightsFile
 
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """An encoder and its published ImageNet weights file.
-
-    ``sha256_prefix`` is the start of the file's SHA-256 (torchvision puts it in the file name);
-    ``params`` is the published parameter count without the classifier.
-    """
+    """An encoder and its published ImageNet weights file (:class:`~leve.sources.weights.WeightsFile`:
+    file, URL, sha256 prefix, licence, mean/std); ``params`` is the published parameter count
+    without the classifier."""
 
     name: str
     builder: Callable[[], Encoder]
-    file: str
-    url: str
-    sha256_prefix: str | None
-    licence: str
+    weights: WeightsFile
     params: int
 
+    @property
+    def file(self) -> str:
+        return self.weights.file
 
-def torchvision_spec(name: str, builder: Callable[[], Encoder], file: str, params: int) -> EncoderSpec:
-    """An entry for a torchvision ImageNet file ``<arch>-<sha256 prefix>.pth``."""
-    match = re.fullmatch(r".+-([0-9a-f]+)\.pth", file)
-    return EncoderSpec(name, builder, file, TORCHVISION_URL + file, match.group(1) if match else None,
-                       TORCHVISION_LICENCE, params)
+    @property
+    def url(self) -> str | None:
+        return self.weights.url
+
+    @property
+    def sha256_prefix(self) -> str | None:
+        """The start of the file's SHA-256 (torchvision puts it in the file name)."""
+        return self.weights.sha256_prefix
+
+    @property
+    def licence(self) -> str:
+        return self.weights.licence
+
+
+def torchvision_spec(name: str, builder: Callable[[], Encoder], params: int) -> EncoderSpec:
+    """An entry for the torchvision ImageNet file of encoder ``name`` (:data:`leve.sources.weights.TORCHVISION`)."""
+    return EncoderSpec(name, builder, TORCHVISION[name], params)
 
 
 ENCODERS: dict[str, EncoderSpec] = {s.name: s for s in (
-    torchvision_spec("densenet169", densenet169, "densenet169-b2777c0a.pth", 12_484_480),
-    torchvision_spec("densenet161", densenet161, "densenet161-8d451a50.pth", 26_472_000),
-    torchvision_spec("resnet50", resnet50, "resnet50-0676ba61.pth", 23_508_032),
-    torchvision_spec("resnet101", resnet101, "resnet101-63fe2227.pth", 42_500_160),
-    torchvision_spec("mobilenet_v2", mobilenet_v2, "mobilenet_v2-b0353104.pth", 2_223_872),
-    torchvision_spec("mobilenet_v3_large", mobilenet_v3_large, "mobilenet_v3_large-8738ca79.pth", 2_971_952),
-    torchvision_spec("mobilenet_v3_small", mobilenet_v3_small, "mobilenet_v3_small-047dcff4.pth", 927_008),
+    torchvision_spec("densenet169", densenet169, 12_484_480),
+    torchvision_spec("densenet161", densenet161, 26_472_000),
+    torchvision_spec("resnet50", resnet50, 23_508_032),
+    torchvision_spec("resnet101", resnet101, 42_500_160),
+    torchvision_spec("mobilenet_v2", mobilenet_v2, 2_223_872),
+    torchvision_spec("mobilenet_v3_large", mobilenet_v3_large, 2_971_952),
+    torchvision_spec("mobilenet_v3_small", mobilenet_v3_small, 927_008),
 )}
 
 
