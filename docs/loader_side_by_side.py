@@ -46,7 +46,7 @@ def build(out: Path) -> None:
     from leve.bench.teacher import make_store
     from leve.datasets.build import SplitSource, build_store
     from leve.datasets.synthetic import Config, prepare
-    from leve.store import SplitSpec, dataset_arrays
+    from leve.store.format import SplitSpec, dataset_arrays
     from leve.teacher.cache.build import build_teacher_cache
     from leve.teacher.loading import load_teacher
 
