@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from leve.models.base import DepthModel
-from leve.models.encoders import Encoder
+from leve.models.encoders.base import Encoder
 
 LEAKY_SLOPE = 0.2
 BLOCKS = 4  # up-blocks: strides 32 -> 16 -> 8 -> 4 -> 2

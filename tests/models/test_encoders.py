@@ -12,7 +12,10 @@ import pytest
 import torch
 
 from leve.errors import LeveError
-from leve.models.encoders import ENCODERS, Encoder, create_encoder, list_encoders, load_imagenet_weights
+from leve.models.encoders.base import Encoder
+from leve.models.encoders.create import create_encoder
+from leve.models.encoders.registry import ENCODERS, list_encoders
+from leve.models.encoders.weights import load_imagenet_weights
 from tests.models.encoders_ref.layouts import is_classifier, published_layout, random_state_dict, trunk_params
 from tests.models.encoders_ref.naive import reference_maps
 
@@ -264,7 +267,7 @@ def test_ddrnet23_slim_loads_the_imagenet_file_and_returns_its_trunk_maps(tmp_pa
     import torch.nn.functional as F
 
     from leve.models.ddrnet import DDRNet23Slim
-    from leve.models.encoders import create_encoder as public_create_encoder
+    from leve.models.encoders.create import create_encoder as public_create_encoder
     from tests.models.reference import CLASSIFIER_ONLY
 
     path = tmp_path / "DDRNet23s_imagenet.pth"

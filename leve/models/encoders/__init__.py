@@ -2,7 +2,8 @@
 
 Usage::
 
-    from leve.models.encoders import create_encoder, list_encoders
+    from leve.models.encoders.create import create_encoder
+    from leve.models.encoders.registry import list_encoders
     enc = create_encoder("densenet169", weights="densenet169-b2777c0a.pth")
     maps = enc(rgb)  # rgb (B,3,H,W) in [0,1] -> five maps at strides enc.reductions = [2,4,8,16,32]
 
@@ -24,31 +25,14 @@ torchvision); see :data:`ENCODERS` (the torchvision catalogue) for files, hashes
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from leve.errors import LeveError
+# Still re-exported (temporarily): leve/models/registry.py (another helper's) imports these names from
+# here; once it imports them from the defining modules this file becomes its docstring only.
 from leve.models.encoders.base import IMAGENET_MEAN, IMAGENET_STD, Encoder
+from leve.models.encoders.create import create_encoder
 from leve.models.encoders.ddrnet import NAME as DDRNET23_SLIM
 from leve.models.encoders.ddrnet import DDRNet23SlimFeatures
 from leve.models.encoders.registry import ENCODERS, EncoderSpec, list_encoders
 from leve.models.encoders.weights import WeightsReport, load_imagenet_weights
-from leve.models.pretrained import load_encoder_weights
 
 __all__ = ["DDRNET23_SLIM", "ENCODERS", "IMAGENET_MEAN", "IMAGENET_STD", "DDRNet23SlimFeatures", "Encoder",
            "EncoderSpec", "WeightsReport", "create_encoder", "list_encoders", "load_imagenet_weights"]
-
-
-def create_encoder(name: str, weights: str | Path | None = None) -> Encoder:
-    """Build an encoder (``ddrnet23_slim`` or one of :data:`ENCODERS`); ``weights`` is a local copy of
-    its published ImageNet file."""
-    if name == DDRNET23_SLIM:
-        ddrnet = DDRNet23SlimFeatures()
-        if weights is not None:
-            load_encoder_weights(ddrnet, weights)  # every tensor but the classifier's, checked by name and shape
-        return ddrnet
-    if name not in ENCODERS:
-        raise LeveError(f"unknown encoder '{name}'; choose from {', '.join([DDRNET23_SLIM, *list_encoders()])}")
-    encoder = ENCODERS[name].builder()
-    if weights is not None:
-        load_imagenet_weights(encoder, weights)
-    return encoder
