@@ -8,6 +8,7 @@ import sys
 import typer
 
 from leve import __version__
+from leve.cli.options import LeveGroup
 from leve.errors import LeveError
 from leve.processes import die_with_parent, end_with_driver, under_torchrun
 
@@ -26,8 +27,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=LeveGroup,
 )
-bench_app = typer.Typer(help="Benchmarks (JSON out).", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks (JSON out).", no_args_is_help=True, cls=LeveGroup)
 app.add_typer(bench_app, name="bench")
 
 

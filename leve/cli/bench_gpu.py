@@ -8,22 +8,23 @@ import typer
 
 from leve.cli import bench_app
 from leve.cli.bench_io import write_json
+from leve.cli.options import command, device_option
 from leve.params import merge_options
 from leve.progress import console
 
 
-@bench_app.command("gpu")
+@bench_app.command("gpu", cls=command(no_params="--set changes the benchmark's own plan"))
 def bench_gpu(
-    out: Path = typer.Option(None, help="Also write the JSON here."),
+    out: Path = typer.Option(None, "--out", help="Also write the JSON here."),
     tiny: bool = typer.Option(False, "--tiny", help="Tiny sizes (seconds on a CPU; what the tests run)."),
-    device: str = typer.Option(None, help="auto | cpu | cuda | cuda:N (default auto)."),
+    device: str = device_option(None),
     models: str = typer.Option(None, "--models", help="Inference models, comma-separated (default: all)."),
     no_compile: bool = typer.Option(False, "--no-compile", help="Skip the torch.compile timings."),
-    sets: list[str] = typer.Option([], "--set", help="Override a plan field: key=value (repeatable), "
-                                   "e.g. train_sizes=[[240,320]] or infer_budget_s=60."),
+    sets: list[str] = typer.Option([], "--set", "-S", metavar="KEY=VALUE", help="Override a field of the "
+                                   "benchmark's plan (leve/bench/gpu.py Plan; repeatable), e.g. train_sizes=[[H,W]]."),
 ) -> None:
     """Teacher-cache images/s, student training samples/s (KD ratio, data waits), inference FPS
-    (eager vs compiled) and peak GPU memory; < 8 min on an H200, nothing downloaded."""
+    (eager vs compiled) and peak GPU memory; minutes on an H200, nothing downloaded."""
     from leve.bench.gpu import plan_from, run_bench
 
     options = {"device": device, "infer_models": models.split(",") if models else None,

@@ -8,10 +8,11 @@ from pathlib import Path
 import typer
 
 from leve.cli import app
+from leve.cli.options import command
 from leve.progress import console
 
 
-@app.command("figures")
+@app.command("figures", cls=command(no_params=""))
 def figures(
     log_dir: Path = typer.Option(Path("dvclive/train"), "--dvclive", help="DVCLive folder of the training run."),
     out: Path = typer.Option(Path("reports/training_curves.png"), "--out", help="Training curves PNG."),

@@ -9,11 +9,12 @@ import typer
 from rich.table import Table
 
 from leve.cli import app
+from leve.cli.options import command
 from leve.progress import console
 from leve.store.info import store_info
 
 
-@app.command("info")
+@app.command("info", cls=command(no_params=""))
 def info(
     path: str = typer.Argument(..., help="Store path or URL (e.g. data/zarr/nyu.zarr)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -43,15 +44,15 @@ def info(
         console.print(f"  {k}: {json.dumps(a[k], default=str)}")
 
 
-@app.command("preview")
+@app.command("preview", cls=command(no_params=""))
 def preview(
     path: str = typer.Argument(..., help="Store path (e.g. data/zarr/synthetic.zarr)."),
-    split: str = typer.Option("train", help="Split to show."),
-    count: int = typer.Option(8, help="Number of samples (evenly spaced)."),
-    columns: int = typer.Option(2, help="Samples per row."),
-    out: Path = typer.Option(Path("reports/preview.png"), help="PNG to write."),
+    split: str = typer.Option("train", "--split", help="Split to show."),
+    count: int = typer.Option(8, "--count", help="Number of samples (evenly spaced)."),
+    columns: int = typer.Option(2, "--columns", help="Samples per row."),
+    out: Path = typer.Option(Path("reports/preview.png"), "--out", help="PNG to write."),
 ) -> None:
-    """Write a picture grid: RGB beside colour-mapped depth (fixed scale 0..max depth)."""
+    """Write a picture grid: RGB beside colour-mapped depth (fixed scale from zero to the store's max depth)."""
     from leve.report.preview import save_grid
 
     console.print(f"wrote {save_grid(path, split, out, count, columns)}")

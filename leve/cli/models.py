@@ -8,8 +8,21 @@ from pathlib import Path
 import typer
 
 from leve.cli import app, bench_app
-from leve.params import PARAMS_FILE, merge_options
+from leve.cli.options import (
+    batch_size_option,
+    command,
+    device_option,
+    from_params,
+    params_option,
+    resolution_option,
+    set_option,
+)
+from leve.params import merge_options
 from leve.progress import console
+
+
+def _bench(key: str) -> str:
+    return from_params(f"bench.model.{key}")
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -17,7 +30,7 @@ def _split(values: list[str] | None) -> list[str]:
     return [v for item in values or [] for v in item.split(",") if v]
 
 
-@app.command("predict")
+@app.command("predict", cls=command(no_params="the checkpoint carries its settings"))
 def predict(
     inputs: list[Path] = typer.Argument(..., help="Images (JPEG/PNG), videos, or folders of them."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A leve checkpoint (.safetensors or .pt)."),
@@ -27,7 +40,7 @@ def predict(
                                      "inverse depth r as round(65535 r) (<image>_disp16.png) or r (<image>_disp.npy)."),
     flip: bool = typer.Option(False, "--flip", help="Average with the prediction on the mirrored image."),
     cmap: str = typer.Option("magma", "--cmap", help="Matplotlib colour map for the preview PNG."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = device_option(None),
     runtime: str = typer.Option("auto", "--runtime", help="auto (onnx on the CPU when onnxruntime is installed, "
                                 "else torch), torch (batch norm folded, channels-last), compiled (torch.compile), "
                                 "onnx (onnxruntime, CPU) or eager; each checked against eager."),
@@ -47,23 +60,25 @@ def predict(
     """Predict depth maps: a colour PNG and the depth per image (metric in mm or m; a relative checkpoint's
     scaled inverse depth unless --scale); for a video, per-frame maps, a depth video and its temporal
     stability; with --pointcloud, a PLY per image."""
+    from leve.device import resolve_device
     from leve.outputs.intrinsics import CameraOptions
     from leve.outputs.pointcloud import CloudOptions
     from leve.predict import PredictOptions, run_predict
 
     cloud = CloudOptions(CameraOptions(fx, fy, cx, cy, fov, intrinsics), scale) if pointcloud else None
+    device = str(resolve_device(device))  # auto: the GPU when torch sees one, else the CPU
     opts = PredictOptions(out_dir=out, depth_format=depth_format, flip=flip, cmap=cmap, device=device, runtime=runtime,
                           every=every, pointcloud=cloud, scale=scale)
     written = run_predict(list(inputs), checkpoint, opts)
     console.print(f"wrote {len(written)} files to {out}")
 
 
-@app.command("export")
+@app.command("export", cls=command(no_params=""))
 def export(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A leve checkpoint (.safetensors or .pt)."),
     fmt: str = typer.Option("onnx", "--format", help="onnx, torchscript or hf (a Hugging Face layout folder)."),
     out: Path = typer.Option(None, "--out", help="Output file or hf folder (default next to the checkpoint)."),
-    resolution: str = typer.Option(None, "--resolution", help="HxW to trace at (default: the checkpoint's)."),
+    resolution: str = resolution_option("Size to trace at (default: the checkpoint's)"),
     opset: int = typer.Option(17, "--opset", help="ONNX opset."),
     metrics: list[Path] = typer.Option([], "--metrics", help="hf: `leve eval` metrics JSON for the card (repeatable)."),
 ) -> None:
@@ -78,7 +93,7 @@ def export(
     typer.echo(json.dumps(result.to_dict(), indent=2))
 
 
-@app.command("model-card")
+@app.command("model-card", cls=command(no_params=""))
 def model_card(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A leve checkpoint (or hf folder)."),
     metrics: list[Path] = typer.Option([], "--metrics", help="`leve eval` metrics JSON to include (repeatable)."),
@@ -90,27 +105,35 @@ def model_card(
     console.print(f"wrote {write_model_card(checkpoint, out, metrics)}")
 
 
-@bench_app.command("model")
+@bench_app.command("model", cls=command({"--batch": "--batch-size"}))
 def bench_model(
-    models: list[str] = typer.Option(None, "--models", help="Models (repeat or comma-separate; default all)."),
-    resolution: str = typer.Option(None, "--resolution", help="HxW, e.g. 480x640."),
-    device: str = typer.Option(None, "--device", help="cpu or cuda."),
-    repeats: int = typer.Option(None, "--repeats", help="Timed runs per mode."),
-    warmup: int = typer.Option(None, "--warmup", help="Untimed runs first."),
-    batch: int = typer.Option(None, "--batch", help="Batch size (default 1)."),
-    modes: list[str] = typer.Option(None, "--modes", help="eager, channels_last, torch, compiled, onnx (eager always)."),
-    compile_models: list[str] = typer.Option(None, "--compile-models", help="Models to time compiled (torch.compile)."),
-    threads: int = typer.Option(None, "--threads", help="torch (and onnxruntime) threads; 0: torch's default."),
-    protocol: str = typer.Option(None, "--protocol", help="leve (default) or thesis (batch 2 at 480x640, "
-                                 "10 warm-up runs, mean of 200, FPS = 1 / time per batch)."),
-    out: str = typer.Option(None, "--out", help="JSON report path ('' for none)."),
-    sets: list[str] = typer.Option([], "--set", help="Override a param: key=value (repeatable)."),
-    params: Path = typer.Option(PARAMS_FILE, "--params", help="Params file (section bench.model)."),
+    models: list[str] = typer.Option(None, "--models", show_default=False,
+                                     help=f"Models (repeat or comma-separate; empty: every one) {_bench('models')}."),
+    resolution: str = resolution_option("Input size", key="bench.model.resolution"),
+    device: str = device_option("bench.model.device", "auto | cpu | cuda"),
+    repeats: int = typer.Option(None, "--repeats", help=f"Timed runs per mode {_bench('repeats')}."),
+    warmup: int = typer.Option(None, "--warmup", help=f"Untimed runs first {_bench('warmup')}."),
+    batch_size: int = batch_size_option("bench.model.batch", "Images per forward pass"),
+    modes: list[str] = typer.Option(None, "--modes", show_default=False, help="eager, channels_last, torch, compiled, "
+                                    f"onnx (eager always) {_bench('modes')}."),
+    compile_models: list[str] = typer.Option(None, "--compile-models", show_default=False,
+                                             help=f"Models to time compiled (torch.compile) {_bench('compile_models')}."),
+    threads: int = typer.Option(None, "--threads",
+                                help=f"torch (and onnxruntime) threads; 0 keeps torch's default {_bench('threads')}."),
+    protocol: str = typer.Option(None, "--protocol", help="leve | thesis (the thesis code's timing: its batch, size, "
+                                 f"warm-up and run count; FPS = 1 / time per batch) {_bench('protocol')}."),
+    out: str = typer.Option(None, "--out", help=f"JSON report path ('' for none) {_bench('out')}."),
+    sets: list[str] = set_option("bench.model"),
+    params: Path = params_option("bench.model"),
 ) -> None:
     """Parameters, MACs, latency and FPS of every model variant and runtime side by side (JSON out)."""
     from leve.bench import model as stage
 
-    options = {"resolution": resolution, "device": device, "repeats": repeats, "warmup": warmup, "batch": batch,
+    if device == "auto":  # the library takes cpu or cuda
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    options = {"resolution": resolution, "device": device, "repeats": repeats, "warmup": warmup, "batch": batch_size,
                "out": out, "models": _split(models) or None, "modes": _split(modes) or None,
                "compile_models": _split(compile_models) or None, "threads": threads,
                "protocol": protocol}

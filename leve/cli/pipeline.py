@@ -8,11 +8,12 @@ from pathlib import Path
 import typer
 
 from leve.cli import app
+from leve.cli.options import command
 from leve.params import PARAMS_FILE
 from leve.progress import console
 
 
-@app.command("demo")
+@app.command("demo", cls=command(no_params="the workspace gets its own"))
 def demo(
     workspace: Path = typer.Argument(Path("leve-demo"), help="Folder to create (or continue)."),
     eps: float | None = typer.Option(None, "--eps", help="kd.eps of the distillation experiment (default: params.yaml's; "
@@ -27,11 +28,11 @@ def demo(
     run_demo(workspace, eps=eps, quiet=quiet)
 
 
-@app.command("profile")
+@app.command("profile", cls=command())
 def profile(
     name: str = typer.Argument(..., help="embedded | thesis (files in profiles/)."),
     print_only: bool = typer.Option(False, "--print", help="Print the equivalent `dvc exp run -S ...` instead."),
-    params: Path = typer.Option(PARAMS_FILE, "--params", help="Params file to rewrite."),
+    params: Path = typer.Option(PARAMS_FILE, "--params", help="Params file to rewrite (no --set: the profile is the change)."),
 ) -> None:
     """Switch params.yaml to a profile (only the profile's keys change; comments kept)."""
     from leve.pipeline.profiles import apply_profile, dvc_set_args

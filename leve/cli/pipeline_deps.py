@@ -8,10 +8,11 @@ from pathlib import Path
 import typer
 
 from leve.cli import app
+from leve.cli.options import command
 from leve.errors import LeveError
 
 
-@app.command("pipeline-deps")
+@app.command("pipeline-deps", cls=command(no_params=""))
 def pipeline_deps(
     check: bool = typer.Option(False, "--check", help="Exit 1 when dvc.yaml's deps/params differ from the derived ones."),
     write: bool = typer.Option(False, "--write", help="Rewrite dvc.yaml's code deps and params (comments kept)."),

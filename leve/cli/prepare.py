@@ -2,40 +2,50 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
-from typer.core import TyperGroup
+import typer.main
 
 from leve.cli import app
-from leve.params import PARAMS_FILE, merge_options
+from leve.cli.options import LeveGroup, command, from_params, params_option, set_option
+from leve.params import merge_options
 from leve.progress import console
 
 
-class PrepareGroup(TyperGroup):
+class PrepareGroup(LeveGroup):
     """``leve prepare NAME`` for a dataset that is not built in: runs ``prepare.NAME`` of the
     params file through the adapter it names (``adapter: folder``), as dvc.yaml's foreach does."""
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
         return super().get_command(ctx, cmd_name) or _named_command(cmd_name)
 
 
-def _named_command(name: str) -> click.Command:
-    def callback(sets: tuple[str, ...], params: Path, force: bool) -> None:
-        run_prepare(name, {}, list(sets), params, force)
+_named_app = typer.Typer(add_completion=False)
 
-    return click.Command(
-        name,
-        callback=callback,
-        help=f"Build data/zarr/{name}.zarr from prepare.{name} of the params file.",
-        params=[
-            click.Option(["--set", "sets"], multiple=True, help="Override a param: key=value (repeatable)."),
-            click.Option(["--params"], type=click.Path(path_type=Path), default=PARAMS_FILE, help="Params file."),
-            click.Option(["--force"], is_flag=True, help="Rebuild even if an up-to-date store exists."),
-        ],
-    )
+
+@_named_app.command("NAME", cls=command())
+def _named(
+    ctx: typer.Context,
+    sets: list[str] = set_option("prepare.NAME"),
+    params: Path = params_option("prepare.NAME"),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if an up-to-date store exists."),
+) -> None:
+    """Build data/zarr/NAME.zarr from prepare.NAME of the params file."""
+    run_prepare(str(ctx.info_name), {}, list(sets), params, force)
+
+
+def _named_command(name: str) -> Any:
+    cmd = copy.copy(typer.main.get_command(_named_app))
+    cmd.name = name
+    cmd.help = (cmd.help or "").replace("NAME", name)
+    cmd.params = [copy.copy(p) for p in cmd.params]
+    for param in cmd.params:
+        if param.help:
+            param.help = param.help.replace("prepare.NAME", f"prepare.{name}")
+    return cmd
 
 
 prepare_app = typer.Typer(
@@ -46,9 +56,19 @@ prepare_app = typer.Typer(
 )
 app.add_typer(prepare_app, name="prepare")
 
-SetOpt = typer.Option([], "--set", help="Override a param: key=value (repeatable).")
 ForceOpt = typer.Option(False, "--force", help="Rebuild even if an up-to-date store exists.")
-ParamsOpt = typer.Option(PARAMS_FILE, "--params", help="Params file (section prepare.<dataset>).")
+
+
+def _out(name: str) -> Any:
+    return typer.Option(None, "--out", help=f"Store path {from_params(f'prepare.{name}.out')}; none: data/zarr/{name}.zarr.")
+
+
+def _folder(key: str) -> str:
+    return from_params(f"prepare.NAME.{key}")
+
+
+def _workers(name: str, what: str) -> Any:
+    return typer.Option(None, "--workers", help=f"Parallel {what} processes {from_params(f'prepare.{name}.workers')}.")
 
 
 def run_prepare(
@@ -62,29 +82,33 @@ def run_prepare(
     console.print(result.summary())
 
 
-@prepare_app.command("synthetic")
+@prepare_app.command("synthetic", cls=command())
 def synthetic(
-    out: Path = typer.Option(None, help="Store path (default data/zarr/synthetic.zarr)."),
-    seed: int = typer.Option(None, help="Random seed."),
-    workers: int = typer.Option(None, help="Parallel render processes."),
-    sets: list[str] = SetOpt,
-    params: Path = ParamsOpt,
+    out: Path = _out("synthetic"),
+    seed: int = typer.Option(None, "--seed", help=f"Random seed {from_params('prepare.synthetic.seed')}."),
+    workers: int = _workers("synthetic", "render"),
+    sets: list[str] = set_option("prepare.synthetic"),
+    params: Path = params_option("prepare.synthetic"),
     force: bool = ForceOpt,
 ) -> None:
     """Render the seeded procedural RGB-D rooms (exact metric depth)."""
     run_prepare("synthetic", {"out": out, "seed": seed, "workers": workers}, sets, params, force)
 
 
-@prepare_app.command("nyu")
+@prepare_app.command("nyu", cls=command())
 def nyu(
-    source: Path = typer.Option(None, help="nyu_data.zip you already have (skips the download)."),
-    test_source: str = typer.Option(None, help="Test split from 'densedepth' (the zip) or 'labeled' (.mat)."),
-    labeled_mat: Path = typer.Option(None, help="nyu_depth_v2_labeled.mat you already have."),
-    splits_mat: Path = typer.Option(None, help="splits.mat you already have."),
-    out: Path = typer.Option(None, help="Store path (default data/zarr/nyu.zarr)."),
-    workers: int = typer.Option(None, help="Parallel decode processes."),
-    sets: list[str] = SetOpt,
-    params: Path = ParamsOpt,
+    source: Path = typer.Option(None, "--source", help="nyu_data.zip you already have (skips the download) "
+                                f"{from_params('prepare.nyu.source')}."),
+    test_source: str = typer.Option(None, "--test-source", help="Test split from 'densedepth' (the zip) or 'labeled' "
+                                    f"(.mat) {from_params('prepare.nyu.test_source')}."),
+    labeled_mat: Path = typer.Option(None, "--labeled-mat", help="nyu_depth_v2_labeled.mat you already have "
+                                     f"{from_params('prepare.nyu.labeled_mat')}."),
+    splits_mat: Path = typer.Option(None, "--splits-mat",
+                                    help=f"splits.mat you already have {from_params('prepare.nyu.splits_mat')}."),
+    out: Path = _out("nyu"),
+    workers: int = _workers("nyu", "decode"),
+    sets: list[str] = set_option("prepare.nyu"),
+    params: Path = params_option("prepare.nyu"),
     force: bool = ForceOpt,
 ) -> None:
     """NYU-Depth V2: train/val from DenseDepth's nyu_data.zip, test from the zip or the labeled .mat."""
@@ -99,19 +123,23 @@ def nyu(
     run_prepare("nyu", options, sets, params, force)
 
 
-@prepare_app.command("kitti")
+@prepare_app.command("kitti", cls=command())
 def kitti(
-    source: Path = typer.Option(None, help="Folder with the extracted raw tree or the raw zips (skips the download); "
-                                "with --gt guideddecoding, GuidedDecoding's KITTI test zip or folder."),
-    split_file: Path = typer.Option(None, help="Eigen test split file you already have (697 lines)."),
-    gt: str = typer.Option(None, help="Ground truth: 'velodyne' (LiDAR projection), 'annotated' (16-bit PNGs) or "
-                       "'guideddecoding' (its prepared test .npz files, the thesis's Table 9.7)."),
-    annotated_source: Path = typer.Option(None, help="data_depth_annotated folder or zip you already have."),
-    raw: Path = typer.Option(None, help="Folder for downloads (default data/raw/kitti)."),
-    out: Path = typer.Option(None, help="Store path (default data/zarr/kitti.zarr)."),
-    workers: int = typer.Option(None, help="Parallel decode processes."),
-    sets: list[str] = SetOpt,
-    params: Path = ParamsOpt,
+    source: Path = typer.Option(None, "--source", help="Folder with the extracted raw tree or the raw zips (skips the "
+                                "download); with --gt guideddecoding, GuidedDecoding's KITTI test zip or folder "
+                                f"{from_params('prepare.kitti.source')}."),
+    split_file: Path = typer.Option(None, "--split-file", help="Eigen test split file you already have "
+                                    f"{from_params('prepare.kitti.split_file')}."),
+    gt: str = typer.Option(None, "--gt", help="Ground truth: 'velodyne' (LiDAR projection), 'annotated' (16-bit PNGs) "
+                           "or 'guideddecoding' (its prepared test .npz files, the thesis's Table 9.7) "
+                           f"{from_params('prepare.kitti.gt')}."),
+    annotated_source: Path = typer.Option(None, "--annotated-source", help="data_depth_annotated folder or zip you "
+                                          f"already have {from_params('prepare.kitti.annotated_source')}."),
+    raw: Path = typer.Option(None, "--raw", help=f"Folder for downloads {from_params('prepare.kitti.raw')}."),
+    out: Path = _out("kitti"),
+    workers: int = _workers("kitti", "decode"),
+    sets: list[str] = set_option("prepare.kitti"),
+    params: Path = params_option("prepare.kitti"),
     force: bool = ForceOpt,
 ) -> None:
     """KITTI Eigen test split (697 frames): left image and LiDAR or annotated depth, metres."""
@@ -127,16 +155,20 @@ def kitti(
     run_prepare("kitti", options, sets, params, force)
 
 
-@prepare_app.command("endoslam")
+@prepare_app.command("endoslam", cls=command())
 def endoslam(
-    source: Path = typer.Option(None, help="EndoSLAM archive (zip, nested zips allowed) or folder with UnityCam/."),
-    per_organ: int = typer.Option(None, help="Frames per organ (default 200)."),
-    selection: str = typer.Option(None, help="Frame rule: 'even' (evenly spaced) or 'first'."),
-    raw: Path = typer.Option(None, help="Folder for downloads and unpacked inner zips (default data/raw/endoslam)."),
-    out: Path = typer.Option(None, help="Store path (default data/zarr/endoslam.zarr)."),
-    workers: int = typer.Option(None, help="Parallel decode processes."),
-    sets: list[str] = SetOpt,
-    params: Path = ParamsOpt,
+    source: Path = typer.Option(None, "--source", help="EndoSLAM archive (zip, nested zips allowed) or folder with "
+                                f"UnityCam/ {from_params('prepare.endoslam.source')}."),
+    per_organ: int = typer.Option(None, "--per-organ",
+                                  help=f"Frames per organ {from_params('prepare.endoslam.per_organ')}."),
+    selection: str = typer.Option(None, "--selection", help="Frame rule: 'even' (evenly spaced) or 'first' "
+                                  f"{from_params('prepare.endoslam.selection')}."),
+    raw: Path = typer.Option(None, "--raw", help="Folder for downloads and unpacked inner zips "
+                             f"{from_params('prepare.endoslam.raw')}."),
+    out: Path = _out("endoslam"),
+    workers: int = _workers("endoslam", "decode"),
+    sets: list[str] = set_option("prepare.endoslam"),
+    params: Path = params_option("prepare.endoslam"),
     force: bool = ForceOpt,
 ) -> None:
     """EndoSLAM UnityCam (Colon, Small Intestine, Stomach): RGB and relative depth (R/255; `--set depth=thesis`:
@@ -152,22 +184,28 @@ def endoslam(
     run_prepare("endoslam", options, sets, params, force)
 
 
-@prepare_app.command("folder")
+@prepare_app.command("folder", cls=command({"--split": "--split-rule", "--video-every": "--every"}))
 def folder(
     name: str = typer.Argument(..., help="Dataset name: the store is data/zarr/NAME.zarr, its params prepare.NAME."),
-    source: Path = typer.Option(None, help="Folder of images (+ depth maps) and/or videos, searched recursively; or one video."),
-    pairs_csv: Path = typer.Option(
-        None, "--csv", help="CSV of pairs: header rgb,depth[,split][,scene]; paths relative to --source."),
-    depth_scale: float = typer.Option(None, help="Units per stored depth value (PNG: required, e.g. 0.001 for mm)."),
-    depth: str = typer.Option(None, help="auto (pair the depth maps found) or none (images only)."),
-    split: str = typer.Option(None, help="Split rule: fraction, scenes (whole sub-folders) or lists."),
-    sizes: str = typer.Option(None, help="Mixed image sizes in a split: refuse (default), pad, or HxW (resize)."),
-    video_every: int = typer.Option(None, help="Keep every k-th video frame."),
-    video_fps: float = typer.Option(None, help="Keep one video frame per 1/fps seconds instead."),
-    out: Path = typer.Option(None, help="Store path (default data/zarr/NAME.zarr)."),
-    workers: int = typer.Option(None, help="Parallel decode processes."),
-    sets: list[str] = SetOpt,
-    params: Path = ParamsOpt,
+    source: Path = typer.Option(None, "--source", help="Folder of images (+ depth maps) and/or videos, searched "
+                                f"recursively; or one video {_folder('source')}."),
+    pairs_csv: Path = typer.Option(None, "--csv", help="CSV of pairs: header rgb,depth[,split][,scene]; paths "
+                                   f"relative to --source {_folder('pairs_csv')}."),
+    depth_scale: float = typer.Option(None, "--depth-scale", help="Units per stored depth value (PNG: required; mm: "
+                                      f"0.001) {_folder('depth_scale')}."),
+    depth: str = typer.Option(None, "--depth", help="auto (pair the depth maps found) or none (images only) "
+                              f"{_folder('depth')}."),
+    split_rule: str = typer.Option(None, "--split-rule", help="How samples are split: fraction, scenes (whole "
+                                   f"sub-folders) or lists {_folder('split')}."),
+    sizes: str = typer.Option(None, "--sizes", help="Mixed image sizes in a split: refuse, pad, or HxW (resize to "
+                              f"height x width) {_folder('sizes')}."),
+    every: int = typer.Option(None, "--every", help=f"Videos: keep every k-th frame {_folder('video_every')}."),
+    video_fps: float = typer.Option(None, "--video-fps", help="Videos: keep one frame per 1/fps seconds instead "
+                                    f"{_folder('video_fps')}."),
+    out: Path = typer.Option(None, "--out", help=f"Store path {_folder('out')}; none: data/zarr/NAME.zarr."),
+    workers: int = typer.Option(None, "--workers", help=f"Parallel decode processes {_folder('workers')}."),
+    sets: list[str] = set_option("prepare.NAME"),
+    params: Path = params_option("prepare.NAME"),
     force: bool = ForceOpt,
 ) -> None:
     """Your own RGB(-D) folder or video(s): images with optional depth maps, or video frames."""
@@ -176,9 +214,9 @@ def folder(
         "pairs_csv": pairs_csv,
         "depth_scale": depth_scale,
         "depth": depth,
-        "split": split,
+        "split": split_rule,
         "sizes": sizes,
-        "video_every": video_every,
+        "video_every": every,
         "video_fps": video_fps,
         "out": out,
         "workers": workers,

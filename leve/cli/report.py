@@ -7,13 +7,15 @@ from pathlib import Path
 import typer
 
 from leve.cli import app
+from leve.cli.options import LeveGroup, command
 from leve.errors import LeveError
 
-experiments_app = typer.Typer(help="The thesis experiment grid as DVC experiments.", no_args_is_help=True)
+experiments_app = typer.Typer(help="The thesis experiment grid as DVC experiments.", no_args_is_help=True,
+                              cls=LeveGroup)
 app.add_typer(experiments_app, name="experiments")
 
 
-@app.command("report")
+@app.command("report", cls=command(no_params="each run's params come with its metrics"))
 def report_command(
     repo: Path = typer.Option(Path("."), "--repo", help="The DVC project (its experiments, as `dvc exp show --json`)."),
     from_json: Path = typer.Option(None, "--from-json", help="Read a saved `dvc exp show --json` output instead."),
@@ -39,10 +41,11 @@ def report_command(
     typer.echo(f"wrote {md} and {csv} ({len(chosen)} runs, {len(tables)} tables)")
 
 
-@experiments_app.command("queue")
+@experiments_app.command("queue", cls=command(no_params="each experiment runs on the DVC project's, with the grid's -S"))
 def queue_command(
     grid_name: str = typer.Option("all", "--grid", help="kd (ε 0/0.10/0.25/0.50) | lcb | skips | encoders | all."),
-    sets: list[str] = typer.Option([], "--set", "-S", help="Extra param for every experiment: key=value."),
+    sets: list[str] = typer.Option([], "--set", "-S", metavar="KEY=VALUE", help="Extra param for every experiment: "
+                                   "section.key=value, as `dvc exp run -S` takes it (repeatable)."),
     targets: list[str] = typer.Option([], "--target", help="dvc stages to reproduce (default: the whole pipeline)."),
     prefix: str = typer.Option("", help="Prefix of the experiment names (run the grid again under new names)."),
     seeds: int = typer.Option(0, "--seeds", min=0, help="Run each configuration with seeds train.seed=0..N-1 "
@@ -74,7 +77,7 @@ def queue_command(
                    "then `leve report`", err=True)
 
 
-@experiments_app.command("list")
+@experiments_app.command("list", cls=command(no_params=""))
 def list_command(grid_name: str = typer.Option("all", "--grid", help="kd | lcb | skips | encoders | all.")) -> None:
     """The grid's experiments and the params each sets."""
     from leve.experiments import grid as g

@@ -9,22 +9,39 @@ from pathlib import Path
 import typer
 
 from leve.cli import app, bench_app
+from leve.cli.options import (
+    command,
+    device_option,
+    from_params,
+    params_option,
+    parse_size,
+    resolution_option,
+    set_option,
+    size_text,
+)
 from leve.errors import LeveError
-from leve.params import PARAMS_FILE, merge_options
+from leve.params import merge_options
 from leve.progress import console
 
+UPLOAD_SIZE = (480, 640)  # bench serve's default upload size (height, width)
 
-@app.command("serve")
+
+def _serve(key: str) -> str:
+    return from_params(f"serve.{key}")
+
+
+@app.command("serve", cls=command())
 def serve(
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="A leve checkpoint; none = random weights."),
-    model: str = typer.Option(None, "--model", help="Model name without a checkpoint (default leve)."),
-    host: str = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1; 0.0.0.0 = every interface)."),
-    port: int = typer.Option(None, "--port", help="TCP port (default 8000)."),
-    device: str = typer.Option(None, "--device", help="auto, cpu or cuda."),
-    runtime: str = typer.Option(None, "--runtime", help="auto (default: onnx on a CPU, else torch), torch "
-                                "(batch norm folded, channels-last), compiled, onnx (CPU) or eager."),
-    sets: list[str] = typer.Option([], "--set", help="Override a serve param: key=value (repeatable)."),
-    params: Path = typer.Option(PARAMS_FILE, "--params", help="Params file (section serve)."),
+    checkpoint: Path = typer.Option(None, "--checkpoint",
+                                    help=f"A leve checkpoint; none = random weights {_serve('checkpoint')}."),
+    model: str = typer.Option(None, "--model", help=f"Model name without a checkpoint {_serve('model')}."),
+    host: str = typer.Option(None, "--host", help=f"Address to bind {_serve('host')}; 0.0.0.0 = every interface."),
+    port: int = typer.Option(None, "--port", help=f"TCP port {_serve('port')}."),
+    device: str = device_option("serve.device"),
+    runtime: str = typer.Option(None, "--runtime", help="auto (onnx on a CPU, else torch) | torch (batch norm folded, "
+                                f"channels-last) | compiled | onnx (CPU) | eager {_serve('runtime')}."),
+    sets: list[str] = set_option("serve"),
+    params: Path = params_option("serve"),
 ) -> None:
     """Serve a web page: upload a photo, see and download its predicted depth."""
     from leve.serve.config import load_config
@@ -72,27 +89,28 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-@bench_app.command("serve")
+@bench_app.command("serve", cls=command(size_fallback=UPLOAD_SIZE))
 def bench_serve(
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="Checkpoint to serve; none = random weights."),
-    model: str = typer.Option(None, "--model", help="Model name without a checkpoint (default leve)."),
-    device: str = typer.Option(None, "--device", help="auto, cpu or cuda (the server's)."),
-    clients: int = typer.Option(16, help="Concurrent uploaders."),
-    requests: int = typer.Option(25, help="Uploads per client, back to back."),
-    height: int = typer.Option(480, help="Height of the uploaded JPEGs."),
-    width: int = typer.Option(640, help="Width of the uploaded JPEGs."),
-    slow: int = typer.Option(2, help="Clients trickling one upload each."),
+    checkpoint: Path = typer.Option(None, "--checkpoint",
+                                    help=f"Checkpoint to serve; none = random weights {_serve('checkpoint')}."),
+    model: str = typer.Option(None, "--model", help=f"Model name without a checkpoint {_serve('model')}."),
+    device: str = device_option("serve.device"),
+    clients: int = typer.Option(16, "--clients", help="Concurrent uploaders."),
+    requests: int = typer.Option(25, "--requests", help="Uploads per client, back to back."),
+    resolution: str = resolution_option("Size of the uploaded JPEGs", default=size_text(UPLOAD_SIZE)),
+    slow: int = typer.Option(2, "--slow", help="Clients trickling one upload each."),
     slow_seconds: float = typer.Option(5.0, "--slow-seconds", help="How long each trickle lasts."),
-    oversized: int = typer.Option(2, help="Bodies over the upload limit."),
-    malformed: int = typer.Option(5, help="Broken bodies (noise, truncated, empty, GIF, gigapixel header)."),
-    idle: int = typer.Option(64, help="Connections that send nothing, held open while --clients upload once each."),
-    sets: list[str] = typer.Option([], "--set", help="Override a serve param: key=value (repeatable)."),
-    params: Path = typer.Option(PARAMS_FILE, "--params", help="Params file (section serve)."),
+    oversized: int = typer.Option(2, "--oversized", help="Bodies over the upload limit."),
+    malformed: int = typer.Option(5, "--malformed", help="Broken bodies (noise, truncated, empty, GIF, gigapixel header)."),
+    idle: int = typer.Option(64, "--idle", help="Connections that send nothing, held open while --clients upload once each."),
+    sets: list[str] = set_option("serve"),
+    params: Path = params_option("serve"),
     out: Path = typer.Option(None, "--out", help="Also write the JSON here (with every latency)."),
 ) -> None:
     """Latency (p50/p99), statuses and memory of `leve serve` under load on loopback (JSON out)."""
     from leve.bench.serve import LoadPlan, run
 
+    height, width = parse_size(resolution)
     plan = LoadPlan(clients, requests, height, width, slow, slow_seconds, oversized, malformed, idle=idle)
     if min(clients, requests, height, width) < 1 or min(slow, oversized, malformed, idle) < 0 or slow_seconds < 0:
         raise LeveError("bench serve: counts and sizes must be positive")

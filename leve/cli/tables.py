@@ -7,10 +7,11 @@ from pathlib import Path
 import typer
 
 from leve.cli import app
+from leve.cli.options import command
 from leve.progress import console
 
 
-@app.command("tables")
+@app.command("tables", cls=command(no_params=""))
 def tables_command(
     metrics_dir: Path = typer.Option(Path("metrics"), "--metrics", help="Folder of the eval metrics JSON files."),
     reports_dir: Path = typer.Option(Path("reports"), "--reports", help="Folder of metrics.md and metrics.csv."),

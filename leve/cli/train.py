@@ -8,37 +8,59 @@ import typer
 
 from leve.cli import app, bench_app
 from leve.cli.bench_io import write_json
-from leve.params import PARAMS_FILE, parse_overrides
+from leve.cli.options import (
+    batch_size_option,
+    command,
+    dataset_option,
+    device_option,
+    from_params,
+    params_option,
+    parse_size,
+    resolution_option,
+    set_option,
+    size_text,
+)
+from leve.params import merge_options
 from leve.progress import console
 
+BENCH_SIZE = (240, 320)  # bench train's default training size (height, width)
 
-@app.command("train")
+
+@app.command("train", cls=command())
 def train(
-    sets: list[str] = typer.Option([], "--set", help="Override a param: key=value, e.g. kd.eps=0.25 (repeatable)."),
-    params: Path = typer.Option(PARAMS_FILE, "--params", help="Params file (section train)."),
+    dataset: str = dataset_option("Dataset to train on"),
+    resolution: str = resolution_option("Training size", key="train.resolution"),
+    batch_size: int = batch_size_option("train.batch_size", "Global batch (split over torchrun processes)"),
+    device: str = device_option("train.device"),
+    out: Path = typer.Option(None, "--out", show_default=False,
+                             help=f"Folder of best.pt and last.pt {from_params('train.out_dir')}."),
+    sets: list[str] = set_option("train"),
+    params: Path = params_option("train"),
     restart: bool = typer.Option(False, "--restart", help="Start over even if last.pt could be continued."),
     stop_after: int = typer.Option(None, "--stop-after", help="Save and stop after this many steps in all (continue later)."),
 ) -> None:
     """Distil the student from a store split and its cached teacher (torchrun for several GPUs)."""
     from leve.train import stage
 
-    result = stage.run(parse_overrides(sets), params_file=params, restart=restart, stop_after=stop_after)
+    options = {"dataset": dataset, "resolution": parse_size(resolution) if resolution else None,
+               "batch_size": batch_size, "device": device, "out_dir": out}
+    result = stage.run(merge_options(sets, options), params_file=params, restart=restart, stop_after=stop_after)
     if result.rank == 0:
         console.print(result.summary())
 
 
-@bench_app.command("train")
+@bench_app.command("train", cls=command(size_fallback=BENCH_SIZE, no_params="the sizes are the options'"))
 def bench_train(
-    out: Path = typer.Option(None, help="Also write the JSON here."),
-    steps: int = typer.Option(3, help="Timed steps per variant."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Student batch size."),
-    height: int = typer.Option(240, help="Training height."),
-    width: int = typer.Option(320, help="Training width."),
-    workers: int = typer.Option(2, help="DataLoader processes for the loader-throughput part."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    out: Path = typer.Option(None, "--out", help="Also write the JSON here."),
+    steps: int = typer.Option(3, "--steps", help="Timed steps per variant."),
+    batch_size: int = batch_size_option(None, "Student batch size", default=8),
+    resolution: str = resolution_option("Training size", default=size_text(BENCH_SIZE)),
+    workers: int = typer.Option(2, "--workers", help="DataLoader processes for the loader-throughput part."),
+    device: str = device_option(None),
 ) -> None:
     """Seconds per training step: plain, KD from the cache, KD with the teacher online; loader rate."""
     from leve.bench.train import run_bench
 
-    result = run_bench(steps=steps, batch_size=batch_size, size=(height, width), workers=workers, device=device)
+    result = run_bench(steps=steps, batch_size=batch_size, size=parse_size(resolution), workers=workers, device=device)
     write_json(result, out)
+

@@ -7,11 +7,12 @@ import time
 import typer
 
 from leve.cli import app
+from leve.cli.options import command
 from leve.errors import LeveError
 from leve.progress import progress_bar
 
 
-@app.command("verify")
+@app.command("verify", cls=command(no_params=""))
 def verify(
     path: str = typer.Argument(..., help="A dataset store (data/zarr/NAME.zarr) or a teacher cache (data/teacher/NAME.zarr); "
                                "a path or an fsspec URL."),

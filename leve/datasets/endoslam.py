@@ -131,7 +131,7 @@ class EndoLoader:
         red = decode_channel(dep_bytes, dep_m.name, 0)
         for name, arr in ((img_m.name, rgb), (dep_m.name, red)):
             if arr.shape[:2] != (self.height, self.width):
-                raise LeveError(f"{name}: is {arr.shape[1]}x{arr.shape[0]}, expected {self.width}x{self.height}")
+                raise LeveError(f"{name}: is {arr.shape[0]}x{arr.shape[1]}, expected {self.height}x{self.width}")
         depth = red_to_depth(red, self.offset)
         meta = {
             "source": img_m.logical or img_m.name,

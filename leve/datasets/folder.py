@@ -392,8 +392,8 @@ def split_shape(split: str, items: list[Item], cfg: Config, root: Path, name: st
     for it in items:
         if (it.height, it.width) != (first.height, first.width):
             where = it.rgb if it.frame < 0 else f"{it.rgb} frame {it.frame}"
-            raise LeveError(f"{root / where}: {it.width}x{it.height}, but split '{split}' has "
-                            f"{first.width}x{first.height} ({root / first.rgb}); set prepare.{name}.sizes to pad or HxW")
+            raise LeveError(f"{root / where}: {it.height}x{it.width}, but split '{split}' has "
+                            f"{first.height}x{first.width} ({root / first.rgb}); set prepare.{name}.sizes to pad or HxW")
     return first.height, first.width
 
 
@@ -463,8 +463,8 @@ def check_pairs(items: list[Item], cfg: Config, root: Path, name: str) -> None:
         size = depth_header_size(root / it.depth, it.depth)
         stored = (it.width, it.height) if it.orientation >= 5 else (it.height, it.width)  # before the EXIF turn
         if size is not None and size != stored:
-            raise LeveError(f"{root / it.depth}: depth is {size[1]}x{size[0]} but its image {root / it.rgb} "
-                            f"is {stored[1]}x{stored[0]}")
+            raise LeveError(f"{root / it.depth}: depth is {size[0]}x{size[1]} but its image {root / it.rgb} "
+                            f"is {stored[0]}x{stored[1]}")
 
 
 def read_depth(path: Path, rel: str, scale: float | None) -> np.ndarray:
@@ -550,7 +550,7 @@ class FolderLoader:
         else:
             rgb = read_frame(str(path), it.pts, self.keyframes[it.rgb])
         if rgb.shape[:2] != (it.height, it.width):
-            raise LeveError(f"{path}: decoded {rgb.shape[1]}x{rgb.shape[0]}, listed as {it.width}x{it.height} (changed?)")
+            raise LeveError(f"{path}: decoded {rgb.shape[0]}x{rgb.shape[1]}, listed as {it.height}x{it.width} (changed?)")
         arrays: dict[str, Any] = {"rgb": rgb}
         depth_max = 0.0
         if self.with_depth:
@@ -559,8 +559,8 @@ class FolderLoader:
             depth = check_depth(read_depth(dpath, str(dpath), self.depth_scale), str(dpath), self.nan_invalid)
             depth = oriented(depth, it.orientation)
             if depth.shape != rgb.shape[:2]:
-                raise LeveError(f"{dpath}: depth is {depth.shape[1]}x{depth.shape[0]} but its image {path} "
-                                f"is {rgb.shape[1]}x{rgb.shape[0]}")
+                raise LeveError(f"{dpath}: depth is {depth.shape[0]}x{depth.shape[1]} but its image {path} "
+                                f"is {rgb.shape[0]}x{rgb.shape[1]}")
             arrays["depth"] = resize_depth(depth, self.resize) if self.resize else depth
             depth_max = float(arrays["depth"].max())
         if self.resize:

@@ -376,8 +376,8 @@ class KittiLoader:
         rgb = decode_rgb(img_bytes, self.images[i].name, strict=True)
         if rgb.shape[:2] != (cal.height, cal.width):
             raise LeveError(
-                f"{self.images[i].name}: image is {rgb.shape[1]}x{rgb.shape[0]}, "
-                f"calibration S_rect_{f.camera} says {cal.width}x{cal.height}"
+                f"{self.images[i].name}: image is {rgb.shape[0]}x{rgb.shape[1]}, "
+                f"calibration S_rect_{f.camera} says {cal.height}x{cal.width}"
             )
         gt_bytes = self.depths[i].read()
         depth = self._depth(gt_bytes, self.depths[i].name, cal)
@@ -400,7 +400,7 @@ class KittiLoader:
             return project_velodyne(read_velodyne(data, name), cal.P, cal.height, cal.width)
         raw = decode_gray(data, name, 16)
         if raw.shape != (cal.height, cal.width):
-            raise LeveError(f"{name}: depth is {raw.shape[1]}x{raw.shape[0]}, expected {cal.width}x{cal.height}")
+            raise LeveError(f"{name}: depth is {raw.shape[0]}x{raw.shape[1]}, expected {cal.height}x{cal.width}")
         return (raw.astype(np.float32) / np.float32(256.0)).astype(np.float32)
 
 

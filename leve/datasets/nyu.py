@@ -161,7 +161,7 @@ class ZipLoader:
         rgb = decode_rgb(rgb_bytes, f"{name}:{pair.rgb}", strict=True)
         raw = decode_gray(self._read(pair.depth), f"{name}:{pair.depth}", self.depth_bits)
         if rgb.shape[:2] != (HEIGHT, WIDTH):
-            raise LeveError(f"{name}:{pair.rgb}: image is {rgb.shape[1]}x{rgb.shape[0]}, NYU images are 640x480")
+            raise LeveError(f"{name}:{pair.rgb}: image is {rgb.shape[0]}x{rgb.shape[1]}, NYU images are {HEIGHT}x{WIDTH}")
         if raw.shape != rgb.shape[:2]:
             raise LeveError(f"{name}:{pair.depth}: depth {raw.shape} and RGB {rgb.shape[:2]} differ in size")
         depth = depth_metres(raw, self.depth_bits)

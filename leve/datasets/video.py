@@ -86,7 +86,7 @@ def check_frame_size(path: str | Path, width: int, height: int) -> None:
         raise LeveError(f"{path}: video frames over the cap of {MAX_PIXELS:,} pixels (as for images), or of a size "
                         "the file does not say: refused before decoding")
     if int(width) * int(height) > MAX_PIXELS:
-        raise LeveError(f"{path}: video frames of {width}x{height} are {int(width) * int(height):,} pixels, over the cap "
+        raise LeveError(f"{path}: video frames of {height}x{width} are {int(width) * int(height):,} pixels, over the cap "
                         f"of {MAX_PIXELS:,} (as for images)")
 
 

@@ -112,10 +112,10 @@ def from_store(path: Path, height: int, width: int) -> Intrinsics:
     sh, sw = (int(k["height"]), int(k["width"])) if "height" in k and "width" in k else \
         store.split(store.splits[0]).array_shape
     if abs(height * sw - width * sh) > max(sw, sh):  # one pixel of rounding either way
-        raise LeveError(f"{path}: store images are {sw}x{sh}, a different aspect ratio from {width}x{height}")
+        raise LeveError(f"{path}: store images are {sh}x{sw}, a different aspect ratio from {height}x{width}")
     sx, sy = width / sw, height / sh
     return Intrinsics(float(k["fx"]) * sx, float(k["fy"]) * sy, float(k["cx"]) * sx, float(k["cy"]) * sy,
-                      f"store {path} ({sw}x{sh}, scaled)")
+                      f"store {path} ({sh}x{sw}, scaled)")
 
 
 def exif_focal_35mm(data: bytes, name: str) -> float | None:

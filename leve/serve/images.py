@@ -54,7 +54,7 @@ def check_pixels(size: tuple[int, int], name: str, max_pixels: int) -> None:
     """Refuse images whose declared size exceeds the pixel limit (decompression bombs included)."""
     w, h = size
     if w * h > max_pixels:
-        raise UploadError(413, f"{name}: image is {w}x{h} = {w * h:,} pixels, over the limit of "
+        raise UploadError(413, f"{name}: image is {h}x{w} = {w * h:,} pixels, over the limit of "
                                f"{max_pixels:,} (decompression bomb or too large a photo)")
 
 

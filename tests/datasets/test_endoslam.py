@@ -166,7 +166,7 @@ def _cli(tmp_path: Path, source: Path):
         (lambda r: (r / "UnityCam/Stomach/Pixelwise Depths/aov_image_0011.png").write_bytes(
             encode_png(np.zeros((H, W), np.uint8))), "aov_image_0011.png: expected an 8-bit multi-channel image"),
         (lambda r: (r / "UnityCam/Stomach/Frames/image_0012.png").write_bytes(
-            encode_png(np.zeros((H + 1, W, 3), np.uint8))), "image_0012.png: is 12x11, expected 12x10"),
+            encode_png(np.zeros((H + 1, W, 3), np.uint8))), "image_0012.png: is 11x12, expected 10x12"),
     ],
 )
 def test_bad_input_is_one_line_error_and_nothing_complete(tree, tmp_path, damage, message):

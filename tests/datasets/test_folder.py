@@ -254,7 +254,7 @@ def test_mixed_sizes_pad_or_resize(tmp_path):
     _save(src / "big_depth.npy", d_big)
     _save(src / "small_depth.npy", d_small)
     common = {"source": src, "test_fraction": 0, "val_fraction": 0}
-    with pytest.raises(LeveError, match=r"small.png: 16x10, but split 'train' has 30x20"):
+    with pytest.raises(LeveError, match=r"small.png: 10x16, but split 'train' has 20x30"):
         prepare(tmp_path, "refused", **common)
     assert not (tmp_path / "refused.zarr").exists()
     s = open_split(prepare(tmp_path, "padded", sizes="pad", **common), "train")
@@ -300,7 +300,7 @@ def _case(src: Path, kind: str, rng: np.random.Generator) -> tuple[str, str]:
         return "9_depth.npy", "without an image"
     if kind == "mismatched":
         _save(src / "1_depth.npy", np.ones((H + 2, W), np.float32))
-        return "1_depth.npy", f"depth is {W}x{H + 2}"
+        return "1_depth.npy", f"depth is {H + 2}x{W}"
     if kind == "mixed_sizes":
         _save(src / "2.png", _rgb(rng, H + 4, W))
         _save(src / "2_depth.npy", np.ones((H + 4, W), np.float32))

@@ -87,7 +87,7 @@ def test_store_intrinsics_are_scaled_to_the_image(tmp_path, metric_checkpoint, r
     Image.fromarray(moving_square(1, 48, 80)[0]).save(tmp_path / "wide.png")
     res = run_cli("predict", tmp_path / "wide.png", "--checkpoint", metric_checkpoint, "--out", tmp_path / "w",
                   "--pointcloud", "--intrinsics", store)
-    assert res.code == 1 and "a different aspect ratio from 80x48" in res.stderr
+    assert res.code == 1 and "a different aspect ratio from 48x80" in res.stderr
 
 
 def _one_error(res) -> str:

@@ -159,7 +159,7 @@ def test_offline_is_one_line_via_cli(tmp_path, monkeypatch, run_cli):
     url = f"http://127.0.0.1:{closed_port()}/{FILE}"
     register(monkeypatch, url, "abcdef12")
     dest = tmp_path / "weights"
-    res = run_cli("weights", "fetch", "tiny", "--dest", dest)
+    res = run_cli("weights", "fetch", "tiny", "--out", dest)
     assert res.code != 0
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
@@ -173,19 +173,19 @@ def test_cli_fetch_source_and_list(payload, tmp_path, monkeypatch, run_cli):
     www, data = payload
     register(monkeypatch, "http://127.0.0.1:9/unused", prefix_of(data))
     dest = tmp_path / "weights"
-    res = run_cli("weights", "list", "--dest", dest)
+    res = run_cli("weights", "list", "--out", dest)
     assert res.code == 0, res.stderr
     rows = {line.split()[0]: line.split() for line in res.stdout.splitlines()[1:]}
     for name in [*list_encoders(), "ddrnet23_slim"]:
         spec = w.WEIGHTS[name]
         assert rows[name][1] == spec.file and rows[name][2] == (spec.url or "manual") and rows[name][-1] == "no"
     assert rows["tiny"][-1] == "no"
-    res = run_cli("weights", "fetch", "tiny", "--source", www / FILE, "--dest", dest)
+    res = run_cli("weights", "fetch", "tiny", "--source", www / FILE, "--out", dest)
     assert res.code == 0, res.stderr
     assert res.stdout.strip() == str(dest / FILE) and (dest / FILE).read_bytes() == data
-    rows = {line.split()[0]: line.split() for line in run_cli("weights", "list", "--dest", dest).stdout.splitlines()}
+    rows = {line.split()[0]: line.split() for line in run_cli("weights", "list", "--out", dest).stdout.splitlines()}
     assert rows["tiny"][-1] == "yes"
-    res = run_cli("weights", "fetch", "nope", "--dest", dest)
+    res = run_cli("weights", "fetch", "nope", "--out", dest)
     assert res.code == 1 and "choose one of" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
