@@ -42,13 +42,13 @@ import numpy as np
 import torch
 
 from leve.bench import report_header
+from leve.datasets.nyu import MAX_DEPTH
 from leve.device import resolve_device
 from leve.errors import LeveError
 from leve.params import build_config
 
 NYU_SIZE = (480, 640)
 KD_EPS = 0.25
-MAX_DEPTH = 10.0
 GOALS = {"teacher_images_per_s": 1000.0, "leve_fps_batch32": 1000.0}
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from leve.bench import report_header
 from leve.datasets.build import SplitSource, build_store
+from leve.datasets.nyu import MAX_DEPTH
 from leve.device import resolve_device
 from leve.store.format import SplitSpec, dataset_arrays
 from leve.teacher.cache.build import build_teacher_cache
@@ -24,7 +25,6 @@ from leve.teacher.loading import load_teacher
 
 NYU_SIZE = (480, 640)
 KD_EPS = 0.25
-MAX_DEPTH = 10.0
 
 
 class _RandomRGBD:

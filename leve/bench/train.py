@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from leve.bench import report_header
 from leve.bench.teacher import NYU_SIZE, make_nyu_like_store, make_store
+from leve.datasets.nyu import MAX_DEPTH
 from leve.device import resolve_device
 from leve.models.registry import create_model
 from leve.processes import DiesWithParent
@@ -48,7 +49,6 @@ from leve.train.data import DepthDataset, collate
 from leve.train.step import Batch, StepRunner
 
 KD_EPS = 0.25
-MAX_DEPTH = 10.0
 
 
 def _runner(device: torch.device, eps: float) -> StepRunner:

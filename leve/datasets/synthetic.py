@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 
 from leve.datasets.build import BuildResult, SplitSource, build_store
+from leve.datasets.nyu import MAX_DEPTH
 from leve.params import config_dict
 from leve.store.format import SplitSpec, dataset_arrays, fingerprint
 
 SPLITS = ("train", "val", "test")
 # NYU-Depth V2 colour camera intrinsics at 640x480 (fx, fy, cx, cy).
 NYU_INTRINSICS = (518.8579, 519.4696, 325.5824, 253.7362)
-MAX_DEPTH = 10.0
 
 
 @dataclass

@@ -16,6 +16,8 @@ from torch import nn
 
 from leve.atomic import atomic_path
 from leve.errors import LeveError, shown
+from leve.limits import MAX_PIXELS
+from leve.models.registry import create_model, list_models, model_spec, register_folder_loader
 
 FORMAT = "leve-checkpoint"
 VERSION = 1
@@ -49,8 +51,6 @@ def save_checkpoint(path: str | Path, model: nn.Module, name: str, max_depth: fl
     other paths a torch file of plain containers (loadable with ``weights_only=True``).
     ``extra`` must hold only plain Python values (and tensors for the torch format).
     """
-    from leve.models.registry import list_models
-
     path = Path(path)
     if name not in list_models():
         raise LeveError(f"{path}: cannot save a checkpoint for unknown model '{name}'")
@@ -110,8 +110,6 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Checkpoi
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointInfo]:
     """Build the registered model a checkpoint names, load its weights (strict) and set eval mode. A
     ``relative`` checkpoint's model comes wrapped in :class:`~leve.models.depth.RelativeOutput`."""
-    from leve.models.registry import create_model
-
     state, info = read_checkpoint(path)
     model = create_model(info.model, max_depth=info.max_depth)
     try:
@@ -197,9 +195,6 @@ def _number(value: Any) -> bool:
 def _info(path: Path, header: dict[str, Any]) -> CheckpointInfo:
     """The header checked by type and range before anything uses it (a model is built, memory
     allocated for its resolution): one line naming the field otherwise."""
-    from leve.limits import MAX_PIXELS
-    from leve.models.registry import list_models, model_spec
-
     config = header.get("config") if header.get("config") is not None else {}
     if not isinstance(config, dict):
         raise LeveError(f"{path}: checkpoint config must be a mapping, got {shown(config)}")
@@ -229,3 +224,6 @@ def _info(path: Path, header: dict[str, Any]) -> CheckpointInfo:
     if affine is not None and not (isinstance(affine, list | tuple) and len(affine) == 2 and all(map(_number, affine))):
         raise LeveError(f"{path}: checkpoint relative_affine must be two finite numbers [scale, shift], got {shown(affine)}")
     return CheckpointInfo(str(path), name, float(max_depth), (h, w), dict(extra))
+
+
+register_folder_loader(lambda folder: load_checkpoint(folder)[0])  # create_model(folder): a saved model

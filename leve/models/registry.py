@@ -186,6 +186,14 @@ _DENSEDEPTH_MODELS = (
 )
 
 MODELS: dict[str, ModelSpec] = {}  # registration order: the thesis's order, then seed 002's
+# How create_model(folder) loads a model saved by `leve export --format hf`: leve.models.checkpoint (which
+# builds registered models, so sits above this module) registers its loader here when it is imported.
+_FOLDER_LOADER: list[Callable[[str | Path], nn.Module]] = []
+
+
+def register_folder_loader(load: Callable[[str | Path], nn.Module]) -> None:
+    """Let :func:`create_model` build a model from a saved folder with ``load(folder)``."""
+    _FOLDER_LOADER[:] = [load]
 
 
 def register_model(spec: ModelSpec | str) -> ModelSpec | Callable[[Factory], Factory]:
@@ -273,11 +281,12 @@ def create_model(name: str = DEFAULT_MODEL, encoder_weights: str | Path | None =
 
     Every model has ``encoder``, ``decoder``, ``max_depth``, ``output_stride`` (1 or 2),
     ``input_multiple`` and ``min_input_size``. ``name`` may also be a folder written by
-    ``leve export --format hf``: its trained model is loaded (offline, in eval mode)."""
+    ``leve export --format hf``: its trained model is loaded (offline, in eval mode) by
+    :func:`leve.models.checkpoint.load_checkpoint` (once that module is imported)."""
     if name not in MODELS and Path(name).is_dir():
-        from leve.models.checkpoint import load_checkpoint
-
-        return load_checkpoint(name)[0]
+        if not _FOLDER_LOADER:  # leve.models.checkpoint not imported yet
+            raise LeveError(f"{name}: a saved model folder: load it with leve.models.checkpoint.load_checkpoint")
+        return _FOLDER_LOADER[0](name)
     spec = model_spec(name)
     if not max_depth > 0:
         raise LeveError(f"max_depth must be positive, got {max_depth}")

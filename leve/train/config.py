@@ -11,9 +11,9 @@ from leve.errors import LeveError
 from leve.models.leve import MIN_SIZE, MULTIPLE
 from leve.models.registry import model_spec
 
-SSIM_MODES = ("leve", "thesis-code")  # as leve.train.losses (not imported: the loss pulls in torch)
-INVALID_MODES = ("mask", "zero-target")
-KD_NORMS = ("image", "batch")
+SSIM_MODES = ("leve", "thesis-code")  # leve: L = 100, valid windows | the thesis code's (leve.train.losses.ssim_loss_thesis_code)
+INVALID_MODES = ("mask", "zero-target")  # depth 0: left out | target 0, scored (the thesis code)
+KD_NORMS = ("image", "batch")  # kd.loss l1 normalised per image (eq. 7.8) | by the batch maximum (the thesis code)
 VAL_SCHEDULES = ("leve", "thesis-code")  # leve.train.schedule.validation_at
 BN_AFTER_VALIDATION = ("train", "eval")  # leve.train.loop.Trainer._freezes_after_validation
 KD_SHIFTS = ("clipped", "raw_min")  # leve.train.losses.kd_l1_batch

@@ -19,15 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from leve.models.depth import MIN_DEPTH_FRACTION, depth_to_output
+from leve.train.config import INVALID_MODES, KD_NORMS, SSIM_MODES
 
 #: the dynamic range L of the target max_depth/depth (it lies in [1, 1/MIN_DEPTH_FRACTION])
 TARGET_RANGE = 1.0 / MIN_DEPTH_FRACTION
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 DEPTH_WEIGHT = 0.1
-SSIM_MODES = ("leve", "thesis-code")  # leve: L = 100, valid windows | the thesis code's (ssim_loss_thesis_code)
-INVALID_MODES = ("mask", "zero-target")  # depth 0: left out | target 0, scored (the thesis code)
-KD_NORMS = ("image", "batch")  # kd.loss l1 normalised per image (eq. 7.8) | by the batch maximum (the thesis code)
 KD_SHIFT_EPS = 1e-6  # what the thesis code adds to the teacher map after shifting it by its minimum
 
 

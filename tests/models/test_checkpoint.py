@@ -127,3 +127,21 @@ def test_bad_header_fields_are_one_line_before_use(tmp_path, plain_checkpoints, 
     text = str(err.value)
     assert text.startswith(f"{bad}: ") and "\n" not in text and len(text) < 500, text[:600]
     assert re.search(message, text), text
+
+
+def test_the_registry_loads_folders_through_the_checkpoint_module(tmp_path):
+    """leve.models.registry imports no checkpoint code (no registry <-> checkpoint cycle): create_model(folder)
+    is served by the loader leve.models.checkpoint registers when it is imported, and says so before."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom leve.errors import LeveError\nfrom leve.models.registry import create_model\n"
+            "print('leve.models.checkpoint' in sys.modules)\n"
+            "for step in ('before', 'after'):\n"
+            "    try:\n        create_model(sys.argv[1])\n    except LeveError as e:\n        print(e)\n"
+            "    import leve.models.checkpoint\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "False", f"{tmp_path}: a saved model folder: load it with leve.models.checkpoint.load_checkpoint",
+        f"{tmp_path / 'config.json'}: missing (a leve Hugging Face folder holds config.json and model.safetensors)"]
