@@ -8,7 +8,7 @@ import typer
 
 from leve.cli import bench_app
 from leve.cli.bench_io import write_json
-from leve.cli.options import command, device_option
+from leve.cli.options import command
 from leve.params import merge_options
 from leve.progress import console
 
@@ -17,7 +17,8 @@ from leve.progress import console
 def bench_gpu(
     out: Path = typer.Option(None, "--out", help="Also write the JSON here."),
     tiny: bool = typer.Option(False, "--tiny", help="Tiny sizes (seconds on a CPU; what the tests run)."),
-    device: str = device_option(None),
+    device: str = typer.Option(None, "--device", show_default=False,
+                               help="auto | cpu | cuda | cuda:N (default: the plan's device, auto; also --set device=...)."),
     models: str = typer.Option(None, "--models", help="Inference models, comma-separated (default: all)."),
     no_compile: bool = typer.Option(False, "--no-compile", help="Skip the torch.compile timings."),
     sets: list[str] = typer.Option([], "--set", "-S", metavar="KEY=VALUE", help="Override a field of the "
