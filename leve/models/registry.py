@@ -51,10 +51,6 @@ GROUPS = ("lcb", "skips", "kd", "encoders")
 ARCHITECTURES = ("leve", "leve-mobilenetv3", "densedepth")
 
 
-PretrainedWeights = WeightsFile  # the old name of a model's encoder file (leve.sources.weights)
-ThesisResult = ReferenceResult  # the old name of the thesis's rows (the default source)
-
-
 @dataclass(frozen=True)
 class Group:
     """A model's place in one of the thesis's experiment groups (:data:`GROUPS`)."""
@@ -145,7 +141,6 @@ _THESIS_MODELS = (
     ModelSpec("leve-no-skips", "No skip connections.", skips="none", label="no-skip-connections",
               groups=(Group("skips", "no skips", "none"),)),
 )
-
 
 
 def torchvision_weights(encoder: str) -> WeightsFile:

@@ -68,9 +68,6 @@ class WeightsFile:
                                       f"Or install it here with 'leve weights fetch {self.name} --source FILE'.")))
 
 
-WeightSpec = WeightsFile  # its old name here
-
-
 def torchvision_file(name: str, file: str) -> WeightsFile:
     """torchvision's ImageNet file ``<arch>-<sha256 prefix>.pth`` of encoder ``name``."""
     match = re.fullmatch(r".+-([0-9a-f]+)\.pth", file)
