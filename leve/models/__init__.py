@@ -3,7 +3,7 @@ DenseDepth on ImageNet encoders (seed 002); registry and checkpoints.
 
 Usage::
 
-    from leve.models.encoders import create_encoder
+    from leve.models.encoders.create import create_encoder
     from leve.models.registry import create_model, list_models
     model = create_model("leve", encoder_weights="DDRNet23s_imagenet.pth", max_depth=10.0)
     maps = create_encoder("resnet50", weights="resnet50-0676ba61.pth")(rgb)  # features_only: strides 2..32
@@ -63,7 +63,7 @@ _MOVED = {
     "LoadReport": "leve.models.pretrained",
     "ModelSpec": "leve.models.registry",
     "ReferenceResult": "leve.models.registry",
-    "create_encoder": "leve.models.encoders",
+    "create_encoder": "leve.models.encoders.create",
     "create_model": "leve.models.registry",
     "list_models": "leve.models.registry",
     "load_checkpoint": "leve.models.checkpoint",

@@ -34,11 +34,12 @@ from torch import nn
 from leve.errors import LeveError
 from leve.models.base import DepthModel, size_problem
 from leve.models.densedepth import DenseDepth
-from leve.models.encoders import ENCODERS, create_encoder, load_imagenet_weights
+from leve.models.encoders.create import create_encoder
+from leve.models.encoders.registry import ENCODERS
 from leve.models.leve import MIN_SIZE, MULTIPLE, Leve, LeveConfig
 from leve.models.leve_mobilenet import ENCODER as LEVE_MOBILENET_ENCODER
 from leve.models.leve_mobilenet import LeveMobileNetV3
-from leve.models.pretrained import load_encoder_weights
+from leve.models.pretrained import load_encoder_weights, load_imagenet_weights
 from leve.models.published import SEED_002 as SEED_002  # re-exported: the report and the tests cite them here
 from leve.models.published import THESIS, ReferenceResult, published_results, results_of
 from leve.models.published import THESIS_FPS_DEVICE as THESIS_FPS_DEVICE

@@ -15,7 +15,8 @@ from leve.errors import LeveError
 from leve.models.encoders.base import Encoder
 from leve.models.encoders.create import create_encoder
 from leve.models.encoders.registry import ENCODERS, list_encoders
-from leve.models.encoders.weights import load_imagenet_weights
+from leve.models.pretrained import load_imagenet_weights
+from leve.sources.weights import WEIGHTS
 from tests.models.encoders_ref.layouts import is_classifier, published_layout, random_state_dict, trunk_params
 from tests.models.encoders_ref.naive import reference_maps
 
@@ -170,6 +171,7 @@ def test_canonical_name_with_matching_hash_loads(tmp_path: Path, monkeypatch: py
     spec = dataclasses.replace(published, weights=dataclasses.replace(
         published.weights, file=f"mobilenet_v3_small-{prefix}.pth", sha256_prefix=prefix))
     monkeypatch.setitem(ENCODERS, "mobilenet_v3_small", spec)
+    monkeypatch.setitem(WEIGHTS, "mobilenet_v3_small", spec.weights)  # the catalogue the loader checks against
     path = scratch.rename(tmp_path / spec.file)
     create_encoder("mobilenet_v3_small", weights=path)
 

@@ -25,14 +25,33 @@ torchvision); see :data:`ENCODERS` (the torchvision catalogue) for files, hashes
 
 from __future__ import annotations
 
-# Still re-exported (temporarily): leve/models/registry.py (another helper's) imports these names from
-# here; once it imports them from the defining modules this file becomes its docstring only.
-from leve.models.encoders.base import IMAGENET_MEAN, IMAGENET_STD, Encoder
-from leve.models.encoders.create import create_encoder
-from leve.models.encoders.ddrnet import NAME as DDRNET23_SLIM
-from leve.models.encoders.ddrnet import DDRNet23SlimFeatures
-from leve.models.encoders.registry import ENCODERS, EncoderSpec, list_encoders
-from leve.models.encoders.weights import WeightsReport, load_imagenet_weights
+from typing import Any
 
-__all__ = ["DDRNET23_SLIM", "ENCODERS", "IMAGENET_MEAN", "IMAGENET_STD", "DDRNet23SlimFeatures", "Encoder",
-           "EncoderSpec", "WeightsReport", "create_encoder", "list_encoders", "load_imagenet_weights"]
+# No re-exports: each name is imported from the module that defines it. The old spellings
+# (``from leve.models.encoders import create_encoder``) still work, with a deprecation warning.
+_MOVED = {
+    "DDRNET23_SLIM": ("leve.models.encoders.ddrnet", "NAME"),
+    "DDRNet23SlimFeatures": ("leve.models.encoders.ddrnet", "DDRNet23SlimFeatures"),
+    "ENCODERS": ("leve.models.encoders.registry", "ENCODERS"),
+    "Encoder": ("leve.models.encoders.base", "Encoder"),
+    "EncoderSpec": ("leve.models.encoders.registry", "EncoderSpec"),
+    "IMAGENET_MEAN": ("leve.sources.weights", "IMAGENET_MEAN"),
+    "IMAGENET_STD": ("leve.sources.weights", "IMAGENET_STD"),
+    "WeightsReport": ("leve.models.pretrained", "WeightsReport"),
+    "create_encoder": ("leve.models.encoders.create", "create_encoder"),
+    "list_encoders": ("leve.models.encoders.registry", "list_encoders"),
+    "load_imagenet_weights": ("leve.models.pretrained", "load_imagenet_weights"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    moved = _MOVED.get(name)
+    if moved is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    import warnings
+
+    module, attr = moved
+    warnings.warn(f"`from {__name__} import {name}` is deprecated: import {attr} from {module}", DeprecationWarning,
+                  stacklevel=2)
+    return getattr(importlib.import_module(module), attr)

@@ -10,8 +10,7 @@ from leve.models.encoders.base import Encoder
 from leve.models.encoders.ddrnet import NAME as DDRNET23_SLIM
 from leve.models.encoders.ddrnet import DDRNet23SlimFeatures
 from leve.models.encoders.registry import ENCODERS, list_encoders
-from leve.models.encoders.weights import load_imagenet_weights
-from leve.models.pretrained import load_encoder_weights
+from leve.models.pretrained import load_encoder_weights, load_imagenet_weights
 
 
 def create_encoder(name: str, weights: str | Path | None = None) -> Encoder:
