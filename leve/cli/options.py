@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from leve.errors import LeveError
+from leve.errors import LeveError, shown
 from leve.params import PARAMS_FILE, load_params, section
 
 NO_PARAMS = "Reads no params file"  # how the help of a command that reads none ends (LeveCommand)
@@ -90,9 +90,9 @@ def parse_size(text: str, option: str = "--resolution") -> tuple[int, int]:
     try:
         h, w = (int(p) for p in parts)
     except ValueError:
-        raise LeveError(f"{option} expects HxW (height x width, e.g. 240x320), got '{text}'") from None
+        raise LeveError(f"{option} expects HxW (height x width, e.g. 240x320), got {shown(text)}") from None
     if h < 1 or w < 1:
-        raise LeveError(f"{option} {text}: height and width must be positive")
+        raise LeveError(f"{option} {shown(text, quote=False)}: height and width must be positive")
     return h, w
 
 
