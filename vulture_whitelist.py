@@ -41,6 +41,17 @@ _.preserve_quotes  # ruamel.yaml round-trip setting (leve.pipeline.profiles, lev
 _.MAX_IMAGE_PIXELS  # PIL.Image's decompression-bomb cap (leve.store.images): read by Image.open
 _.activation2  # the DPT head's final activation module (leve.pipeline.embedded_teacher): called by the head's forward
 
+# transformers' remote code of a Hugging Face export (leve.models.hf_remote): named in its auto_map, read by transformers.
+_.LeveForDepthEstimation  # AutoModelForDepthEstimation / AutoModel (auto_map), leve.models.hf.MODEL_CLASS
+_.LeveImageProcessor  # AutoImageProcessor (preprocessor_config.json's auto_map)
+_.model_type  # PretrainedConfig.model_type: matched against config.json
+_.config_class  # PreTrainedModel.config_class: the configuration from_pretrained reads
+_.base_model_prefix  # PreTrainedModel.base_model_prefix: leve's weight names are loaded under it
+_.main_input_name  # PreTrainedModel.main_input_name: pixel_values
+_.model_input_names  # BaseImageProcessor.model_input_names
+_._init_weights  # PreTrainedModel._init_weights: called by from_pretrained for what model.safetensors lacks
+_.post_process_depth_estimation  # called by transformers' depth-estimation pipeline
+
 # Dataclass fields written out by dataclasses.asdict (JSON reports), never read by attribute.
 _.output_range  # leve.export.Check and leve.models.runtime.Check: recorded in the export and bench runtimes JSON
 

@@ -81,15 +81,26 @@ def export(
     resolution: str = resolution_option("Size to trace at (default: the checkpoint's)"),
     opset: int = typer.Option(17, "--opset", help="ONNX opset."),
     metrics: list[Path] = typer.Option([], "--metrics", help="hf: `leve eval` metrics JSON for the card (repeatable)."),
+    push: str = typer.Option(None, "--push", help="hf: upload the folder to this Hub repository (owner/name)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --push: list what would be uploaded, send nothing."),
 ) -> None:
     """Export to ONNX (dynamic batch and size), TorchScript or a Hugging Face folder, verified against
     PyTorch; the model's lineage (teacher, licence, data) goes with it."""
     from leve.bench.model import parse_resolution
+    from leve.errors import LeveError
     from leve.export import export_checkpoint
 
+    if (push or dry_run) and (fmt != "hf" or not push):
+        raise LeveError("--push REPO (and --dry-run with it) needs --format hf")
     size = parse_resolution(resolution) if resolution else None
     result = export_checkpoint(checkpoint, fmt, out, size, opset, tuple(metrics))
     console.print(f"wrote {result.path}; max abs diff vs PyTorch {result.max_abs_diff:.3g}")
+    if push:
+        from leve.models.hf import push_hf_folder
+
+        files = push_hf_folder(result.path, push, dry_run)
+        verb = "would upload" if dry_run else "uploaded"
+        console.print(f"{verb} to {push}: {', '.join(files)}", markup=False, highlight=False)
     typer.echo(json.dumps(result.to_dict(), indent=2))
 
 

@@ -45,9 +45,11 @@ def read_metrics(paths: Iterable[str | Path], shown_as: Sequence[str | Path] | N
     return out
 
 
-def _front_matter(lineage: Lineage) -> list[str]:
-    return ["---", f"license: {lineage.licence_id}", "library_name: leve", "pipeline_tag: depth-estimation",
-            "tags:", "- depth-estimation", "- knowledge-distillation", "- leve", "---", ""]
+def _front_matter(lineage: Lineage, transformers: bool = False) -> list[str]:
+    library = "transformers" if transformers else "leve"  # a folder with remote code loads in transformers
+    return ["---", f"license: {lineage.licence_id}", f"library_name: {library}", "pipeline_tag: depth-estimation",
+            "tags:", "- depth-estimation", "- knowledge-distillation", "- leve", *(["- custom_code"] if transformers else []),
+            "---", ""]
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -84,7 +86,8 @@ def _model_section(info: CheckpointInfo, params: int, name: str) -> list[str]:
     extra = info.extra
     rows: list[list[Any]] = [["architecture", f"`{info.model}`: {spec.description}"], ["encoder", spec.encoder],
             ["parameters", f"{params:,}"], ["input", f"RGB in [0, 1], resized to {h}x{w} (HxW)"],
-            ["depth kind", kind], ["output", output], ["network output", depth_output(info)["output"]],
+            ["depth kind", kind], ["units", depth_output(info)["units"]], ["output", output],
+            ["network output", depth_output(info)["output"]],
             ["output stride", spec.output_stride],
             ["checkpoint", f"`{name}`" + (f", step {extra['step']}, epoch {extra.get('epoch')}" if "step" in extra else "")]]
     return ["## Model", "", *_table(["", ""], rows)]
@@ -174,22 +177,36 @@ def _licence_section(lineage: Lineage) -> list[str]:
     return lines
 
 
+def _transformers_use(info: CheckpointInfo) -> list[str]:
+    """How to run a Hugging Face folder with transformers' remote code (no leve needed)."""
+    meaning = ("metric depth in metres" if info.depth_kind == "metric"
+               else "relative depth (right up to an unknown scale, and shift in disparity; not metres)")
+    return ["With transformers alone (the network's code is in this folder: `modeling_leve.py`, bundled from leve):",
+            "", "```python", "from transformers import pipeline", "",
+            'depth = pipeline("depth-estimation", model="<this folder or repo>", trust_remote_code=True)',
+            'out = depth("image.jpg")  # out["predicted_depth"]: (H, W) at the image size', "```", "",
+            f"`predicted_depth` is {meaning}, equal to `leve predict`'s depth (`--depth-format npy`) within 1e-5; the "
+            "image processor resizes the image to the model's resolution as leve does (bilinear, antialiased, "
+            "8-bit) and the depth back to the image.", ""]
+
+
 def render_card(info: CheckpointInfo, params: int, metrics: list[dict[str, Any]] | None = None,
-                name: str | None = None) -> str:
-    """The model card of a checkpoint (``params``: its learnable parameters) as Markdown."""
+                name: str | None = None, transformers: bool = False) -> str:
+    """The model card of a checkpoint (``params``: its learnable parameters) as Markdown; ``transformers``:
+    a Hugging Face folder with remote code (front matter ``library_name: transformers``, its use)."""
     lineage = Lineage.of(info)
     name = name or Path(info.path).name
     banner = ([f"> **Non-commercial use only**: distilled from `{lineage.teacher['model']}` "
                f"({lineage.teacher['licence']}).", ""] if lineage.non_commercial and lineage.teacher else [])
     metric_lines = _val_section(info) + _eval_section(metrics or [])
-    lines = [*_front_matter(lineage), f"# leve student `{info.model}`", "", *banner,
+    lines = [*_front_matter(lineage, transformers), f"# leve student `{info.model}`", "", *banner,
              "A monocular depth model trained with leve (`leve train`); what it was distilled from and on "
              "which data is recorded in the checkpoint (`extra.lineage`) and shown below.", "",
              *_model_section(info, params, name), *_data_section(lineage), *_teacher_section(lineage),
              "## Metrics", "", *(metric_lines or ["No metrics recorded.", ""]), *_licence_section(lineage),
              "## Use", "", "```bash", f"leve predict image.jpg --checkpoint {name}", "```", "",
              "or in Python: `leve.models.load_checkpoint(path)` (a folder exported with `--format hf`: also "
-             "`leve.models.create_model(folder)`).", ""]
+             "`leve.models.create_model(folder)`).", "", *(_transformers_use(info) if transformers else [])]
     return "\n".join(lines)
 
 
@@ -201,5 +218,7 @@ def write_model_card(checkpoint: str | Path, out: str | Path | None = None,
     state, info = read_checkpoint(checkpoint)
     folder = Path(checkpoint).is_dir()  # a Hugging Face folder's card is its README.md
     out = Path(out) if out else Path(checkpoint) / "README.md" if folder else Path(checkpoint).parent / CARD_NAME
-    text = render_card(info, count_parameters(state), read_metrics(metrics, metrics_shown_as), name or Path(checkpoint).name)
+    remote = folder and '"auto_map"' in (Path(checkpoint) / "config.json").read_text(encoding="utf-8")  # transformers' code
+    text = render_card(info, count_parameters(state), read_metrics(metrics, metrics_shown_as), name or Path(checkpoint).name,
+                       transformers=remote)
     return write_text(out, text)

@@ -138,7 +138,9 @@ def test_hf_folder_loads_back_offline_with_identical_outputs(nc_student, tmp_pat
     folder = tmp_path / "student-hf"
     res = run_cli("export", "--checkpoint", nc_student, "--format", "hf", "--out", folder)
     assert res.code == 0, res.stderr
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "configuration_leve.py",
+                                                        "image_processing_leve.py", "model.safetensors",
+                                                        "modeling_leve.py", "preprocessor_config.json"]
     assert "license: cc-by-nc-4.0" in (folder / "README.md").read_text()
     assert json.loads((folder / "config.json").read_text())["extra"]["lineage"]["non_commercial"] is True
 
