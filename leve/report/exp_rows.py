@@ -49,8 +49,9 @@ ABLATION_TABLES = (("lcb", "9.2", "lcb", "layered convolution block (LCB)"),
 # registry's `encoders` group models with a row in that table.
 ENCODER_TABLES = (("encoders", THESIS, "9.1", "thesis-9.1", "Table 9.1: encoders under Leve's decoder"),
                   ("encoders-seed002", SEED_002, "I", "seed-002", "Seed 002 Table I: DenseDepth on ImageNet encoders"))
-# The leve protocol that computes a source's numbers as it did (leve/evaluation/protocols.py).
-SOURCE_PROTOCOL = {THESIS: "leve2024", SEED_002: "densedepth"}
+# The leve protocol that computes a source's numbers as it did (leve/evaluation/protocols.py), as the
+# published rows record it (leve/models/published.csv).
+SOURCE_PROTOCOL = {r.source: r.protocol for s in model_specs() for r in s.results}
 
 
 def group_labels(group: str, table: str | None = None) -> dict[str, str]:
@@ -285,7 +286,8 @@ def encoder_table(records: Sequence[Record], key: str, source: str, number: str,
                       if (ref := s.result(number, dataset, 0.0, source)) is not None)
     notes = []
     if published:
-        ref, protocol = published[0].result, SOURCE_PROTOCOL.get(source, "?")
+        ref = published[0].result
+        protocol = ref.protocol
         fps = f"; FPS on a {THESIS_FPS_DEVICE}" if any(p.result.fps is not None for p in published) else ""
         notes.append(f"Published rows: {ref.citation} ({ref.dataset} test set, trained at {ref.train_resolution}{fps}), "
                      f"as leve's model registry records them; computed as leve's protocol `{protocol}` does.")
