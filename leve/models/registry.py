@@ -34,8 +34,8 @@ from torch import nn
 from leve.errors import LeveError
 from leve.models.base import DepthModel, size_problem
 from leve.models.densedepth import DenseDepth
+from leve.models.encoders.catalogue import ENCODERS
 from leve.models.encoders.create import create_encoder
-from leve.models.encoders.registry import ENCODERS
 from leve.models.leve import MIN_SIZE, MULTIPLE, Leve, LeveConfig
 from leve.models.leve_mobilenet import ENCODER as LEVE_MOBILENET_ENCODER
 from leve.models.leve_mobilenet import LeveMobileNetV3

@@ -13,8 +13,8 @@ import torch
 
 from leve.errors import LeveError
 from leve.models.encoders.base import Encoder
+from leve.models.encoders.catalogue import ENCODERS, list_encoders
 from leve.models.encoders.create import create_encoder
-from leve.models.encoders.registry import ENCODERS, list_encoders
 from leve.models.pretrained import load_imagenet_weights
 from leve.sources.weights import WEIGHTS
 from tests.models.encoders_ref.layouts import is_classifier, published_layout, random_state_dict, trunk_params

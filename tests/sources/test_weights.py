@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from leve.errors import LeveError
-from leve.models.encoders.registry import ENCODERS, list_encoders
+from leve.models.encoders.catalogue import ENCODERS, list_encoders
 from leve.sources import weights as w
 from leve.sources.weights import WeightsFile, fetch_weights
 

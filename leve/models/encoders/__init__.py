@@ -3,7 +3,7 @@
 Usage::
 
     from leve.models.encoders.create import create_encoder
-    from leve.models.encoders.registry import list_encoders
+    from leve.models.encoders.catalogue import list_encoders
     enc = create_encoder("densenet169", weights="densenet169-b2777c0a.pth")
     maps = enc(rgb)  # rgb (B,3,H,W) in [0,1] -> five maps at strides enc.reductions = [2,4,8,16,32]
 
@@ -32,14 +32,14 @@ from typing import Any
 _MOVED = {
     "DDRNET23_SLIM": ("leve.models.encoders.ddrnet", "NAME"),
     "DDRNet23SlimFeatures": ("leve.models.encoders.ddrnet", "DDRNet23SlimFeatures"),
-    "ENCODERS": ("leve.models.encoders.registry", "ENCODERS"),
+    "ENCODERS": ("leve.models.encoders.catalogue", "ENCODERS"),
     "Encoder": ("leve.models.encoders.base", "Encoder"),
-    "EncoderSpec": ("leve.models.encoders.registry", "EncoderSpec"),
+    "EncoderSpec": ("leve.models.encoders.catalogue", "EncoderSpec"),
     "IMAGENET_MEAN": ("leve.sources.weights", "IMAGENET_MEAN"),
     "IMAGENET_STD": ("leve.sources.weights", "IMAGENET_STD"),
     "WeightsReport": ("leve.models.pretrained", "WeightsReport"),
     "create_encoder": ("leve.models.encoders.create", "create_encoder"),
-    "list_encoders": ("leve.models.encoders.registry", "list_encoders"),
+    "list_encoders": ("leve.models.encoders.catalogue", "list_encoders"),
     "load_imagenet_weights": ("leve.models.pretrained", "load_imagenet_weights"),
 }
 

@@ -1,5 +1,5 @@
 """Build an encoder by name: ``ddrnet23_slim`` (Leve's trunk) or one of the torchvision catalogue's
-(:data:`leve.models.encoders.registry.ENCODERS`), optionally with its published ImageNet weights."""
+(:data:`leve.models.encoders.catalogue.ENCODERS`), optionally with its published ImageNet weights."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 from leve.errors import LeveError
 from leve.models.encoders.base import Encoder
+from leve.models.encoders.catalogue import ENCODERS, list_encoders
 from leve.models.encoders.ddrnet import NAME as DDRNET23_SLIM
 from leve.models.encoders.ddrnet import DDRNet23SlimFeatures
-from leve.models.encoders.registry import ENCODERS, list_encoders
 from leve.models.pretrained import load_encoder_weights, load_imagenet_weights
 
 
