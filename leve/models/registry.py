@@ -76,7 +76,7 @@ class ModelSpec:
     encoder_weights: WeightsFile | None = None  # its encoder's published file (leve.sources.weights)
     factory: Factory | None = None  # a custom builder f(encoder_weights=None, max_depth=10.0)
     architecture: str = "leve"  # one of ARCHITECTURES
-    encoder: str = "ddrnet23_slim"  # the encoder: DDRNet-23-slim or a name of leve.models.encoders.ENCODERS
+    encoder: str = "ddrnet23_slim"  # the encoder: DDRNet-23-slim or a name of leve.models.encoders.catalogue.ENCODERS
     output_stride: int = 1  # output size = input size / output_stride (1 or 2)
     input_multiple: int = MULTIPLE  # input H and W must be multiples of this ...
     min_size: int = MIN_SIZE  # ... and at least this
@@ -145,7 +145,7 @@ _THESIS_MODELS = (
 
 
 def torchvision_weights(encoder: str) -> WeightsFile:
-    """The published ImageNet file of an encoder of :data:`leve.models.encoders.ENCODERS`."""
+    """The published ImageNet file of an encoder of :data:`leve.models.encoders.catalogue.ENCODERS`."""
     return ENCODERS[encoder].weights
 
 

@@ -75,7 +75,7 @@ def torchvision_file(name: str, file: str) -> WeightsFile:
                        source=TORCHVISION_URL + file)
 
 
-# torchvision's ImageNet V1 files of the encoders of leve.models.encoders.ENCODERS (same names).
+# torchvision's ImageNet V1 files of the encoders of leve.models.encoders.catalogue.ENCODERS (same names).
 TORCHVISION: dict[str, WeightsFile] = {w.name: w for w in (
     torchvision_file("densenet169", "densenet169-b2777c0a.pth"),
     torchvision_file("densenet161", "densenet161-8d451a50.pth"),
