@@ -49,9 +49,6 @@ ABLATION_TABLES = (("lcb", "9.2", "lcb", "layered convolution block (LCB)"),
 # registry's `encoders` group models with a row in that table.
 ENCODER_TABLES = (("encoders", THESIS, "9.1", "thesis-9.1", "Table 9.1: encoders under Leve's decoder"),
                   ("encoders-seed002", SEED_002, "I", "seed-002", "Seed 002 Table I: DenseDepth on ImageNet encoders"))
-# The leve protocol that computes a source's numbers as it did (leve/evaluation/protocols.py), as the
-# published rows record it (leve/models/published.csv).
-SOURCE_PROTOCOL = {r.source: r.protocol for s in model_specs() for r in s.results}
 
 
 def group_labels(group: str, table: str | None = None) -> dict[str, str]:

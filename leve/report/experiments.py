@@ -37,7 +37,7 @@ MOVED = {
         "merge_seeds metric_stats one_per_seed parse_revision revision_metrics revision_params row_stats same_run "
         "student_means").split(),
     "leve.report.exp_rows": (
-        "ABLATION_TABLES ENCODER_TABLES KD_LABEL LABEL_KEYS_FIRST LCB_LABELS Published SOURCE_PROTOCOL "
+        "ABLATION_TABLES ENCODER_TABLES KD_LABEL LABEL_KEYS_FIRST LCB_LABELS Published "
         "THESIS_KD_TABLES VARIANT_ORDER ablation_dataset ablation_table bench_entry bench_note bench_params "
         "constant_row datasets_of differing_keys encoder_table format_param group_labels kd_table ordered "
         "overview_table row_labels table_members teacher_row with_baseline").split(),
