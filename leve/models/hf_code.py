@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import io
+import textwrap
 import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,30 +98,9 @@ def _parse(name: str, path: Path | None = None) -> _Module:
 
 
 def _used_names(node: ast.AST) -> set[str]:
-    """Names a statement reads, annotations left out (``from __future__ import annotations``: never evaluated)."""
-    found: set[str] = set()
-
-    def visit(n: ast.AST) -> None:
-        if isinstance(n, ast.arg | ast.AnnAssign):
-            if isinstance(n, ast.AnnAssign):
-                if n.value is not None:
-                    visit(n.value)
-            return
-        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef):
-            for d in n.decorator_list:
-                visit(d)
-            for default in [*n.args.defaults, *(d for d in n.args.kw_defaults if d is not None)]:
-                visit(default)
-            for stmt in n.body:
-                visit(stmt)
-            return
-        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
-            found.add(n.id)
-        for child in ast.iter_child_nodes(n):
-            visit(child)
-
-    visit(node)
-    return found
+    """Names a statement reads, its annotations' included (never evaluated under
+    ``from __future__ import annotations``, but named, so that the file reads and type-checks whole)."""
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
 class _Bundle:
@@ -213,10 +193,10 @@ def bundle(template: str, header: str = "") -> str:
     doc = ast.get_docstring(tree) or ""
     imports = sorted({line for _, line in out.imports.values()}, key=lambda s: (s.startswith("from ."), s.split()[1], s))
     sources = sorted({m.name for m, _ in out.order} - {mod.name})
-    origin = f"Bundled from leve's modules {', '.join(sources)}." if sources else ""
+    origin = textwrap.fill(f"Bundled from leve's modules {', '.join(sources)}.", 100) if sources else ""
     doc = "\n\n".join(part for part in (doc, header, origin) if part)
-    parts = [f'"""{doc}\n"""', "", "from __future__ import annotations", "", *imports, "", ""]
-    return "\n".join(parts) + "\n\n\n".join(out.text(m, n) for m, n in out.order)
+    parts = [f'"""{doc}\n"""', "", "from __future__ import annotations", "", *imports, "", "", ""]
+    return "\n".join(parts) + "\n\n".join(out.text(m, n) for m, n in out.order)
 
 
 def write_remote_code(folder: Path, header: str = "") -> list[Path]:

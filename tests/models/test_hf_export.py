@@ -159,6 +159,10 @@ def test_config_and_card_state_depth_kind_units_and_remote_code(exported):
             imported = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
             imported |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
             assert "leve" not in imported, name
+        # every name the files use is defined or imported in them (pyflakes' checks, run by ruff)
+        lint = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", "--select", "F", str(folder)],
+                              capture_output=True, text=True)
+        assert lint.returncode == 0, lint.stdout[-2000:]
 
 
 @pytest.mark.slow
