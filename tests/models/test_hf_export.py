@@ -1,15 +1,18 @@
 """``leve export --format hf``: a folder that transformers loads with its remote code, offline and
 without leve (``AutoModelForDepthEstimation``, ``AutoImageProcessor``, ``pipeline("depth-estimation")``),
 whose ``predicted_depth`` is ``leve predict``'s depth; and ``--push`` (tested as a dry run and with a
-stand-in client object: no Hub server is contacted)."""
+loopback stand-in of the Hub's HTTP API that huggingface_hub talks to: no real Hub is contacted)."""
 
 from __future__ import annotations
 
 import ast
+import base64
 import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -187,8 +190,57 @@ def test_bundled_network_is_leves_for_every_registered_model(exported):
             assert torch.equal(net(x), ref(x)), name
 
 
+class _StandInHub:
+    """The Hub's HTTP API as far as ``HfApi.create_repo`` and ``upload_folder`` use it, on loopback: it
+    answers that every file goes as a regular blob (no LFS or Xet transfer) and keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+        self.files: dict[str, bytes] = {}
+        self.created: dict = {}
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def send(self, obj: dict, code: int = 200) -> None:
+                body = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                hub.requests.append(("POST", self.path))
+                if self.path == "/api/repos/create":
+                    request = json.loads(data)
+                    hub.created = {k: request.get(k) for k in ("name", "organization")}
+                    return self.send({"url": f"http://{self.headers['Host']}/someone/{request['name']}"})
+                if "/preupload/" in self.path:
+                    return self.send({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                                for f in json.loads(data)["files"]]})
+                if self.path.startswith("/api/validate-yaml"):
+                    return self.send({})
+                if "/commit/" in self.path:
+                    for line in data.decode().splitlines():
+                        op = json.loads(line)
+                        if op["key"] == "file":
+                            hub.files[op["value"]["path"]] = base64.b64decode(op["value"]["content"])
+                    repo = self.path.split("/api/models/", 1)[1].split("/commit/", 1)[0]
+                    return self.send({"commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{'b' * 40}",
+                                      "commitOid": "b" * 40})
+                return self.send({"error": f"the stand-in does not serve {self.path}"}, 404)
+
+        return Handler
+
+
 @pytest.mark.slow
-def test_push_dry_run_lists_the_folder_and_push_calls_huggingface_hub(exported, tmp_path, run_cli):
+def test_push_dry_run_lists_the_folder_and_push_uploads_to_a_loopback_stand_in(exported, tmp_path, run_cli, monkeypatch):
     from leve.models.hf import push_hf_folder
 
     folder = exported["leve-mobilenetv3"]["folder"]
@@ -200,19 +252,26 @@ def test_push_dry_run_lists_the_folder_and_push_calls_huggingface_hub(exported, 
     assert f"would upload to someone/leve-test: {', '.join(files)}" in " ".join(res.stderr.split())
     assert {"config.json", "model.safetensors", "modeling_leve.py", "preprocessor_config.json", "README.md"} <= set(files)
 
-    calls: list[tuple[str, dict]] = []
+    hub = _StandInHub()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), hub.handler())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    import huggingface_hub.constants
 
-    class StandIn:  # records what leve asks of huggingface_hub.HfApi
-        def create_repo(self, repo_id: str, **kw: object) -> None:
-            calls.append(("create_repo", {"repo_id": repo_id, **kw}))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the suite is offline; loopback is allowed
+    try:
+        from huggingface_hub import HfApi
 
-        def upload_folder(self, **kw: object) -> None:
-            calls.append(("upload_folder", kw))
-
-    assert push_hf_folder(folder, "someone/leve-test", api=StandIn()) == files
-    assert [c[0] for c in calls] == ["create_repo", "upload_folder"]
-    assert calls[0][1]["repo_id"] == "someone/leve-test" and calls[0][1]["exist_ok"] is True
-    assert calls[1][1]["folder_path"] == str(folder) and calls[1][1]["repo_id"] == "someone/leve-test"
+        api = HfApi(endpoint=f"http://127.0.0.1:{server.server_address[1]}", token="hf_stand_in")
+        assert push_hf_folder(folder, "someone/leve-test", api=api) == files
+    finally:
+        server.shutdown()
+        server.server_close()
+    paths = [p for _, p in hub.requests]
+    assert paths[0] == "/api/repos/create" and paths[-1] == "/api/models/someone/leve-test/commit/main"
+    assert "/api/models/someone/leve-test/preupload/main" in paths
+    assert hub.created == {"name": "leve-test", "organization": "someone"}
+    assert sorted(hub.files) == files  # every file, byte for byte
+    assert all(hub.files[name] == (folder / name).read_bytes() for name in files)
     with pytest.raises(LeveError, match="owner/name"):
         push_hf_folder(folder, "no-owner", dry_run=True)
     (tmp_path / "config.json").write_text("{}")
