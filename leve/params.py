@@ -1,16 +1,21 @@
 """Stage parameters: typed dataclasses filled from a section of ``params.yaml``.
 
-Each stage owns one section (``prepare.nyu``, ``teacher``, ``train``...). Values
-come from the dataclass defaults, then ``params.yaml`` (when present), then
-command-line overrides, and unknown keys are refused so typos never pass silently.
+Each stage owns one section (``prepare.nyu``, ``teacher``, ``train``...). Every value has one home:
+params.yaml as the project ships it, packaged with leve as ``leve/params.yaml`` (in a checkout, a link
+to the repository's params.yaml). The Config dataclasses are the schema (fields, types, allowed values,
+docs) and hold no values: :func:`params_section` fills each field's default from the packaged file.
+A run reads the defaults, then the params file it is given (``params.yaml`` in the working folder, when
+present), then command-line overrides; unknown keys are refused so typos never pass silently.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +26,8 @@ from leve.errors import LeveError, shown
 T = TypeVar("T")
 
 PARAMS_FILE = Path("params.yaml")
+# params.yaml as shipped: every parameter's default (package data; in a checkout a link to ../params.yaml)
+PACKAGED_PARAMS = Path(__file__).with_name("params.yaml")
 
 
 class _ParamsLoader(yaml.SafeLoader):
@@ -224,3 +231,149 @@ def config_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+# --------------------------------------------------------------------------- defaults: one home
+
+
+_shipped_cache: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
+
+
+def shipped_params(path: Path | None = None) -> dict[str, Any]:
+    """The packaged params (every default), read once per change of the file. Missing or unreadable: one line."""
+    path = PACKAGED_PARAMS if path is None else path
+    try:
+        stat = path.stat()
+    except OSError:
+        raise LeveError(f"{path}: leve's default params are missing (params.yaml as shipped; reinstall leve)") from None
+    key = (stat.st_mtime_ns, stat.st_size)
+    cached = _shipped_cache.get(path)
+    if cached is None or cached[0] != key:
+        cached = (key, load_params(path))
+        _shipped_cache[path] = cached
+    return cached[1]
+
+
+def default(dotted: str) -> Any:
+    """The shipped default of params key ``dotted`` (a copy), e.g. ``default("train.dataset")``."""
+    node: Any = shipped_params()
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise LeveError(f"{PACKAGED_PARAMS}: no default for '{shown(dotted, quote=False)}' (every parameter has its "
+                            "value in params.yaml as shipped)")
+        node = node[part]
+    return copy.deepcopy(node)
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``top`` laid over it; mappings merge key by key, anything else is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        old = out.get(key)
+        out[key] = deep_merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else copy.deepcopy(value)
+    return out
+
+
+def resolved_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """The defaults with the params file ``path`` laid over them (what a run reads before ``--set``)."""
+    return deep_merge(shipped_params(), load_params(path))
+
+
+def resolved(dotted: str, params_file: Path = PARAMS_FILE) -> Any:
+    """The value of key ``dotted`` for a run with ``params_file``: the file's when it sets it, else the
+    default (what a CLI option backed by a params key shows or uses when not given)."""
+    node: Any = load_params(params_file)
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default(dotted)
+        node = node[part]
+    return copy.deepcopy(node)
+
+
+class _Default:
+    """A field's default, read from the packaged params when a config is made (so importing leve
+    reads no file); also the class attribute (``TrainConfig.dataset``), resolved when read."""
+
+    def __init__(self) -> None:
+        self.cls: type | None = None
+        self.name = ""
+        self.key = ""
+
+    def __call__(self) -> Any:
+        if self.cls is None:
+            raise TypeError("param() outside a @params_section class")
+        hint = typing.get_type_hints(self.cls)[self.name]
+        return _coerce(default(self.key), hint, self.key)
+
+    def __get__(self, obj: Any, owner: type) -> Any:
+        return self()
+
+
+def param() -> Any:
+    """A Config field whose default is its params key's value in params.yaml (``lr: float = param()``)."""
+    return dataclasses.field(default_factory=_Default())
+
+
+def params_section(dotted: str, keys: dict[str, str] | None = None) -> Callable[[type[T]], type[T]]:
+    """Bind the :func:`param` fields of a Config dataclass (put it above ``@dataclass``) to section
+    ``dotted``: each field's default is ``<dotted>.<field>`` in params.yaml as shipped, or the key
+    ``keys[field]`` names (a value shared by several sections, e.g. ``paths.teacher_cache``). A field
+    with a literal default is refused at import: the value lives in params.yaml only."""
+    def bind(cls: type[T]) -> type[T]:
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            factory = f.default_factory
+            if isinstance(factory, _Default):
+                factory.cls, factory.name = cls, f.name
+                factory.key = (keys or {}).get(f.name, f"{dotted}.{f.name}")
+                setattr(cls, f.name, factory)  # the class attribute, read from params.yaml when used
+            elif not (f.default is dataclasses.MISSING and dataclasses.is_dataclass(factory)):
+                raise TypeError(f"{cls.__qualname__}.{f.name}: a params field's default is param() "
+                                "(its value lives in params.yaml) or a nested params section")
+        cls.__params_section__ = dotted  # type: ignore[attr-defined]
+        return cls
+
+    return bind
+
+
+def section_keys(cls: type) -> dict[str, str]:
+    """``{field: params key}`` of a :func:`params_section` class's value fields (nested sections not included)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if isinstance(f.default_factory, _Default):
+            out[f.name] = f.default_factory.key
+    return out
+
+
+_warned: set[str] = set()
+
+
+def shared_keys(cls: type, values: dict[str, Any], params: dict[str, Any], where: str) -> dict[str, Any]:
+    """``values`` (section ``where`` as a params file gives it) with each field that
+    :func:`params_section` binds to a key outside the section (``paths.teacher_cache``) taken from
+    ``params`` (the resolved tree). The section's own old spelling still wins, with one line
+    ``warning: <where>.<field> is deprecated; set <key>`` on stderr (once per process). Nested sections
+    likewise."""
+    out = dict(values)
+    own = getattr(cls, "__params_section__", where)
+    for name, key in section_keys(cls).items():
+        if key.startswith(own + "."):
+            continue
+        if name in out:
+            message = f"warning: {where}.{name} is deprecated; set {key} (one key for every stage that reads it)"
+            if message not in _warned:
+                _warned.add(message)
+                print(message, file=sys.stderr)
+            continue
+        node: Any = params
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            out[name] = node
+    for f in dataclasses.fields(cls):
+        sub = f.default_factory
+        if isinstance(sub, type) and dataclasses.is_dataclass(sub):
+            given = out.get(f.name)
+            nested = shared_keys(sub, given if isinstance(given, dict) else {}, params, f"{where}.{f.name}")
+            if nested or isinstance(given, dict):
+                out[f.name] = nested
+    return out

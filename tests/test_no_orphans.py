@@ -47,7 +47,8 @@ def test_teacher_cache_workers_die_with_it(store: Path, tmp_path: Path) -> None:
 
 def _train_params(path: Path, store: Path, out: Path, workers: int) -> Path:
     path.write_text(
-        f"train:\n  dataset: synthetic\n  data_dir: {store.parent}\n  resolution: [72, 96]\n  workers: {workers}\n"
+        f"paths:\n  stores: {store.parent}\n"
+        f"train:\n  dataset: synthetic\n  resolution: [72, 96]\n  workers: {workers}\n"
         f"  epochs: 100\n  val_every: 0\n  out_dir: {out / 'models'}\n  log_dir: {out / 'dvclive'}\n"
         "  kd:\n    eps: 0.0\n"
     )

@@ -49,7 +49,7 @@ from leve import __version__
 from leve.errors import LeveError
 from leve.models.registry import DEFAULT_MODEL, THESIS_FPS_DEVICE, create_model, list_models, model_spec, model_specs
 from leve.models.runtime import compare, prepare_for_inference
-from leve.params import PARAMS_FILE, build_config, load_params, section
+from leve.params import PARAMS_FILE, build_config, load_params, param, params_section, section
 
 MODES = ("eager", "channels_last", "torch", "compiled", "onnx")
 ALIASES = {"compile": "compiled", "fused": "torch"}  # older names of two modes
@@ -61,21 +61,22 @@ THESIS_TIMING: dict[str, Any] = {"batch": 2, "resolution": "480x640", "warmup": 
 THESIS_FPS = {s.name: s.fps for s in model_specs() if s.fps is not None}
 
 
+@params_section("bench.model")
 @dataclass(frozen=True)
 class Config:
     """Params section ``bench.model``."""
 
-    models: tuple[str, ...] = ()  # empty: every registered model
-    resolution: str = "480x640"
-    device: str = "cpu"
-    batch: int = 1
-    warmup: int = 3
-    repeats: int = 10
-    modes: tuple[str, ...] = MODES
-    compile_models: tuple[str, ...] = (DEFAULT_MODEL,)
-    threads: int = 0  # 0: torch's default
-    protocol: str = "leve"  # leve (interleaved modes, median) | thesis (the thesis code's timing, see above)
-    out: str = "metrics/bench_model.json"
+    models: tuple[str, ...] = param()  # empty: every registered model
+    resolution: str = param()
+    device: str = param()
+    batch: int = param()
+    warmup: int = param()
+    repeats: int = param()
+    modes: tuple[str, ...] = param()
+    compile_models: tuple[str, ...] = param()
+    threads: int = param()  # 0: torch's default
+    protocol: str = param()  # leve (interleaved modes, median) | thesis (the thesis code's timing, see above)
+    out: str = param()
 
 
 def parse_resolution(text: str) -> tuple[int, int]:

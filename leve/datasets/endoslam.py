@@ -29,7 +29,7 @@ import numpy as np
 
 from leve.datasets.build import BuildResult, SplitSource, build_store
 from leve.errors import LeveError
-from leve.params import config_dict
+from leve.params import config_dict, param, params_section
 from leve.progress import console
 from leve.sources.archive import Member, list_tree
 from leve.sources.download import obtain
@@ -43,24 +43,25 @@ DEPTHS = ("r255", "thesis")  # R/255 with 0 = no measurement | R/255 + 1e-6, eve
 THESIS_DEPTH_OFFSET = 1e-6
 
 
+@params_section("prepare.endoslam")
 @dataclass
 class Config:
     """Params of ``prepare.endoslam``."""
 
-    out: Path = Path("data/zarr/endoslam.zarr")
-    raw: Path = Path("data/raw/endoslam")  # download and unpacked inner zips
-    source: Path | None = None  # the archive (zip) or a folder with UnityCam/
-    url: str | None = None  # direct URL of the archive, when you have one
-    sha256: str | None = None  # pin the archive's hash
-    organs: tuple[str, ...] = ORGANS
-    per_organ: int = 200
+    out: Path = param()
+    raw: Path = param()  # download and unpacked inner zips
+    source: Path | None = param()  # the archive (zip) or a folder with UnityCam/
+    url: str | None = param()  # direct URL of the archive, when you have one
+    sha256: str | None = param()  # pin the archive's hash
+    organs: tuple[str, ...] = param()
+    per_organ: int = param()
     # even: k frames at sorted-pair positions round(i (n-1) / (k-1)), i = 0..k-1; first: the first k
-    selection: str = "even"
-    max_depth: float = 1.0
+    selection: str = param()
+    max_depth: float = param()
     # r255: depth = R/255, zero R = no measurement | thesis: R/255 + 1e-6, every pixel scored (Table 9.8)
-    depth: str = "r255"
-    workers: int = 1
-    block_size: int = 200
+    depth: str = param()
+    workers: int = param()
+    block_size: int = param()
 
 
 _PATTERN = re.compile(

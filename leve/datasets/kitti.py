@@ -37,17 +37,14 @@ import numpy as np
 
 from leve.datasets.build import BuildResult, SplitSource, build_store
 from leve.errors import LeveError
-from leve.params import config_dict
+from leve.params import config_dict, param, params_section
 from leve.progress import console
 from leve.sources.archive import Member, list_tree, zip_names
 from leve.sources.download import obtain, verify_file
 from leve.store.format import SplitSpec, dataset_arrays, fingerprint
 from leve.store.images import decode_gray, decode_rgb
 
-RAW_URL = "https://s3.eu-central-1.amazonaws.com/avg-kitti/raw_data"
-ANNOTATED_URL = "https://s3.eu-central-1.amazonaws.com/avg-kitti/data_depth_annotated.zip"
-# The Eigen test split as distributed with monodepth2: 697 lines "<date>/<drive> <frame> l".
-SPLIT_URL = "https://raw.githubusercontent.com/nianticlabs/monodepth2/master/splits/eigen/test_files.txt"
+# The Eigen test split as distributed with monodepth2 (prepare.kitti.split_url): 697 lines "<date>/<drive> <frame> l".
 EIGEN_TEST_LINES = 697
 
 # Evaluation crops (garg, eigen, leve2024) are defined in leve.evaluation.protocols.CROPS.
@@ -64,27 +61,28 @@ GUIDEDDECODING_PROTOCOL = ("GuidedDecoding's prepared KITTI test files (.npz 'im
                            "order), stored as they are; how they were made is not published; 0 = no measurement")
 
 
+@params_section("prepare.kitti")
 @dataclass
 class Config:
     """Params of ``prepare.kitti``."""
 
-    out: Path = Path("data/zarr/kitti.zarr")
-    raw: Path = Path("data/raw/kitti")  # downloads and fallback archives
-    source: Path | None = None  # extracted raw tree or folder of raw zips; gt guideddecoding: its test zip or folder
-    split_file: Path | None = None  # Eigen split file you already have
-    split_url: str = SPLIT_URL
-    split_lines: int = EIGEN_TEST_LINES  # expected lines of the downloaded split
-    split_sha256: str | None = None  # pin the split file's hash
-    gt: str = "velodyne"  # "velodyne" | "annotated" | "guideddecoding" (the thesis's Table 9.7 files, from source)
-    annotated_source: Path | None = None  # data_depth_annotated folder or zip
-    annotated_url: str = ANNOTATED_URL
-    raw_url: str = RAW_URL
-    use_ranges: bool = True  # read remote zip members by HTTP range requests
-    hash_sources: bool = True  # sha256 of local source archives (recorded in the store)
-    min_depth: float = 1e-3  # the depth range recorded with the store (evaluation caps: leve.evaluation.protocols)
-    max_depth: float = 80.0
-    workers: int = 1
-    block_size: int = 64
+    out: Path = param()
+    raw: Path = param()  # downloads and fallback archives
+    source: Path | None = param()  # extracted raw tree or folder of raw zips; gt guideddecoding: its test zip or folder
+    split_file: Path | None = param()  # Eigen split file you already have
+    split_url: str = param()
+    split_lines: int = param()  # expected lines of the downloaded split
+    split_sha256: str | None = param()  # pin the split file's hash
+    gt: str = param()  # "velodyne" | "annotated" | "guideddecoding" (the thesis's Table 9.7 files, from source)
+    annotated_source: Path | None = param()  # data_depth_annotated folder or zip
+    annotated_url: str = param()
+    raw_url: str = param()
+    use_ranges: bool = param()  # read remote zip members by HTTP range requests
+    hash_sources: bool = param()  # sha256 of local source archives (recorded in the store)
+    min_depth: float = param()  # the depth range recorded with the store (evaluation caps: leve.evaluation.protocols)
+    max_depth: float = param()
+    workers: int = param()
+    block_size: int = param()
 
 
 # --------------------------------------------------------------------------- split file

@@ -31,13 +31,12 @@ import numpy as np
 
 from leve.datasets.build import BuildResult, SplitSource, build_store
 from leve.errors import LeveError
-from leve.params import config_dict
+from leve.params import config_dict, param, params_section
 from leve.sources import archive
 from leve.sources.download import obtain
 from leve.store.format import SplitSpec, dataset_arrays, fingerprint
 from leve.store.images import decode_gray, decode_rgb
 
-ZIP_URL = "https://s3-eu-west-1.amazonaws.com/densedepth/nyu_data.zip"
 LABELED_URL = "http://horatio.cs.nyu.edu/mit/silberman/nyu_depth_v2/nyu_depth_v2_labeled.mat"
 LABELED_SIZE = 2_972_037_809
 SPLITS_URL = "http://horatio.cs.nyu.edu/mit/silberman/indoor_seg_sup/splits.mat"
@@ -48,26 +47,27 @@ MAX_DEPTH = 10.0  # evaluation crops are not the dataset's: see leve.evaluation.
 META = {"source": "str", "scene": "str", "height": "int32", "width": "int32"}
 
 
+@params_section("prepare.nyu")
 @dataclass
 class Config:
     """Params of ``prepare.nyu``."""
 
-    out: Path = Path("data/zarr/nyu.zarr")
-    raw_dir: Path = Path("data/raw/nyu")
-    source: Path | None = None  # nyu_data.zip already on disk
-    url: str = ZIP_URL
-    sha256: str | None = None  # pin for nyu_data.zip; else recorded on first sight
-    test_source: str = "densedepth"  # "densedepth" (the zip) | "labeled" (.mat + splits.mat)
-    labeled_mat: Path | None = None
-    splits_mat: Path | None = None
-    labeled_depth: str = "depths"  # "depths" (in-filled) | "rawDepths" (raw Kinect, 0 = missing)
-    val_scenes: tuple[str, ...] = ()
-    val_fraction: float = 0.05
-    val_seed: int = 0
-    rgb_codec: str = "raw"  # "raw" (zstd pixels) | "jpeg" (the source JPEG bytes)
-    limit: int | None = None  # first N rows per split, for a quick look
-    workers: int = 2
-    block_size: int = 256
+    out: Path = param()
+    raw_dir: Path = param()
+    source: Path | None = param()  # nyu_data.zip already on disk
+    url: str = param()
+    sha256: str | None = param()  # pin for nyu_data.zip; else recorded on first sight
+    test_source: str = param()  # "densedepth" (the zip) | "labeled" (.mat + splits.mat)
+    labeled_mat: Path | None = param()
+    splits_mat: Path | None = param()
+    labeled_depth: str = param()  # "depths" (in-filled) | "rawDepths" (raw Kinect, 0 = missing)
+    val_scenes: tuple[str, ...] = param()
+    val_fraction: float = param()
+    val_seed: int = param()
+    rgb_codec: str = param()  # "raw" (zstd pixels) | "jpeg" (the source JPEG bytes)
+    limit: int | None = param()  # first N rows per split, for a quick look
+    workers: int = param()
+    block_size: int = param()
 
 
 # --------------------------------------------------------------------------- zip source

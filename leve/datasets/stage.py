@@ -16,7 +16,7 @@ from typing import Any
 
 from leve.datasets import endoslam, folder, kitti, nyu, synthetic
 from leve.errors import LeveError
-from leve.params import PARAMS_FILE, build_config, load_params, section
+from leve.params import PARAMS_FILE, build_config, resolved, resolved_params, section
 
 # dataset name -> adapter module exposing ``Config`` (a dataclass) and ``prepare(cfg, ...)``
 DATASETS: dict[str, ModuleType] = {
@@ -49,18 +49,19 @@ def _adapter(dataset: str, values: dict[str, Any], expected: str | None) -> str:
 def resolve(
     dataset: str, overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE, adapter: str | None = None
 ) -> tuple[ModuleType, Any]:
-    """The adapter module of ``dataset`` and its typed config: code defaults < params.yaml < overrides.
+    """The adapter module of ``dataset`` and its typed config: defaults < params.yaml < overrides.
     ``adapter`` is the one the command asked for (``leve prepare folder NAME``), if any."""
-    values = {**section(load_params(params_file), f"prepare.{dataset}"), **(overrides or {})}
+    params = resolved_params(params_file)
+    values = {**section(params, f"prepare.{dataset}"), **(overrides or {})}
     name = _adapter(dataset, values, adapter)
     if name != dataset and values.get("out") is None:
-        values["out"] = Path("data/zarr") / f"{dataset}.zarr"
+        values["out"] = Path(resolved("paths.stores", params_file)) / f"{dataset}.zarr"
     module = ADAPTERS[name]
     return module, build_config(module.Config, values, f"prepare.{dataset}")
 
 
 def config(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE) -> Any:
-    """The typed config of ``prepare.<dataset>``: code defaults < params.yaml < overrides."""
+    """The typed config of ``prepare.<dataset>``: defaults < params.yaml < overrides."""
     return resolve(dataset, overrides, params_file)[1]
 
 

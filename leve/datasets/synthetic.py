@@ -20,7 +20,7 @@ import numpy as np
 
 from leve.datasets.build import BuildResult, SplitSource, build_store
 from leve.datasets.nyu import MAX_DEPTH
-from leve.params import config_dict
+from leve.params import config_dict, param, params_section
 from leve.store.format import SplitSpec, dataset_arrays, fingerprint
 
 SPLITS = ("train", "val", "test")
@@ -28,19 +28,20 @@ SPLITS = ("train", "val", "test")
 NYU_INTRINSICS = (518.8579, 519.4696, 325.5824, 253.7362)
 
 
+@params_section("prepare.synthetic")
 @dataclass
 class Config:
     """Params of ``prepare.synthetic``."""
 
-    out: Path = Path("data/zarr/synthetic.zarr")
-    seed: int = 0
-    height: int = 240
-    width: int = 320
-    train: int = 320
-    val: int = 48
-    test: int = 48
-    workers: int = 1
-    block_size: int = 64
+    out: Path = param()
+    seed: int = param()
+    height: int = param()
+    width: int = param()
+    train: int = param()
+    val: int = param()
+    test: int = param()
+    workers: int = param()
+    block_size: int = param()
 
 
 # --------------------------------------------------------------------------- scene

@@ -32,42 +32,48 @@ from typing import Any
 import numpy as np
 
 from leve.errors import LeveError
-from leve.params import PARAMS_FILE, build_config, load_params, section
+from leve.params import PARAMS_FILE, build_config, param, params_section, resolved_params, section, shared_keys
 from leve.progress import console
 
 SIDE_FOLDER = Path("evals")  # where the outputs of a checkpoint other than the params' go by default
+# Config fields that are places shared with other stages (the paths.* keys), not among the stage's DVC
+# params (leve/pipeline/stages.py).
+RESULT_INDEPENDENT: tuple[str, ...] = ("data_dir", "teacher_dir")
 
 
+@params_section("eval", keys={"data_dir": "paths.stores", "teacher_dir": "paths.teacher_cache"})
 @dataclass
 class Config:
     """The ``eval`` section of params.yaml."""
 
-    checkpoint: Path = Path("models/student/best.pt")
-    protocol: str = "leve2024"  # leve2024 (the thesis) | standard (the literature) | densedepth (DenseDepth's, pooled)
-    split: str = "test"
-    crop: str | None = None  # None: the protocol's default (nyu: leve2024|eigen; kitti: leve2024|garg)
-    align: str = "none"  # standard only: none | median | lstsq (scale and shift in disparity space)
-    flip: bool = True  # standard only: average with the prediction of the flipped image
-    min_depth: float | None = None  # standard only: valid mask min (default 1e-3)
-    max_depth: float | None = None  # default: the store's max_depth
-    aggregation: str | None = None  # None: the protocol's own | per_image | per_image_mse (eq. 8.1) | pooled
-    rmse_log: str | None = None  # None: the protocol's own (ln) | ln | log10 (the thesis code's RMSE_log)
-    teacher: bool = True  # add teacher rows when the teacher cache has the split
-    batch_size: int = 8
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    examples: int = 4  # images in the qualitative grid
-    depth_bins: int = 20  # bins of the error-vs-depth plot
-    data_dir: Path = Path("data/zarr")
-    teacher_dir: Path = Path("data/teacher")
-    metrics_dir: Path = Path("metrics")
-    reports_dir: Path = Path("reports")
+    checkpoint: Path = param()
+    protocol: str = param()  # leve2024 (the thesis) | standard (the literature) | densedepth (DenseDepth's, pooled)
+    split: str = param()
+    crop: str | None = param()  # None: the protocol's default (nyu: leve2024|eigen; kitti: leve2024|garg)
+    align: str = param()  # standard only: none | median | lstsq (scale and shift in disparity space)
+    flip: bool = param()  # standard only: average with the prediction of the flipped image
+    min_depth: float | None = param()  # standard only: valid mask min (default 1e-3)
+    max_depth: float | None = param()  # default: the store's max_depth
+    aggregation: str | None = param()  # None: the protocol's own | per_image | per_image_mse (eq. 8.1) | pooled
+    rmse_log: str | None = param()  # None: the protocol's own (ln) | ln | log10 (the thesis code's RMSE_log)
+    teacher: bool = param()  # add teacher rows when the teacher cache has the split
+    batch_size: int = param()
+    device: str = param()  # auto | cpu | cuda | cuda:N
+    examples: int = param()  # images in the qualitative grid
+    depth_bins: int = param()  # bins of the error-vs-depth plot
+    data_dir: Path = param()
+    teacher_dir: Path = param()
+    metrics_dir: Path = param()
+    reports_dir: Path = param()
 
 
 def config(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE) -> Config:
-    """Code defaults < ``eval`` < ``eval.datasets.<dataset>`` < overrides."""
-    values = section(load_params(params_file), "eval")
+    """Defaults < ``eval`` < ``eval.datasets.<dataset>`` < overrides (``paths.*`` for the places)."""
+    params = resolved_params(params_file)
+    values = section(params, "eval")
     per_dataset = values.pop("datasets", None) or {}
     values.update(per_dataset.get(dataset) or {})
+    values = shared_keys(Config, values, params, "eval")
     values.update(overrides or {})
     return build_config(Config, values, "eval")
 

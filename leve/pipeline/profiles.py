@@ -4,6 +4,11 @@
 DVC itself edits params with), so comments, key order and layout are kept; new values are
 spelled as PyYAML's flow style, as ``dvc_set_args`` renders them for ``dvc exp run -S``, so a
 profile can also run as an experiment without touching params.yaml.
+
+A profile file holds its deltas over the defaults (params.yaml as shipped). ``embedded`` is the base:
+it lists every key a profile may set, at its shipped value, so that ``leve profile embedded`` is the
+way back after another profile rewrote params.yaml; every other profile is read as the base with its
+own keys over it (:func:`load_profile`), so switching between profiles resets what the previous one set.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from leve.errors import LeveError
 from leve.params import PARAMS_FILE, load_yaml
 
 PROFILES_DIR = Path("profiles")
+BASE_PROFILE = "embedded"  # the shipped values of every key a profile sets (the way back)
 
 
 def list_profiles(folder: Path = PROFILES_DIR) -> list[str]:
@@ -30,7 +36,16 @@ def list_profiles(folder: Path = PROFILES_DIR) -> list[str]:
 
 
 def load_profile(name: str, folder: Path = PROFILES_DIR) -> dict[str, Any]:
-    """The dotted-key mapping of ``profiles/<name>.yaml``."""
+    """The dotted-key mapping profile ``name`` sets: ``profiles/<name>.yaml`` laid over the base profile
+    (:data:`BASE_PROFILE`, when the folder has it), so a profile file holds only its deltas."""
+    own = read_profile(name, folder)
+    if name == BASE_PROFILE or not (folder / f"{BASE_PROFILE}.yaml").is_file():
+        return own
+    return {**read_profile(BASE_PROFILE, folder), **own}
+
+
+def read_profile(name: str, folder: Path = PROFILES_DIR) -> dict[str, Any]:
+    """The dotted-key mapping written in ``profiles/<name>.yaml`` (its deltas)."""
     path = folder / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(list_profiles(folder)) or "none"

@@ -7,41 +7,42 @@ from pathlib import Path
 from typing import Any
 
 from leve.errors import LeveError
-from leve.params import PARAMS_FILE, build_config, load_params, section
+from leve.params import PARAMS_FILE, build_config, load_params, param, params_section, section
 
 
+@params_section("serve")
 @dataclass(frozen=True)
 class Config:
     """How ``leve serve`` runs. Limits protect the server from hostile uploads."""
 
-    checkpoint: Path | None = None      # a leve checkpoint; None = randomly initialised model
-    model: str | None = None            # registered model without a checkpoint (None: leve);
+    checkpoint: Path | None = param()   # a leve checkpoint; None = randomly initialised model
+    model: str | None = param()         # registered model without a checkpoint (None: leve);
                                         # with one, must match the checkpoint's model if set
-    host: str = "127.0.0.1"             # loopback only; 0.0.0.0 serves every interface
-    port: int = 8000
-    device: str = "auto"                # auto (CUDA when available) | cpu | cuda | cuda:N
-    runtime: str = "auto"               # leve.models.runtime: auto (onnx on a CPU, else torch) | torch | compiled | onnx | eager
-    max_upload_bytes: int = 20_000_000  # request bodies above this are refused (HTTP 413)
-    max_pixels: int = 24_000_000        # width x height above this is refused before decoding
-    samples: int = 4                    # synthetic rooms rendered at start-up to try
-    sample_height: int = 240
-    sample_width: int = 320
-    max_depth: float = 10.0             # metres; for the random model (a checkpoint has its own)
-    cmap: str = "magma"
-    display_max_side: int = 1024        # images on the page are downscaled to this; downloads are not
-    keep_results: int = 8               # recent results kept for download (LRU)
-    max_result_bytes: int = 256_000_000  # byte cap on the kept results (float32 depth + the RGB kept for
+    host: str = param()                 # loopback only; 0.0.0.0 serves every interface
+    port: int = param()
+    device: str = param()               # auto (CUDA when available) | cpu | cuda | cuda:N
+    runtime: str = param()              # leve.models.runtime: auto (onnx on a CPU, else torch) | torch | compiled | onnx | eager
+    max_upload_bytes: int = param()     # request bodies above this are refused (HTTP 413)
+    max_pixels: int = param()           # width x height above this is refused before decoding
+    samples: int = param()              # synthetic rooms rendered at start-up to try
+    sample_height: int = param()
+    sample_width: int = param()
+    max_depth: float = param()          # metres; for the random model (a checkpoint has its own)
+    cmap: str = param()
+    display_max_side: int = param()     # images on the page are downscaled to this; downloads are not
+    keep_results: int = param()         # recent results kept for download (LRU)
+    max_result_bytes: int = param()      # byte cap on the kept results (float32 depth + the RGB kept for
                                          # the point cloud: 7 bytes a pixel; 4 for a relative-depth model)
-    pointcloud_fov_deg: float = 60.0    # point cloud of an upload without a usable EXIF focal length:
+    pointcloud_fov_deg: float = param()  # point cloud of an upload without a usable EXIF focal length:
                                         # this horizontal field of view is assumed (and said)
-    max_active: int = 2                 # requests decoding or predicting at once; the others wait their turn
-    upload_timeout_s: float = 60.0      # a body not received in full within this is refused (HTTP 408)
-    max_connections: int = 64           # requests in progress at once (uploading, waiting, predicting,
+    max_active: int = param()           # requests decoding or predicting at once; the others wait their turn
+    upload_timeout_s: float = param()   # a body not received in full within this is refused (HTTP 408)
+    max_connections: int = param()      # requests in progress at once (uploading, waiting, predicting,
                                         # downloading); one more is answered 503. Connections that have
                                         # not sent a request do not count (leve.serve.server)
-    idle_timeout_s: float = 5.0         # a connection with no request in progress (none yet, a request head
+    idle_timeout_s: float = param()     # a connection with no request in progress (none yet, a request head
                                         # still arriving, or between keep-alive requests) is closed after this
-    warmup: bool = True                 # one forward pass at start-up, so the first upload is not slow
+    warmup: bool = param()              # one forward pass at start-up, so the first upload is not slow
 
 
 def load_config(overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE) -> Config:

@@ -139,7 +139,19 @@ REGISTRY: dict[str, TeacherEntry] = {
 }
 _BY_HUB_ID = {e.hub_id.lower(): e for e in REGISTRY.values() if e.hub_id}
 
-DEFAULT_TEACHER = "LiheYoung/depth-anything-small-hf"
+
+
+def __getattr__(name: str) -> str:
+    """``DEFAULT_TEACHER``, the old constant: now params.yaml's ``teacher.model`` (its one home)."""
+    if name != "DEFAULT_TEACHER":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+
+    from leve.params import default
+
+    warnings.warn(f"{__name__}.DEFAULT_TEACHER is deprecated: read leve.params.default('teacher.model')",
+                  DeprecationWarning, stacklevel=2)
+    return str(default("teacher.model"))
 
 
 def find_entry(model: str) -> TeacherEntry | None:

@@ -7,37 +7,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leve.params import PARAMS_FILE, build_config, load_params, section
+from leve.params import PARAMS_FILE, build_config, param, params_section, resolved_params, section, shared_keys
 from leve.progress import console
-from leve.teacher.registry import DEFAULT_TEACHER
 
-# Config fields that do not change the cache (speed): not among the stage's DVC params
-# (leve/pipeline/stages.py).
-RESULT_INDEPENDENT: tuple[str, ...] = ("workers",)
+# Config fields that do not change the cache (speed, places: the paths.* keys): not among the stage's
+# DVC params (leve/pipeline/stages.py).
+RESULT_INDEPENDENT: tuple[str, ...] = ("workers", "data_dir", "out_dir")
 
 
+@params_section("teacher", keys={"data_dir": "paths.stores", "out_dir": "paths.teacher_cache"})
 @dataclass
 class Config:
     """The ``teacher`` section of params.yaml."""
 
-    model: str = DEFAULT_TEACHER  # registry name, hub id, or a save_pretrained folder
-    revision: str | None = None  # hub commit to pin (None: the registry's pin, else main)
-    splits: tuple[str, ...] = ("train",)
-    batch_size: int = 4
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "float16"  # autocast dtype on CUDA: float16 | bfloat16 | float32 (CPU runs float32)
-    tta: str = "none"  # none | flip
-    workers: int = 2  # DataLoader processes decoding and resizing images
-    block_size: int = 64  # samples per shard file / resumption unit
-    data_dir: Path = Path("data/zarr")
-    out_dir: Path = Path("data/teacher")
+    model: str = param()  # registry name, hub id, or a save_pretrained folder
+    revision: str | None = param()  # hub commit to pin (None: the registry's pin, else main)
+    splits: tuple[str, ...] = param()
+    batch_size: int = param()
+    device: str = param()  # auto | cpu | cuda | cuda:N
+    amp: str = param()  # autocast dtype on CUDA: float16 | bfloat16 | float32 (CPU runs float32)
+    tta: str = param()  # none | flip
+    workers: int = param()  # DataLoader processes decoding and resizing images
+    block_size: int = param()  # samples per shard file / resumption unit
+    data_dir: Path = param()
+    out_dir: Path = param()
 
 
 def config(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE) -> Config:
-    """Code defaults < ``teacher`` < ``teacher.datasets.<dataset>`` < overrides."""
-    values = section(load_params(params_file), "teacher")
+    """Defaults < ``teacher`` < ``teacher.datasets.<dataset>`` < overrides (``paths.*`` for the places)."""
+    params = resolved_params(params_file)
+    values = section(params, "teacher")
     per_dataset = values.pop("datasets", None) or {}
     values.update(per_dataset.get(dataset) or {})
+    values = shared_keys(Config, values, params, "teacher")
     values.update(overrides or {})
     if isinstance(values.get("splits"), str):
         values["splits"] = [values["splits"]]

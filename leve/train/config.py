@@ -1,5 +1,6 @@
-"""The ``train`` section of params.yaml as typed dataclasses (code defaults = the thesis recipe), read by
-the training code; :mod:`leve.train.stage` (the stage: ``config()``, ``run()``) builds them from params.yaml.
+"""The ``train`` section of params.yaml as typed dataclasses (the schema: types, allowed values, docs; the
+values live in params.yaml, the thesis recipe in profiles/thesis.yaml), read by the training code;
+:mod:`leve.train.stage` (the stage: ``config()``, ``run()``) builds them from params.yaml.
 Apart from the stage so that the training loop imports its configuration, not the stage that runs it."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 from leve.errors import LeveError
 from leve.models.leve import MIN_SIZE, MULTIPLE
 from leve.models.registry import model_spec
+from leve.params import param, params_section
 
 SSIM_MODES = ("leve", "thesis-code")  # leve: L = 100, valid windows | the thesis code's (leve.train.losses.ssim_loss_thesis_code)
 INVALID_MODES = ("mask", "zero-target")  # depth 0: left out | target 0, scored (the thesis code)
@@ -19,29 +21,32 @@ BN_AFTER_VALIDATION = ("train", "eval")  # leve.train.loop.Trainer._freezes_afte
 KD_SHIFTS = ("clipped", "raw_min")  # leve.train.losses.kd_l1_batch
 
 
+@params_section("train.kd", keys={"teacher_dir": "paths.teacher_cache"})
 @dataclass
 class KDConfig:
     """Distillation from the cached teacher (eq. 7.1). ``eps = 0`` never opens the cache."""
 
-    eps: float = 0.0
-    loss: str = "l1"  # l1: the thesis's max-normalised L1 (eq. 7.8) | ssi: scale-and-shift-invariant L1
-    norm: str = "image"  # l1 only: image (eq. 7.8: per-image maxima) | batch (the thesis code: teacher
+    eps: float = param()
+    loss: str = param()  # l1: the thesis's max-normalised L1 (eq. 7.8) | ssi: scale-and-shift-invariant L1
+    norm: str = param()  # l1 only: image (eq. 7.8: per-image maxima) | batch (the thesis code: teacher
     # shifted by its minimum, both maps divided by their batch maximum; leve.train.losses.kd_l1_batch)
-    batch_max_shift: str = "clipped"  # norm batch only: the teacher shifted by |the minimum of the map it gets|
+    batch_max_shift: str = param()  # norm batch only: the teacher shifted by |the minimum of the map it gets|
     # (clipped at 0 in the cache, resized to the resolution) | raw_min: by |the raw map's minimum| (the cache's
     # raw_min, before clipping), as the thesis code shifts its raw teacher output
-    teacher_dir: Path = Path("data/teacher")
+    teacher_dir: Path = param()
 
 
+@params_section("train.loss")
 @dataclass
 class LossConfig:
     """The supervised terms: leve's choices, or the thesis's public code's (for reproduction)."""
 
-    ssim: str = "leve"  # leve: L = 100 (the target's range), valid windows, (1 - SSIM)/2 per window |
+    ssim: str = param()  # leve: L = 100 (the target's range), valid windows, (1 - SSIM)/2 per window |
     # thesis-code: L = max_depth, zero 'same' padding, 1 - mean SSIM / 2 (leve.train.losses.ssim_loss_thesis_code)
-    invalid: str = "mask"  # mask: pixels without depth are left out | zero-target: scored against 0 (the thesis code)
+    invalid: str = param()  # mask: pixels without depth are left out | zero-target: scored against 0 (the thesis code)
 
 
+@params_section("train.labels")
 @dataclass
 class LabelsConfig:
     """Which training samples' depth the student may see (few labels, many images: the setting where
@@ -59,31 +64,34 @@ class LabelsConfig:
     ``mixed`` draws batches from all samples (the supervised terms over the labelled ones in each):
     with ε = 0 the batches without a label teach nothing, yet Adam's momentum still moves the weights."""
 
-    fraction: float = 1.0
-    seed: int = 0
-    sampling: str = "split"
-    unlabelled_batch: int | None = None
+    fraction: float = param()
+    seed: int = param()
+    sampling: str = param()
+    unlabelled_batch: int | None = param()
 
 
+@params_section("train.schedule")
 @dataclass
 class ScheduleConfig:
     """Learning-rate schedule, stepped after every optimiser step."""
 
-    name: str = "step"  # step (thesis: x0.99 every 5 epochs) | cosine | constant
-    step_epochs: int = 5
-    gamma: float = 0.99
-    warmup_steps: int = 0
-    min_lr: float = 0.0  # cosine floor
+    name: str = param()  # step (thesis: x0.99 every 5 epochs) | cosine | constant
+    step_epochs: int = param()
+    gamma: float = param()
+    warmup_steps: int = param()
+    min_lr: float = param()  # cosine floor
 
 
+@params_section("train.augment")
 @dataclass
 class AugmentConfig:
     """Probabilities of the thesis's two augmentations."""
 
-    flip: float = 0.5  # horizontal flip of RGB, depth and teacher together
-    channel_swap: float = 0.5  # random permutation of the RGB channels
+    flip: float = param()  # horizontal flip of RGB, depth and teacher together
+    channel_swap: float = param()  # random permutation of the RGB channels
 
 
+@params_section("train.data")
 @dataclass
 class DataConfig:
     """How the loader reads the training split."""
@@ -91,7 +99,7 @@ class DataConfig:
     # full: the RGB decoded in full, then resized (bit-equal to evaluation's input) | draft: an
     # ``rgb_codec: jpeg`` store decoded at libjpeg's reduced DCT scale (1/2, 1/4, 1/8) when the
     # resolution is half the stored one or less, then resized (several times faster, close to full)
-    decode: str = "full"
+    decode: str = param()
 
 
 # TrainConfig fields that do not change what a run computes (speed, logging cadence, places; dotted
@@ -103,48 +111,49 @@ RESULT_INDEPENDENT: tuple[str, ...] = (
 )
 
 
+@params_section("train", keys={"data_dir": "paths.stores"})
 @dataclass
 class TrainConfig:
-    """Everything ``leve train`` needs; the defaults are the thesis's recipe on NYU."""
+    """Everything ``leve train`` needs; the defaults are params.yaml's (the thesis recipe: profiles/thesis.yaml)."""
 
-    dataset: str = "nyu"
-    data_dir: Path = Path("data/zarr")
-    train_split: str = "train"
-    val_split: str = "val"
-    model: str = "leve"  # a registered model (leve.models.list_models()); output at 1/1 or 1/2 (DenseDepth)
-    encoder_weights: Path | None = None  # DDRNet23s_imagenet.pth (None: random encoder)
-    resolution: tuple[int, int] = (240, 320)  # HxW; 480x640 for the final model
-    epochs: int = 20
-    max_steps: int | None = None  # stop after this many steps (the schedule then spans them)
-    batch_size: int = 8  # global batch (split over torchrun processes and accumulation)
-    accumulate: int = 1  # micro-batches per optimiser step
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    grad_clip: float | None = None  # max gradient norm
+    dataset: str = param()
+    data_dir: Path = param()
+    train_split: str = param()
+    val_split: str = param()
+    model: str = param()  # a registered model (leve.models.list_models()); output at 1/1 or 1/2 (DenseDepth)
+    encoder_weights: Path | None = param()  # DDRNet23s_imagenet.pth (None: random encoder)
+    resolution: tuple[int, int] = param()  # HxW; 480x640 for the final model
+    epochs: int = param()
+    max_steps: int | None = param()  # stop after this many steps (the schedule then spans them)
+    batch_size: int = param()  # global batch (split over torchrun processes and accumulation)
+    accumulate: int = param()  # micro-batches per optimiser step
+    lr: float = param()
+    weight_decay: float = param()
+    grad_clip: float | None = param()  # max gradient norm
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     data: DataConfig = field(default_factory=DataConfig)
     kd: KDConfig = field(default_factory=KDConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
-    val_every: int = 125  # steps between validations (0: only at the end of each epoch)
-    val_schedule: str = "leve"  # leve: every val_every steps and each epoch end, best of all | thesis-code:
+    val_every: int = param()  # steps between validations (0: only at the end of each epoch)
+    val_schedule: str = param()  # leve: every val_every steps and each epoch end, best of all | thesis-code:
     # after batch i (0-based, of the epoch) with i % val_every == 0 and i > 0 logged only, best of epoch ends
-    val_limit: int | None = None  # validate on the first N val samples
-    bn_after_validation: str = "train"  # train: every step in train mode | eval: after a validation, the rest
+    val_limit: int | None = param()  # validate on the first N val samples
+    bn_after_validation: str = param()  # train: every step in train mode | eval: after a validation, the rest
     # of the epoch in eval mode (BN statistics frozen), as the thesis code (its validation calls model.eval())
-    checkpoint_every: int = 0  # steps between extra last.pt saves (0: each epoch and at the end)
-    checkpoint_minutes: float = 5.0  # also save last.pt once this long since the last save (0: off)
-    log_every: int = 10  # steps between logged training losses
-    workers: int = 2  # DataLoader processes
-    seed: int = 0
-    deterministic: bool = True
-    device: str = "auto"  # auto | cpu | cuda | cuda:N (torchrun: the local rank's GPU)
-    amp: str = "bfloat16"  # autocast dtype on CUDA: bfloat16 | float16 | float32 (CPU: float32)
-    channels_last: bool = True  # on CUDA
-    compile: bool = False  # torch.compile the model
-    out_dir: Path = Path("models/student")
-    log_dir: Path = Path("dvclive/train")
+    checkpoint_every: int = param()  # steps between extra last.pt saves (0: each epoch and at the end)
+    checkpoint_minutes: float = param()  # also save last.pt once this long since the last save (0: off)
+    log_every: int = param()  # steps between logged training losses
+    workers: int = param()  # DataLoader processes
+    seed: int = param()
+    deterministic: bool = param()
+    device: str = param()  # auto | cpu | cuda | cuda:N (torchrun: the local rank's GPU)
+    amp: str = param()  # autocast dtype on CUDA: bfloat16 | float16 | float32 (CPU: float32)
+    channels_last: bool = param()  # on CUDA
+    compile: bool = param()  # torch.compile the model
+    out_dir: Path = param()
+    log_dir: Path = param()
 
     def __post_init__(self) -> None:
         checks = [

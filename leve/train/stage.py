@@ -1,5 +1,5 @@
-"""Stage ``train``: the ``train`` section of params.yaml as typed dataclasses (code defaults = the
-thesis recipe, defined in :mod:`leve.train.config`) -> ``models/student/{best,last}.pt`` and DVCLive
+"""Stage ``train``: the ``train`` section of params.yaml as typed dataclasses (the schema, defined in
+:mod:`leve.train.config`; the values live in params.yaml) -> ``models/student/{best,last}.pt`` and DVCLive
 logs in ``dvclive/train``."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from leve.params import PARAMS_FILE, build_config, load_params, nest_overrides, section
+from leve.params import PARAMS_FILE, build_config, nest_overrides, resolved_params, section, shared_keys
 from leve.processes import exclusive_writer
 from leve.train.config import (  # the stage's Config and RESULT_INDEPENDENT (leve.pipeline.stages reads them here)
     BN_AFTER_VALIDATION,
@@ -37,8 +37,9 @@ __all__ = [
 
 
 def config(overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE) -> TrainConfig:
-    """Code defaults < ``train`` in params.yaml < overrides (dotted keys such as ``kd.eps``)."""
-    values = nest_overrides(section(load_params(params_file), "train"), overrides or {})
+    """Defaults < ``train`` in params.yaml < overrides (dotted keys such as ``kd.eps``); ``paths.*`` for the places."""
+    params = resolved_params(params_file)
+    values = nest_overrides(shared_keys(TrainConfig, section(params, "train"), params, "train"), overrides or {})
     return build_config(TrainConfig, values, "train")
 
 

@@ -93,7 +93,7 @@ def test_bench_model_other_architectures(tmp_path, run_cli):
 def test_empty_models_list_means_every_registered_model():
     from leve.bench.model import Config, _resolve
 
-    assert _resolve(Config(resolution="64x64"))[0] == list_models()  # params.yaml's `bench.model.models: []`
+    assert _resolve(Config(models=(), resolution="64x64"))[0] == list_models()  # `bench.model.models: []`
     assert _resolve(Config(models=("leve-dw",)))[0] == ["leve-dw"]
 
 

@@ -26,7 +26,8 @@ def stores(tmp_path_factory) -> Path:
 
 def _cache(run_cli, stores: Path, tmp_path: Path, dataset: str, model: str):
     params = tmp_path / "params.yaml"
-    params.write_text(f"teacher:\n  data_dir: {stores}\n  out_dir: {tmp_path / 'teacher'}\n  workers: 0\n  device: cpu\n")
+    params.write_text(f"paths:\n  stores: {stores}\n  teacher_cache: {tmp_path / 'teacher'}\n"
+                      "teacher:\n  workers: 0\n  device: cpu\n")
     return run_cli("teacher-cache", "--params", params, "--dataset", dataset, "--model", model, "--split", "train")
 
 

@@ -168,13 +168,13 @@ def test_train_param_decode_draft(jpeg_train_store, tmp_path, capsys):
     from PIL import Image
 
     from leve.models.checkpoint import read_checkpoint
-    from leve.train.config import DataConfig
+    from leve.train.config import DataConfig, KDConfig
     from leve.train.loop import Trainer
     from leve.train.stage import TrainConfig
 
     def trainer(resolution: tuple[int, int], decode: str) -> Trainer:
         return Trainer(TrainConfig(dataset="jt", data_dir=jpeg_train_store.parent, resolution=resolution, batch_size=2,
-                                   max_steps=1, workers=0, val_every=0, data=DataConfig(decode=decode),
+                                   max_steps=1, workers=0, val_every=0, data=DataConfig(decode=decode), kd=KDConfig(eps=0.0),
                                    out_dir=tmp_path / decode / "models", log_dir=tmp_path / decode / "log"),
                        show_progress=False)
 

@@ -102,7 +102,7 @@ def test_dataset_hides_the_depth_of_unlabelled_samples(stores):
 def _config(data_dir: Path, out: Path, **kw) -> TrainConfig:
     base = dict(dataset="synthetic", data_dir=data_dir, resolution=SIZE, batch_size=8, epochs=10, max_steps=30,
                 lr=2e-3, schedule=ScheduleConfig(name="cosine"), workers=0, log_every=100, val_every=0,
-                out_dir=out / "models", log_dir=out / "dvclive")
+                out_dir=out / "models", log_dir=out / "dvclive", kd=KDConfig(eps=0.0))
     return TrainConfig(**{**base, **kw})
 
 

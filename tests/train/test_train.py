@@ -16,15 +16,16 @@ from leve.models.checkpoint import load_checkpoint, read_checkpoint
 from leve.store.reader import open_split
 from leve.train.data import resize_sample
 from leve.train.loop import train
-from leve.train.stage import KDConfig, ScheduleConfig, TrainConfig
+from leve.train.stage import KDConfig, LabelsConfig, ScheduleConfig, TrainConfig
 from tests.train.conftest import TRAIN_SIZE
 
 
 def make_config(data: tuple[Path, Path], out: Path, **kw) -> TrainConfig:
     store, cache = data
-    kd = kw.pop("kd", KDConfig(eps=0.25, teacher_dir=cache.parent))
+    kd = kw.pop("kd", KDConfig(eps=0.25, loss="l1", teacher_dir=cache.parent))  # as write_params
     base = dict(dataset="synthetic", data_dir=store.parent, resolution=TRAIN_SIZE, batch_size=8, epochs=1,
-                workers=0, log_every=1, val_every=0, out_dir=out / "models", log_dir=out / "dvclive", kd=kd)
+                workers=0, log_every=1, val_every=0, out_dir=out / "models", log_dir=out / "dvclive", kd=kd,
+                labels=LabelsConfig(fraction=1.0))
     return TrainConfig(**{**base, **kw})
 
 
@@ -32,8 +33,10 @@ def write_params(path: Path, data: tuple[Path, Path], out: Path, extra: str = ""
     """A params.yaml whose train section points at the fixture (``extra``: more train lines)."""
     store, cache = data
     path.write_text(
-        f"train:\n  dataset: synthetic\n  data_dir: {store.parent}\n  resolution: [72, 96]\n  workers: 0\n{extra}"
-        f"  out_dir: {out / 'models'}\n  log_dir: {out / 'dvclive'}\n  kd:\n    eps: 0.25\n    teacher_dir: {cache.parent}\n"
+        f"paths:\n  stores: {store.parent}\n  teacher_cache: {cache.parent}\n"
+        f"train:\n  dataset: synthetic\n  resolution: [72, 96]\n  workers: 0\n{extra}"
+        f"  out_dir: {out / 'models'}\n  log_dir: {out / 'dvclive'}\n  kd:\n    eps: 0.25\n    loss: l1\n"
+        "  labels:\n    fraction: 1.0\n"
         "teacher:\n  datasets:\n    synthetic:\n      model: tiny-random\n"
     )
     return path
