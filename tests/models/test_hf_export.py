@@ -284,3 +284,13 @@ def test_push_needs_the_hf_format(run_cli, small_checkpoint, tmp_path):
                   "--push", "someone/repo")
     assert res.code == 1 and "needs --format hf" in res.stderr + res.stdout
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_an_export_whose_remote_code_disagrees_with_leve_leaves_nothing(small_checkpoint, tmp_path, monkeypatch):
+    import leve.models.hf as hf
+
+    monkeypatch.setattr(hf, "check_remote_code", lambda folder, model, info: 2e-5)  # over REMOTE_TOLERANCE
+    out = tmp_path / "student-hf"
+    with pytest.raises(LeveError, match="transformers code's depth differs from leve's"):
+        hf.write_hf_folder(small_checkpoint, out)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
