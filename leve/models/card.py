@@ -205,8 +205,8 @@ def render_card(info: CheckpointInfo, params: int, metrics: list[dict[str, Any]]
              *_model_section(info, params, name), *_data_section(lineage), *_teacher_section(lineage),
              "## Metrics", "", *(metric_lines or ["No metrics recorded.", ""]), *_licence_section(lineage),
              "## Use", "", "```bash", f"leve predict image.jpg --checkpoint {name}", "```", "",
-             "or in Python: `leve.models.load_checkpoint(path)` (a folder exported with `--format hf`: also "
-             "`leve.models.create_model(folder)`).", "", *(_transformers_use(info) if transformers else [])]
+             "or in Python: `model, info = leve.models.checkpoint.load_checkpoint(path)` (a file or a folder "
+             "exported with `--format hf`).", "", *(_transformers_use(info) if transformers else [])]
     return "\n".join(lines)
 
 

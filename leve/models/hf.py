@@ -19,7 +19,8 @@ AutoModel, AutoModelForDepthEstimation), ``architectures`` and the network (``ar
     pipeline("depth-estimation", model=folder, trust_remote_code=True)
 
 give ``predicted_depth`` as ``leve predict`` computes it (metres for a metric model). It loads back
-offline wherever a checkpoint is taken too: ``load_checkpoint(folder)``, ``create_model(folder)``,
+offline wherever a checkpoint is taken too: ``load_checkpoint(folder)`` (and ``create_model(folder)`` once
+:mod:`leve.models.checkpoint` is imported),
 ``leve predict --checkpoint folder``, ``leve serve``, ``leve export``. The folder is built under a
 temporary name, loaded back by leve (outputs identical) and by its own remote code (outputs within
 :data:`REMOTE_TOLERANCE`), and only then moved into place. :func:`push_hf_folder` uploads it
