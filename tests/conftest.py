@@ -14,6 +14,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as leve/cli/__init__.py sets it, before any test module imports torch
+# Each pytest-xdist worker gets its share of the cores for torch's intra-op threads (and so do the leve
+# processes a test starts, which inherit it): with `-n 2` on 2 cores, two workers of 2 threads each kept
+# every parallel region waiting for a core the other worker held. Set OMP_NUM_THREADS to override.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 
 @dataclass
