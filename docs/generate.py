@@ -203,6 +203,19 @@ def published() -> str:
               "Regenerate this table with `python docs/generate.py`.*")
 
 
+def cli_help() -> str:
+    """Every command's ``--help``, from the snapshots ``tests/cli/test_help_snapshots.py`` checks against
+    the command line itself (so this page cannot drift from ``leve``)."""
+    folder = ROOT / "tests" / "cli" / "help"
+    parts = []
+    for path in sorted(folder.glob("*.txt"), key=lambda p: p.stem.split(".")):
+        command = path.stem.replace(".", " ")
+        parts.append(f"### `{command}`\n\n```text\n{path.read_text().strip(chr(10))}\n```")
+    return ("\n\n".join(parts) + "\n\n*Source: `tests/cli/help/*.txt` (checked against `leve ... --help` by "
+            "`tests/cli/test_help_snapshots.py`; `UPDATE_SNAPSHOTS=1` rewrites them). Regenerate this page with "
+            "`python docs/generate.py`.*")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "metrics_synthetic": lambda: metrics_table("metrics/synthetic.json", "dvc repro eval@synthetic"),
     "metrics_csv": metrics_csv,
@@ -213,6 +226,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "bench_model": bench_model,
     "loader_side_by_side": loader_side_by_side,
     "published": published,
+    "cli_help": cli_help,
 }
 
 
