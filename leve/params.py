@@ -265,18 +265,11 @@ def default(dotted: str) -> Any:
     return copy.deepcopy(node)
 
 
-def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``top`` laid over it; mappings merge key by key, anything else is replaced."""
-    out = copy.deepcopy(base)
-    for key, value in top.items():
-        old = out.get(key)
-        out[key] = deep_merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else copy.deepcopy(value)
-    return out
-
-
 def resolved_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """The defaults with the params file ``path`` laid over them (what a run reads before ``--set``)."""
-    return deep_merge(shipped_params(), load_params(path))
+    """The params a run reads before ``--set``: the file ``path``, or params.yaml as shipped when there is
+    none (leve outside the repository runs as the repository does). A key the file leaves out takes its
+    default from the Config (:func:`param`); per-dataset maps (``teacher.datasets``) come from the file alone."""
+    return load_params(path) if path.exists() else copy.deepcopy(shipped_params())
 
 
 def resolved(dotted: str, params_file: Path = PARAMS_FILE) -> Any:

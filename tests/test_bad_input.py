@@ -634,6 +634,7 @@ train:
   val_every: 0
   checkpoint_minutes: 0
   kd: {eps: 0.25}
+  labels: {fraction: 1.0}  # every training depth read (a bad one is found)
 eval:
   device: cpu
   batch_size: 2

@@ -271,18 +271,21 @@ def test_one_key_per_path_and_the_old_keys_warn(tmp_path, capsys):
                    "that reads it)"]
 
 
-def test_a_params_file_outside_the_repository_is_laid_over_the_defaults(tmp_path):
-    """A partial params file: the rest (per-dataset maps included) comes from params.yaml as shipped."""
-    from leve.params import resolved
+def test_outside_the_repository_leve_runs_as_shipped_and_a_partial_file_keeps_the_rest(tmp_path):
+    """No params file: params.yaml as shipped, per-dataset maps included. A partial file: the keys it
+    leaves out take their defaults; its per-dataset maps are its own (a section's model is not
+    overridden by the shipped teacher.datasets.synthetic)."""
+    from leve.params import default, resolved
     from leve.teacher import stage as teacher_stage
 
-    params = tmp_path / "params.yaml"
-    params.write_text("teacher:\n  batch_size: 2\n")
     shipped = teacher_stage.config("synthetic", params_file=ROOT / "params.yaml")
+    assert teacher_stage.config("synthetic", params_file=tmp_path / "none.yaml") == shipped
+    params = tmp_path / "params.yaml"
+    params.write_text("teacher:\n  batch_size: 2\n  model: tiny-random\n")
     mine = teacher_stage.config("synthetic", params_file=params)
-    assert mine.batch_size == 2 and mine.model == shipped.model and mine.splits == shipped.splits
-    assert resolved("teacher.batch_size", params) == 2
-    assert resolved("teacher.tta", params) == shipped.tta
+    assert (mine.batch_size, mine.model, mine.tta) == (2, "tiny-random", shipped.tta)
+    assert mine.splits == tuple(default("teacher.splits")) != shipped.splits
+    assert resolved("teacher.batch_size", params) == 2 and resolved("teacher.tta", params) == shipped.tta
 
 
 if __name__ == "__main__":
