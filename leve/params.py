@@ -291,12 +291,14 @@ class _Default:
         self.cls: type | None = None
         self.name = ""
         self.key = ""
+        self.hint: Any = None
 
     def __call__(self) -> Any:
         if self.cls is None:
             raise TypeError("param() outside a @params_section class")
-        hint = typing.get_type_hints(self.cls)[self.name]
-        return _coerce(default(self.key), hint, self.key)
+        if self.hint is None:
+            self.hint = typing.get_type_hints(self.cls)[self.name]
+        return _coerce(default(self.key), self.hint, self.key)
 
     def __get__(self, obj: Any, owner: type) -> Any:
         return self()
