@@ -249,8 +249,9 @@ def test_a_literal_default_is_refused_at_class_creation():
 
 
 def test_one_key_per_path_and_the_old_keys_warn(tmp_path, capsys):
-    """paths.teacher_cache is the teacher's out_dir, train.kd.teacher_dir and eval.teacher_dir; the old
-    per-stage key still works, with one warning line."""
+    """paths.teacher_cache is the teacher's out_dir, train.kd.teacher_dir and eval.teacher_dir; paths.stores
+    the stores prepare writes and the others read; the old per-stage key still works, with one warning line."""
+    from leve.datasets import stage as datasets_stage
     from leve.evaluation import stage as eval_stage
     from leve.teacher import stage as teacher_stage
     from leve.train import stage as train_stage
@@ -262,6 +263,7 @@ def test_one_key_per_path_and_the_old_keys_warn(tmp_path, capsys):
     train = train_stage.config(params_file=params)
     assert (train.kd.teacher_dir, train.data_dir) == (Path("t"), Path("s"))
     assert eval_stage.config("nyu", params_file=params).teacher_dir == Path("t")
+    assert datasets_stage.config("kitti", params_file=params).out == Path("s/kitti.zarr")  # the writer too
     assert capsys.readouterr().err == ""
     params.write_text("paths: {teacher_cache: t}\ntrain:\n  kd: {teacher_dir: old}\n")
     assert train_stage.config(params_file=params).kd.teacher_dir == Path("old")

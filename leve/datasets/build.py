@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from leve.params import default
 from leve.processes import DiesWithParent
 from leve.progress import console, progress_bar
 from leve.store.builder import StoreBuilder
@@ -59,6 +60,12 @@ class BuildResult:
             f"{self.path}: {self.samples} samples, wrote {self.written} in {self.seconds:.1f} s "
             f"({rate:.1f} samples/s){how}; {self.bytes / 1e6:.1f} MB in {self.files} files"
         )
+
+
+def store_path(out: Path | None, name: str) -> Path:
+    """Where dataset ``name``'s store is built: ``out``, or ``<paths.stores>/<name>.zarr`` when null (the
+    path teacher, train and eval read; the stage passes its params file's ``paths.stores``)."""
+    return Path(out) if out is not None else Path(default("paths.stores")) / f"{name}.zarr"
 
 
 def build_store(

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from leve.datasets.build import BuildResult, SplitSource, build_store
+from leve.datasets.build import BuildResult, SplitSource, build_store, store_path
 from leve.errors import LeveError
 from leve.params import config_dict, param, params_section
 from leve.progress import console
@@ -48,7 +48,7 @@ THESIS_DEPTH_OFFSET = 1e-6
 class Config:
     """Params of ``prepare.endoslam``."""
 
-    out: Path = param()
+    out: Path | None = param()  # null: <paths.stores>/endoslam.zarr
     raw: Path = param()  # download and unpacked inner zips
     source: Path | None = param()  # the archive (zip) or a folder with UnityCam/
     url: str | None = param()  # direct URL of the archive, when you have one
@@ -221,5 +221,5 @@ def prepare(cfg: Config, force: bool = False, show_progress: bool = True) -> Bui
     spec = SplitSpec("test", len(loader.items), dataset_arrays(loader.height, loader.width), META,
                      attrs={"organ_ranges": ranges})
     fp = fingerprint({"attrs": attrs, "items": [(o, n) for o, n, _, _ in loader.items]})
-    return build_store(cfg.out, attrs, fp, [SplitSource(spec, loader)], cfg.workers, cfg.block_size,
+    return build_store(store_path(cfg.out, "endoslam"), attrs, fp, [SplitSource(spec, loader)], cfg.workers, cfg.block_size,
                        force=force, show_progress=show_progress)

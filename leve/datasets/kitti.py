@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from leve.datasets.build import BuildResult, SplitSource, build_store
+from leve.datasets.build import BuildResult, SplitSource, build_store, store_path
 from leve.errors import LeveError
 from leve.params import config_dict, param, params_section
 from leve.progress import console
@@ -66,7 +66,7 @@ GUIDEDDECODING_PROTOCOL = ("GuidedDecoding's prepared KITTI test files (.npz 'im
 class Config:
     """Params of ``prepare.kitti``."""
 
-    out: Path = param()
+    out: Path | None = param()  # null: <paths.stores>/kitti.zarr
     raw: Path = param()  # downloads and fallback archives
     source: Path | None = param()  # extracted raw tree or folder of raw zips; gt guideddecoding: its test zip or folder
     split_file: Path | None = param()  # Eigen split file you already have
@@ -459,7 +459,7 @@ def prepare(cfg: Config, force: bool = False, show_progress: bool = True) -> Bui
     spec = SplitSpec("test", len(loader.frames), dataset_arrays(height, width), META,
                      attrs={"padded_to": [height, width]})
     fp = fingerprint({"attrs": attrs, "frames": [f.id for f in loader.frames]})
-    return build_store(cfg.out, attrs, fp, [SplitSource(spec, loader)], cfg.workers, cfg.block_size,
+    return build_store(store_path(cfg.out, "kitti"), attrs, fp, [SplitSource(spec, loader)], cfg.workers, cfg.block_size,
                        force=force, show_progress=show_progress)
 
 
@@ -564,5 +564,5 @@ def prepare_guideddecoding(cfg: Config, force: bool = False, show_progress: bool
     }
     spec = SplitSpec("test", len(members), dataset_arrays(height, width), NPZ_META, attrs={"padded_to": [height, width]})
     fp = fingerprint({"attrs": attrs, "files": [m.logical or m.path for m in members]})
-    return build_store(cfg.out, attrs, fp, [SplitSource(spec, NpzLoader(members))], cfg.workers, cfg.block_size,
-                       force=force, show_progress=show_progress)
+    return build_store(store_path(cfg.out, "kitti"), attrs, fp, [SplitSource(spec, NpzLoader(members))], cfg.workers,
+                       cfg.block_size, force=force, show_progress=show_progress)

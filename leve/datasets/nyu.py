@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from leve.datasets.build import BuildResult, SplitSource, build_store
+from leve.datasets.build import BuildResult, SplitSource, build_store, store_path
 from leve.errors import LeveError
 from leve.params import config_dict, param, params_section
 from leve.sources import archive
@@ -52,7 +52,7 @@ META = {"source": "str", "scene": "str", "height": "int32", "width": "int32"}
 class Config:
     """Params of ``prepare.nyu``."""
 
-    out: Path = param()
+    out: Path | None = param()  # null: <paths.stores>/nyu.zarr
     raw_dir: Path = param()
     source: Path | None = param()  # nyu_data.zip already on disk
     url: str = param()
@@ -351,4 +351,4 @@ def prepare(cfg: Config, force: bool = False, show_progress: bool = True) -> Bui
         "params": params,
     }
     identity = fingerprint([params, [f["sha256"] for f in source_files]])
-    return build_store(cfg.out, attrs, identity, sources, cfg.workers, cfg.block_size, force, show_progress)
+    return build_store(store_path(cfg.out, "nyu"), attrs, identity, sources, cfg.workers, cfg.block_size, force, show_progress)

@@ -54,7 +54,7 @@ def resolve(
     params = resolved_params(params_file)
     values = {**section(params, f"prepare.{dataset}"), **(overrides or {})}
     name = _adapter(dataset, values, adapter)
-    if name != dataset and values.get("out") is None:
+    if values.get("out") is None:  # the store the later stages read: <paths.stores>/<dataset>.zarr
         values["out"] = Path(resolved("paths.stores", params_file)) / f"{dataset}.zarr"
     module = ADAPTERS[name]
     return module, build_config(module.Config, values, f"prepare.{dataset}")

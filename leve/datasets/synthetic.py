@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from leve.datasets.build import BuildResult, SplitSource, build_store
+from leve.datasets.build import BuildResult, SplitSource, build_store, store_path
 from leve.datasets.nyu import MAX_DEPTH
 from leve.params import config_dict, param, params_section
 from leve.store.format import SplitSpec, dataset_arrays, fingerprint
@@ -33,7 +33,7 @@ NYU_INTRINSICS = (518.8579, 519.4696, 325.5824, 253.7362)
 class Config:
     """Params of ``prepare.synthetic``."""
 
-    out: Path = param()
+    out: Path | None = param()  # null: <paths.stores>/synthetic.zarr
     seed: int = param()
     height: int = param()
     width: int = param()
@@ -315,4 +315,5 @@ def prepare(cfg: Config, force: bool = False, show_progress: bool = True) -> Bui
         n = getattr(cfg, split)
         spec = SplitSpec(split, n, dataset_arrays(cfg.height, cfg.width), META, attrs={"split": split})
         sources.append(SplitSource(spec, SyntheticLoader(cfg.seed, split, cfg.height, cfg.width)))
-    return build_store(cfg.out, attrs, fingerprint(params), sources, cfg.workers, cfg.block_size, force, show_progress)
+    return build_store(store_path(cfg.out, "synthetic"), attrs, fingerprint(params), sources, cfg.workers, cfg.block_size,
+                       force, show_progress)
