@@ -56,7 +56,8 @@ def _runner(device: torch.device, eps: float) -> StepRunner:
     model = create_model("leve", max_depth=MAX_DEPTH).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     amp = "bfloat16" if device.type == "cuda" else "float32"
-    return StepRunner(model, optimizer, None, device, MAX_DEPTH, eps=eps, amp=amp, channels_last=True)
+    return StepRunner(model, optimizer, None, device, MAX_DEPTH, eps=eps, kd_loss="l1", accumulate=1, amp=amp,
+                      channels_last=True)
 
 
 def _fetch(dataset: DepthDataset, indices: list[int]) -> Batch:

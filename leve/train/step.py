@@ -31,12 +31,14 @@ def targets_at(out: torch.Tensor, depth: torch.Tensor, teacher: torch.Tensor | N
 
 class StepRunner:
     """Forward, loss, backward and update for one global batch, split into ``accumulate``
-    micro-batches; AMP (bf16/fp16 with a grad scaler) and channels-last on CUDA only."""
+    micro-batches; AMP (bf16/fp16 with a grad scaler) and channels-last on CUDA only. ``eps``, ``kd_loss``,
+    ``accumulate``, ``amp`` and ``channels_last`` have no default here: their values are the train section's
+    (params.yaml; :class:`leve.train.loop.Trainer` passes its TrainConfig's)."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None, device: torch.device, max_depth: float,
-                 eps: float = 0.0, kd_loss: str = "l1", accumulate: int = 1, amp: str = "float32",
-                 channels_last: bool = False, grad_clip: float | None = None,
+                 eps: float, kd_loss: str, accumulate: int, amp: str, channels_last: bool,
+                 grad_clip: float | None = None,
                  options: LossOptions = LossOptions(), teacher_scale: torch.Tensor | None = None,
                  teacher_low: torch.Tensor | None = None) -> None:
         self.model, self.optimizer, self.scheduler, self.device = model, optimizer, scheduler, device

@@ -141,7 +141,8 @@ def test_step_runner_feeds_the_raw_teacher_scale_and_the_named_options():
              "has_depth": torch.tensor([True, True])}
     model = _Const()
     runner = StepRunner(model, torch.optim.SGD(model.parameters(), lr=0.0), None, torch.device("cpu"), 10.0,
-                        eps=0.25, kd_loss="l1", options=LossOptions("thesis-code", "zero-target", "batch"),
+                        eps=0.25, kd_loss="l1", accumulate=1, amp="float32", channels_last=False,
+                        options=LossOptions("thesis-code", "zero-target", "batch"),
                         teacher_scale=scale)
     terms = {k: v.detach() for k, v in runner.losses(batch).items()}
     with torch.no_grad():

@@ -111,7 +111,8 @@ def test_thesis_code_amp_float32_is_no_autocast_on_cuda():
     running on it: this machine has none.)"""
     model = torch.nn.Conv2d(3, 1, 1)
     runners = {amp: StepRunner(model, torch.optim.SGD(model.parameters(), lr=0.0), None, torch.device("cuda"), 10.0,
-                               amp=amp) for amp in ("float32", "bfloat16")}
+                               eps=0.0, kd_loss="l1", accumulate=1, amp=amp, channels_last=False)
+               for amp in ("float32", "bfloat16")}
     assert runners["float32"].amp_dtype is None and runners["bfloat16"].amp_dtype is torch.bfloat16
     assert not isinstance(runners["float32"].autocast(), torch.autocast)
     assert isinstance(runners["bfloat16"].autocast(), torch.autocast)
@@ -220,7 +221,8 @@ def test_step_runner_takes_each_sample_s_raw_min_by_index():
     batch = {"rgb": rgb, "depth": depth, "teacher": teacher, "index": torch.tensor([2, 0])}
     model = torch.nn.Conv2d(3, 1, 1)
     runner = StepRunner(model, torch.optim.SGD(model.parameters(), lr=0.0), None, torch.device("cpu"), 10.0,
-                        eps=1.0, kd_loss="l1", options=LossOptions(kd_norm="batch"),
+                        eps=1.0, kd_loss="l1", accumulate=1, amp="float32", channels_last=False,
+                        options=LossOptions(kd_norm="batch"),
                         teacher_scale=torch.tensor([7.0, 0.5, 3.0]), teacher_low=torch.tensor([0.25, 9.0, -0.5]))
     with torch.no_grad():
         kd = float(runner.losses(batch)["kd"])
