@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from leve.models import create_model, list_models, model_spec
+from leve.models.registry import create_model, list_models, model_spec
 from tests.models.reference import CLASSIFIER_ONLY, reference_entries
 
 # The thesis's variants (§9.1), written out as the independent check of the registry.

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from leve.errors import LeveError
-from leve.models import InputSizeError, create_model, list_models, model_spec
+from leve.models.base import InputSizeError
 from leve.models.encoders import ENCODERS, create_encoder
-from leve.models.registry import SEED_002, THESIS
+from leve.models.registry import SEED_002, THESIS, create_model, list_models, model_spec
 from tests.models.encoders_ref.layouts import is_classifier, published_layout, random_state_dict, trunk_params
 
 DENSEDEPTH = {  # model -> (encoder, its channels at strides 2, 4, 8, 16, 32)
