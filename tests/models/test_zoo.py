@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from leve.errors import LeveError
 from leve.models.base import InputSizeError
-from leve.models.encoders import ENCODERS, create_encoder
+from leve.models.encoders.catalogue import ENCODERS
+from leve.models.encoders.create import create_encoder
 from leve.models.registry import SEED_002, THESIS, create_model, list_models, model_spec
 from tests.models.encoders_ref.layouts import is_classifier, published_layout, random_state_dict, trunk_params
 
