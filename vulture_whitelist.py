@@ -63,4 +63,5 @@ _.temporal_stability  # leve.outputs.video: the stability figure of a whole sequ
 _.LCB_LABELS  # leve.report.experiments: row labels of the lcb group, tests/report/test_experiments.py
 _.close_all  # leve.sources.archive: closes the process's cached zips, tests/datasets and tests/evaluation
 _.iter_chunks  # leve.store.reader.SplitReader: blockwise reading named in open_split's doc, tests/datasets/test_synthetic.py
+_.list_teachers  # leve.teacher.registry: every registered teacher, tests/sources/test_weights.py
 _.__getattr__  # PEP 562 module __getattr__ of the package __init__ files: the deprecated package-level names
