@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from leve.errors import LeveError
-from leve.evaluation.metrics import METRIC_KEYS, ORDER_KEYS
+from leve.metrics import METRIC_KEYS, ORDER_KEYS
 from leve.models.registry import DEFAULT_MODEL
 from leve.report.seeds import SeedStats, seed_stats
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from leve.evaluation.metrics import AGGREGATION_CAPTIONS, LOWER_IS_BETTER, METRIC_KEYS, ORDER_KEYS
+from leve.metrics import AGGREGATION_CAPTIONS, LOWER_IS_BETTER, METRIC_KEYS, ORDER_KEYS
 from leve.report.exp_records import Record
 from leve.report.exp_rows import Published, Row, Table
 from leve.report.metrics import MIXED_MARK, aggregation_of
