@@ -195,8 +195,8 @@ def leve2024(dataset: str, max_depth: float, min_depth: float | None = None,
                     depth_scale="dataset", align="none")
 
 
-def standard(dataset: str, max_depth: float, min_depth: float | None = None, crop: str | None = None,
-             align: str = "none", flip: bool = True, **_: Any) -> Protocol:
+def standard(dataset: str, max_depth: float, min_depth: float | None = None, crop: str | None = None, *,
+             align: str, flip: bool, **_: Any) -> Protocol:
     """The literature protocol (see the module docstring); ``min_depth`` defaults to 1e-3."""
     return Protocol("standard", dataset, crop_for(dataset, crop, "standard"),
                     flip="average" if flip else "none", valid_mask=True,

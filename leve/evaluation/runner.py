@@ -168,7 +168,7 @@ class EvalResult:
         return names if len(names) > 1 or (names and names[0]) else []
 
 
-def batch_input(rgbs: list[np.ndarray], resolution: tuple[int, int], device: str = "cpu") -> torch.Tensor:
+def batch_input(rgbs: list[np.ndarray], resolution: tuple[int, int], device: str) -> torch.Tensor:
     """(B, 3, h, w) network input: each image resized to ``resolution`` as training resizes it."""
     return torch.stack([resize_rgb(r, resolution) for r in rgbs]).to(device)
 
@@ -268,7 +268,7 @@ def score_constant(value: float, gt: np.ndarray, protocol: Protocol) -> Scoring:
     return score_sample_fit(np.full(gt.shape, fill, dtype=np.float64), gt, protocol)
 
 
-def teacher_flip(teacher: Any, flip: str = "average") -> str:
+def teacher_flip(teacher: Any, flip: str) -> str:
     """``average`` when the teacher row scores the flip-averaged map: the cache holds it
     (``teacher.tta: flip``) and the student's prediction is flip-averaged (``flip``, the protocol's),
     or the cache holds nothing else; ``none``: the image's own map."""
@@ -293,10 +293,11 @@ def evaluate(
     resolution: tuple[int, int],
     checkpoint_max_depth: float,
     teacher: Any = None,
-    batch_size: int = 8,
-    device: str = "cpu",
-    examples: tuple[int, ...] = (),
-    depth_bins: int = 20,
+    *,
+    batch_size: int,
+    device: str,
+    examples: tuple[int, ...],
+    depth_bins: int,
     group_column: str | None = "organ",
     show_progress: bool = True,
     constant: float | None = None,

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.explicit import evaluation
+
 FOCAL_PX = 994.978  # at scikit-image's down-sampled size (3979.911 / 4)
 DOFFS_PX = 31.086  # 124.343 / 4
 BASELINE_M = 0.193001
@@ -108,7 +110,7 @@ def lookup_net(split, depths: list[np.ndarray], max_depth: float = MAX_DEPTH) ->
     """A :class:`LookupNet` answering ``depths[i]`` for the network input of sample ``i`` of ``split``."""
     from leve.evaluation.runner import batch_input
 
-    return LookupNet([batch_input([split.rgb(i)], CROP)[0] for i in range(len(split))], depths, max_depth)
+    return LookupNet([batch_input([split.rgb(i)], CROP, "cpu")[0] for i in range(len(split))], depths, max_depth)
 
 
 class Whole:
@@ -150,7 +152,7 @@ def teacher_numbers(root: Path, teacher: str = "embedded") -> list[dict]:
         net = LookupNet([batch_input_of(split, i, size) for i in range(len(split))],
                         [np.where(g > 0, g, np.median(g[g > 0])) for g in gts], MAX_DEPTH)
         protocol = get_protocol("standard", "middlebury", MAX_DEPTH, align="lstsq", flip=False)
-        result = evaluate(net, split, protocol, size, MAX_DEPTH, teacher=cache, constant=1.0, show_progress=False)
+        result = evaluate(net, split, protocol, size, MAX_DEPTH, **evaluation(), teacher=cache, constant=1.0, show_progress=False)
         free = []
         for i, gt in enumerate(gts):
             disp = cache.disparity(i).astype(np.float64)
@@ -168,7 +170,7 @@ def teacher_numbers(root: Path, teacher: str = "embedded") -> list[dict]:
 def batch_input_of(split, i: int, size: tuple[int, int]):
     from leve.evaluation.runner import batch_input
 
-    return batch_input([split.rgb(i)], size)[0]
+    return batch_input([split.rgb(i)], size, "cpu")[0]
 
 
 if __name__ == "__main__":  # python -m tests.evaluation.middlebury [TEACHER]: the teacher's numbers on the scene

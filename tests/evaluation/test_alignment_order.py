@@ -14,6 +14,7 @@ from leve.evaluation.align import align_lstsq_disparity
 from leve.evaluation.protocols import get_protocol
 from leve.evaluation.runner import evaluate, score_teacher
 from leve.metrics import compute_metrics
+from tests.explicit import evaluation
 
 
 def _positive_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -72,7 +73,7 @@ def _outputs(want_avg: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _run(align: str, a: np.ndarray, b: np.ndarray, resolution: tuple[int, int]) -> dict[str, float]:
     gt = _gt()
     protocol = get_protocol("standard", "kitti", 80.0, align=align, flip=True, crop="full")
-    result = evaluate(_TwoMaps(a, b), _Split(gt), protocol, resolution, D, show_progress=False)
+    result = evaluate(_TwoMaps(a, b), _Split(gt), protocol, resolution, D, **evaluation(), show_progress=False)
     return result.scored[0].metrics
 
 
@@ -152,9 +153,9 @@ def test_teacher_row_records_a_flip_averaged_cache(tta, recorded):
     gt = _gt()
     disp = 0.3 / gt + 0.02
     disp[::5, ::3] = 0.0
-    protocol = get_protocol("standard", "kitti", 80.0, flip=True, crop="full")
+    protocol = get_protocol("standard", "kitti", 80.0, align="none", flip=True, crop="full")
     a = np.ones((H, W))
-    result = evaluate(_TwoMaps(a, a), _Split(gt), protocol, (H, W), D, teacher=_Teacher(disp, tta),
+    result = evaluate(_TwoMaps(a, a), _Split(gt), protocol, (H, W), D, **evaluation(), teacher=_Teacher(disp, tta),
                       show_progress=False)
     assert result.protocol.settings()["teacher_flip"] == recorded
     row = next(s for s in result.scored if s.model == "teacher")
@@ -180,8 +181,8 @@ def test_teacher_row_of_a_flip_cache_scores_the_flip_average(eval_workspace, tmp
     build_teacher_cache(store, tmp_path / "t.zarr", "test", teacher, tta="flip", block_size=4, show_progress=False)
     cache = open_teacher_cache(tmp_path / "t.zarr", "test", store)
     split = split_of(eval_workspace)
-    protocol = get_protocol("standard", "synthetic", 10.0, flip=True)
-    result = evaluate(ColumnRampNet(), split, protocol, (48, 64), 10.0, teacher=cache, show_progress=False)
+    protocol = get_protocol("standard", "synthetic", 10.0, align="none", flip=True)
+    result = evaluate(ColumnRampNet(), split, protocol, (48, 64), 10.0, **evaluation(), teacher=cache, show_progress=False)
     assert result.protocol.teacher_flip == "average"
     plain = TeacherRunner(teacher, tta="none")
     rows = [s for s in result.scored if s.model == "teacher"]
@@ -216,8 +217,8 @@ def test_flip_cache_keeps_the_plain_map_for_rows_that_do_not_flip_average(eval_w
     build_teacher_cache(store, tmp_path / "t.zarr", "test", teacher, tta="flip", block_size=4, show_progress=False)
     cache = open_teacher_cache(tmp_path / "t.zarr", "test", store)
     split = split_of(eval_workspace)
-    protocol = get_protocol(protocol_name, "synthetic", 10.0, flip=flip)
-    result = evaluate(ColumnRampNet(), split, protocol, (48, 64), 10.0, teacher=cache, show_progress=False)
+    protocol = get_protocol(protocol_name, "synthetic", 10.0, align="none", flip=flip)
+    result = evaluate(ColumnRampNet(), split, protocol, (48, 64), 10.0, **evaluation(), teacher=cache, show_progress=False)
     assert result.protocol.teacher_flip == "none"
     plain_runner = TeacherRunner(teacher, tta="none")   # the plain map, computed on its own path
     rows = [s for s in result.scored if s.model == "teacher"]

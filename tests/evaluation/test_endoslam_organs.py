@@ -14,6 +14,7 @@ from leve.report import experiments as ex
 from leve.report.metrics import evaluation_markdown, metrics_document, summary_rows
 from leve.store.reader import open_split
 from tests.evaluation.conftest import ColumnRampNet
+from tests.explicit import evaluation
 from tests.factories import endoslam_store
 
 H, W = 12, 16
@@ -69,7 +70,7 @@ def test_each_organ_row_and_the_overall_row(store, aggregation):
     path, truth = store
     split = open_split(path, "test")
     protocol = get_protocol("leve2024", "endoslam", 1.0, aggregation=aggregation)
-    result = evaluate(ColumnRampNet(), split, protocol, (H, W), 10.0, batch_size=4, show_progress=False)
+    result = evaluate(ColumnRampNet(), split, protocol, (H, W), 10.0, **evaluation(batch_size=4), show_progress=False)
     doc = metrics_document(result, "test", {"path": "models/student/best.pt", "model": "ramp"}, None)
 
     samples = naive_samples(truth)

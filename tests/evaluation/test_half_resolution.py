@@ -12,6 +12,7 @@ from leve.evaluation.protocols import get_protocol
 from leve.evaluation.runner import evaluate
 from leve.metrics import compute_metrics
 from tests.evaluation.conftest import HEIGHT, WIDTH, ColumnRampNet, as_input, split_of
+from tests.explicit import evaluation
 
 
 class HalfResolutionNet(torch.nn.Module):
@@ -25,8 +26,8 @@ class HalfResolutionNet(torch.nn.Module):
 
 def test_half_resolution_output_is_upsampled_then_read_as_depth(eval_workspace):
     split = split_of(eval_workspace)
-    protocol = get_protocol("standard", "synthetic", 10.0, flip=False)
-    result = evaluate(HalfResolutionNet(), split, protocol, (HEIGHT, WIDTH), 10.0, show_progress=False)
+    protocol = get_protocol("standard", "synthetic", 10.0, align="none", flip=False)
+    result = evaluate(HalfResolutionNet(), split, protocol, (HEIGHT, WIDTH), 10.0, **evaluation(), show_progress=False)
     assert len(result.scored) == len(split)
     for i in range(len(split)):
         x, gt = as_input(split.rgb(i)), split.depth(i).astype(np.float64)
@@ -54,7 +55,7 @@ def test_densedepth_protocol_reproduces_densedepths_evaluation(eval_workspace):
     prediction, every metric over the concatenated pixels of the split."""
     split = split_of(eval_workspace)
     protocol = get_protocol("densedepth", "synthetic", 10.0)
-    result = evaluate(HalfResolutionNet(), split, protocol, (HEIGHT, WIDTH), 10.0, show_progress=False)
+    result = evaluate(HalfResolutionNet(), split, protocol, (HEIGHT, WIDTH), 10.0, **evaluation(), show_progress=False)
     assert len(result.scored) == len(split) and not any(s.flipped for s in result.scored)
     preds, gts = [], []
     for i in range(len(split)):

@@ -27,6 +27,7 @@ from tests.evaluation.conftest import HEIGHT, WIDTH, ColumnRampNet, split_of
 pytest.importorskip("skimage")  # the Middlebury pair ships in scikit-image's wheel (dev extra)
 
 from tests.evaluation import middlebury as mb  # noqa: E402
+from tests.explicit import evaluation
 
 ALIGNMENTS = ("none", "median", "median_disparity", "lstsq")
 
@@ -111,9 +112,9 @@ def test_rmse_log_option_reaches_every_aggregation(eval_workspace):
     split = split_of(eval_workspace)
     for aggregation in ("per_image", "per_image_mse", "pooled"):
         ln = evaluate(ColumnRampNet(), split, get_protocol("leve2024", "synthetic", 10.0, aggregation=aggregation),
-                      (HEIGHT, WIDTH), 10.0, show_progress=False).aggregate()
+                      (HEIGHT, WIDTH), 10.0, **evaluation(), show_progress=False).aggregate()
         lg = evaluate(ColumnRampNet(), split, get_protocol("leve2024", "synthetic", 10.0, aggregation=aggregation,
-                                                           rmse_log="log10"), (HEIGHT, WIDTH), 10.0,
+                                                           rmse_log="log10"), (HEIGHT, WIDTH), 10.0, **evaluation(),
                       show_progress=False).aggregate()
         assert ln is not None and lg is not None
         assert lg.means["rmse_log"] == pytest.approx(ln.means["rmse_log"] / np.log(10.0), rel=1e-9)
@@ -129,10 +130,10 @@ def test_median_disparity_resizes_disparity_then_inverts_as_monodepth2(eval_work
     scored = {}
     for align in ("median", "median_disparity"):
         protocol = get_protocol("standard", "synthetic", 10.0, align=align, flip=False)
-        scored[align] = evaluate(ColumnRampNet(), split, protocol, low, 10.0, show_progress=False)
+        scored[align] = evaluate(ColumnRampNet(), split, protocol, low, 10.0, **evaluation(), show_progress=False)
     for i in range(len(split)):
         gt = split.depth(i).astype(np.float64)
-        x = batch_input([split.rgb(i)], low)   # the network input as training resizes it (not under test here)
+        x = batch_input([split.rgb(i)], low, "cpu")   # the network input as training resizes it (not under test here)
         disp = ColumnRampNet()(x) / 10.0   # monodepth2: the network's disparity ...
         up = F.interpolate(disp.double(), size=gt.shape, mode="bilinear", align_corners=False)[0, 0].numpy()  # ... resized
         depth = 1.0 / up   # ... inverted
@@ -181,8 +182,8 @@ def test_a_swapped_map_scores_no_better_than_a_constant_under_every_alignment(mo
     gts = [split.depth(i).astype(np.float64) for i in range(len(split))]
     net = mb.lookup_net(split, [mb.swapped(g, how) for g in gts])
     for name, align in [("leve2024", "none")] + [("standard", a) for a in ALIGNMENTS]:
-        protocol = get_protocol(name, "middlebury", mb.MAX_DEPTH, align=align)
-        result = evaluate(net, split, protocol, mb.CROP, mb.MAX_DEPTH, constant=constant, show_progress=False)
+        protocol = get_protocol(name, "middlebury", mb.MAX_DEPTH, align=align, flip=True)
+        result = evaluate(net, split, protocol, mb.CROP, mb.MAX_DEPTH, **evaluation(), constant=constant, show_progress=False)
         s, c = result.aggregate("student"), result.aggregate("constant")
         assert s is not None and c is not None and s.count == c.count
         assert s.means["rmse"] >= c.means["rmse"] - 1e-9 and s.means["abs_rel"] >= c.means["abs_rel"] - 1e-9, (name, align)
@@ -225,9 +226,9 @@ def test_the_document_tables_and_summary_show_it(motorcycle):
     store = open_store(motorcycle)
     split = store.split("test")
     net = mb.lookup_net(split, [mb.swapped(split.depth(i).astype(np.float64)) for i in range(len(split))])
-    protocol = get_protocol("standard", "middlebury", mb.MAX_DEPTH, align="lstsq")
+    protocol = get_protocol("standard", "middlebury", mb.MAX_DEPTH, align="lstsq", flip=True)
     source = constant_source(train_median_depth(store, mb.MAX_DEPTH), "lstsq")
-    result = evaluate(net, split, protocol, mb.CROP, mb.MAX_DEPTH, constant=source["depth"], show_progress=False)
+    result = evaluate(net, split, protocol, mb.CROP, mb.MAX_DEPTH, **evaluation(), constant=source["depth"], show_progress=False)
     doc = metrics_document(result, "test", {"path": "swapped.pt", "model": "lookup"}, None, source)
     n = len(split)
     assert doc["alignment"] == {"method": {"student": "lstsq"}, "fits": {"student": n}, "non_positive_fits": {"student": n}}
@@ -283,7 +284,7 @@ def test_thesis_code_profile_names_log10_and_the_shipped_params_keep_ln(tmp_path
     apply_profile("thesis-code", params, root / "profiles")
     cfg = stage.config("nyu", params_file=params)
     assert cfg.rmse_log == "log10"
-    assert get_protocol(cfg.protocol, "nyu", 10.0, rmse_log=cfg.rmse_log).settings()["rmse_log"] == "log10"
+    assert get_protocol(cfg.protocol, "nyu", 10.0, rmse_log=cfg.rmse_log, align=cfg.align, flip=cfg.flip).settings()["rmse_log"] == "log10"
 
 
 @pytest.mark.slow

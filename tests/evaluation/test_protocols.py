@@ -20,6 +20,7 @@ from tests.evaluation.conftest import (
     ramp_depth,
     split_of,
 )
+from tests.explicit import evaluation
 
 
 def test_nyu_crops_select_the_stated_pixels():
@@ -56,8 +57,9 @@ def test_densedepth_protocol_settings():
     assert get_protocol("densedepth", "kitti", 80.0).crop.name == "full"
     assert get_protocol("densedepth", "kitti", 80.0).min_depth == pytest.approx(0.8)
     for name in ("leve2024", "standard"):
-        assert get_protocol(name, "nyu", 10.0).settings()["aggregation"] == "per_image"
-        assert (get_protocol(name, "nyu", 10.0).upsample, get_protocol(name, "nyu", 10.0).rel_denominator) == ("output", "gt")
+        built = get_protocol(name, "nyu", 10.0, align="none", flip=True)
+        assert built.settings()["aggregation"] == "per_image"
+        assert (built.upsample, built.rel_denominator) == ("output", "gt")
     from dataclasses import replace
 
     with pytest.raises(LeveError, match="unknown aggregation 'mean'"):
@@ -94,14 +96,14 @@ def test_eval_with_crop_leve2024_on_nyu_scores_rows_20_460_cols_24_616(name):
     gt = np.full((480, 640), 9.0)  # any pixel scored outside the box costs 7 m
     gt[20:460, 24:616] = 2.0
     gt[[20, 459], 24:616] = gt[20:460, [24, 615]] = 4.0  # the box's edges must be scored
-    protocol = get_protocol(name, "nyu", 10.0, crop="leve2024", flip=False)
+    protocol = get_protocol(name, "nyu", 10.0, crop="leve2024", align="none", flip=False)
     assert protocol.settings()["crop"] == {"name": "leve2024", "rows": [20, 460], "cols": [24, 616], "units": "pixels"}
-    result = evaluate(_TwoMetres(), _OneImage(gt), protocol, (64, 64), 10.0, show_progress=False)
+    result = evaluate(_TwoMetres(), _OneImage(gt), protocol, (64, 64), 10.0, **evaluation(), show_progress=False)
     want = compute_metrics(np.full((440, 592), 2.0), gt[20:460, 24:616])
     student = [s.metrics for s in result.scored if s.model == "student"]
     assert student and all(m == pytest.approx(want, rel=1e-9) for m in student)  # leve2024: the flipped sample too
-    eigen = evaluate(_TwoMetres(), _OneImage(gt), get_protocol(name, "nyu", 10.0, crop="eigen", flip=False),
-                     (64, 64), 10.0, show_progress=False)
+    eigen = evaluate(_TwoMetres(), _OneImage(gt), get_protocol(name, "nyu", 10.0, crop="eigen", align="none", flip=False),
+                     (64, 64), 10.0, **evaluation(), show_progress=False)
     assert eigen.scored[0].metrics["rmse"] > want["rmse"]  # the literature's box reaches rows 460..470
 
 
@@ -119,7 +121,7 @@ def test_other_datasets_are_scored_in_full_and_bad_crops_refused():
     with pytest.raises(LeveError, match="no crop 'garg' for dataset 'nyu'"):
         crop_for("nyu", "garg", "standard")
     with pytest.raises(LeveError, match="unknown alignment"):
-        get_protocol("standard", "nyu", 10.0, align="scale")
+        get_protocol("standard", "nyu", 10.0, align="scale", flip=True)
     with pytest.raises(LeveError, match="unknown protocol"):
         get_protocol("eigen", "nyu", 10.0)
 
@@ -149,7 +151,7 @@ def test_median_alignment_and_clipping():
 def test_leve2024_scores_the_flipped_image_as_a_second_sample(eval_workspace):
     split = split_of(eval_workspace)
     protocol = get_protocol("leve2024", "synthetic", 10.0)
-    result = evaluate(ColumnRampNet(), split, protocol, (HEIGHT, WIDTH), 10.0, show_progress=False)
+    result = evaluate(ColumnRampNet(), split, protocol, (HEIGHT, WIDTH), 10.0, **evaluation(), show_progress=False)
     student = [s for s in result.scored if s.model == "student"]
     assert len(student) == 2 * len(split) and sum(s.flipped for s in student) == len(split)
     for i in range(len(split)):
@@ -163,8 +165,8 @@ def test_leve2024_scores_the_flipped_image_as_a_second_sample(eval_workspace):
 
 def test_standard_flip_averaging_equals_the_mean_of_both_predictions(eval_workspace):
     split = split_of(eval_workspace)
-    protocol = get_protocol("standard", "synthetic", 10.0, flip=True)
-    result = evaluate(ColumnRampNet(), split, protocol, (HEIGHT, WIDTH), 10.0, show_progress=False)
+    protocol = get_protocol("standard", "synthetic", 10.0, align="none", flip=True)
+    result = evaluate(ColumnRampNet(), split, protocol, (HEIGHT, WIDTH), 10.0, **evaluation(), show_progress=False)
     assert len(result.scored) == len(split)
     for i in range(len(split)):
         x, gt = as_input(split.rgb(i)), split.depth(i).astype(np.float64)
@@ -182,8 +184,8 @@ def test_teacher_rows_are_lstsq_aligned_disparity(eval_workspace):
     split = split_of(eval_workspace)
     cache = open_teacher_cache(eval_workspace / "data/teacher/synthetic.zarr", "test",
                                eval_workspace / "data/zarr/synthetic.zarr")
-    protocol = get_protocol("standard", "synthetic", 10.0, flip=False)
-    result = evaluate(ColumnRampNet(), split, protocol, (HEIGHT, WIDTH), 10.0, teacher=cache, show_progress=False)
+    protocol = get_protocol("standard", "synthetic", 10.0, align="none", flip=False)
+    result = evaluate(ColumnRampNet(), split, protocol, (HEIGHT, WIDTH), 10.0, **evaluation(), teacher=cache, show_progress=False)
     rows = [s for s in result.scored if s.model == "teacher"]
     assert len(rows) == len(split)
     for i in range(len(split)):
@@ -203,8 +205,8 @@ def test_teacher_rows_are_lstsq_aligned_disparity(eval_workspace):
 def test_batching_does_not_change_the_numbers(eval_workspace):
     split = split_of(eval_workspace)
     protocol = get_protocol("leve2024", "synthetic", 10.0)
-    one = evaluate(ColumnRampNet(), split, protocol, (32, 32), 10.0, batch_size=1, show_progress=False)
-    three = evaluate(ColumnRampNet(), split, protocol, (32, 32), 10.0, batch_size=3, show_progress=False)
+    one = evaluate(ColumnRampNet(), split, protocol, (32, 32), 10.0, **evaluation(batch_size=1), show_progress=False)
+    three = evaluate(ColumnRampNet(), split, protocol, (32, 32), 10.0, **evaluation(batch_size=3), show_progress=False)
     assert len(one.scored) == len(three.scored) == 2 * len(split)
     for a, b in zip(one.scored, three.scored):
         assert (a.index, a.flipped) == (b.index, b.flipped)
@@ -215,7 +217,7 @@ def test_batching_does_not_change_the_numbers(eval_workspace):
 def test_cuda_matches_cpu(eval_workspace):
     split = split_of(eval_workspace)
     protocol = get_protocol("leve2024", "synthetic", 10.0)
-    cpu = evaluate(ColumnRampNet(), split, protocol, (32, 32), 10.0, show_progress=False)
-    gpu = evaluate(ColumnRampNet().cuda(), split, protocol, (32, 32), 10.0, device="cuda", show_progress=False)
+    cpu = evaluate(ColumnRampNet(), split, protocol, (32, 32), 10.0, **evaluation(), show_progress=False)
+    gpu = evaluate(ColumnRampNet().cuda(), split, protocol, (32, 32), 10.0, **evaluation(device="cuda"), show_progress=False)
     for a, b in zip(cpu.scored, gpu.scored):
         assert a.metrics == pytest.approx(b.metrics, rel=1e-4)
