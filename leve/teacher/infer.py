@@ -4,7 +4,10 @@ Post-processing follows transformers' ``post_process_depth_estimation``: the mod
 ``predicted_depth`` is resized to the target size with bicubic interpolation
 (``align_corners=False``). Then each map is normalised to [0, 1]: negative values (bicubic
 overshoot) are clipped to 0 and the map is divided by its maximum; a map whose maximum
-is not positive is stored as zeros and flagged. With ``tta: flip`` the stored map is the mean of
+is not positive is stored as zeros and flagged. A metric teacher's map is depth in metres: after the
+same resize it is clamped at :data:`MIN_METRIC_DEPTH` and inverted, so the cache holds its inverse
+depth (1/m) normalised the same way, ``raw_max`` in 1/m keeping the scale (depth = 1 / (map * raw_max)).
+With ``tta: flip`` the stored map is the mean of
 the image's map and the un-mirrored map of its mirror, and the image's own map is kept beside it
 (:attr:`Normalised.plain`), so evaluation can score either.
 """
@@ -26,6 +29,9 @@ from leve.teacher.preprocess import normalize_batch
 
 RESIZE_MODE = "bicubic, align_corners=False (transformers post_process_depth_estimation) to the stored image size"
 NORMALISATION = "per image: clip(raw, 0) / max(raw); max <= 0 -> all zeros with zero=True; raw_min/raw_max stored"
+MIN_METRIC_DEPTH = 1e-3  # m: a metric teacher's depth is clamped here before it is inverted
+METRIC_NORMALISATION = (f"metric: raw = 1 / max(depth, {MIN_METRIC_DEPTH:g} m) (inverse depth, 1/m) after the resize; "
+                        f"then {NORMALISATION}; depth in metres = 1 / (map * raw_max)")
 AMP_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 TTA_MODES = ("none", "flip")
 PREPROCESS_MODES = ("auto", "workers", "device")
@@ -51,8 +57,7 @@ class TeacherRunner:
     :meth:`~leve.teacher.preprocess.Preprocessing.resize_batch` resizes them here (within one level of
     PIL); ``auto`` (the default): ``device`` on CUDA, ``workers`` elsewhere."""
 
-    def __init__(self, teacher: Teacher, device: str = "cpu", amp: str = "float16", tta: str = "none",
-                 preprocess: str = "auto") -> None:
+    def __init__(self, teacher: Teacher, *, device: str, amp: str, tta: str, preprocess: str = "auto") -> None:
         if tta not in TTA_MODES:
             raise LeveError(f"teacher.tta must be one of {TTA_MODES}, got '{tta}'")
         if amp not in AMP_DTYPES:
@@ -65,6 +70,7 @@ class TeacherRunner:
         self.amp = amp if self.cuda else "float32"  # autocast only on CUDA
         self.preprocess = ("device" if self.cuda else "workers") if preprocess == "auto" else preprocess
         self.tta = tta
+        self.metric = teacher.depth_kind == "metric"
         self.model = teacher.model.to(self.device).eval()
         if self.cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -97,9 +103,14 @@ class TeacherRunner:
         plain = None
         if self.tta == "flip":
             n = images.shape[0]
-            plain = _resize(depth[:n], size)
+            plain = self._post(depth[:n], size)
             depth = 0.5 * (depth[:n] + depth[n:].flip(-1))
-        return _resize(depth, size), plain
+        return self._post(depth, size), plain
+
+    def _post(self, depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The model's map at ``size``; a metric teacher's depth then as inverse depth (1/m)."""
+        out = _resize(depth, size)
+        return 1.0 / out.clamp(min=MIN_METRIC_DEPTH) if self.metric else out
 
     def predict(self, images: torch.Tensor, size: tuple[int, int], first_index: int = 0) -> Normalised:
         """Raw maps normalised per image (with ``plain`` under ``tta: flip``); refuses non-finite

@@ -2,6 +2,12 @@
 
 Every loaded teacher carries its identity (model, revision, config hash, licence) and its
 preprocessing, which the cache records so that a changed teacher invalidates a cache.
+
+A teacher is *relative* (its map is disparity up to scale and shift: Depth-Anything V1/V2) or
+*metric* (depth in metres: a Depth-Anything config with ``depth_estimation_type: metric``, whose
+head is ``sigmoid * max_depth``): :attr:`Teacher.depth_kind`, read from the model's config.
+Models load through ``AutoConfig`` and ``AutoModelForDepthEstimation``; architectures whose
+processor the cache does not replicate (ZoeDepth, DepthPro) are refused with the reason.
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ from leve.errors import LeveError
 from leve.store.format import fingerprint
 from leve.teacher.dpt import DEPTH_ANYTHING_PREPROCESSING
 from leve.teacher.preprocess import Preprocessing
-from leve.teacher.registry import REGISTRY, TeacherEntry, find_entry
+from leve.teacher.registry import DEPTH_PRO_GAP, REGISTRY, ZOEDEPTH_GAP, TeacherEntry, find_entry
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "_commit_hash", "torch_dtype", "dtype"}
+SUPPORTED_MODEL_TYPES = ("depth_anything",)
+UNSUPPORTED_MODEL_TYPES = {"zoedepth": ZOEDEPTH_GAP, "depth_pro": DEPTH_PRO_GAP}
 
 
 @dataclass
@@ -38,16 +46,29 @@ class Teacher:
     config_hash: str
     preprocessing: Preprocessing
     source: str  # "builtin" | "hub" | "folder" | "packaged"
+    depth_kind: str = "relative"  # relative: disparity up to scale and shift | metric: depth in metres
+    max_depth: float | None = None  # metric: the head's largest depth (config.max_depth, m)
 
     def identity(self) -> dict[str, Any]:
-        """What identifies the teacher's outputs (recorded in the cache and checked on reuse)."""
+        """What identifies the teacher's outputs (recorded in the cache and checked on reuse); a metric
+        teacher adds its ``depth_kind``, ``units`` and ``max_depth`` (a relative one's is as before)."""
+        metric = {"depth_kind": "metric", "units": "m", "max_depth": self.max_depth} if self.depth_kind == "metric" else {}
         return {
             "model": self.model_id,
             "revision": self.revision,
             "config_hash": self.config_hash,
             "licence": self.licence,
             "source": self.source,
+            **metric,
         }
+
+
+def depth_kind_of(config: Any) -> tuple[str, float | None]:
+    """``(depth_kind, max_depth)`` of a depth model's config: Depth-Anything's ``depth_estimation_type``
+    (``metric``: the head is ``sigmoid * max_depth``, metres) or relative."""
+    if getattr(config, "depth_estimation_type", "relative") == "metric":
+        return "metric", float(config.max_depth)
+    return "relative", None
 
 
 def config_hash(config: Any) -> str:
@@ -85,6 +106,8 @@ def load_teacher(model: str, revision: str | None = None) -> Teacher:
         return _builtin(entry)
     if entry is not None and entry.folder is not None:
         return _packaged(entry)
+    if entry is not None and entry.runnable:
+        raise LeveError(f"{entry.name} ({entry.hub_id}): not runnable by the teacher cache yet: {entry.runnable}")
     if entry is None and not _looks_like_hub_id(model):
         names = ", ".join(REGISTRY)
         raise LeveError(
@@ -103,13 +126,13 @@ def load_teacher(model: str, revision: str | None = None) -> Teacher:
 
 
 def _builtin(entry: TeacherEntry) -> Teacher:
-    from transformers import DepthAnythingForDepthEstimation
+    from transformers import AutoModelForDepthEstimation
 
     assert entry.builtin is not None
     config = entry.builtin()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(entry.seed)
-        model = DepthAnythingForDepthEstimation(config)
+        model = AutoModelForDepthEstimation.from_config(config)
     return Teacher(
         model=model.eval(),
         model_id=entry.name,
@@ -118,6 +141,7 @@ def _builtin(entry: TeacherEntry) -> Teacher:
         config_hash=config_hash(config),
         preprocessing=Preprocessing.from_dict(DEPTH_ANYTHING_PREPROCESSING),
         source="builtin",
+        **_kind(config),
     )
 
 
@@ -129,8 +153,13 @@ def _packaged(entry: TeacherEntry) -> Teacher:
     return _from_folder(verified_folder(entry.folder), model_id=entry.name, licence=entry.licence, source="packaged")
 
 
+def _kind(config: Any) -> dict[str, Any]:
+    kind, max_depth = depth_kind_of(config)
+    return {"depth_kind": kind, "max_depth": max_depth}
+
+
 def _from_folder(folder: Path, model_id: str, licence: str, source: str) -> Teacher:
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
+    from transformers import AutoConfig, AutoModelForDepthEstimation
 
     cfg_file = folder / "config.json"
     if not cfg_file.is_file():
@@ -139,12 +168,15 @@ def _from_folder(folder: Path, model_id: str, licence: str, source: str) -> Teac
         raw = json.loads(cfg_file.read_text())
     except (OSError, ValueError) as exc:
         raise LeveError(f"{cfg_file}: not valid JSON ({exc})") from exc
-    if not isinstance(raw, dict) or raw.get("model_type") != "depth_anything":
-        kind = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
+    kind = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
+    if kind in UNSUPPORTED_MODEL_TYPES:
+        raise LeveError(f"{cfg_file}: model_type {kind!r} is not runnable by the teacher cache yet: "
+                        f"{UNSUPPORTED_MODEL_TYPES[str(kind)]}")
+    if not isinstance(raw, dict) or kind not in SUPPORTED_MODEL_TYPES:
         raise LeveError(f"{cfg_file}: not a Depth-Anything config (model_type {kind!r})")
     try:
-        config = DepthAnythingConfig.from_pretrained(str(folder))
-        model = DepthAnythingForDepthEstimation.from_pretrained(str(folder), config=config)
+        config = AutoConfig.from_pretrained(str(folder))
+        model = AutoModelForDepthEstimation.from_pretrained(str(folder), config=config)
     except Exception as exc:  # transformers raises many types for broken folders
         message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise LeveError(f"{folder}: cannot load the teacher ({message})") from exc
@@ -157,6 +189,7 @@ def _from_folder(folder: Path, model_id: str, licence: str, source: str) -> Teac
         config_hash=config_hash(config),
         preprocessing=_folder_preprocessing(folder),
         source=source,
+        **_kind(config),
     )
 
 

@@ -23,6 +23,9 @@ from leve.teacher.embedded import WEIGHTS_DIR
 
 APACHE = "Apache-2.0"
 CC_BY_NC = "CC-BY-NC-4.0 (non-commercial use only)"
+MIT = "MIT"
+APPLE_AMLR = "Apple Machine Learning Research Model licence (research use only)"
+DEPTH_KINDS = ("relative", "metric")  # what a teacher's map means: disparity up to scale and shift | metres
 
 @dataclass(frozen=True)
 class TeacherEntry:
@@ -36,6 +39,15 @@ class TeacherEntry:
     seed: int = 0
     description: str = ""
     folder: Path | None = None  # a save_pretrained folder shipped with leve (checked against its record)
+    depth_kind: str = "relative"  # relative: disparity up to scale and shift | metric: depth in metres
+    max_depth: float | None = None  # metric: the largest depth the checkpoint predicts (m); None: unbounded
+    model_type: str = "depth_anything"  # the transformers architecture (config.json's model_type)
+    runnable: str = ""  # why leve's teacher cache cannot run it yet ("" when it can)
+
+    @property
+    def units(self) -> str:
+        """The units of the teacher's map: ``m`` for a metric teacher, else ``relative``."""
+        return "m" if self.depth_kind == "metric" else "relative"
 
     @property
     def is_builtin(self) -> bool:
@@ -87,6 +99,15 @@ def tiny_random_config() -> Any:
     )
 
 
+def tiny_random_metric_config() -> Any:
+    """:func:`tiny_random_config` with the metric head of Depth-Anything V2 Metric (``sigmoid * max_depth``,
+    ``max_depth`` 10 m): a metric teacher for offline tests."""
+    config = tiny_random_config()
+    config.depth_estimation_type = "metric"
+    config.max_depth = 10  # an int, as the published configs write it (transformers types it int)
+    return config
+
+
 def small_random_config() -> Any:
     """The real-size V1/V2 Small architecture (ViT-S/14 Dinov2, 24.8 M parameters)."""
     from transformers import DepthAnythingConfig
@@ -116,8 +137,42 @@ def base_random_config() -> Any:
 # --------------------------------------------------------------------------- registry
 
 
-def _hub(name: str, hub_id: str, licence: str, description: str) -> TeacherEntry:
-    return TeacherEntry(name=name, licence=licence, hub_id=hub_id, description=description)
+def _hub(name: str, hub_id: str, licence: str, description: str, **kw: Any) -> TeacherEntry:
+    return TeacherEntry(name=name, licence=licence, hub_id=hub_id, description=description, **kw)
+
+
+# Why the cache cannot run an architecture yet: its processor does what leve's batched preprocessing
+# (leve.teacher.preprocess, the DPT processor's arithmetic) and post-processing (bicubic resize) do not.
+ZOEDEPTH_GAP = ("ZoeDepth's processor pads each image by reflection before resizing (bilinear) and its "
+                "post-processing resizes to the padded size and crops the padding: not replicated by the cache")
+DEPTH_PRO_GAP = ("DepthPro's post-processing scales its inverse depth by the focal length it predicts (field of "
+                 "view) at a fixed 1536 px input: not replicated by the cache")
+
+
+def _metric_v2(place: str, size: str, licence: str, max_depth: float, trained_on: str) -> TeacherEntry:
+    return _hub(f"v2-metric-{place.lower()}-{size.lower()}", f"depth-anything/Depth-Anything-V2-Metric-{place}-{size}-hf",
+                licence, f"Depth-Anything V2 {size}, metric {place.lower()} ({trained_on}, depth <= {max_depth:g} m)",
+                depth_kind="metric", max_depth=max_depth)
+
+
+METRIC_TEACHERS: tuple[TeacherEntry, ...] = (
+    _metric_v2("Indoor", "Small", APACHE, 20.0, "Hypersim"),
+    _metric_v2("Indoor", "Base", CC_BY_NC, 20.0, "Hypersim"),
+    _metric_v2("Indoor", "Large", CC_BY_NC, 20.0, "Hypersim"),
+    _metric_v2("Outdoor", "Small", APACHE, 80.0, "Virtual KITTI 2"),
+    _metric_v2("Outdoor", "Base", CC_BY_NC, 80.0, "Virtual KITTI 2"),
+    _metric_v2("Outdoor", "Large", CC_BY_NC, 80.0, "Virtual KITTI 2"),
+    _hub("zoedepth-nyu", "Intel/zoedepth-nyu", MIT, "ZoeDepth (BEiT-L), metric, NYU", depth_kind="metric",
+         max_depth=10.0, model_type="zoedepth", runnable=ZOEDEPTH_GAP),
+    _hub("zoedepth-kitti", "Intel/zoedepth-kitti", MIT, "ZoeDepth (BEiT-L), metric, KITTI", depth_kind="metric",
+         max_depth=80.0, model_type="zoedepth", runnable=ZOEDEPTH_GAP),
+    _hub("zoedepth-nyu-kitti", "Intel/zoedepth-nyu-kitti", MIT, "ZoeDepth (BEiT-L), metric, NYU + KITTI heads",
+         depth_kind="metric", max_depth=80.0, model_type="zoedepth", runnable=ZOEDEPTH_GAP),
+    _hub("depth-pro", "apple/DepthPro-hf", APPLE_AMLR, "DepthPro, metric (focal length predicted), unbounded depth",
+         depth_kind="metric", max_depth=None, model_type="depth_pro", runnable=DEPTH_PRO_GAP),
+)
+# Prompt Depth Anything is not listed: without its prompt (a low-resolution metric depth map, e.g. LiDAR) it runs,
+# but its output is then the depth normalised to the prompt's [min, max]: the metres come from the prompt.
 
 
 REGISTRY: dict[str, TeacherEntry] = {
@@ -130,11 +185,14 @@ REGISTRY: dict[str, TeacherEntry] = {
         _hub("v2-base", "depth-anything/Depth-Anything-V2-Base-hf", CC_BY_NC, "Depth-Anything V2 Base"),
         _hub("v2-large", "depth-anything/Depth-Anything-V2-Large-hf", CC_BY_NC, "Depth-Anything V2 Large"),
         TeacherEntry("tiny-random", APACHE, builtin=tiny_random_config, description="tiny random (tests, demo)"),
+        TeacherEntry("tiny-random-metric", APACHE, builtin=tiny_random_metric_config, depth_kind="metric",
+                     max_depth=10.0, description="tiny random, metric head (tests)"),
         TeacherEntry("small-random", APACHE, builtin=small_random_config, description="Small architecture, random"),
         TeacherEntry("base-random", APACHE, builtin=base_random_config, description="Base architecture, random"),
         TeacherEntry("embedded", f"{APACHE} (trained here by leve)", folder=WEIGHTS_DIR,
                      description="synthetic rooms only: a small Depth-Anything trained here on leve's rendered "
                      "rooms (offline, shipped); on real photos use v2-small, v1-small or a save_pretrained folder"),
+        *METRIC_TEACHERS,
     )
 }
 _BY_HUB_ID = {e.hub_id.lower(): e for e in REGISTRY.values() if e.hub_id}

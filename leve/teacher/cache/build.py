@@ -7,6 +7,12 @@ Layout of one split group::
     raw_max     (N,) float32  maximum of the raw map: raw = disparity * raw_max where raw >= 0
     zero        (N,) bool     the raw map had no positive value (stored as zeros)
 
+A metric teacher's cache (``depth_kind: metric`` in its attrs, with ``units`` and the teacher's
+``max_depth``) has the same layout: its raw map is the teacher's inverse depth in 1/m, so ``raw_max``
+keeps the scale and depth in metres is ``1 / (disparity * raw_max)``
+(:meth:`~leve.teacher.cache.read.TeacherCache.depth`). A relative cache's attrs are as before; a cache
+without ``depth_kind`` is relative.
+
 With ``teacher.tta: flip`` ``disparity`` (and its statistics) is the flip-averaged map, what
 training distils from, and the image's own map is kept beside it, normalised the same way:
 ``disparity_plain`` with ``plain_raw_min``, ``plain_raw_max``, ``plain_zero``; evaluation scores
@@ -44,8 +50,8 @@ from leve.progress import console, progress_bar
 from leve.store.builder import SplitWriter, StoreBuilder
 from leve.store.format import ArraySpec, SplitSpec, fingerprint
 from leve.store.reader import Split, Store, disk_usage, open_store
-from leve.teacher.cache.read import CACHE_FORMAT, CACHE_META, PLAIN, PLAIN_META, dataset_identity
-from leve.teacher.infer import NORMALISATION, RESIZE_MODE, TeacherRunner
+from leve.teacher.cache.read import CACHE_FORMAT, CACHE_META, METRIC_UNITS, PLAIN, PLAIN_META, dataset_identity
+from leve.teacher.infer import METRIC_NORMALISATION, NORMALISATION, RESIZE_MODE, TeacherRunner
 from leve.teacher.loading import Teacher
 from leve.teacher.preprocess import Preprocessing
 
@@ -84,12 +90,15 @@ def _check_shard(index: int, count: int, text: str) -> tuple[int, int]:
 def cache_identity(teacher: Teacher, dataset: dict[str, Any], amp: str, tta: str,
                    preprocess_on_device: bool = False) -> dict[str, Any]:
     plain = {"plain": f"{PLAIN}: the image's own map beside the flip average"} if tta == "flip" else {}
+    metric = teacher.depth_kind == "metric"
+    kind = {"depth_kind": "metric", "units": METRIC_UNITS, "max_depth": teacher.max_depth} if metric else {}
     return {
         "format": CACHE_FORMAT,
         "teacher": teacher.identity(),
+        **kind,
         "preprocessing": teacher.preprocessing.describe(on_device=preprocess_on_device),
         "resize_mode": RESIZE_MODE,
-        "normalisation": NORMALISATION,
+        "normalisation": METRIC_NORMALISATION if metric else NORMALISATION,
         "dtype": "float16",
         "compute_dtype": amp,
         "tta": tta,
@@ -195,12 +204,13 @@ def build_teacher_cache(
     out_path: str | Path,
     split: str,
     teacher: Teacher,
-    batch_size: int = 4,
-    device: str = "cpu",
-    amp: str = "float16",
-    tta: str = "none",
-    workers: int = 0,
-    block_size: int = 64,
+    *,
+    batch_size: int,
+    device: str,
+    amp: str,
+    tta: str,
+    workers: int,
+    block_size: int,
     shard: tuple[int, int] = (0, 1),
     force: bool = False,
     show_progress: bool = True,

@@ -21,6 +21,22 @@ CACHE_FORMAT = 2
 CACHE_META = {"raw_min": "float32", "raw_max": "float32", "zero": "bool"}
 PLAIN = "disparity_plain"  # tta flip: the image's own map beside the flip-averaged ``disparity``
 PLAIN_META = {f"plain_{k}": v for k, v in CACHE_META.items()}
+METRIC_UNITS = "1/m (inverse depth: depth in metres = 1 / (disparity * raw_max))"
+KD_LOSSES_RELATIVE = ("l1", "ssi")  # train.kd.loss values that read any cache as relative disparity
+
+
+def cache_depth_kind(attrs: dict[str, Any]) -> str:
+    """``metric`` for a metric teacher's cache, else ``relative`` (every cache written before metric teachers)."""
+    return "metric" if attrs.get("depth_kind") == "metric" else "relative"
+
+
+def check_kd_loss(attrs: dict[str, Any], loss: str, where: str) -> None:
+    """Refuse ``kd.loss: metric`` on a relative teacher's cache (its maps have no metres); ``l1`` and ``ssi``
+    read either kind (a metric cache's inverse depth is a disparity)."""
+    if loss == "metric" and cache_depth_kind(attrs) != "metric":
+        model = attrs.get("teacher", {}).get("model")
+        raise LeveError(f"{where}: kd.loss metric needs a metric teacher's cache; this one is relative ({model}): "
+                        f"use kd.loss ssi or l1, or cache a metric teacher (e.g. v2-metric-indoor-small)")
 
 
 def dataset_identity(store: Store, split: Split) -> dict[str, Any]:
@@ -61,6 +77,7 @@ class TeacherCache:
         local = Path(self.path).is_dir()
         self._fast = shard_reader(Path(self.path) / split / "disparity", self.path) if local else None
         self.has_plain = PLAIN in self.written
+        self.depth_kind = cache_depth_kind(self.attrs)
         self._fast_plain = shard_reader(Path(self.path) / split / PLAIN, self.path) if self.has_plain and local else None
 
     def _reading(self, array: str, sample: int | None = None) -> contextlib.AbstractContextManager[None]:
@@ -101,6 +118,15 @@ class TeacherCache:
     def raw(self, i: int) -> np.ndarray:
         """The teacher's raw (post-processed, clipped at 0) disparity of sample ``i``."""
         return self.disparity(i) * self.raw_scale()[i]
+
+    def depth(self, i: int) -> np.ndarray:
+        """A metric teacher's depth of sample ``i`` in metres (0 where the map is 0: no depth);
+        refused on a relative cache."""
+        if self.depth_kind != "metric":
+            raise LeveError(f"{self.path}/{self.name}: a relative teacher's cache has no metric depth")
+        inverse = self.raw(i)
+        with np.errstate(divide="ignore"):
+            return np.where(inverse > 0, 1.0 / inverse, 0.0).astype(np.float32)
 
     def raw_scale(self) -> np.ndarray:
         """(N,) float32: the factor from each cached map to the raw one (``raw_max``; 0 for a zero map)."""

@@ -1,0 +1,103 @@
+"""Metric teachers: the registry rows, a tiny random metric Depth-Anything in the real save_pretrained
+layout cached as metric depth (checked against transformers' own processor, model and post-processing),
+and the architectures the cache refuses with their reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+from leve.errors import LeveError
+from leve.store.reader import open_split
+from leve.teacher.cache.build import build_teacher_cache
+from leve.teacher.cache.read import check_kd_loss, open_teacher_cache
+from leve.teacher.dpt import DEPTH_ANYTHING_PREPROCESSING
+from leve.teacher.loading import load_teacher
+from leve.teacher.registry import REGISTRY, find_entry
+from tests.explicit import caching
+
+F16_RTOL = 2e-3  # float16 keeps 11 significant bits (2**-11 relative spacing); the inverse adds no error
+
+
+def test_metric_registry_rows_are_data():
+    metric = {name: e for name, e in REGISTRY.items() if e.depth_kind == "metric" and e.hub_id}
+    assert {"v2-metric-indoor-small", "v2-metric-indoor-base", "v2-metric-indoor-large", "v2-metric-outdoor-small",
+            "v2-metric-outdoor-base", "v2-metric-outdoor-large", "zoedepth-nyu", "zoedepth-kitti",
+            "depth-pro"} <= set(metric)
+    for e in metric.values():
+        assert e.units == "m" and e.licence and "/" in str(e.hub_id)
+    assert metric["v2-metric-indoor-small"].max_depth == 20.0 and metric["v2-metric-outdoor-large"].max_depth == 80.0
+    assert metric["zoedepth-nyu"].max_depth == 10.0 and metric["depth-pro"].max_depth is None
+    assert find_entry("depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf") is metric["v2-metric-indoor-small"]
+    assert all(e.depth_kind == "relative" and e.units == "relative" for e in REGISTRY.values()
+               if e.name.startswith(("v1-", "v2-small", "v2-base", "v2-large")))
+
+
+def _save_metric(folder: Path) -> Path:
+    from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
+
+    teacher = load_teacher("tiny-random-metric")
+    teacher.model.save_pretrained(folder)
+    DPTImageProcessorPil(**{**DEPTH_ANYTHING_PREPROCESSING, "size": {"height": 70, "width": 70}}).save_pretrained(folder)
+    return folder
+
+
+def test_metric_teacher_caches_metric_depth(tmp_path: Path, mixed_store: Path):
+    folder = _save_metric(tmp_path / "tiny-metric")
+    teacher = load_teacher(str(folder))
+    assert (teacher.depth_kind, teacher.max_depth) == ("metric", 10.0)
+    out = tmp_path / "teacher.zarr"
+    assert build_teacher_cache(mixed_store, out, "train", teacher, **caching(batch_size=2, block_size=4),
+                               show_progress=False).complete
+    cache = open_teacher_cache(out, "train", mixed_store)
+    assert cache.depth_kind == "metric"
+    assert cache.attrs["depth_kind"] == "metric" and cache.attrs["max_depth"] == 10.0
+    assert cache.attrs["units"].startswith("1/m") and cache.attrs["teacher"]["units"] == "m"
+    # the reference: transformers alone, one image at a time (its processor, model, post-processing)
+    processor = AutoImageProcessor.from_pretrained(folder)
+    model = AutoModelForDepthEstimation.from_pretrained(folder).eval()
+    split = open_split(mixed_store, "train")
+    for i in range(len(split)):
+        rgb = split.rgb(i)
+        with torch.no_grad():
+            outputs = model(**processor(images=rgb, return_tensors="pt"))
+        want = processor.post_process_depth_estimation(outputs, target_sizes=[rgb.shape[:2]])[0]["predicted_depth"]
+        got = cache.depth(i)
+        assert got.shape == rgb.shape[:2]
+        np.testing.assert_allclose(got, want.numpy(), rtol=F16_RTOL)
+        assert 0 < got.min() and got.max() <= 10.0
+        # the relative reading of the same cache: a disparity in [0, 1], nearest pixel 1
+        np.testing.assert_allclose(cache.disparity(i), got.min() / got, rtol=F16_RTOL, atol=1e-3)
+
+
+def test_relative_cache_has_no_metric_depth_and_refuses_metric_kd(tmp_path: Path, mixed_store: Path,
+                                                                   fast_teacher_dir: Path):
+    out = tmp_path / "teacher.zarr"
+    teacher = load_teacher(str(fast_teacher_dir))
+    assert teacher.depth_kind == "relative" and "depth_kind" not in teacher.identity()
+    build_teacher_cache(mixed_store, out, "train", teacher, **caching(block_size=4), show_progress=False)
+    cache = open_teacher_cache(out, "train", mixed_store)
+    assert cache.depth_kind == "relative" and "depth_kind" not in cache.attrs  # a relative cache is as before
+    with pytest.raises(LeveError, match="no metric depth"):
+        cache.depth(0)
+    with pytest.raises(LeveError, match="kd.loss metric needs a metric teacher"):
+        check_kd_loss(cache.attrs, "metric", "here")
+    for loss in ("l1", "ssi"):
+        check_kd_loss(cache.attrs, loss, "here")
+
+
+@pytest.mark.parametrize("config_name, gap", [("ZoeDepthConfig", "ZoeDepth's processor pads"),
+                                              ("DepthProConfig", "focal length")])
+def test_unreplicated_architectures_are_refused_with_the_reason(tmp_path: Path, config_name: str, gap: str):
+    import transformers
+
+    getattr(transformers, config_name)().save_pretrained(tmp_path)  # config.json as save_pretrained writes it
+    with pytest.raises(LeveError, match=f"not runnable by the teacher cache yet: .*{gap}"):
+        load_teacher(str(tmp_path))
+    name = "zoedepth-nyu" if config_name == "ZoeDepthConfig" else "depth-pro"
+    with pytest.raises(LeveError, match=f"{name} .*not runnable"):
+        load_teacher(name)
