@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import sys
 import types
 import typing
@@ -197,6 +198,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return float(value)
         except ValueError:
             raise LeveError(f"{where}: expected float, got {shown(value)}") from None
+    if hint is Path and isinstance(value, str | Path) and re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", str(value)):
+        # Path("s3://b/k") would be a local folder `s3:` (pathlib folds the `//`): a URL is never a local path
+        raise LeveError(f"{where}: {shown(str(value))} is a URL; this parameter takes a local path (a store at a URL "
+                        f"is written by `leve prepare --out URL`)")
     if hint is Path and isinstance(value, str):
         return Path(value)
     if origin in (tuple, list):

@@ -24,6 +24,7 @@ from leve.progress import console, progress_bar
 from leve.store.builder import StoreBuilder
 from leve.store.format import SplitSpec
 from leve.store.reader import disk_usage
+from leve.store.remote import location, usage
 
 # A loader maps a sample index to (arrays by name, metadata by field).
 Loader = Callable[[int], tuple[dict[str, Any], dict[str, Any]]]
@@ -42,7 +43,7 @@ class SplitSource:
 
 @dataclass
 class BuildResult:
-    path: Path
+    path: Path | str  # a local path, or the URL the store was published to
     samples: int
     written: int
     seconds: float
@@ -62,10 +63,19 @@ class BuildResult:
         )
 
 
-def store_path(out: Path | None, name: str) -> Path:
-    """Where dataset ``name``'s store is built: ``out``, or ``<paths.stores>/<name>.zarr`` when null (the
-    path teacher, train and eval read; the stage passes its params file's ``paths.stores``)."""
-    return Path(out) if out is not None else Path(default("paths.stores")) / f"{name}.zarr"
+def store_path(out: str | Path | None, name: str) -> str | Path:
+    """Where dataset ``name``'s store is built: ``out`` (a local path or an fsspec URL, never a URL taken for
+    a local path), or ``<paths.stores>/<name>.zarr`` when null (the path teacher, train and eval read; the
+    stage passes its params file's ``paths.stores``)."""
+    if out is not None:
+        return location(out)
+    stores = location(default("paths.stores"))
+    return f"{stores.rstrip('/')}/{name}.zarr" if isinstance(stores, str) else stores / f"{name}.zarr"
+
+
+def _usage(path: str | Path) -> tuple[int, int]:
+    """(bytes, files) of a local store, or of a published one at a URL (its manifest)."""
+    return usage(path) if isinstance(path, str) else disk_usage(path)
 
 
 def build_store(
@@ -97,12 +107,18 @@ def _build(
     show_progress: bool,
     final_attrs: FinalAttrs | None = None,
 ) -> BuildResult:
-    path = builder.path
+    path = builder.target
     total = sum(s.spec.length for s in splits)
     if builder.up_to_date() and not force:
         builder.discard()
-        b, f = disk_usage(path)
+        b, f = _usage(path)
         return BuildResult(path, total, 0, 0.0, b, f, False, True)
+    if builder.built_not_published() and not force:  # a URL: built here in full, its upload interrupted
+        builder.discard()
+        console.print(f"resuming the upload of {path}")
+        builder.publish()
+        b, f = _usage(path)
+        return BuildResult(path, total, 0, 0.0, b, f, True, False)
     writers = [(builder.split(s.spec), s.loader) for s in splits]
     todo = [(w, loader, blk) for w, loader in writers for blk in w.pending_blocks()]
     pending = sum(len(w.block_range(blk)) for w, _, blk in todo)
@@ -110,7 +126,7 @@ def _build(
         console.print(f"resuming {builder.partial}: {total - pending} of {total} samples already written")
     start = time.perf_counter()
     with _decoder(workers) as decode, progress_bar(show_progress) as bar:
-        task = bar.add_task(f"prepare {path.name}", total=pending)
+        task = bar.add_task(f"prepare {str(path).rstrip('/').rsplit('/', 1)[-1]}", total=pending)
         for writer, loader, blk in todo:
             rows = list(writer.block_range(blk))
             arrays, meta = _collect(decode(loader, rows), writer.spec)
@@ -119,7 +135,7 @@ def _build(
     seconds = time.perf_counter() - start
     extra = final_attrs({w.spec.name: w.read_meta() for w, _ in writers}) if final_attrs else None
     builder.finalize(extra)
-    b, f = disk_usage(path)
+    b, f = _usage(path)
     return BuildResult(path, total, pending, seconds, b, f, builder.resumed, False)
 
 

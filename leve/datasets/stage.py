@@ -9,6 +9,7 @@ section (``prepare.mydata: {adapter: folder, source: ...}``), or is prepared wit
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from types import ModuleType
@@ -17,6 +18,7 @@ from typing import Any
 from leve.datasets import endoslam, folder, kitti, nyu, synthetic
 from leve.errors import LeveError
 from leve.params import PARAMS_FILE, build_config, resolved, resolved_params, section
+from leve.store.remote import location
 
 # dataset name -> adapter module exposing ``Config`` (a dataclass) and ``prepare(cfg, ...)``
 DATASETS: dict[str, ModuleType] = {
@@ -55,9 +57,17 @@ def resolve(
     values = {**section(params, f"prepare.{dataset}"), **(overrides or {})}
     name = _adapter(dataset, values, adapter)
     if values.get("out") is None:  # the store the later stages read: <paths.stores>/<dataset>.zarr
-        values["out"] = Path(resolved("paths.stores", params_file)) / f"{dataset}.zarr"
+        stores = location(str(resolved("paths.stores", params_file)))
+        values["out"] = f"{stores.rstrip('/')}/{dataset}.zarr" if isinstance(stores, str) else stores / f"{dataset}.zarr"
+    # `out` may be an fsspec URL (s3://bucket/prefix/x.zarr): checked here (an unknown scheme is one line), it
+    # travels in the config as a Path that leve.store.remote.location reads back as the URL (the builder and
+    # store_path do), never as a local folder named `s3:`
+    out = values.get("out")
+    where = location(out) if isinstance(out, str | Path) else out
+    values["out"] = None if isinstance(where, str) else where  # a file:// URL: its local path
     module = ADAPTERS[name]
-    return module, build_config(module.Config, values, f"prepare.{dataset}")
+    cfg = build_config(module.Config, values, f"prepare.{dataset}")
+    return module, dataclasses.replace(cfg, out=Path(where)) if isinstance(where, str) else cfg
 
 
 def config(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE) -> Any:

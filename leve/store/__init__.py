@@ -21,6 +21,13 @@ each shard index carries a crc32c, every sample's chunk is written (also one equ
 to the fill value) and each split records at publish what was written (attribute
 ``written``), so readers refuse damaged, truncated or missing data in one line and
 ``leve verify PATH`` checks a whole store or teacher cache.
+
+A store may live at an fsspec URL (``s3://bucket/prefix/nyu.zarr``; :mod:`leve.store.remote`). Object
+stores have no rename, so the folder swap becomes: build locally, upload to the staging prefix
+``<url>.partial/``, then publish by server-side copies into ``<url>/`` with ``leve-manifest.json``
+(fingerprint, every object's size and crc32c) written last. Readers require the manifest and its
+fingerprint to match the root ``zarr.json``: a half-written or half-replaced store is refused in one
+line. One writer: the lock object ``<url>.lock``, created with a conditional PUT (If-None-Match).
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Writing a store: build in ``<path>.partial`` block by block, then publish it (completion
-marker last, atomic swap into place). Dataset stores and the teacher cache share this."""
+marker last, atomic swap into place). Dataset stores and the teacher cache share this.
+
+A store at a URL (``s3://bucket/prefix/x.zarr``) is built the same way in a local staging folder,
+then uploaded and published with a manifest written last (:mod:`leve.store.remote`)."""
 
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from leve.store.format import (
 )
 from leve.store.integrity import WRITTEN, written_files
 from leve.store.reader import is_complete, read_root_attrs
+from leve.store.remote import RemoteLock, location, publish, read_manifest, staging_dir
 
 
 def replace_dir(src: Path, dst: Path) -> None:
@@ -52,6 +56,10 @@ class StoreBuilder:
     :mod:`leve.processes`) from before it touches anything until :meth:`close`: a second
     builder of the same store is refused with one line. The teacher cache's shards build one
     staging store together and pass ``exclusive=False`` (they coordinate with a lock of their own).
+
+    ``path`` may be an fsspec URL (``s3://bucket/prefix/x.zarr``): the store is then built in a local
+    staging folder (:func:`leve.store.remote.staging_dir`, ``self.path``) and :meth:`finalize` uploads
+    and publishes it (``self.url``); the lock object ``<url>.lock`` keeps a second writer out.
     """
 
     def __init__(
@@ -62,14 +70,21 @@ class StoreBuilder:
         block_size: int = 256,
         exclusive: bool = True,
     ) -> None:
-        self.path = Path(path)
+        where = location(path)  # a URL is never a local path (no folder named `s3:`)
+        self.url: str | None = where if isinstance(where, str) else None
+        self.path = staging_dir(where) if isinstance(where, str) else where
         self.partial = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
         self.block_size = int(block_size)
         self.fingerprint = fingerprint([STORE_FORMAT, params_fingerprint, self.block_size])
         self.attrs = attrs
         self.resumed = False
         self._lock = acquire(self.path) if exclusive else None
+        self._remote_lock: RemoteLock | None = None
         try:
+            if self.url is not None:
+                if not exclusive:
+                    raise LeveError(f"{self.url}: only a whole store (`leve prepare --out URL`) is written to a URL")
+                self._remote_lock = RemoteLock(self.url)
             self._root = self._open_or_create()
         except BaseException:
             self.close()
@@ -83,6 +98,9 @@ class StoreBuilder:
 
     def close(self) -> None:
         """Release the write lock (also released by the OS when this process ends)."""
+        if self._remote_lock is not None:
+            self._remote_lock.close()
+            self._remote_lock = None
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -93,9 +111,33 @@ class StoreBuilder:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def target(self) -> str | Path:
+        """Where the store is published: its URL, or its local path."""
+        return self.url if self.url is not None else self.path
+
     def up_to_date(self) -> bool:
-        """True when the final path already holds a complete store built from the same inputs."""
+        """True when the final path (or URL: its manifest) already holds a complete store built from the same inputs."""
+        if self.url is not None:
+            return (read_manifest(self.url) or {}).get("fingerprint") == self.fingerprint
+        return self._built()
+
+    def _built(self) -> bool:
         return is_complete(self.path) and read_root_attrs(self.path).get("fingerprint") == self.fingerprint
+
+    def built_not_published(self) -> bool:
+        """True for a URL whose store is built in full in the local staging folder but not yet published
+        (an interrupted upload or publish): :meth:`publish` finishes it."""
+        return self.url is not None and self._built()
+
+    def publish(self) -> str | Path:
+        """Upload and publish the local build to the URL (manifest last), then remove the local staging
+        copy; a local store is already in place."""
+        if self.url is None:
+            return self.path
+        publish(self.path, self.url, self.fingerprint)
+        shutil.rmtree(self.path, ignore_errors=True)
+        return self.url
 
     def _open_or_create(self) -> zarr.Group:
         if self.partial.exists():
@@ -128,8 +170,9 @@ class StoreBuilder:
         """Create (or reopen, when resuming) the arrays of one split."""
         return SplitWriter(self, spec)
 
-    def finalize(self, extra_attrs: dict[str, Any] | None = None) -> Path:
-        """Check every split is whole, write metadata, mark complete (last) and move into place."""
+    def finalize(self, extra_attrs: dict[str, Any] | None = None) -> str | Path:
+        """Check every split is whole, write metadata, mark complete (last) and move into place (a URL:
+        upload and publish, :meth:`publish`)."""
         with warnings.catch_warnings():  # the _progress folder is not a Zarr node
             warnings.simplefilter("ignore")
             names = list(self._root.group_keys())
@@ -138,11 +181,13 @@ class StoreBuilder:
         self._drop_progress()
         _mark_complete(self._root.attrs, extra_attrs)
         replace_dir(self.partial, self.path)
-        return self.path
+        return self.publish()
 
     def publish_split(self, writer: SplitWriter, target: Path) -> None:
         """Finish one split, mark it complete (last) and move it to ``target`` (the teacher cache:
         each split is published into a shared store on its own); the staging store is removed."""
+        if self.url is not None:
+            raise LeveError(f"{self.url}: a split is published on its own only into a local store")
         writer.finish(mark_complete=True)
         self._drop_progress()
         replace_dir(self.partial / writer.spec.name, target)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import zarr
 from leve.errors import LeveError
 from leve.store.format import STORE_FORMAT, meta_paths
 from leve.store.integrity import WRITTEN, StoreDamage, damaged, open_group, read_error, reading, rebuild_hint
+from leve.store.remote import MANIFEST, check_published, location, read_manifest, remote_error
 
 
 def read_root_attrs(path: str | Path) -> dict[str, Any]:
@@ -247,28 +249,44 @@ def check_layout(path: str, attrs: dict[str, Any], dataset: bool) -> None:
 
 
 class Store:
-    """A dataset store: its attributes and splits."""
+    """A dataset store: its attributes and splits. At a URL (``s3://bucket/prefix/x.zarr``) the store must
+    have been published whole: its manifest is required (:mod:`leve.store.remote`)."""
 
     def __init__(self, path: str | Path, require_complete: bool = True) -> None:
-        self.path = str(path)
+        where = location(path)  # Path("s3://b/k") is read back as the URL
+        remote = isinstance(where, str)
+        self.path = where if isinstance(where, str) else str(path)
+        # at a URL a missing bucket, denied access or a wrong endpoint is one line (read_manifest)
+        manifest = read_manifest(self.path) if remote and require_complete else None
         try:
             self.root = open_group(self.path)
+        except LeveError:
+            raise
         except FileNotFoundError as exc:
+            if remote and require_complete and manifest is None:
+                raise LeveError(f"{self.path}: no store here, or its upload did not finish (no {MANIFEST}); run "
+                                f"`leve prepare --out {self.path}`") from exc
             raise LeveError(f"{self.path}: no store here (run `leve prepare` first)") from exc
         except StoreDamage as exc:  # the root zarr.json damaged
             raise read_error(self.path, "", exc) from exc
         except Exception as exc:
+            if remote:
+                raise remote_error(self.path, exc) from exc
             raise LeveError(f"{self.path}: not a readable Zarr store ({exc.__class__.__name__})") from exc
         self.attrs: dict[str, Any] = dict(self.root.attrs)
         check_layout(self.path, self.attrs, dataset=require_complete)
         if require_complete and not self.attrs.get("complete"):
             raise LeveError(f"{self.path}: store is incomplete (its build did not finish); rerun `leve prepare`")
+        if remote and require_complete:
+            check_published(self.path, self.attrs)
 
     @property
     def splits(self) -> list[str]:
         order = {"train": 0, "val": 1, "test": 2}
         try:
-            names = list(self.root.group_keys())
+            with warnings.catch_warnings():  # a bucket store's leve-manifest.json is no Zarr node
+                warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+                names = list(self.root.group_keys())
         except Exception as exc:  # a split's zarr.json damaged
             raise read_error(self.path, "", exc) from exc
         return sorted(names, key=lambda s: (order.get(s, 3), s))
