@@ -18,6 +18,7 @@ _ = _Names()
 
 # Called by the libraries that own the protocol, never by name in leve.
 _.forward  # torch.nn.Module.forward: called by Module.__call__ (every model and block in leve.models)
+_.get_next  # onnxruntime.quantization.CalibrationDataReader.get_next: called by quantize_static (leve.models.runtime)
 _.readable  # io.RawIOBase protocol of leve.sources.remote_zip.HttpRangeFile: called by io.BufferedReader and zipfile
 _.seekable  # io.RawIOBase protocol (zipfile seeks the remote file)
 _.tell  # io.RawIOBase protocol (zipfile reads the position)

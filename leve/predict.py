@@ -61,7 +61,7 @@ class PredictOptions:
     flip: bool = False
     cmap: str = "magma"
     device: str = "cpu"
-    runtime: str = "auto"  # leve.models.runtime: auto | eager | torch (BN folded, channels-last) | compiled | onnx
+    runtime: str = "auto"  # leve.models.runtime: auto | eager | torch (BN folded, channels-last) | compiled | onnx | onnx-int8
     every: int = 1  # videos: every k-th frame (leve.outputs.video)
     pointcloud: CloudOptions | None = None  # --pointcloud: a coloured PLY per image (leve.outputs.pointcloud)
     scale: float | None = None  # --scale: metres per unit of the depth (a relative checkpoint's); maps and PLY alike
@@ -170,7 +170,8 @@ def run_predict(inputs: list[str | Path], checkpoint: str | Path, opts: PredictO
     videos, rest = split_videos(inputs)
     images = find_images(rest) if rest or not videos else []
     model, info = load_checkpoint(checkpoint, device=opts.device)
-    model = prepare_for_inference(model, opts.runtime, info.resolution)  # checked against eager there
+    calibration = _calibration(images, info.resolution) if opts.runtime == "onnx-int8" else None
+    model = prepare_for_inference(model, opts.runtime, info.resolution, calibration=calibration)  # checked vs eager
     if model.fallback:
         from leve.progress import console
 
@@ -193,6 +194,15 @@ def run_predict(inputs: list[str | Path], checkpoint: str | Path, opts: PredictO
         written += _predict_video(video, lambda rgb: predict_depth(model, rgb, info.resolution, info.max_depth,
                                                                    opts.flip, opts.device), opts, encoding)
     return written
+
+
+def _calibration(images: list[Path], resolution: tuple[int, int], count: int = 16) -> list[torch.Tensor] | None:
+    """``onnx-int8``: up to ``count`` of the images to predict (evenly spaced) at the model's resolution
+    calibrate the int8 ranges; none (videos only): the runtime's synthetic rooms."""
+    if not images:
+        return None
+    picks = sorted({round(v) for v in np.linspace(0, len(images) - 1, min(count, len(images)))})
+    return [resize_rgb(decode_rgb(images[i].read_bytes(), str(images[i])), resolution)[None] for i in picks]
 
 
 def _say_encoding(checkpoint: str | Path, info: CheckpointInfo, encoding: DepthEncoding) -> None:

@@ -8,8 +8,17 @@ matmuls; bilinear resizes, pooling and batch norm are not counted) and batch lat
 and input only) and the inference runtimes of :mod:`leve.models.runtime` that ``leve predict`` and
 ``leve serve`` run: ``torch`` (batch norm folded, channels-last), ``compiled`` (that, through
 ``torch.compile``; only for ``compile_models``, since compiling takes minutes per model on a
-CPU) and ``onnx`` (onnxruntime, CPU). ``compile`` and ``fused`` are accepted for ``compiled`` and
-``torch``. Every mode is prepared first, checked against eager on the timed input (``check``:
+CPU), ``onnx`` (onnxruntime, CPU) and ``onnx-int8`` (that graph statically quantized to int8:
+:func:`leve.models.runtime.quantize_int8`). ``compile`` and ``fused`` are accepted for ``compiled`` and
+``torch``. ``onnx-int8`` brings ``onnx`` with it and adds ``latency_ratio_vs_onnx`` (median over
+rounds of int8 / fp32 ONNX) and ``accuracy``: δ1 and RMSE of fp32 ONNX and int8 against the ground
+truth of ``int8_eval_images`` images of ``int8_eval_split`` of ``int8_store`` (``d1_drop`` = fp32 −
+int8, ``rmse_rise`` = int8 − fp32; the prediction resized to the image as ``leve predict`` does),
+calibrated on ``int8_calibration_images`` of ``int8_calibration_split``. Where ``int8_store`` is
+absent (the demo's store not built), the embedded synthetic rooms it would hold are rendered
+instead (``source`` says which). ``int8_goal`` checks issue 29's <= 0.5x fp32 ONNX and |Δδ1| <= 0.01.
+
+Every mode is prepared first, checked against eager on the timed input (``check``:
 max abs difference relative to the output range) and warmed up; then ``repeats`` rounds each
 time every mode once, in rotating order, so that load from other processes falls on all modes
 alike. Per mode: ``prepare_s`` (preparing it and its first call: the export or compilation
@@ -51,9 +60,10 @@ from leve.models.registry import DEFAULT_MODEL, THESIS_FPS_DEVICE, create_model,
 from leve.models.runtime import compare, prepare_for_inference
 from leve.params import PARAMS_FILE, build_config, load_params, param, params_section, section
 
-MODES = ("eager", "channels_last", "torch", "compiled", "onnx")
+MODES = ("eager", "channels_last", "torch", "compiled", "onnx", "onnx-int8")
 ALIASES = {"compile": "compiled", "fused": "torch"}  # older names of two modes
 RATIO_GOAL = 0.6  # issue 16: a runtime at <= 0.6x the eager latency of the same model
+INT8_RATIO_GOAL, INT8_D1_GOAL = 0.5, 0.01  # issue 29: int8 at <= 0.5x fp32 ONNX latency, |Δδ1| <= 0.01
 PROTOCOLS = ("leve", "thesis")
 # The thesis code's timing (test_inference_speed in its notebooks): what `protocol: thesis` runs.
 THESIS_TIMING: dict[str, Any] = {"batch": 2, "resolution": "480x640", "warmup": 10, "runs": 200}
@@ -77,6 +87,12 @@ class Config:
     threads: int = param()  # 0: torch's default
     protocol: str = param()  # leve (interleaved modes, median) | thesis (the thesis code's timing, see above)
     out: str = param()
+    checkpoint: str = param()  # trained weights for the model it names ("": random init; int8 accuracy needs trained)
+    int8_store: str = param()  # onnx-int8: calibration and accuracy images (absent: the rendered synthetic rooms)
+    int8_calibration_split: str = param()
+    int8_calibration_images: int = param()
+    int8_eval_split: str = param()
+    int8_eval_images: int = param()
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -128,13 +144,66 @@ def time_interleaved(fns: dict[str, tuple[Callable[[torch.Tensor], Any], torch.T
     return times
 
 
-def prepare_mode(model: nn.Module, x: torch.Tensor, mode: str, batch: int) -> tuple[Callable, torch.Tensor]:
-    """The callable and input of one mode; the runtimes come from :func:`prepare_for_inference`."""
+def prepare_mode(model: nn.Module, x: torch.Tensor, mode: str, batch: int,
+                 calibration: list[torch.Tensor] | None = None) -> tuple[Callable, torch.Tensor]:
+    """The callable and input of one mode; the runtimes come from :func:`prepare_for_inference`
+    (``calibration``: onnx-int8's)."""
     if mode == "eager":
         return model, x
     if mode == "channels_last":
         return model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    return prepare_for_inference(model, mode, tuple(x.shape[-2:]), batch, check=False), x
+    return prepare_for_inference(model, mode, tuple(x.shape[-2:]), batch, check=False, calibration=calibration), x
+
+
+def int8_images(cfg: Config, split: str, count: int) -> tuple[list[tuple[Any, Any]], str]:
+    """``count`` evenly spaced (rgb uint8, depth) samples of ``split`` of ``cfg.int8_store``, or where that
+    store is absent, of the embedded synthetic rooms rendered at the bench resolution; and their source."""
+    import numpy as np
+
+    if Path(cfg.int8_store).exists():
+        from leve.store.reader import open_split
+
+        data = open_split(cfg.int8_store, split)
+        picks = sorted({int(round(v)) for v in np.linspace(0, len(data) - 1, min(count, len(data)))}) if len(data) else []
+        return [(data.rgb(i), data.depth(i) if data.has_depth else None) for i in picks], f"{cfg.int8_store}/{split}"
+    from leve.datasets.synthetic import render_sample
+
+    h, w = parse_resolution(cfg.resolution)
+    return ([render_sample(0, split, i, h, w) for i in range(count)],
+            f"synthetic rooms rendered at {h}x{w} ({cfg.int8_store} not found), {split} split, seed 0")
+
+
+def int8_calibration(cfg: Config) -> tuple[list[torch.Tensor], str]:
+    """onnx-int8's calibration inputs at the bench resolution and where they come from."""
+    from leve.images import resize_rgb
+
+    samples, source = int8_images(cfg, cfg.int8_calibration_split, cfg.int8_calibration_images)
+    if not samples:
+        raise LeveError(f"bench.model: no calibration images in {source}")
+    return [resize_rgb(rgb, parse_resolution(cfg.resolution))[None] for rgb, _ in samples], source
+
+
+def int8_accuracy(fp32: Callable, int8: Callable, cfg: Config, max_depth: float) -> dict[str, Any]:
+    """δ1 and RMSE (mean over images) of fp32 ONNX and int8 against the ground truth of the eval split."""
+    from leve.metrics import compute_metrics
+    from leve.predict import predict_depth
+
+    samples, source = int8_images(cfg, cfg.int8_eval_split, cfg.int8_eval_images)
+    size = parse_resolution(cfg.resolution)
+    scores: dict[str, list[dict[str, float]]] = {"fp32": [], "int8": []}
+    for rgb, gt in samples:
+        if gt is None:
+            continue
+        for name, fn in (("fp32", fp32), ("int8", int8)):
+            m = compute_metrics(predict_depth(fn, rgb, size, max_depth), gt)
+            if m is not None:
+                scores[name].append(m)
+    if not scores["fp32"]:
+        raise LeveError(f"bench.model: no image with depth in {source}")
+    mean = {n: {k: round(statistics.fmean(m[k] for m in v), 5) for k in ("d1", "rmse")} for n, v in scores.items()}
+    return {"source": source, "images": len(scores["fp32"]), "onnx": mean["fp32"], "onnx-int8": mean["int8"],
+            "d1_drop": round(mean["fp32"]["d1"] - mean["int8"]["d1"], 5),
+            "rmse_rise": round(mean["int8"]["rmse"] - mean["fp32"]["rmse"], 5)}
 
 
 def _latency(times: list[float], batch: int) -> dict[str, float]:
@@ -152,16 +221,31 @@ def _error(exc: BaseException) -> dict[str, str]:
 def _skip_reason(name: str, mode: str, cfg: Config, dtype: torch.dtype, device: torch.device) -> str | None:
     if mode == "compiled" and name not in cfg.compile_models:
         return "not in compile_models"
-    if mode == "onnx" and (device.type != "cpu" or dtype != torch.float32):
+    if mode in ("onnx", "onnx-int8") and (device.type != "cpu" or dtype != torch.float32):
         return "onnxruntime runs fp32 on the CPU here"
     return None
+
+
+def build_model(name: str, cfg: Config) -> nn.Module:
+    """Model ``name`` with ``cfg.checkpoint``'s weights when that checkpoint holds it, else randomly initialised."""
+    if cfg.checkpoint and _holds(cfg.checkpoint, name):
+        from leve.models.checkpoint import load_checkpoint
+
+        return load_checkpoint(cfg.checkpoint)[0]
+    return create_model(name)
+
+
+def _holds(checkpoint: str, name: str) -> bool:
+    from leve.models.checkpoint import read_checkpoint
+
+    return read_checkpoint(checkpoint)[1].model == name
 
 
 def bench_modes(name: str, dtype: torch.dtype, cfg: Config, x: torch.Tensor) -> dict[str, Any]:
     """Prepare, check against eager and time every mode of one model in one dtype, interleaved;
     a mode that fails records its error, not raised."""
     x = x.to(dtype=dtype)
-    eager = create_model(name).eval().to(x.device, dtype=dtype)
+    eager = build_model(name, cfg).eval().to(x.device, dtype=dtype)
     results: dict[str, Any] = {}
     fns: dict[str, tuple[Callable, torch.Tensor]] = {}
     with torch.inference_mode():
@@ -174,13 +258,16 @@ def bench_modes(name: str, dtype: torch.dtype, cfg: Config, x: torch.Tensor) -> 
         try:  # compile needs a C++ toolchain / triton, onnx the export extra: report why it failed
             t0 = time.perf_counter()
             model = eager if mode == "eager" else copy.deepcopy(eager)  # the same weights
-            fn, xin = prepare_mode(model, x, mode, cfg.batch)
+            calibration, source = int8_calibration(cfg) if mode == "onnx-int8" else (None, "")
+            fn, xin = prepare_mode(model, x, mode, cfg.batch, calibration)
             with torch.inference_mode():
                 check = compare(reference, fn(xin))  # also the first (compiling) call
             fns[mode] = (fn, xin)
             results[mode] = {"prepare_s": round(time.perf_counter() - t0, 2)}  # incl. export/compile, 1st call
             if mode != "eager":
                 results[mode]["check"] = check.to_dict()
+            if calibration is not None:
+                results[mode]["calibration"] = {"source": source, "images": len(calibration), "method": "minmax"}
         except Exception as exc:
             results[mode] = _error(exc)
     try:
@@ -192,6 +279,17 @@ def bench_modes(name: str, dtype: torch.dtype, cfg: Config, x: torch.Tensor) -> 
         if "eager" in times:
             results[mode]["latency_ratio_vs_eager"] = round(
                 statistics.median(a / b for a, b in zip(t, times["eager"])), 3)
+    if "onnx-int8" in times and "onnx" in times:
+        int8 = results["onnx-int8"]
+        int8["latency_ratio_vs_onnx"] = round(statistics.median(a / b for a, b in zip(times["onnx-int8"], times["onnx"])), 3)
+        try:
+            int8["accuracy"] = int8_accuracy(fns["onnx"][0], fns["onnx-int8"][0], cfg, float(eager.max_depth))
+            int8["int8_goal"] = {
+                "goal": f"latency_ratio_vs_onnx <= {INT8_RATIO_GOAL} and |d1_drop| <= {INT8_D1_GOAL}",
+                "met": int8["latency_ratio_vs_onnx"] <= INT8_RATIO_GOAL
+                and abs(int8["accuracy"]["d1_drop"]) <= INT8_D1_GOAL}
+        except Exception as exc:
+            int8["accuracy"] = _error(exc)
     return results
 
 
@@ -204,6 +302,7 @@ def bench_model(name: str, cfg: Config, device: torch.device) -> dict[str, Any]:
                               "output_stride": int(getattr(model, "output_stride", 1)),
                               "loadavg_1min_start": _loadavg()}
     del model
+    result["weights"] = cfg.checkpoint if cfg.checkpoint and _holds(cfg.checkpoint, name) else "random init"
     result["gmacs"] = round(result["macs"] / 1e9, 3)
     dtypes = {"fp32": torch.float32, **({"fp16": torch.float16} if device.type == "cuda" else {})}
     for dname, dtype in dtypes.items():
@@ -308,6 +407,8 @@ def _resolve(cfg: Config) -> tuple[list[str], torch.device]:
         raise LeveError("--device cuda: no CUDA device available to torch")
     if cfg.batch < 1 or cfg.repeats < 1 or cfg.warmup < 0:
         raise LeveError("bench.model: batch and repeats must be >= 1, warmup >= 0")
+    if cfg.int8_calibration_images < 1 or cfg.int8_eval_images < 1:
+        raise LeveError("bench.model: int8_calibration_images and int8_eval_images must be >= 1")
     h, w = parse_resolution(cfg.resolution)
     for name in names:  # every model must take the size (MobileNetV3 Leve: multiples of 16), before any is built
         model_spec(name).check_size(h, w, what=f"bench.model: resolution {cfg.resolution}")
@@ -361,6 +462,8 @@ def config(overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_F
     values = {**section(load_params(params_file), "bench.model"), **(overrides or {})}
     cfg = build_config(Config, values, "bench.model")
     modes = [ALIASES.get(m, m) for m in ("eager", *cfg.modes)]  # eager always: the baseline of the ratios
+    if "onnx-int8" in modes:  # int8's latency and accuracy are reported against fp32 ONNX
+        modes.insert(modes.index("onnx-int8"), "onnx")
     return replace(cfg, modes=tuple(dict.fromkeys(modes)))
 
 

@@ -43,7 +43,8 @@ def predict(
     device: str = device_option(None),
     runtime: str = typer.Option("auto", "--runtime", help="auto (onnx on the CPU when onnxruntime is installed, "
                                 "else torch), torch (batch norm folded, channels-last), compiled (torch.compile), "
-                                "onnx (onnxruntime, CPU) or eager; each checked against eager."),
+                                "onnx (onnxruntime, CPU), onnx-int8 (that, statically quantized to int8, calibrated "
+                                "on the input images) or eager; each checked against eager."),
     every: int = typer.Option(1, "--every", min=1, help="Videos: predict every k-th frame."),
     pointcloud: bool = typer.Option(False, "--pointcloud", help="Also write a coloured PLY point cloud per image "
                                     "(intrinsics: --fx/--fov, --intrinsics STORE, or the image's EXIF focal length)."),
@@ -83,17 +84,25 @@ def export(
     metrics: list[Path] = typer.Option([], "--metrics", help="hf: `leve eval` metrics JSON for the card (repeatable)."),
     push: str = typer.Option(None, "--push", help="hf: upload the folder to this Hub repository (owner/name)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With --push: list what would be uploaded, send nothing."),
+    quantize: str = typer.Option(None, "--quantize", help="onnx: int8 (onnxruntime static quantization, QDQ, "
+                                 "calibrated on store images; default out <checkpoint>.int8.onnx)."),
+    calibration_store: Path = typer.Option(Path("data/zarr/synthetic.zarr"), "--calibration-store",
+                                           help="--quantize: the store whose images calibrate the int8 ranges."),
+    calibration_split: str = typer.Option("train", "--calibration-split", help="--quantize: its split."),
+    calibration_images: int = typer.Option(32, "--calibration-images", min=1,
+                                           help="--quantize: how many images (evenly spaced over the split)."),
 ) -> None:
-    """Export to ONNX (dynamic batch and size), TorchScript or a Hugging Face folder, verified against
-    PyTorch; the model's lineage (teacher, licence, data) goes with it."""
+    """Export to ONNX (dynamic batch and size; --quantize int8: statically quantized), TorchScript or a
+    Hugging Face folder, verified against PyTorch; the model's lineage (teacher, licence, data) goes with it."""
     from leve.bench.model import parse_resolution
     from leve.errors import LeveError
-    from leve.export import export_checkpoint
+    from leve.export import Calibration, export_checkpoint
 
     if (push or dry_run) and (fmt != "hf" or not push):
         raise LeveError("--push REPO (and --dry-run with it) needs --format hf")
     size = parse_resolution(resolution) if resolution else None
-    result = export_checkpoint(checkpoint, fmt, out, size, opset, tuple(metrics))
+    calibration = Calibration(str(calibration_store), calibration_split, calibration_images)
+    result = export_checkpoint(checkpoint, fmt, out, size, opset, tuple(metrics), quantize, calibration)
     console.print(f"wrote {result.path}; max abs diff vs PyTorch {result.max_abs_diff:.3g}")
     if push:
         from leve.models.hf import push_hf_folder
@@ -126,7 +135,7 @@ def bench_model(
     warmup: int = typer.Option(None, "--warmup", help=f"Untimed runs first {_bench('warmup')}."),
     batch_size: int = batch_size_option("bench.model.batch", "Images per forward pass"),
     modes: list[str] = typer.Option(None, "--modes", show_default=False, help="eager, channels_last, torch, compiled, "
-                                    f"onnx (eager always) {_bench('modes')}."),
+                                    f"onnx, onnx-int8 (adds onnx; bench.model.int8_* keys) (eager always) {_bench('modes')}."),
     compile_models: list[str] = typer.Option(None, "--compile-models", show_default=False,
                                              help=f"Models to time compiled (torch.compile) {_bench('compile_models')}."),
     threads: int = typer.Option(None, "--threads",

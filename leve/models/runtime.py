@@ -13,11 +13,18 @@ called like the model itself (RGB ``(B, 3, H, W)`` in [0, 1] -> raw output) and 
 * ``compiled``: ``torch`` then ``torch.compile`` (inductor; a C++ compiler on the CPU, triton on
   CUDA); the first call at a new size compiles (tens of seconds on a CPU);
 * ``onnx``: the folded model exported to ONNX in memory (:func:`export_onnx`, the exporter of
-  ``leve export``) and run by onnxruntime on the CPU (needs the ``export`` extra).
+  ``leve export``) and run by onnxruntime on the CPU (needs the ``export`` extra);
+* ``onnx-int8``: that ONNX graph quantized to int8 by onnxruntime's static quantization
+  (:func:`quantize_int8`: QDQ, per-channel int8 weights, uint8 activations, min-max calibration on
+  ``calibration`` images; by default :data:`CALIBRATION_IMAGES` of the embedded synthetic rooms,
+  ``leve predict`` passes the images it predicts), CPU only. ``leve export --quantize int8`` writes
+  the same quantization to a file.
 
 Each prepared model is verified against the eager model on a seeded random input (at the size
 it will run at, so a compiled graph is compiled there): the largest absolute difference must
-stay below :data:`TOLERANCE` of the eager output's range, or :class:`~leve.errors.LeveError`.
+stay below :data:`TOLERANCE` of the eager output's range, or :class:`~leve.errors.LeveError`;
+``onnx-int8`` (rounding to 256 levels moves single pixels far more) on the first calibration
+image instead, its mean absolute difference below :data:`INT8_TOLERANCE` of that range.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import copy
 import io
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -37,9 +44,15 @@ from torch.overrides import TorchFunctionMode
 
 from leve.errors import LeveError
 
-RUNTIMES = ("auto", "eager", "torch", "compiled", "onnx")
+RUNTIMES = ("auto", "eager", "torch", "compiled", "onnx", "onnx-int8")
+ONNX_RUNTIMES = ("onnx", "onnx-int8")  # onnxruntime's CPU provider
 DEFAULT_RUNTIME = "auto"
 TOLERANCE = 1e-4  # max abs difference / eager output range (as `leve export`; fp32 reordering gives ~1e-6)
+# int8: mean abs difference / eager output range; measured 0.035-0.067 on untrained leve models (64x96 and
+# 96x128, synthetic rooms: a near-constant output, so a small range), so 0.15 passes honest rounding with a
+# 2x margin and refuses a broken graph (a wrong scale or zero point: 0.3 and up)
+INT8_TOLERANCE = 0.15
+CALIBRATION_IMAGES = 16  # default calibration: this many embedded synthetic rooms (val split, seed 0)
 _CONTRACT = ("max_depth", "output_stride", "input_multiple", "min_input_size", "name")
 _METADATA = {"shape", "size", "dim", "ndim", "dtype", "device", "is_cuda", "stride", "numel", "is_contiguous"}
 
@@ -165,6 +178,7 @@ class Check:
     max_abs_diff: float
     output_range: float
     relative: float
+    mean_relative: float = 0.0  # mean abs difference / output range
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -216,20 +230,73 @@ def export_onnx(model: nn.Module, example: torch.Tensor, target: str | Path | Bi
                           dynamic_axes={"rgb": axes, "out": axes})
 
 
-def _onnx_fn(model: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Export ``model`` to ONNX in memory and return a call through an onnxruntime session."""
+def synthetic_calibration(resolution: tuple[int, int], count: int = CALIBRATION_IMAGES) -> list[torch.Tensor]:
+    """``count`` embedded synthetic rooms (val split, seed 0) as ``(1, 3, H, W)`` inputs in [0, 1]:
+    the calibration of ``onnx-int8`` when none is given."""
+    from leve.datasets.synthetic import render_sample
+    from leve.images import resize_rgb
+
+    return [resize_rgb(render_sample(0, "val", i, *resolution)[0], resolution)[None] for i in range(count)]
+
+
+def quantize_int8(fp32: bytes | str | Path, calibration: Sequence[torch.Tensor], per_channel: bool = True) -> bytes:
+    """An fp32 ONNX graph (bytes or a path; input ``rgb``) quantized by onnxruntime's static quantization:
+    QDQ format, int8 weights (per output channel when ``per_channel``), uint8 activations whose ranges
+    are the min-max over ``calibration`` (inputs ``(B, 3, H, W)``). The dynamic batch, height and width
+    axes are kept. Batch norms that no convolution absorbed stay fp32 (their per-channel axis is not
+    the weights' one)."""
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.registry import QDQRegistry
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not calibration:
+        raise LeveError("int8 quantization needs at least one calibration image")
+    arrays = [x.detach().float().cpu().numpy() for x in calibration]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(arrays)
+
+        def get_next(self) -> dict[str, Any] | None:
+            x = next(self.items, None)
+            return None if x is None else {"rgb": x}
+
+    with tempfile.TemporaryDirectory(prefix="leve-int8-") as tmp:
+        src, pre, out = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
+        src.write_bytes(fp32 if isinstance(fp32, bytes) else Path(fp32).read_bytes())
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)  # onnx shape inference + ORT's basic fusions
+        ops = [op for op in QDQRegistry if op != "BatchNormalization"]
+        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=ops,
+                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+        return out.read_bytes()
+
+
+def onnx_session(model: bytes | str | Path) -> Any:
+    """An onnxruntime CPU session as the runtimes run it: torch's thread count, all graph optimizations."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
         raise LeveError(f"runtime onnx needs the export extra ({exc.name} missing): pip install 'leve[export]'") from exc
-    buf = io.BytesIO()
-    export_onnx(model, example, buf)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep, as torch's do
-    session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                providers=["CPUExecutionProvider"])
+
+
+def _onnx_fn(model: nn.Module, example: torch.Tensor,
+             calibration: Sequence[torch.Tensor] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Export ``model`` to ONNX in memory (quantized to int8 on ``calibration`` when given) and return
+    a call through an onnxruntime session."""
+    buf = io.BytesIO()
+    export_onnx(model, example, buf)
+    graph = buf.getvalue() if calibration is None else quantize_int8(buf.getvalue(), calibration)
+    session = onnx_session(graph)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         array = x.detach().float().contiguous().numpy()
@@ -242,8 +309,8 @@ def check_runtime(runtime: str, device: str | torch.device) -> None:
     """Refuse an unknown runtime, or onnx off the CPU (one line)."""
     if runtime not in RUNTIMES:
         raise LeveError(f"unknown runtime '{runtime}'; choose from {', '.join(RUNTIMES)}")
-    if runtime == "onnx" and str(device).split(":")[0] != "cpu":
-        raise LeveError(f"runtime onnx runs on the CPU (onnxruntime's CPU provider), not {device}")
+    if runtime in ONNX_RUNTIMES and str(device).split(":")[0] != "cpu":
+        raise LeveError(f"runtime {runtime} runs on the CPU (onnxruntime's CPU provider), not {device}")
 
 
 def compare(reference: torch.Tensor, got: torch.Tensor) -> Check:
@@ -252,19 +319,24 @@ def compare(reference: torch.Tensor, got: torch.Tensor) -> Check:
     if ref.shape != out.shape:
         raise LeveError(f"prepared model gave shape {tuple(out.shape)}, eager {tuple(ref.shape)}")
     diff = float((ref - out).abs().max())
+    mean = float((ref - out).abs().mean())
     span = float(ref.max() - ref.min())
-    return Check(list(ref.shape), diff, span, diff / span if span > 0 else diff)
+    return Check(list(ref.shape), diff, span, diff / span if span > 0 else diff, mean / span if span > 0 else mean)
 
 
-def verify(prepared: InferenceModel, reference: nn.Module, x: torch.Tensor, tolerance: float = TOLERANCE) -> Check:
-    """Run both on ``x``; record the comparison on ``prepared`` and refuse one beyond ``tolerance``."""
+def verify(prepared: InferenceModel, reference: nn.Module, x: torch.Tensor, tolerance: float | None = None) -> Check:
+    """Run both on ``x``; record the comparison on ``prepared`` and refuse one beyond ``tolerance``
+    (default :data:`TOLERANCE` of the max difference; ``onnx-int8``: :data:`INT8_TOLERANCE` of the mean)."""
     with torch.inference_mode():
         check = compare(reference(x), prepared(x))
     prepared.check = check
-    if not check.relative < tolerance:
+    int8 = prepared.runtime == "onnx-int8"
+    limit = tolerance if tolerance is not None else INT8_TOLERANCE if int8 else TOLERANCE
+    if not (check.mean_relative if int8 else check.relative) < limit:
+        what = "mean" if int8 else "max"
         raise LeveError(f"runtime {prepared.runtime}: output differs from eager PyTorch at {check.shape} "
-                        f"(max abs diff {check.max_abs_diff:.3g}, {check.relative:.3g} of the output range); "
-                        f"use --runtime eager")
+                        f"({what} abs diff {check.mean_relative if int8 else check.relative:.3g} of the output range "
+                        f"{check.output_range:.3g}, limit {limit:.3g}); use --runtime eager")
     return check
 
 
@@ -280,15 +352,16 @@ def auto_runtime(device: str | torch.device) -> str:
 
 
 def prepare_for_inference(model: nn.Module, runtime: str = DEFAULT_RUNTIME, resolution: tuple[int, int] | None = None,
-                          batch: int = 1, check: bool = True, compile_options: dict[str, Any] | None = None
-                          ) -> InferenceModel:
+                          batch: int = 1, check: bool = True, compile_options: dict[str, Any] | None = None,
+                          calibration: Sequence[torch.Tensor] | None = None) -> InferenceModel:
     """``model`` (left unchanged) prepared for ``runtime`` on its own device, verified against it
     on a seeded random ``(batch, 3, *resolution)`` input when ``check`` (default: the smallest size
-    the model takes)."""
+    the model takes). ``calibration``: ``onnx-int8``'s calibration inputs (``(B, 3, H, W)`` in [0, 1];
+    default :func:`synthetic_calibration` at ``resolution``); int8 is checked on the first of them."""
     device = _device_of(model)
     check_runtime(runtime, device)
     if runtime != "auto":
-        return _prepare(model, runtime, resolution, batch, check, compile_options)
+        return _prepare(model, runtime, resolution, batch, check, compile_options, calibration)
     first = auto_runtime(device)
     try:
         return _prepare(model, first, resolution, batch, check, compile_options)
@@ -301,7 +374,7 @@ def prepare_for_inference(model: nn.Module, runtime: str = DEFAULT_RUNTIME, reso
 
 
 def _prepare(model: nn.Module, runtime: str, resolution: tuple[int, int] | None, batch: int, check: bool,
-             compile_options: dict[str, Any] | None) -> InferenceModel:
+             compile_options: dict[str, Any] | None, calibration: Sequence[torch.Tensor] | None = None) -> InferenceModel:
     device, dtype = _device_of(model), _dtype_of(model)
     model = model.eval()
     x = example_input(model, batch)
@@ -314,6 +387,11 @@ def _prepare(model: nn.Module, runtime: str, resolution: tuple[int, int] | None,
         fused = fuse_batchnorm(model, example_input(model).to(device, dtype))
         if runtime == "onnx":
             prepared = InferenceModel(fused, runtime, _onnx_fn(fused, x.cpu()), channels_last=False)
+        elif runtime == "onnx-int8":
+            if calibration is None:
+                calibration = synthetic_calibration(tuple(x.shape[-2:]))
+            prepared = InferenceModel(fused, runtime, _onnx_fn(fused, x.cpu(), calibration), channels_last=False)
+            x = calibration[0].to(device, dtype)  # a real image: random noise is no test of int8 ranges
         else:
             fused = fused.to(memory_format=torch.channels_last)
             fn: Callable = fused
