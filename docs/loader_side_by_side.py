@@ -59,7 +59,8 @@ def build(out: Path) -> None:
                 show_progress=False)
     for kind in ("random", "rooms", "nyu8"):
         build_teacher_cache(out / f"{kind}.zarr", out / f"{kind}_teacher.zarr", "train", load_teacher("tiny-random"),
-                            batch_size=4, device="cpu", show_progress=False)
+                            batch_size=4, device="cpu", amp="float32", tta="none", workers=0, block_size=64,
+                            show_progress=False)
 
 
 def rate(out: Path, kind: str, batches: int = 80, batch_size: int = 8, workers: int = 2) -> None:
@@ -73,11 +74,12 @@ def rate(out: Path, kind: str, batches: int = 80, batch_size: int = 8, workers: 
     try:  # a checkout with shared batches: as its leve train builds the loader
         from leve.train.batches import SharedBatchLoader
 
-        data = DepthDataset(store, "train", (240, 320), cache, AugmentConfig(), 0, rgb_uint8=True, targets="device")
+        data = DepthDataset(store, "train", (240, 320), cache, AugmentConfig(), seed=0, decode="full", rgb_uint8=True,
+                            targets="device")
         loader = SharedBatchLoader(data, sampler, batch_size, workers, persistent_workers=False,
                                    worker_init_fn=DiesWithParent())
     except ImportError:  # before: as commit 271d170's leve train built it
-        data = DepthDataset(store, "train", (240, 320), cache, AugmentConfig(), 0)
+        data = DepthDataset(store, "train", (240, 320), cache, AugmentConfig(), seed=0)  # no decode option yet
         loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
                                              prefetch_factor=4, worker_init_fn=DiesWithParent())
     t = os.times()

@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 from tests import media
+from tests.explicit import caching
 from tests.store import damage
 
 MARKER = "PWNED"  # what the armed pickles create when loaded unsafely
@@ -659,7 +660,8 @@ def catalogue_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = synthetic_store(root / "data/zarr/synthetic.zarr", height=48, width=64, train=4, val=2, test=2, block_size=4)
     teacher = load_teacher("tiny-random")
     for split in ("train", "test"):
-        build_teacher_cache(store, root / "data/teacher/synthetic.zarr", split, teacher, block_size=4, show_progress=False)
+        build_teacher_cache(store, root / "data/teacher/synthetic.zarr", split, teacher, **caching(block_size=4),
+                            show_progress=False)
     torch.manual_seed(0)
     save_checkpoint(root / CKPT, create_model("leve-mobilenetv3"), "leve-mobilenetv3", 10.0, resolution=(64, 64))
     write(root / "metrics/synthetic.json", '{"rmse": 1.0}\n')

@@ -241,7 +241,8 @@ def teacher_cache_path(store: Path, out: Path, teacher: Any, amp: str, plan: Pla
 
     t0 = time.perf_counter()
     result = build_teacher_cache(store, out, "train", teacher, batch_size=plan.teacher_batch, device=str(dev),
-                                 amp=amp, workers=plan.teacher_workers, show_progress=False, force=True)
+                                 amp=amp, tta="none", workers=plan.teacher_workers, block_size=64, show_progress=False,
+                                 force=True)
     seconds = time.perf_counter() - t0
     return {"images": result.samples, "seconds": round(seconds, 2), "images_per_s": round(result.samples / seconds, 2),
             "workers": plan.teacher_workers}
@@ -263,7 +264,7 @@ def teacher_section(store: Path, cache: Path, plan: Plan, dev: torch.device, dea
             out["amps"][amp] = {"skipped": "time budget"}
             continue
         try:
-            runner = TeacherRunner(teacher, device=str(dev), amp=amp)
+            runner = TeacherRunner(teacher, device=str(dev), amp=amp, tta="none")
             row = {"forward": teacher_forward(runner, store, plan.teacher_batch, deadline, plan.teacher_rounds)}
             target = cache if k == 0 else cache.with_name(f"{cache.stem}-{amp}.zarr")  # the first feeds KD
             row["cache_path"] = teacher_cache_path(store, target, teacher, amp, plan, dev)

@@ -145,7 +145,7 @@ def run(samples: int = 48, workers: int = 2, repeats: int = 2, archive: Path | N
         pairs = nyu.read_pairs(zf, nyu.TRAIN_CSV, zip_path.name)[:samples]
     n = len(pairs)
     order = np.random.default_rng(0).permutation(n)
-    readers: dict[str, Callable[[int], Any]] = {"source_zip": SourceReader(nyu.ZipLoader(str(zip_path), pairs, 8))}
+    readers: dict[str, Callable[[int], Any]] = {"source_zip": SourceReader(nyu.ZipLoader(str(zip_path), pairs, 8, "raw"))}
     sizes = {"source_zip": member_bytes(zip_path, pairs)}
     for codec in ("raw", "jpeg"):
         out = work / f"nyu_{codec}.zarr"

@@ -46,6 +46,7 @@ from leve.teacher.loading import load_teacher
 from leve.train.batches import PREFETCH, SharedBatchLoader
 from leve.train.config import AugmentConfig
 from leve.train.data import DepthDataset, collate
+from leve.train.losses import LossOptions
 from leve.train.step import Batch, StepRunner
 
 KD_EPS = 0.25
@@ -57,7 +58,7 @@ def _runner(device: torch.device, eps: float) -> StepRunner:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     amp = "bfloat16" if device.type == "cuda" else "float32"
     return StepRunner(model, optimizer, None, device, MAX_DEPTH, eps=eps, kd_loss="l1", accumulate=1, amp=amp,
-                      channels_last=True)
+                      channels_last=True, options=LossOptions(ssim="leve", invalid="mask", kd_norm="image"))
 
 
 def _fetch(dataset: DepthDataset, indices: list[int]) -> Batch:
@@ -94,8 +95,10 @@ def step_times(variants: dict[str, Callable[[int], None]], steps: int) -> dict[s
 def _variants(store: Path, cache: Path, online: OnlineTeacher, batch_size: int, size: tuple[int, int],
               device: torch.device) -> dict[str, Callable[[int], None]]:
     n = len(open_split(store, "train"))
-    plain_data = DepthDataset(store, "train", size, augment=AugmentConfig(), rgb_uint8=True, targets="device")
-    kd_data = DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig(), rgb_uint8=True, targets="device")
+    plain_data = DepthDataset(store, "train", size, augment=AugmentConfig(), seed=0, decode="full", rgb_uint8=True,
+                              targets="device")
+    kd_data = DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig(), seed=0, decode="full",
+                           rgb_uint8=True, targets="device")
     runners = {"plain": _runner(device, 0.0), "kd_cache": _runner(device, KD_EPS), "kd_online": _runner(device, KD_EPS)}
 
     def indices(k: int) -> list[int]:
@@ -180,7 +183,7 @@ def loader_vs_model(store: Path, cache: Path, batch_size: int, size: tuple[int, 
     memory, the device-side resize included (``batches`` steps; ``loader_batches`` batches: two dozen
     or more, or the workers' start-up weighs on their CPU time)."""
     def dataset(targets: str, rgb_uint8: bool = True) -> DepthDataset:
-        return DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig(), decode=decode,
+        return DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig(), seed=0, decode=decode,
                             rgb_uint8=rgb_uint8, targets=targets)
 
     # name: (targets, transfer, uint8 RGB); "before": the loader before this work (commit 271d170)
@@ -372,11 +375,11 @@ def jpeg_loader(tmp: Path, images: int, batch_size: int, size: tuple[int, int], 
                 show_progress=False)
     cache = tmp / "nyu_teacher.zarr"
     build_teacher_cache(store, cache, "train", load_teacher("tiny-random"), batch_size=4, device="cpu",
-                        show_progress=False)
+                        amp="float32", tta="none", workers=0, block_size=64, show_progress=False)
     rates: dict[str, list[float]] = {"full": [], "draft": []}
     for _ in range(2):
         for decode in rates:
-            data = DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig(), decode=decode,
+            data = DepthDataset(store, "train", size, teacher=cache, augment=AugmentConfig(), seed=0, decode=decode,
                                 rgb_uint8=True, targets="device")
             rates[decode].append(loader_rate(data, batch_size, workers, batches)["samples_per_cpu_s"])
     best = {k: max(v) for k, v in rates.items()}
@@ -394,14 +397,14 @@ def run_bench(steps: int = 3, batch_size: int = 8, size: tuple[int, int] = (240,
         store = make_store(Path(tmp) / "bench.zarr", max(images, 2 * batch_size))
         cache = Path(tmp) / "teacher.zarr"  # the cached format does not depend on which teacher filled it
         build_teacher_cache(store, cache, "train", load_teacher("tiny-random"), batch_size=4, device=str(dev),
-                            show_progress=False)
+                            amp="float16", tta="none", workers=0, block_size=64, show_progress=False)
         online = OnlineTeacher(TeacherRunner(load_teacher("small-random"), device=str(dev),
-                                             amp="float16" if cuda else "float32"), store, size)
+                                             amp="float16" if cuda else "float32", tta="none"), store, size)
         times = step_times(_variants(store, cache, online, batch_size, size, dev), steps)
         nyu = make_nyu_like_store(Path(tmp) / "nyu_like.zarr", 2 * batch_size)
         nyu_cache = Path(tmp) / "nyu_like_teacher.zarr"
         build_teacher_cache(nyu, nyu_cache, "train", load_teacher("tiny-random"), batch_size=4, device=str(dev),
-                            show_progress=False)
+                            amp="float16", tta="none", workers=0, block_size=64, show_progress=False)
         loader = loader_vs_model(nyu, nyu_cache, batch_size, size, workers, dev, batches=max(steps, 3))
         jpeg = jpeg_loader(Path(tmp), 2 * batch_size, batch_size, size, workers, batches=24)
     median = {k: statistics.median(v) for k, v in times.items()}

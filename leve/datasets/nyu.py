@@ -146,7 +146,7 @@ class ZipLoader:
     zip_path: str
     pairs: list[Pair]
     depth_bits: int  # 8 (train: v/255*10 m) or 16 (test: mm)
-    rgb_codec: str = "raw"
+    rgb_codec: str  # prepare.nyu.rgb_codec
 
     def _read(self, member: str) -> bytes:
         try:

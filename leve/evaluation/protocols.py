@@ -47,7 +47,7 @@ predictor under the same protocol and a depth-ordering metric (``spearman``) for
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -152,9 +152,11 @@ class Protocol:
     teacher_align: str = "lstsq"
     upsample: str = "output"  # a half-resolution output upsampled as the raw output (then read) | as depth
     rel_denominator: str = "gt"  # abs_rel and sq_rel divide by the ground truth | by the prediction
-    aggregation: str = "per_image"  # per_image: mean of per-image metrics | per_image_mse: RMSE (and the other
-    # root metrics) sqrt of the mean per-image square, the thesis's eq. 8.1 | pooled: over every pixel of the split
-    rmse_log: str = "ln"  # the log of rmse_log: ln (every protocol's default) | log10 (the thesis code's RMSE_log)
+    # each protocol states its own (eval.aggregation and eval.rmse_log null: the protocol's); keyword-only, field
+    # order kept (the order the settings are recorded in):
+    aggregation: str = field(kw_only=True)  # per_image: mean of per-image metrics | per_image_mse: RMSE (and the
+    # other root metrics) sqrt of the mean per-image square, the thesis's eq. 8.1 | pooled: over every pixel of the split
+    rmse_log: str = field(kw_only=True)  # the log of rmse_log: ln (every protocol's own) | log10 (the thesis code's)
 
     # Filled in by the evaluation (leve.evaluation.runner), recorded with the numbers:
     teacher_flip: str = "none"  # none | average: the teacher's cached map is flip-averaged (teacher.tta: flip)
@@ -192,7 +194,7 @@ def leve2024(dataset: str, max_depth: float, min_depth: float | None = None,
     """The thesis protocol (see the module docstring); ``min_depth`` is fixed at D/100."""
     return Protocol("leve2024", dataset, crop_for(dataset, crop, "leve2024"), flip="separate",
                     valid_mask=False, min_depth=max_depth / LEVE2024_MIN_DEPTH_DIVISOR, max_depth=max_depth,
-                    depth_scale="dataset", align="none")
+                    depth_scale="dataset", align="none", aggregation="per_image", rmse_log="ln")
 
 
 def standard(dataset: str, max_depth: float, min_depth: float | None = None, crop: str | None = None, *,
@@ -201,7 +203,7 @@ def standard(dataset: str, max_depth: float, min_depth: float | None = None, cro
     return Protocol("standard", dataset, crop_for(dataset, crop, "standard"),
                     flip="average" if flip else "none", valid_mask=True,
                     min_depth=STANDARD_MIN_DEPTH if min_depth is None else float(min_depth), max_depth=max_depth,
-                    depth_scale="checkpoint", align=align)
+                    depth_scale="checkpoint", align=align, aggregation="per_image", rmse_log="ln")
 
 
 def densedepth(dataset: str, max_depth: float, min_depth: float | None = None, crop: str | None = None,
@@ -253,7 +255,7 @@ def densedepth(dataset: str, max_depth: float, min_depth: float | None = None, c
     return Protocol("densedepth", dataset, crop_for(dataset, crop, "densedepth"), flip="average",
                     valid_mask=False, min_depth=max_depth / DENSEDEPTH_MIN_DEPTH_DIVISOR, max_depth=max_depth,
                     depth_scale="checkpoint", align="none", upsample="depth", rel_denominator="pred",
-                    aggregation="pooled")
+                    aggregation="pooled", rmse_log="ln")
 
 
 PROTOCOLS: dict[str, Callable[..., Protocol]] = {"leve2024": leve2024, "standard": standard, "densedepth": densedepth}

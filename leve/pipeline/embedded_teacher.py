@@ -271,7 +271,7 @@ def evaluate_folder(out: Path, seed: int, count: int, height: int, width: int) -
     from leve.teacher.loading import load_teacher
 
     teacher = load_teacher(str(out))
-    runner = TeacherRunner(teacher, device="cpu")
+    runner = TeacherRunner(teacher, device="cpu", amp="float32", tta="none")
     protocol = get_protocol("leve2024", "synthetic", synthetic.MAX_DEPTH)
     scores = []
     for first in range(0, count, 16):

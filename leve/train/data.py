@@ -101,7 +101,7 @@ class DepthDataset(torch.utils.data.Dataset):
     ``labelled`` (one bool per sample; None: all) keeps it. Elsewhere its depth is all zeros (no
     measurement), so the sample's ground truth never reaches training.
 
-    ``decode``: ``full`` (the default; bit-equal to evaluation's input) or ``draft``: an
+    ``decode``: ``full`` (bit-equal to evaluation's input) or ``draft``: an
     ``rgb_codec: jpeg`` store's RGB is decoded at libjpeg's reduced DCT scale when ``size`` is half
     the stored size or less (:meth:`leve.store.Split.rgb_draft`), then brought to ``size`` by the
     shared resize. Several times faster, but not bit-equal to the full decode + resize that
@@ -117,8 +117,8 @@ class DepthDataset(torch.utils.data.Dataset):
     whose samples differ in size cannot be stacked at the stored size and keeps ``worker``."""
 
     def __init__(self, store: str | Path, split: str, size: tuple[int, int], teacher: str | Path | None = None,
-                 augment: AugmentConfig | None = None, seed: int = 0, labelled: np.ndarray | None = None,
-                 decode: str = "full", rgb_uint8: bool = False, targets: str = "worker") -> None:
+                 augment: AugmentConfig | None = None, *, seed: int, labelled: np.ndarray | None = None,
+                 decode: str, rgb_uint8: bool = False, targets: str = "worker") -> None:
         if decode not in DECODES:
             raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
         if targets not in TARGETS:
@@ -239,7 +239,7 @@ def _one_size(split: Split) -> bool:
                                                                 and meta["width"].nunique() <= 1)
 
 
-def labelled_samples(n: int, fraction: float, seed: int = 0) -> np.ndarray:
+def labelled_samples(n: int, fraction: float, seed: int) -> np.ndarray:
     """Which of ``n`` samples keep their depth: the first ``round(fraction * n)`` indices (at least
     one when ``fraction > 0``) of a permutation drawn from ``seed`` alone; one bool per sample. A
     smaller fraction keeps a subset of a larger one's samples."""
@@ -259,7 +259,7 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[tuple[int, int]]]):
     ``n // global_batch`` batches; ``extra`` more samples per global batch come from ``extra_pool``
     the same way (the unlabelled samples, for the KD term alone)."""
 
-    def __init__(self, n: int, global_batch: int, rank: int = 0, world: int = 1, seed: int = 0,
+    def __init__(self, n: int, global_batch: int, rank: int = 0, world: int = 1, *, seed: int,
                  pool: np.ndarray | None = None, extra_pool: np.ndarray | None = None, extra: int = 0) -> None:
         if global_batch % world or extra % world:
             raise ValueError(f"global batch {global_batch} (+{extra}) does not split over {world} processes")

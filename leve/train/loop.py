@@ -183,22 +183,26 @@ class Trainer:
         self.decode = self._decode(store.split(cfg.train_split))
         # uint8 RGB at the training size and the depth/teacher maps at the stored size between processes; the
         # maps are resized and flipped on the device (runner.to_device), the RGB made float there: the same input
-        self.train_set = DepthDataset(cfg.store_path, cfg.train_split, cfg.resolution, teacher, cfg.augment, cfg.seed,
-                                      labelled=None if labelled.all() else labelled, rgb_uint8=True,
+        self.train_set = DepthDataset(cfg.store_path, cfg.train_split, cfg.resolution, teacher, cfg.augment,
+                                      seed=cfg.seed, labelled=None if labelled.all() else labelled, rgb_uint8=True,
                                       decode=self.decode, targets="device")
-        self.val_set = DepthDataset(cfg.store_path, cfg.val_split, cfg.resolution, rgb_uint8=True, targets="device")
+        # validation reads its input as evaluation does: the full decode, whatever train.data.decode says
+        self.val_set = DepthDataset(cfg.store_path, cfg.val_split, cfg.resolution, seed=cfg.seed, decode="full",
+                                    rgb_uint8=True, targets="device")
         # the unaugmented first training samples with their teacher maps: a relative student's output convention
-        self.calib_set = DepthDataset(cfg.store_path, cfg.train_split, cfg.resolution, teacher,
-                                      labelled=labelled) if self.relative else None
+        self.calib_set = DepthDataset(cfg.store_path, cfg.train_split, cfg.resolution, teacher, seed=cfg.seed,
+                                      decode="full", labelled=labelled) if self.relative else None
         self.sampler = self._sampler(labelled)
         self.model = self._model()
         self.total_steps = self._total_steps()
         optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = make_scheduler(optimizer, cfg.schedule, self.total_steps, self.sampler.batches_per_epoch(), cfg.lr)
         kd_weight = 1.0 if self.relative else cfg.kd.eps  # without labels the KD term is the whole loss
+        teacher_scale, teacher_low = self._teacher_raw(teacher, store)
         self.runner = StepRunner(self.ddp_model, optimizer, scheduler, self.device, self.max_depth, kd_weight,
                                  cfg.kd.loss, cfg.accumulate, cfg.amp, cfg.channels_last, cfg.grad_clip,
-                                 LossOptions(cfg.loss.ssim, cfg.loss.invalid, cfg.kd.norm), *self._teacher_raw(teacher, store))
+                                 options=LossOptions(cfg.loss.ssim, cfg.loss.invalid, cfg.kd.norm),
+                                 teacher_scale=teacher_scale, teacher_low=teacher_low)
         self.hash = run_identity(cfg, data_id)
         self.position = Position()
         # built once: worker processes persist across epochs and validations
@@ -280,8 +284,8 @@ class Trainer:
         if extra % (world * cfg.accumulate):
             raise LeveError(f"train: labels.unlabelled_batch {extra} must split over {world} process(es) x "
                             f"accumulate {cfg.accumulate}")
-        sampler = EpochBatchSampler(len(self.train_set), cfg.batch_size, self.layout.rank, world, cfg.seed,
-                                    pool, extra_pool, extra)
+        sampler = EpochBatchSampler(len(self.train_set), cfg.batch_size, self.layout.rank, world, seed=cfg.seed,
+                                    pool=pool, extra_pool=extra_pool, extra=extra)
         if sampler.batches_per_epoch() == 0:
             raise LeveError(f"{self.cfg.store_path}/{cfg.train_split}: {len(self.train_set)} samples, fewer than "
                             f"one batch of {cfg.batch_size}")

@@ -31,11 +31,12 @@ KD_SHIFT_EPS = 1e-6  # what the thesis code adds to the teacher map after shifti
 
 @dataclass(frozen=True)
 class LossOptions:
-    """The named loss choices (``train.loss.ssim``, ``train.loss.invalid``, ``train.kd.norm``)."""
+    """The named loss choices (``train.loss.ssim``, ``train.loss.invalid``, ``train.kd.norm``; their values:
+    params.yaml's, which the trainer passes)."""
 
-    ssim: str = "leve"
-    invalid: str = "mask"
-    kd_norm: str = "image"
+    ssim: str
+    invalid: str
+    kd_norm: str
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -136,8 +137,7 @@ def ssim_loss_thesis_code(output: torch.Tensor, target: torch.Tensor, mask: torc
     return (1 - 0.5 * _masked_mean(values, inside)).clamp(0, 1)
 
 
-def training_target(depth: torch.Tensor, max_depth: float, invalid: str = "mask"
-                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def training_target(depth: torch.Tensor, max_depth: float, invalid: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(target, mask)`` of metric ``depth`` (0 = no measurement): ``mask`` (leve) the target
     ``max_depth / depth`` with the mask ``depth > 0``; ``zero-target`` (the thesis code) the same
     target set to 0 where depth is 0 and no mask, so those pixels are scored against 0."""
@@ -149,8 +149,8 @@ def training_target(depth: torch.Tensor, max_depth: float, invalid: str = "mask"
     raise ValueError(f"invalid must be one of {INVALID_MODES}, got {invalid!r}")
 
 
-def student_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
-                 ssim: str = "leve", max_depth: float = 10.0) -> dict[str, torch.Tensor]:
+def student_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *,
+                 ssim: str, max_depth: float = 10.0) -> dict[str, torch.Tensor]:
     """Eq. 7.7: ``0.1 L_depth + L_grad + L_SSIM``; returns every term and their sum (``student``).
     ``ssim``: ``leve`` (:func:`ssim_loss`) or ``thesis-code`` (:func:`ssim_loss_thesis_code`, whose
     range is ``max_depth``)."""
@@ -222,8 +222,8 @@ KD_LOSSES = {"l1": kd_l1, "ssi": kd_ssi}
 
 def distillation_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None,
                       teacher: torch.Tensor | None, eps: float, kd: str = "l1",
-                      has_depth: torch.Tensor | None = None, ssim: str = "leve", max_depth: float = 10.0,
-                      kd_norm: str = "image", teacher_low: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                      has_depth: torch.Tensor | None = None, *, ssim: str, max_depth: float = 10.0,
+                      kd_norm: str, teacher_low: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Eq. 7.1: ``(1 - eps) L_student + eps L_teacher``; ``eps = 0`` needs no teacher map.
 
     ``has_depth`` (B,) bool marks the samples whose depth may be used (None: all): the student
@@ -233,10 +233,10 @@ def distillation_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Te
     Returns the student terms, ``kd`` (when eps > 0) and ``loss`` (what is minimised).
     """
     if has_depth is None or bool(has_depth.all()):
-        terms = student_loss(output, target, mask, ssim, max_depth)
+        terms = student_loss(output, target, mask, ssim=ssim, max_depth=max_depth)
     elif bool(has_depth.any()):
         terms = student_loss(output[has_depth], target[has_depth], None if mask is None else mask[has_depth],
-                             ssim, max_depth)
+                             ssim=ssim, max_depth=max_depth)
     else:
         zero = output.sum() * 0.0  # no labelled sample: nothing to learn from depth, graph kept
         terms = {name: zero for name in ("depth_l1", "gradient", "ssim", "student")}

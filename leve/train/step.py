@@ -38,8 +38,8 @@ class StepRunner:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None, device: torch.device, max_depth: float,
                  eps: float, kd_loss: str, accumulate: int, amp: str, channels_last: bool,
-                 grad_clip: float | None = None,
-                 options: LossOptions = LossOptions(), teacher_scale: torch.Tensor | None = None,
+                 grad_clip: float | None = None, *,
+                 options: LossOptions, teacher_scale: torch.Tensor | None = None,
                  teacher_low: torch.Tensor | None = None) -> None:
         self.model, self.optimizer, self.scheduler, self.device = model, optimizer, scheduler, device
         self.max_depth, self.eps, self.kd_loss, self.accumulate = max_depth, eps, kd_loss, accumulate
@@ -84,12 +84,13 @@ class StepRunner:
         low = None if self.teacher_low is None or teacher is None else self.teacher_low[batch["index"]]
         target, mask = training_target(depth, self.max_depth, self.options.invalid)
         return distillation_loss(out.float(), target, mask, teacher, self.eps, self.kd_loss, batch.get("has_depth"),
-                                 self.options.ssim, self.max_depth, self.options.kd_norm, low)
+                                 ssim=self.options.ssim, max_depth=self.max_depth, kd_norm=self.options.kd_norm,
+                                 teacher_low=low)
 
     def student_terms(self, out: torch.Tensor, depth: torch.Tensor) -> dict[str, torch.Tensor]:
         """The supervised terms of ``out`` against ``depth`` (at the output's size), as training computes them."""
         target, mask = training_target(depth, self.max_depth, self.options.invalid)
-        return student_loss(out, target, mask, self.options.ssim, self.max_depth)
+        return student_loss(out, target, mask, ssim=self.options.ssim, max_depth=self.max_depth)
 
     def _micro_batches(self, batch: Batch) -> Iterator[Batch]:
         n = next(iter(batch.values())).shape[0]

@@ -13,6 +13,7 @@ from PIL import Image
 from leve.datasets import folder, stage
 from leve.errors import LeveError
 from leve.store.reader import is_complete, open_split, open_store
+from tests.explicit import caching
 
 H, W = 24, 32
 
@@ -394,7 +395,7 @@ def test_teacher_caches_a_split_without_depth(tmp_path):
     write_video(clips / "a.mp4", 6, fps=5)
     store = prepare(tmp_path, source=clips, test_fraction=0, val_fraction=0)
     teacher = load_teacher(str(save_tiny_teacher(tmp_path / "tiny", size=70)))
-    build_teacher_cache(store, tmp_path / "t.zarr", "train", teacher, block_size=4, show_progress=False)
+    build_teacher_cache(store, tmp_path / "t.zarr", "train", teacher, **caching(block_size=4), show_progress=False)
     cache = open_teacher_cache(tmp_path / "t.zarr", "train", store)
     assert len(cache) == 6 and cache.disparity(5).shape == (H, W)
     assert cache.attrs["dataset"]["array_shape"] == [H, W]

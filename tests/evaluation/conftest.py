@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.explicit import caching
 from tests.factories import synthetic_store
 
 HEIGHT, WIDTH = 48, 64
@@ -44,7 +45,7 @@ def eval_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     save_checkpoint(root / "models/student/best.pt", create_model("leve"), "leve", 10.0, resolution=(64, 64))
     build_teacher_cache(store, root / "data/teacher/synthetic.zarr", "test", load_teacher("tiny-random"),
-                        block_size=4, show_progress=False)
+                        **caching(block_size=4), show_progress=False)
     return root
 
 

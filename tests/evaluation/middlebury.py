@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.explicit import evaluation
+from tests.explicit import caching, evaluation
 
 FOCAL_PX = 994.978  # at scikit-image's down-sampled size (3979.911 / 4)
 DOFFS_PX = 31.086  # 124.343 / 4
@@ -145,7 +145,7 @@ def teacher_numbers(root: Path, teacher: str = "embedded") -> list[dict]:
     out = []
     for name, store_path, size in (("6 crops 120x160", crops, CROP), ("whole scene 500x741", whole, (500, 741))):
         cache_path = root / f"{store_path.stem}-teacher.zarr"
-        build_teacher_cache(store_path, cache_path, "test", load_teacher(teacher), block_size=1, show_progress=False)
+        build_teacher_cache(store_path, cache_path, "test", load_teacher(teacher), **caching(block_size=1), show_progress=False)
         split = open_store(store_path).split("test")
         cache = open_teacher_cache(cache_path, "test", store_path)
         gts = [split.depth(i).astype(np.float64) for i in range(len(split))]

@@ -14,7 +14,7 @@ from leve.evaluation.align import align_lstsq_disparity
 from leve.evaluation.protocols import get_protocol
 from leve.evaluation.runner import evaluate, score_teacher
 from leve.metrics import compute_metrics
-from tests.explicit import evaluation
+from tests.explicit import caching, evaluation, running
 
 
 def _positive_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -178,13 +178,13 @@ def test_teacher_row_of_a_flip_cache_scores_the_flip_average(eval_workspace, tmp
 
     store = eval_workspace / "data/zarr/synthetic.zarr"
     teacher = load_teacher("tiny-random")
-    build_teacher_cache(store, tmp_path / "t.zarr", "test", teacher, tta="flip", block_size=4, show_progress=False)
+    build_teacher_cache(store, tmp_path / "t.zarr", "test", teacher, **caching(tta="flip", block_size=4), show_progress=False)
     cache = open_teacher_cache(tmp_path / "t.zarr", "test", store)
     split = split_of(eval_workspace)
     protocol = get_protocol("standard", "synthetic", 10.0, align="none", flip=True)
     result = evaluate(ColumnRampNet(), split, protocol, (48, 64), 10.0, **evaluation(), teacher=cache, show_progress=False)
     assert result.protocol.teacher_flip == "average"
-    plain = TeacherRunner(teacher, tta="none")
+    plain = TeacherRunner(teacher, **running(tta="none"))
     rows = [s for s in result.scored if s.model == "teacher"]
     for i in (0, 3):
         img = torch.from_numpy(teacher.preprocessing.resize(split.rgb(i)))[None]
@@ -214,13 +214,13 @@ def test_flip_cache_keeps_the_plain_map_for_rows_that_do_not_flip_average(eval_w
 
     store = eval_workspace / "data/zarr/synthetic.zarr"
     teacher = load_teacher("tiny-random")
-    build_teacher_cache(store, tmp_path / "t.zarr", "test", teacher, tta="flip", block_size=4, show_progress=False)
+    build_teacher_cache(store, tmp_path / "t.zarr", "test", teacher, **caching(tta="flip", block_size=4), show_progress=False)
     cache = open_teacher_cache(tmp_path / "t.zarr", "test", store)
     split = split_of(eval_workspace)
     protocol = get_protocol(protocol_name, "synthetic", 10.0, align="none", flip=flip)
     result = evaluate(ColumnRampNet(), split, protocol, (48, 64), 10.0, **evaluation(), teacher=cache, show_progress=False)
     assert result.protocol.teacher_flip == "none"
-    plain_runner = TeacherRunner(teacher, tta="none")   # the plain map, computed on its own path
+    plain_runner = TeacherRunner(teacher, **running(tta="none"))   # the plain map, computed on its own path
     rows = [s for s in result.scored if s.model == "teacher"]
     for i in (0, 2):
         img = torch.from_numpy(teacher.preprocessing.resize(split.rgb(i)))[None]

@@ -284,7 +284,8 @@ def test_thesis_code_profile_names_log10_and_the_shipped_params_keep_ln(tmp_path
     apply_profile("thesis-code", params, root / "profiles")
     cfg = stage.config("nyu", params_file=params)
     assert cfg.rmse_log == "log10"
-    assert get_protocol(cfg.protocol, "nyu", 10.0, rmse_log=cfg.rmse_log, align=cfg.align, flip=cfg.flip).settings()["rmse_log"] == "log10"
+    built = get_protocol(cfg.protocol, "nyu", 10.0, rmse_log=cfg.rmse_log, align=cfg.align, flip=cfg.flip)
+    assert built.settings()["rmse_log"] == "log10"
 
 
 @pytest.mark.slow

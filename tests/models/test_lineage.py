@@ -26,6 +26,7 @@ from leve.teacher.registry import REGISTRY
 from leve.train.lineage import training_lineage
 from leve.train.loop import train
 from leve.train.stage import KDConfig, TrainConfig
+from tests.explicit import caching
 from tests.factories import synthetic_store
 
 NC_ID = "depth-anything/Depth-Anything-V2-Base-hf"
@@ -53,7 +54,7 @@ def nc_student(store: Path) -> Path:
     teacher.model_id, teacher.revision, teacher.licence = NC_ID, NC_REVISION, REGISTRY["v2-base"].licence
     teacher.source = "hub"
     cache = store.parent.parent / "teacher" / "synthetic.zarr"
-    build_teacher_cache(store, cache, "train", teacher, block_size=4, show_progress=False)
+    build_teacher_cache(store, cache, "train", teacher, **caching(block_size=4), show_progress=False)
     cfg = _config(store, store.parent.parent / "kd", 0.5, cache.parent)
     train(cfg, show_progress=False)
     return cfg.out_dir / "best.pt"

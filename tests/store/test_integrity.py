@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from leve.errors import LeveError
+from tests.explicit import caching, loading
 from tests.factories import synthetic_store
 from tests.store.damage import flip, flip_in_first_chunk, naive_crc32c, shard_index, truncate, write_index
 
@@ -39,7 +40,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = synthetic_store(root / STORE, height=48, width=64, train=2, val=1, test=N_TEST, block_size=2)
     teacher = load_teacher("tiny-random")
     for split in ("train", "test"):
-        build_teacher_cache(store, root / CACHE, split, teacher, block_size=2, show_progress=False)
+        build_teacher_cache(store, root / CACHE, split, teacher, **caching(block_size=2), show_progress=False)
     torch.manual_seed(0)
     save_checkpoint(root / "models/student/best.pt", create_model("leve"), "leve", 10.0, resolution=(64, 64))
     for lock in root.rglob("*.lock"):
@@ -154,7 +155,7 @@ def read_as_the_loader(ws: Path) -> None:
     from leve.train.data import DepthDataset
 
     for targets in ("device", "worker"):
-        data = DepthDataset(STORE, "test", (32, 32), teacher=CACHE, rgb_uint8=True, targets=targets)
+        data = DepthDataset(STORE, "test", (32, 32), **loading(), teacher=CACHE, rgb_uint8=True, targets=targets)
         for i in range(len(data)):
             if targets == "device":
                 data._fill(0, i, data.empty_item())
@@ -203,7 +204,7 @@ def test_loader_worker_process_reports_one_line(ws: Path) -> None:
 
     damage = DAMAGES["16 bytes flipped in a teacher chunk"]
     damage.make(ws)
-    data = DepthDataset(STORE, "test", (32, 32), teacher=CACHE, rgb_uint8=True)
+    data = DepthDataset(STORE, "test", (32, 32), **loading(), teacher=CACHE, rgb_uint8=True)
     loader = torch.utils.data.DataLoader(data, batch_size=1, num_workers=1)
     assert_refused(lambda: list(loader), damage)
 
@@ -336,7 +337,7 @@ def test_bench_measures_checked_against_unchecked_reads(ws: Path, monkeypatch: p
     calls: list[int] = []
     crc = leve.store.fastread.crc32c
     monkeypatch.setattr(leve.store.fastread, "crc32c", lambda data: calls.append(len(data)) or crc(data))
-    data = DepthDataset(STORE, "test", (32, 32), teacher=CACHE, rgb_uint8=True, targets="device")
+    data = DepthDataset(STORE, "test", (32, 32), **loading(), teacher=CACHE, rgb_uint8=True, targets="device")
     split, cache = data._open()
     readers = [split._reader("rgb"), split._reader("depth"), cache._fast]
     for reader in readers:

@@ -17,6 +17,7 @@ from leve.teacher.cache.build import build_teacher_cache, parse_shard
 from leve.teacher.cache.read import check_cache_matches, open_teacher_cache
 from leve.teacher.infer import TeacherRunner
 from leve.teacher.loading import load_teacher
+from tests.explicit import caching
 from tests.factories import make_store
 
 SIZES = [(30, 40), (20, 50), (30, 40), (30, 40), (20, 50), (30, 40), (25, 33)]
@@ -30,7 +31,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory, store: Path, fast_teacher_dir: Path) -> Path:
     out = tmp_path_factory.mktemp("ref") / "teacher.zarr"
-    result = build_teacher_cache(store, out, "train", load_teacher(str(fast_teacher_dir)), block_size=2, show_progress=False)
+    result = build_teacher_cache(store, out, "train", load_teacher(str(fast_teacher_dir)), **caching(block_size=2),
+                                 show_progress=False)
     assert result.complete
     return out
 
@@ -51,16 +53,16 @@ def test_resume_after_some_blocks_equals_uninterrupted(
 ) -> None:
     teacher = load_teacher(str(fast_teacher_dir))
     out = tmp_path / "teacher.zarr"
-    first = build_teacher_cache(store, out, "train", teacher, block_size=2, max_blocks=2, show_progress=False)
+    first = build_teacher_cache(store, out, "train", teacher, **caching(block_size=2), max_blocks=2, show_progress=False)
     assert not first.complete and first.written == 4
     assert not (out / "train").exists()  # nothing incomplete in the final store
     progress = tmp_path / "teacher.zarr.train.partial" / "_progress" / "train"
     assert sorted(p.name for p in progress.glob("*.json")) == ["0.json", "1.json"]
-    second = build_teacher_cache(store, out, "train", teacher, block_size=2, show_progress=False)
+    second = build_teacher_cache(store, out, "train", teacher, **caching(block_size=2), show_progress=False)
     assert second.complete and second.written == len(SIZES) - 4
     assert not (tmp_path / "teacher.zarr.train.partial").exists()
     assert_same(out, reference)
-    again = build_teacher_cache(store, out, "train", teacher, block_size=2, show_progress=False)
+    again = build_teacher_cache(store, out, "train", teacher, **caching(block_size=2), show_progress=False)
     assert again.up_to_date and again.written == 0
 
 
@@ -80,11 +82,11 @@ def test_crash_inside_a_block_redoes_only_that_block(
 
     monkeypatch.setattr(TeacherRunner, "predict", dying)
     with pytest.raises(KeyboardInterrupt):  # dies in block 2 (blocks 0 and 1 take three batches)
-        build_teacher_cache(store, out, "train", teacher, block_size=2, show_progress=False)
+        build_teacher_cache(store, out, "train", teacher, **caching(block_size=2), show_progress=False)
     progress = tmp_path / "teacher.zarr.train.partial" / "_progress" / "train"
     assert sorted(p.name for p in progress.glob("*.json")) == ["0.json", "1.json"]
     monkeypatch.setattr(TeacherRunner, "predict", real)
-    resumed = build_teacher_cache(store, out, "train", teacher, block_size=2, show_progress=False)
+    resumed = build_teacher_cache(store, out, "train", teacher, **caching(block_size=2), show_progress=False)
     assert resumed.complete and resumed.written == len(SIZES) - 4
     assert_same(out, reference)
 
@@ -92,10 +94,10 @@ def test_crash_inside_a_block_redoes_only_that_block(
 def test_two_shards_equal_a_single_run(tmp_path: Path, store: Path, fast_teacher_dir: Path, reference: Path) -> None:
     teacher = load_teacher(str(fast_teacher_dir))
     out = tmp_path / "teacher.zarr"
-    a = build_teacher_cache(store, out, "train", teacher, block_size=2, shard=(1, 2), show_progress=False)
+    a = build_teacher_cache(store, out, "train", teacher, **caching(block_size=2), shard=(1, 2), show_progress=False)
     assert not a.complete and a.pending_elsewhere == 2 and a.written == 3  # blocks 1, 3 (rows 2-3, 6)
     assert not (out / "train").exists()
-    b = build_teacher_cache(store, out, "train", teacher, block_size=2, shard=(0, 2), show_progress=False)
+    b = build_teacher_cache(store, out, "train", teacher, **caching(block_size=2), shard=(0, 2), show_progress=False)
     assert b.complete and b.written == 4
     assert_same(out, reference)
     attrs = check_cache_matches(out, "train", store, expected_model=str(fast_teacher_dir))
@@ -155,7 +157,7 @@ def test_missing_and_incomplete_caches_are_refused(tmp_path: Path, store: Path, 
         check_cache_matches(tmp_path / "none.zarr", "train", store)
     out = tmp_path / "teacher.zarr"
     teacher = load_teacher(str(fast_teacher_dir))
-    build_teacher_cache(store, out, "train", teacher, block_size=2, max_blocks=1, show_progress=False)
+    build_teacher_cache(store, out, "train", teacher, **caching(block_size=2), max_blocks=1, show_progress=False)
     with pytest.raises(LeveError, match="no teacher cache here|split not cached"):
         check_cache_matches(out, "train", store)
 
@@ -164,13 +166,15 @@ def test_incomplete_dataset_store_is_refused(tmp_path: Path, fast_teacher_dir: P
     ds = make_store(tmp_path / "ds.zarr", SIZES[:2])
     zarr.open_group(str(ds), mode="r+").attrs["complete"] = False
     with pytest.raises(LeveError, match="incomplete"):
-        build_teacher_cache(ds, tmp_path / "t.zarr", "train", load_teacher(str(fast_teacher_dir)), show_progress=False)
+        build_teacher_cache(ds, tmp_path / "t.zarr", "train", load_teacher(str(fast_teacher_dir)), **caching(),
+                            show_progress=False)
     assert not (tmp_path / "t.zarr").exists()
 
 
 def test_unknown_split_is_refused(store: Path, tmp_path: Path, fast_teacher_dir: Path) -> None:
     with pytest.raises(LeveError, match="no split 'val'"):
-        build_teacher_cache(store, tmp_path / "t.zarr", "val", load_teacher(str(fast_teacher_dir)), show_progress=False)
+        build_teacher_cache(store, tmp_path / "t.zarr", "val", load_teacher(str(fast_teacher_dir)), **caching(),
+                            show_progress=False)
 
 
 def _copy_model(src: Path, dst: Path) -> Path:

@@ -14,6 +14,7 @@ from leve.store.reader import open_split
 from leve.teacher.infer import TeacherRunner
 from leve.teacher.loading import load_teacher
 from leve.teacher.preprocess import DEVICE_BACKEND, Preprocessing
+from tests.explicit import running
 
 
 def _smooth(h: int, w: int, seed: int) -> np.ndarray:
@@ -48,7 +49,8 @@ def test_resize_batch_refuses_what_it_cannot_match() -> None:
 
 def test_runner_device_preprocessing_equals_the_pil_path(mixed_store: Path, fast_teacher_dir: Path) -> None:
     teacher = load_teacher(str(fast_teacher_dir))  # fed at 70 px: seconds, not tens
-    workers, device = TeacherRunner(teacher, tta="flip"), TeacherRunner(teacher, tta="flip", preprocess="device")
+    workers = TeacherRunner(teacher, **running(tta="flip"))
+    device = TeacherRunner(teacher, **running(tta="flip"), preprocess="device")
     assert workers.preprocess == "workers" and device.preprocess == "device"  # auto on a CPU: workers
     prep, split = teacher.preprocessing, open_split(mixed_store, "train")
     for idx in ([0, 2, 5], [1, 4]):  # one stored size per batch
@@ -73,7 +75,7 @@ def test_cache_identity_names_the_device_resize() -> None:
 @pytest.mark.parametrize("amp", ["bfloat16", "float16"])
 def test_cuda_runner_matches_the_cpu(mixed_store: Path, amp: str) -> None:
     teacher = load_teacher("tiny-random")
-    cpu, gpu = TeacherRunner(teacher), TeacherRunner(load_teacher("tiny-random"), device="cuda", amp=amp)
+    cpu, gpu = TeacherRunner(teacher, **running()), TeacherRunner(load_teacher("tiny-random"), **running(device="cuda", amp=amp))
     assert gpu.preprocess == "device"
     split = open_split(mixed_store, "train")
     rgbs = [split.rgb(i) for i in (0, 2, 5)]

@@ -16,6 +16,7 @@ import yaml
 
 from leve.errors import LeveError
 from leve.teacher.embedded import REBUILD, RECORD_NAME, SHIPPED_FILES, WEIGHTS_DIR, verified_folder
+from tests.explicit import caching
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -110,7 +111,7 @@ def _teacher_metrics(store: Path, cache: Path, model: str) -> tuple[dict[str, fl
     from leve.teacher.cache.read import open_teacher_cache
     from leve.teacher.loading import load_teacher
 
-    build_teacher_cache(store, cache, "test", load_teacher(model), batch_size=8, show_progress=False)
+    build_teacher_cache(store, cache, "test", load_teacher(model), **caching(batch_size=8), show_progress=False)
     data = open_store(store).split("test")
     maps = open_teacher_cache(cache, "test", store, expected_model=model)
     protocol = get_protocol("leve2024", "synthetic", 10.0)

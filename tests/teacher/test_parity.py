@@ -19,6 +19,7 @@ from leve.teacher.dpt import DEPTH_ANYTHING_PREPROCESSING
 from leve.teacher.infer import normalise
 from leve.teacher.loading import load_teacher
 from leve.teacher.preprocess import Preprocessing, normalize_batch
+from tests.explicit import caching
 
 from .conftest import MIXED_SIZES
 
@@ -73,7 +74,7 @@ def test_cache_equals_transformers_pipeline(tmp_path: Path, mixed_store: Path, t
     teacher = load_teacher(str(teacher_dir))
     out = tmp_path / "teacher.zarr"
     result = build_teacher_cache(
-        mixed_store, out, "train", teacher, batch_size=2, tta=tta, block_size=4, show_progress=False
+        mixed_store, out, "train", teacher, **caching(batch_size=2, tta=tta, block_size=4), show_progress=False
     )
     assert result.complete and result.written == len(MIXED_SIZES)
     cache = open_teacher_cache(out, "train", mixed_store, expected_model=str(teacher_dir))

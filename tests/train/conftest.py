@@ -8,6 +8,7 @@ import pytest
 
 from leve.teacher.cache.build import build_teacher_cache
 from leve.teacher.loading import load_teacher
+from tests.explicit import caching
 from tests.factories import synthetic_store as build_synthetic
 
 TRAIN_SIZE = (72, 96)  # training resolution in these tests (the store is 96x128)
@@ -22,5 +23,6 @@ def synthetic_store(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_with_teacher(synthetic_store) -> tuple[Path, Path]:
     cache = synthetic_store.parent / "teacher" / "synthetic.zarr"
-    build_teacher_cache(synthetic_store, cache, "train", load_teacher("tiny-random"), block_size=16, show_progress=False)
+    build_teacher_cache(synthetic_store, cache, "train", load_teacher("tiny-random"), **caching(block_size=16),
+                        show_progress=False)
     return synthetic_store, cache

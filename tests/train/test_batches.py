@@ -18,13 +18,14 @@ from leve.teacher.cache.read import TeacherCache
 from leve.train.batches import PREFETCH, SharedBatches, SharedBatchLoader, SlotKeys
 from leve.train.config import AugmentConfig
 from leve.train.data import DepthDataset, EpochBatchSampler, collate
+from tests.explicit import loading
 from tests.processes import wait_until
 
 SIZE = (40, 56)
 
 
 def _dataset(store: Path, cache: Path | None, targets: str = "device", labelled: np.ndarray | None = None) -> DepthDataset:
-    return DepthDataset(store, "train", SIZE, cache, AugmentConfig(flip=0.5, channel_swap=0.5), seed=3,
+    return DepthDataset(store, "train", SIZE, cache, AugmentConfig(flip=0.5, channel_swap=0.5), **loading(seed=3),
                         labelled=labelled, rgb_uint8=True, targets=targets)
 
 
@@ -80,7 +81,7 @@ def test_a_batch_stays_intact_until_the_next_is_drawn(synthetic_with_teacher):
     want = [collate([reference[key] for key in keys]) for keys in sampler]
 
     def held_batches(slots: int | None) -> list[bool]:
-        data = _CountingDataset(store, "train", SIZE, cache, AugmentConfig(flip=0.5, channel_swap=0.5), seed=3,
+        data = _CountingDataset(store, "train", SIZE, cache, AugmentConfig(flip=0.5, channel_swap=0.5), **loading(seed=3),
                                 rgb_uint8=True, targets="device")
         loader = SharedBatchLoader(data, sampler, 4, 2, slots=slots, persistent_workers=False,
                                    worker_init_fn=DiesWithParent())
@@ -157,7 +158,7 @@ def test_one_size_below_the_padded_arrays(tmp_path):
     spec = SplitSpec("train", 4, dataset_arrays(12, 12), {"height": "int32", "width": "int32"})
     build_store(store, {"dataset": "padded", "max_depth": 10.0}, "padded", [SplitSource(spec, _SmallerThanArrays())],
                 show_progress=False)
-    data = DepthDataset(store, "train", (8, 8), rgb_uint8=True, targets="device")
+    data = DepthDataset(store, "train", (8, 8), **loading(), rgb_uint8=True, targets="device")
     assert data.targets == "device"
     loader = SharedBatchLoader(data, [[(0, 0), (0, 3)]], 2, 0)
     batch = next(iter(loader))

@@ -8,6 +8,7 @@ import torch
 
 from leve.train.config import AugmentConfig
 from leve.train.data import DepthDataset, EpochBatchSampler, augment, resize_sample
+from tests.explicit import loading
 
 
 def _item(h: int = 6, w: int = 8) -> dict[str, torch.Tensor]:
@@ -112,9 +113,9 @@ def test_train_eval_and_predict_inputs_are_identical(synthetic_store):
             return torch.ones_like(x[:, :1])
 
     for i in (0, 3):
-        train = DepthDataset(synthetic_store, "val", size)[i]["rgb"]
+        train = DepthDataset(synthetic_store, "val", size, **loading())[i]["rgb"]
         predict_depth(Recorder(), split.rgb(i), size, 10.0)
-        assert torch.equal(train, batch_input([split.rgb(i)], size)[0])
+        assert torch.equal(train, batch_input([split.rgb(i)], size, "cpu")[0])
         assert torch.equal(train, seen[-1][0])
 
 
@@ -124,19 +125,19 @@ def test_dataset_reads_store_and_teacher(synthetic_with_teacher):
     from leve.teacher.cache.read import open_teacher_cache
 
     split = open_split(store, "train")
-    ds = DepthDataset(store, "train", (64, 80), teacher=cache)
+    ds = DepthDataset(store, "train", (64, 80), **loading(), teacher=cache)
     item = ds[3]
     assert item["rgb"].shape == (3, 64, 80) and item["depth"].shape == (1, 64, 80)
     assert item["teacher"].shape == (1, 64, 80)
     ref = resize_sample(split.rgb(3), split.depth(3), open_teacher_cache(cache, "train", store).disparity(3), (64, 80))
     for key in ("rgb", "depth", "teacher"):
         assert torch.equal(item[key], ref[key])
-    assert "teacher" not in DepthDataset(store, "train", (64, 80))[3]
+    assert "teacher" not in DepthDataset(store, "train", (64, 80), **loading())[3]
 
 
 def test_dataset_augmentation_is_a_function_of_seed_epoch_index(synthetic_with_teacher):
     store, cache = synthetic_with_teacher
-    ds = DepthDataset(store, "train", (64, 80), teacher=cache, augment=AugmentConfig(0.5, 0.5), seed=7)
+    ds = DepthDataset(store, "train", (64, 80), teacher=cache, augment=AugmentConfig(0.5, 0.5), **loading(seed=7))
     a, b = ds[(2, 5)], ds[(2, 5)]
     assert all(torch.equal(a[k], b[k]) for k in a)
     differs = [not torch.equal(ds[(e, 5)]["rgb"], a["rgb"]) for e in range(8)]

@@ -15,6 +15,7 @@ from leve.store.format import SplitSpec, dataset_arrays
 from leve.store.reader import open_split
 from leve.train.config import AugmentConfig
 from leve.train.data import DepthDataset, collate, draft_refusal, finish_targets
+from tests.explicit import loading
 from tests.factories import make_store
 
 H, W = 48, 64
@@ -45,7 +46,7 @@ def holey_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _pair(store: Path, size: tuple[int, int], teacher: Path | None = None, **kw: Any) -> tuple[DepthDataset, DepthDataset]:
     aug = AugmentConfig(flip=0.5, channel_swap=0.5)
-    return tuple(DepthDataset(store, "train", size, teacher, aug, seed=5, rgb_uint8=True, targets=t, **kw)  # type: ignore[return-value]
+    return tuple(DepthDataset(store, "train", size, teacher, aug, **loading(seed=5), rgb_uint8=True, targets=t, **kw)  # type: ignore[return-value]
                  for t in ("worker", "device"))
 
 
@@ -83,10 +84,10 @@ def test_device_targets_with_holes_and_empty_maps(holey_store):
 
 def test_mixed_sizes_keep_worker_targets(tmp_path):
     store = make_store(tmp_path / "mixed.zarr", [(40, 56), (32, 48), (40, 56)])
-    data = DepthDataset(store, "train", (16, 24), targets="device")
+    data = DepthDataset(store, "train", (16, 24), **loading(), targets="device")
     assert data.targets == "worker" and "flip" not in data[1]
     with pytest.raises(ValueError, match="targets"):
-        DepthDataset(store, "train", (16, 24), targets="gpu")
+        DepthDataset(store, "train", (16, 24), **loading(), targets="gpu")
 
 
 def test_step_runner_finishes_targets_on_its_device(synthetic_with_teacher):
@@ -187,7 +188,7 @@ def test_train_param_decode_draft(jpeg_train_store, tmp_path, capsys):
 
         full = Image.open(io.BytesIO(split.rgb_bytes(i))).convert("RGB").resize((96, 64), Image.BILINEAR)
         want = torch.from_numpy(np.asarray(full).astype(np.float32)).permute(2, 0, 1)
-        got = DepthDataset(jpeg_train_store, "train", (64, 96), decode=half.train_set.decode, rgb_uint8=True)[i]["rgb"]
+        got = DepthDataset(jpeg_train_store, "train", (64, 96), **loading(decode=half.train_set.decode), rgb_uint8=True)[i]["rgb"]
         diff = (got.float() - want).abs()
         assert diff.mean() < 1.5 and diff.max() < 16
     half.run()

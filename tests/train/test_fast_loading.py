@@ -18,6 +18,7 @@ from leve.store.images import decode_rgb, decode_rgb_draft, encode_jpeg
 from leve.store.reader import open_split
 from leve.train.config import AugmentConfig
 from leve.train.data import DepthDataset, collate
+from tests.explicit import loading
 
 H, W = 64, 96
 
@@ -78,8 +79,8 @@ def test_draft_decode_is_a_reduced_scale_of_the_full_decode(jpeg_store):
 
 def test_dataset_draft_decode_then_the_shared_resize(jpeg_store):
     size = (24, 40)  # not an exact scale: 1/2 draft (32x48), then the shared resize
-    full = DepthDataset(jpeg_store, "train", size)
-    draft = DepthDataset(jpeg_store, "train", size, decode="draft")
+    full = DepthDataset(jpeg_store, "train", size, **loading())
+    draft = DepthDataset(jpeg_store, "train", size, **loading(decode="draft"))
     split = open_split(jpeg_store, "train")
     for i in range(3):
         a, b = full[i], draft[i]
@@ -88,15 +89,15 @@ def test_dataset_draft_decode_then_the_shared_resize(jpeg_store):
         assert not torch.equal(a["rgb"], b["rgb"])  # a declared difference from evaluation's input ...
         assert (a["rgb"] - b["rgb"]).abs().mean() < 2.0 / 255  # ... a small one
     with pytest.raises(ValueError, match="decode"):
-        DepthDataset(jpeg_store, "train", size, decode="fast")
+        DepthDataset(jpeg_store, "train", size, **loading(decode="fast"))
 
 
 def test_uint8_items_make_the_same_input_on_the_device(jpeg_store):
     from leve.train.step import StepRunner
 
     aug = AugmentConfig(flip=0.5, channel_swap=0.5)
-    floats = DepthDataset(jpeg_store, "train", (40, 60), augment=aug, seed=3)
-    bytes_ = DepthDataset(jpeg_store, "train", (40, 60), augment=aug, seed=3, rgb_uint8=True)
+    floats = DepthDataset(jpeg_store, "train", (40, 60), augment=aug, **loading(seed=3))
+    bytes_ = DepthDataset(jpeg_store, "train", (40, 60), augment=aug, **loading(seed=3), rgb_uint8=True)
     a, b = collate([floats[(1, i)] for i in range(4)]), collate([bytes_[(1, i)] for i in range(4)])
     assert b["rgb"].dtype == torch.uint8 and a["rgb"].dtype == torch.float32
     runner = StepRunner.__new__(StepRunner)  # to_device alone

@@ -19,6 +19,7 @@ from leve.train.data import DepthDataset, labelled_samples
 from leve.train.loop import train
 from leve.train.losses import distillation_loss, kd_ssi, student_loss
 from leve.train.stage import KDConfig, LabelsConfig, ScheduleConfig, TrainConfig
+from tests.explicit import distilling, evaluation, loading, supervising
 from tests.factories import synthetic_store
 from tests.train.oracle import images_only_train, oracle_disparity, write_cache
 
@@ -26,13 +27,13 @@ SIZE = (64, 96)
 
 
 def test_labelled_samples_are_fixed_nested_and_counted():
-    small, large = labelled_samples(160, 0.1), labelled_samples(160, 0.25)
+    small, large = labelled_samples(160, 0.1, 0), labelled_samples(160, 0.25, 0)
     assert small.sum() == 16 and large.sum() == 40
-    assert np.array_equal(small, labelled_samples(160, 0.1))  # a pure function of (n, fraction, seed)
+    assert np.array_equal(small, labelled_samples(160, 0.1, 0))  # a pure function of (n, fraction, seed)
     assert not (small & ~large).any()  # the samples of a smaller fraction are among a larger one's
-    assert not np.array_equal(small, labelled_samples(160, 0.1, seed=1))
-    assert labelled_samples(10, 0.01).sum() == 1  # a positive fraction keeps at least one sample
-    assert labelled_samples(10, 0.0).sum() == 0 and labelled_samples(10, 1.0).all()
+    assert not np.array_equal(small, labelled_samples(160, 0.1, 1))
+    assert labelled_samples(10, 0.01, 0).sum() == 1  # a positive fraction keeps at least one sample
+    assert labelled_samples(10, 0.0, 0).sum() == 0 and labelled_samples(10, 1.0, 0).all()
 
 
 def _batch(seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -46,8 +47,8 @@ def _batch(seed: int = 0) -> tuple[torch.Tensor, ...]:
 def test_student_terms_average_over_labelled_samples_only():
     out, target, mask, teacher = _batch()
     has = torch.tensor([True, False, True, False])
-    terms = distillation_loss(out, target, mask, teacher, eps=0.25, kd="ssi", has_depth=has)
-    alone = student_loss(out[[0, 2]], target[[0, 2]], mask[[0, 2]])  # the two labelled samples by themselves
+    terms = distillation_loss(out, target, mask, teacher, **distilling(), eps=0.25, kd="ssi", has_depth=has)
+    alone = student_loss(out[[0, 2]], target[[0, 2]], mask[[0, 2]], **supervising())  # the two labelled samples by themselves
     for name in ("depth_l1", "gradient", "ssim", "student"):
         assert float(terms[name]) == pytest.approx(float(alone[name]), rel=1e-6)
     # the KD term is the mean of the per-image aligned L1 over all four samples
@@ -58,14 +59,15 @@ def test_student_terms_average_over_labelled_samples_only():
     target2, teacher2 = target.clone(), teacher.clone()
     target2[1] = 50.0
     teacher2[3] = teacher2[3].flip(-1)
-    assert float(distillation_loss(out, target2, mask, teacher, 0.25, "ssi", has)["loss"]) == float(terms["loss"])
-    assert float(distillation_loss(out, target, mask, teacher2, 0.25, "ssi", has)["loss"]) != float(terms["loss"])
+    assert float(distillation_loss(out, target2, mask, teacher, 0.25, "ssi", has, **distilling())["loss"]) == float(terms["loss"])
+    assert float(distillation_loss(out, target, mask, teacher2, 0.25, "ssi", has, **distilling())["loss"]) != float(terms["loss"])
 
 
 def test_a_batch_without_labels_learns_from_the_teacher_alone():
     out, target, mask, teacher = _batch(1)
     out.requires_grad_(True)
-    terms = distillation_loss(out, target, mask, teacher, eps=1.0, kd="ssi", has_depth=torch.zeros(4, dtype=torch.bool))
+    terms = distillation_loss(out, target, mask, teacher, eps=1.0, kd="ssi", has_depth=torch.zeros(4, dtype=torch.bool),
+                              **distilling())
     assert float(terms["student"].detach()) == 0.0
     assert float(terms["loss"].detach()) == pytest.approx(float(kd_ssi(out, teacher).detach()), rel=1e-6)
     terms["loss"].backward()
@@ -87,15 +89,15 @@ def stores(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_dataset_hides_the_depth_of_unlabelled_samples(stores):
-    keep = labelled_samples(48, 0.25)
-    data = DepthDataset(stores["full"], "train", (96, 128), labelled=keep)
+    keep = labelled_samples(48, 0.25, 0)
+    data = DepthDataset(stores["full"], "train", (96, 128), **loading(), labelled=keep)
     split = open_split(stores["full"], "train")
     for i in (int(np.flatnonzero(keep)[0]), int(np.flatnonzero(~keep)[0])):
         item = data[i]
         assert bool(item["has_depth"]) == keep[i]
         expected = split.depth(i) if keep[i] else np.zeros((96, 128), np.float32)
         assert np.array_equal(item["depth"][0].numpy(), expected)
-    images_only = DepthDataset(stores["rgb"], "train", (96, 128))
+    images_only = DepthDataset(stores["rgb"], "train", (96, 128), **loading())
     assert not bool(images_only[0]["has_depth"]) and float(images_only[0]["depth"].abs().sum()) == 0.0
 
 
@@ -131,7 +133,7 @@ def test_relative_checkpoint_is_refused_by_unaligned_protocols(stores, tmp_path,
 def _aligned_rmse(checkpoint: Path, split) -> tuple[float, float]:
     model, info = load_checkpoint(checkpoint)
     protocol = get_protocol("standard", "synthetic", 10.0, align="lstsq", flip=False)
-    result = evaluate(model, split, protocol, info.resolution, info.max_depth, show_progress=False).aggregate()
+    result = evaluate(model, split, protocol, info.resolution, info.max_depth, **evaluation(), show_progress=False).aggregate()
     return result.means["rmse"], result.means["d1"]
 
 

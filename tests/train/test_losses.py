@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from leve.train import losses
+from tests.explicit import distilling, supervising
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
@@ -99,8 +100,8 @@ def test_invalid_pixels_do_not_change_the_student_loss():
     mask[10:, 10:] = False
     garbage = tgt.copy()
     garbage[~mask] = 1e6
-    a = losses.student_loss(_t(out), _t(tgt), _t(mask).bool())
-    b = losses.student_loss(_t(out), _t(garbage), _t(mask).bool())
+    a = losses.student_loss(_t(out), _t(tgt), _t(mask).bool(), **supervising())
+    b = losses.student_loss(_t(out), _t(garbage), _t(mask).bool(), **supervising())
     for key in a:
         assert a[key].item() == pytest.approx(b[key].item(), rel=1e-6), key
 
@@ -108,7 +109,7 @@ def test_invalid_pixels_do_not_change_the_student_loss():
 def test_student_loss_weights():
     rng = np.random.default_rng(4)
     out, tgt = _t(rng.uniform(1, 100, (16, 16))), _t(rng.uniform(1, 100, (16, 16)))
-    terms = losses.student_loss(out, tgt)
+    terms = losses.student_loss(out, tgt, **supervising())
     expected = 0.1 * losses.depth_l1(out, tgt) + losses.gradient_l1(out, tgt) + losses.ssim_loss(out, tgt)
     assert terms["student"].item() == pytest.approx(expected.item())
 
@@ -143,13 +144,13 @@ def test_distillation_mix_and_eps_zero_needs_no_teacher():
     rng = np.random.default_rng(6)
     out, tgt = _t(rng.uniform(1, 100, (16, 16))), _t(rng.uniform(1, 100, (16, 16)))
     teacher = _t(rng.random((16, 16)))
-    plain = losses.distillation_loss(out, tgt, None, None, eps=0.0)
+    plain = losses.distillation_loss(out, tgt, None, None, **distilling(), eps=0.0)
     assert "kd" not in plain and plain["loss"].item() == pytest.approx(plain["student"].item())
-    mixed = losses.distillation_loss(out, tgt, None, teacher, eps=0.25, kd="l1")
+    mixed = losses.distillation_loss(out, tgt, None, teacher, **distilling(), eps=0.25, kd="l1")
     expected = 0.75 * plain["student"].item() + 0.25 * losses.kd_l1(out, teacher).item()
     assert mixed["loss"].item() == pytest.approx(expected)
     with pytest.raises(ValueError):
-        losses.distillation_loss(out, tgt, None, None, eps=0.1)
+        losses.distillation_loss(out, tgt, None, None, **distilling(), eps=0.1)
 
 
 def test_gaussian_window_is_normalised():

@@ -26,6 +26,7 @@ from leve.train.losses import (
 from leve.train.schedule import validation_at
 from leve.train.stage import KDConfig, TrainConfig
 from leve.train.step import StepRunner
+from tests.explicit import distilling, supervising
 
 
 def naive_ssim_same(a: np.ndarray, b: np.ndarray, L: float, valid: np.ndarray | None = None) -> float:
@@ -65,7 +66,7 @@ def test_thesis_code_ssim_matches_a_naive_same_padded_ssim_with_range_max_depth(
     out, tgt = _pair()
     want = naive_ssim_same(out[0, 0].numpy(), tgt[0, 0].numpy(), L=10.0)
     assert float(ssim_loss_thesis_code(out, tgt, None, max_depth=10.0)) == pytest.approx(want, rel=1e-9)
-    terms = student_loss(out, tgt, None, ssim="thesis-code", max_depth=10.0)
+    terms = student_loss(out, tgt, None, **supervising(ssim="thesis-code"), max_depth=10.0)
     assert float(terms["ssim"]) == pytest.approx(want, rel=1e-9)
     # leve's own term (L = 100, valid windows, (1 - SSIM)/2) is a different number on the same pair
     assert abs(float(ssim_loss(out, tgt)) - want) > 0.05
@@ -112,7 +113,7 @@ def test_kd_batch_normalisation_by_hand_on_two_images():
     # leve's per-image normalisation (eq. 7.8) is a different number on the same batch
     assert float(kd_l1(o, t)) != pytest.approx(float(kd_l1_batch(o, t)), rel=1e-3)
     terms = distillation_loss(o, o, None, t, eps=0.25, kd="l1", has_depth=torch.tensor([False, False]),
-                              kd_norm="batch")
+                              **distilling(kd_norm="batch"))
     assert float(terms["kd"]) == pytest.approx(_kd_by_hand(out, teacher), rel=1e-12)
 
 

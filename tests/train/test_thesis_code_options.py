@@ -18,6 +18,7 @@ from leve.train.loop import Trainer
 from leve.train.losses import LossOptions, distillation_loss, kd_l1_batch
 from leve.train.stage import AugmentConfig, KDConfig, TrainConfig
 from leve.train.step import StepRunner
+from tests.explicit import distilling
 from tests.train.conftest import TRAIN_SIZE
 from tests.train.oracle import oracle_disparity, write_cache
 
@@ -111,7 +112,8 @@ def test_thesis_code_amp_float32_is_no_autocast_on_cuda():
     running on it: this machine has none.)"""
     model = torch.nn.Conv2d(3, 1, 1)
     runners = {amp: StepRunner(model, torch.optim.SGD(model.parameters(), lr=0.0), None, torch.device("cuda"), 10.0,
-                               eps=0.0, kd_loss="l1", accumulate=1, amp=amp, channels_last=False)
+                               eps=0.0, kd_loss="l1", accumulate=1, amp=amp, channels_last=False,
+                               options=LossOptions(ssim="leve", invalid="mask", kd_norm="image"))
                for amp in ("float32", "bfloat16")}
     assert runners["float32"].amp_dtype is None and runners["bfloat16"].amp_dtype is torch.bfloat16
     assert not isinstance(runners["float32"].autocast(), torch.autocast)
@@ -165,7 +167,7 @@ def test_raw_min_shift_is_the_thesis_formula_on_the_raw_maps():
     assert float(kd_l1_batch(o, c)) == pytest.approx(_kd_shifted(out, clipped, [0.5, 0.0]), rel=1e-12)
     assert float(kd_l1_batch(o, c)) != pytest.approx(got, rel=1e-3)
     terms = distillation_loss(o, o, None, c, eps=0.25, kd="l1", has_depth=torch.tensor([False, False]),
-                              kd_norm="batch", teacher_low=torch.tensor(lows))
+                              **distilling(kd_norm="batch"), teacher_low=torch.tensor(lows))
     assert float(terms["kd"]) == pytest.approx(got, rel=1e-12)
 
 
@@ -222,7 +224,7 @@ def test_step_runner_takes_each_sample_s_raw_min_by_index():
     model = torch.nn.Conv2d(3, 1, 1)
     runner = StepRunner(model, torch.optim.SGD(model.parameters(), lr=0.0), None, torch.device("cpu"), 10.0,
                         eps=1.0, kd_loss="l1", accumulate=1, amp="float32", channels_last=False,
-                        options=LossOptions(kd_norm="batch"),
+                        options=LossOptions(ssim="leve", invalid="mask", kd_norm="batch"),
                         teacher_scale=torch.tensor([7.0, 0.5, 3.0]), teacher_low=torch.tensor([0.25, 9.0, -0.5]))
     with torch.no_grad():
         kd = float(runner.losses(batch)["kd"])

@@ -26,6 +26,7 @@ from leve.teacher.loading import load_teacher
 from leve.train.loop import train
 from leve.train.stage import KDConfig, TrainConfig
 from leve.train.step import targets_at
+from tests.explicit import caching
 from tests.factories import synthetic_store
 from tests.train.test_train import make_config, write_params
 
@@ -44,7 +45,7 @@ def tiny_with_teacher(tmp_path_factory) -> tuple[Path, Path]:
     store = synthetic_store(tmp_path_factory.mktemp("models_data") / "synthetic.zarr", height=STORE[0],
                             width=STORE[1], train=4, val=2, test=TEST, block_size=4)
     cache = store.parent / "teacher" / "synthetic.zarr"
-    build_teacher_cache(store, cache, "train", load_teacher("tiny-random"), block_size=4, show_progress=False)
+    build_teacher_cache(store, cache, "train", load_teacher("tiny-random"), **caching(block_size=4), show_progress=False)
     return store, cache
 
 
