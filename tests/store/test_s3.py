@@ -207,6 +207,68 @@ def test_a_store_without_its_manifest_is_refused_and_a_rerun_publishes_it(s3, tm
         open_store(url)
 
 
+_DIES_MID_UPLOAD = """
+import os, signal, sys
+import s3fs
+from leve.datasets import stage
+from leve.params import Override
+
+put, count = s3fs.S3FileSystem._put_file, [0]
+
+async def put_then_die(self, *args, **kwargs):  # SIGKILL itself before its Nth upload
+    count[0] += 1
+    if count[0] == int(os.environ["DIE_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return await put(self, *args, **kwargs)
+
+s3fs.S3FileSystem._put_file = put_then_die
+sizes = {k: Override(v) for k, v in (a.split("=") for a in sys.argv[2:])}
+stage.run("synthetic", {"out": Override(sys.argv[1]), "workers": Override("1"), **sizes}, show_progress=False)
+"""
+
+
+def _published(fs, root: str) -> dict[str, object]:
+    """A bucket store's objects, its zarr.json files and manifest without their times (and the root
+    zarr.json's checksum in the manifest, which covers its time)."""
+    objects: dict[str, object] = {}
+    for key, blob in _objects(fs, root).items():
+        if key.endswith(".json"):
+            doc = json.loads(blob)
+            for times in (doc, doc.get("attributes", {})):
+                times.pop("completed_at", None), times.pop("published_at", None)
+            if key == MANIFEST:  # the root zarr.json's checksum covers its completion time
+                doc["objects"]["zarr.json"] = None
+            objects[key] = doc
+        else:
+            objects[key] = blob
+    return objects
+
+
+def test_sigkill_mid_upload_then_a_rerun_equals_an_uninterrupted_run(s3, tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from leve.store.reader import open_store
+
+    monkeypatch.chdir(tmp_path)
+    url = "s3://bkt/killed/synthetic.zarr"
+    args = [f"{k}={v}" for k, v in SIZES.items()]
+    done = subprocess.run([sys.executable, "-c", _DIES_MID_UPLOAD, url, *args], env={**os.environ, "DIE_AT": "7"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == -9, done.stderr[-2000:]
+    s3.invalidate_cache()
+    assert len(s3.find("bkt/killed/synthetic.zarr" + STAGING_SUFFIX)) == 6  # six objects up, then killed
+    assert s3.exists("bkt/killed/synthetic.zarr" + LOCK_SUFFIX)  # the killed writer's lock is left behind
+    with pytest.raises(LeveError, match="no store here, or its upload did not finish"):
+        open_store(url)
+    rerun = _prepare(url)  # takes the dead writer's lock over, uploads the rest, publishes
+    assert rerun.resumed and rerun.written == 0
+    _prepare("s3://bkt/whole/synthetic.zarr")  # an uninterrupted run
+    assert _published(s3, "bkt/killed/synthetic.zarr") == _published(s3, "bkt/whole/synthetic.zarr")
+    assert not s3.exists("bkt/killed/synthetic.zarr" + LOCK_SUFFIX)
+
+
 def test_a_damaged_object_fails_its_crc32c(s3, tmp_path, monkeypatch):
     from leve.store.reader import open_store
 
