@@ -131,6 +131,7 @@ def test_bench_model_times_int8_against_fp32_onnx_and_scores_both(tmp_path, stor
     assert list(modes) == ["eager", "onnx", "onnx-int8"]  # onnx comes with onnx-int8: its baseline
     int8 = modes["onnx-int8"]
     assert int8["runs"] == 3 and int8["latency_ratio_vs_onnx"] > 0
+    assert 0 < int8["check"]["mean_relative"] < INT8_TOLERANCE  # checked on a calibration image
     assert int8["calibration"] == {"source": f"{store}/train", "images": 2, "method": "minmax"}
     acc = int8["accuracy"]
     assert acc["source"] == f"{store}/test" and acc["images"] == 2
