@@ -294,6 +294,31 @@ def test_one_key_per_path_and_the_old_keys_warn(tmp_path, capsys):
                    "that reads it)"]
 
 
+def test_the_student_folder_is_one_key_and_restating_its_checkpoint_warns(tmp_path, capsys):
+    """train.out_dir is the student's folder; eval.checkpoint null scores <train.out_dir>/best.pt by rule. The
+    old spelling (eval.checkpoint naming that file) still works, with one warning line; another file is a choice."""
+    from leve.evaluation import stage as eval_stage
+    from leve.train import stage as train_stage
+
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert shipped["eval"]["checkpoint"] is None
+    params = tmp_path / "params.yaml"
+    params.write_text("train: {out_dir: runs/kd}\n")
+    assert train_stage.config(params_file=params).out_dir == Path("runs/kd")
+    assert eval_stage.config("synthetic", params_file=params).checkpoint == Path("runs/kd/best.pt")
+    assert eval_stage.config("synthetic", {"checkpoint": "other.pt"}, params_file=params).checkpoint == Path("other.pt")
+    assert capsys.readouterr().err == ""
+    params.write_text("train: {out_dir: runs/kd}\neval: {checkpoint: runs/kd/best.pt}\n")
+    assert eval_stage.config("synthetic", params_file=params).checkpoint == Path("runs/kd/best.pt")
+    eval_stage.config("synthetic", params_file=params)
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: eval.checkpoint: runs/kd/best.pt is deprecated; leave it null, <train.out_dir>/best.pt by rule "
+        "(train.out_dir is the student's one key)"]
+    params.write_text("eval: {checkpoint: models/kd/best.pt}\n")  # another checkpoint: no warning
+    assert eval_stage.config("synthetic", params_file=params).checkpoint == Path("models/kd/best.pt")
+    assert capsys.readouterr().err == ""
+
+
 def test_outside_the_repository_leve_runs_as_shipped_and_a_partial_file_keeps_the_rest(tmp_path):
     """No params file: params.yaml as shipped, per-dataset maps included. A partial file: the keys it
     leaves out take their defaults; its per-dataset maps are its own (a section's model is not

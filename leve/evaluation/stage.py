@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ SIDE_FOLDER = Path("evals")  # where the outputs of a checkpoint other than the 
 # Config fields that are places shared with other stages (the paths.* keys), not among the stage's DVC
 # params (leve/pipeline/stages.py).
 RESULT_INDEPENDENT: tuple[str, ...] = ("data_dir", "teacher_dir")
+BEST_CHECKPOINT = "best.pt"  # the file the train stage keeps its best checkpoint in, under train.out_dir
 
 
 @params_section("eval", keys={"data_dir": "paths.stores", "teacher_dir": "paths.teacher_cache"})
@@ -46,7 +48,7 @@ RESULT_INDEPENDENT: tuple[str, ...] = ("data_dir", "teacher_dir")
 class Config:
     """The ``eval`` section of params.yaml."""
 
-    checkpoint: Path = param()
+    checkpoint: Path | None = param()  # None: <train.out_dir>/best.pt, the train stage's best (config() fills it)
     protocol: str = param()  # leve2024 (the thesis) | standard (the literature) | densedepth (DenseDepth's, pooled)
     split: str = param()
     crop: str | None = param()  # None: the protocol's default (nyu: leve2024|eigen; kitti: leve2024|garg)
@@ -74,8 +76,33 @@ def config(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
     per_dataset = values.pop("datasets", None) or {}
     values.update(per_dataset.get(dataset) or {})
     values = shared_keys(Config, values, params, "eval")
+    given = values.get("checkpoint")
+    if given is not None and _same_path(Path(str(given)), student_checkpoint(params)):
+        _warn_once(f"warning: eval.checkpoint: {given} is deprecated; leave it null, <train.out_dir>/{BEST_CHECKPOINT} "
+                   "by rule (train.out_dir is the student's one key)")
     values.update(overrides or {})
-    return build_config(Config, values, "eval")
+    cfg = build_config(Config, values, "eval")
+    return cfg if cfg.checkpoint is not None else replace(cfg, checkpoint=student_checkpoint(params))
+
+
+def student_checkpoint(params: dict[str, Any]) -> Path:
+    """The train stage's best checkpoint, ``<train.out_dir>/best.pt`` (``params``: the resolved tree): what
+    ``eval.checkpoint: null`` scores, so the student's folder is one key (``train.out_dir``)."""
+    return Path(str(section(params, "train").get("out_dir"))) / BEST_CHECKPOINT
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        print(message, file=sys.stderr)
+
+
+def checkpoint_of(cfg: Config) -> Path:
+    """``cfg.checkpoint``, filled by :func:`config` (None only in a Config made by hand: the train stage's best)."""
+    return cfg.checkpoint if cfg.checkpoint is not None else student_checkpoint(resolved_params(PARAMS_FILE))
 
 
 def _open_teacher(cfg: Config, dataset: str, store: Any) -> tuple[Any, dict[str, Any] | None]:
@@ -132,16 +159,17 @@ def output_folders(dataset: str, cfg: Config, params_file: Path = PARAMS_FILE,
     The third value: the note saying so (None when the folders are the ones asked for)."""
     folders = (out / "metrics", out / "reports") if out is not None else (cfg.metrics_dir, cfg.reports_dir)
     pipeline = config(dataset, None, params_file)
-    if _same_path(cfg.checkpoint, pipeline.checkpoint):
+    checkpoint, pipeline_checkpoint = checkpoint_of(cfg), checkpoint_of(pipeline)
+    if _same_path(checkpoint, pipeline_checkpoint):
         return (*folders, None)
     if not (_same_path(folders[0], pipeline.metrics_dir) or _same_path(folders[1], pipeline.reports_dir)):
         return (*folders, None)
     if out is not None:
-        raise LeveError(f"{out}: --out would put the scores of {cfg.checkpoint} into the pipeline's outputs "
-                        f"({pipeline.metrics_dir}/, {pipeline.reports_dir}/), which belong to {pipeline.checkpoint}; "
+        raise LeveError(f"{out}: --out would put the scores of {checkpoint} into the pipeline's outputs "
+                        f"({pipeline.metrics_dir}/, {pipeline.reports_dir}/), which belong to {pipeline_checkpoint}; "
                         "choose another folder")
-    side = SIDE_FOLDER / checkpoint_slug(cfg.checkpoint)
-    note = (f"note: {cfg.checkpoint} is not the params' eval.checkpoint ({pipeline.checkpoint}): its outputs go "
+    side = SIDE_FOLDER / checkpoint_slug(checkpoint)
+    note = (f"note: {checkpoint} is not the params' eval.checkpoint ({pipeline_checkpoint}): its outputs go "
             f"to {side}/ (the pipeline's {pipeline.metrics_dir}/ and {pipeline.reports_dir}/ are left alone; "
             "--out DIR picks another folder)")
     return side / "metrics", side / "reports", note
@@ -178,6 +206,7 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
     from leve.store.reader import open_store
 
     cfg = config(dataset, overrides, params_file)
+    checkpoint = checkpoint_of(cfg)
     device = str(resolve_device(cfg.device, "eval.device"))  # refuses CUDA when torch sees none
     store = open_store(cfg.data_dir / f"{dataset}.zarr")
     split = scored_split(store, cfg.split)
@@ -187,9 +216,9 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
     protocol = get_protocol(cfg.protocol, dataset, max_depth, crop=cfg.crop, align=cfg.align,
                             flip=cfg.flip, min_depth=cfg.min_depth, aggregation=cfg.aggregation,
                             rmse_log=cfg.rmse_log)
-    model, info = load_checkpoint(cfg.checkpoint, device=device)
+    model, info = load_checkpoint(checkpoint, device=device)
     if info.depth_kind == "relative" and (protocol.name != "standard" or protocol.align == "none"):
-        raise LeveError(f"{cfg.checkpoint}: the student predicts relative depth (distilled without depth): score it "
+        raise LeveError(f"{checkpoint}: the student predicts relative depth (distilled without depth): score it "
                         f"with eval.protocol standard and eval.align median or lstsq, not {protocol.name} "
                         f"with align {protocol.align}")
     model.eval()
@@ -203,7 +232,7 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
     if teacher is not None and result.protocol.flip == "average" and result.protocol.teacher_flip == "none":
         console.print(f"note: the teacher row is not flip-averaged as the student's is: {cfg.teacher_dir}/{dataset}.zarr "
                       "was cached without teacher.tta: flip")
-    ckpt = {"path": str(cfg.checkpoint), "model": info.model, "max_depth": info.max_depth,
+    ckpt = {"path": str(checkpoint), "model": info.model, "max_depth": info.max_depth,
             "resolution": list(info.resolution)}
     if info.depth_kind != "metric":
         ckpt["depth_kind"] = info.depth_kind
@@ -215,7 +244,7 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
     with atomic_group() as stage:  # every output of this evaluation, or (on any failure) none replaced
         write_csv(stage(reports / "per_image.csv"), [s.row() for s in result.scored])
         write_csv(stage(reports / "error_vs_depth.csv"), result.bins.rows())
-        figure_title = describe_run(cfg.checkpoint, info.model, dataset, cfg.split, result.protocol)  # run, protocol
+        figure_title = describe_run(checkpoint, info.model, dataset, cfg.split, result.protocol)  # run, protocol
         units = store.attrs.get("units")  # the depth's units on the figures' colour bars and axes
         if result.examples:
             save_grid(result.examples, stage(reports / "examples.png"), title=figure_title, units=units)
@@ -223,7 +252,7 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
         write_tables([doc], stage(reports / "metrics.md"), stage(reports / "metrics.csv"))
         metrics = stage(cfg.metrics_dir / f"{dataset}.json")
         write_json(metrics, doc)
-        write_model_card(cfg.checkpoint, stage(reports / CARD_NAME), [metrics], name=str(cfg.checkpoint),
+        write_model_card(checkpoint, stage(reports / CARD_NAME), [metrics], name=str(checkpoint),
                          metrics_shown_as=[cfg.metrics_dir / f"{dataset}.json"])
     console.print(summary_line(doc, f"{dataset}/{cfg.split}", cfg.metrics_dir / f"{dataset}.json"),
                   markup=False, highlight=False)  # "[standard]" is text, not a rich markup tag
