@@ -197,11 +197,17 @@ class WrittenChunks(WrapperStore[Any]):
         return values
 
 
-def open_group(path: str | Path) -> zarr.Group:
+def open_group(path: str | Path, cache: tuple[Path, int] | None = None) -> zarr.Group:
     """The root group of the store at ``path`` (local folder or fsspec URL), read-only, through
-    :class:`WrittenChunks`. A missing store raises FileNotFoundError, as ``zarr.open_group`` does."""
+    :class:`WrittenChunks`. A missing store raises FileNotFoundError, as ``zarr.open_group`` does.
+    ``cache`` (folder, bytes): a URL's chunk files are read through a bounded local cache
+    (:class:`leve.store.readcache.ReadThroughCache`)."""
     path = str(path)
     base: Any = FsspecStore.from_url(path, read_only=True) if "://" in path else LocalStore(path, read_only=True)
+    if cache is not None and "://" in path and cache[1] > 0:
+        from leve.store.readcache import ReadThroughCache
+
+        base = ReadThroughCache(base, cache[0], cache[1], _CHUNK_KEY)
     return zarr.open_group(WrittenChunks(base), mode="r")
 
 

@@ -20,6 +20,8 @@ from leve.store.format import STORE_FORMAT, meta_paths
 from leve.store.integrity import WRITTEN, StoreDamage, damaged, open_group, read_error, reading, rebuild_hint
 from leve.store.remote import MANIFEST, check_published, location, read_manifest, remote_error
 
+READ_CACHE_BYTES_ENV = "LEVE_READ_CACHE_BYTES"
+
 
 def read_root_attrs(path: str | Path) -> dict[str, Any]:
     return dict(zarr.open_group(str(path), mode="r").attrs)
@@ -48,9 +50,10 @@ class Split:
     """Read access to one split. Safe to pickle into DataLoader workers: Zarr is opened lazily
     in each process on first use."""
 
-    def __init__(self, path: str | Path, name: str) -> None:
+    def __init__(self, path: str | Path, name: str, cache: tuple[Path, int] | None = None) -> None:
         self.path = str(path)
         self.name = name
+        self.cache = cache  # a URL's bounded local read-through cache: (folder, bytes)
         self._pid: int | None = None
         self._group: zarr.Group | None = None
         with self._reading("zarr.json"):
@@ -104,7 +107,7 @@ class Split:
     def group(self) -> zarr.Group:
         """The split's Zarr group, opened in this process through :class:`leve.store.integrity.WrittenChunks`."""
         if self._group is None or self._pid != os.getpid():
-            self._group = open_group(self.path)[self.name]
+            self._group = open_group(self.path, self.cache)[self.name]
             self._pid = os.getpid()
         return self._group
 
@@ -252,7 +255,7 @@ class Store:
     """A dataset store: its attributes and splits. At a URL (``s3://bucket/prefix/x.zarr``) the store must
     have been published whole: its manifest is required (:mod:`leve.store.remote`)."""
 
-    def __init__(self, path: str | Path, require_complete: bool = True) -> None:
+    def __init__(self, path: str | Path, require_complete: bool = True, cache_bytes: int | None = None) -> None:
         where = location(path)  # Path("s3://b/k") is read back as the URL
         remote = isinstance(where, str)
         self.path = where if isinstance(where, str) else str(path)
@@ -279,6 +282,7 @@ class Store:
             raise LeveError(f"{self.path}: store is incomplete (its build did not finish); rerun `leve prepare`")
         if remote and require_complete:
             check_published(self.path, self.attrs)
+        self.cache = read_cache(self.path, self.attrs, cache_bytes) if remote else None
 
     @property
     def splits(self) -> list[str]:
@@ -294,17 +298,35 @@ class Store:
     def split(self, name: str) -> Split:
         if name not in self.splits:
             raise LeveError(f"{self.path}: no split '{name}' (has: {', '.join(self.splits) or 'none'})")
-        return Split(self.path, name)
+        return Split(self.path, name, self.cache)
 
 
-def open_store(path: str | Path, require_complete: bool = True) -> Store:
-    """Open a dataset store (local path or fsspec URL); refuses an incomplete one by default."""
-    return Store(path, require_complete)
+def read_cache(url: str, attrs: dict[str, Any], cache_bytes: int | None) -> tuple[Path, int] | None:
+    """The bounded local read-through cache of the store at ``url``: (folder, bytes), or None. ``cache_bytes``
+    None: ``$LEVE_READ_CACHE_BYTES`` (default 0, no cache)."""
+    from leve.store.readcache import cache_dir
+
+    if cache_bytes is None:
+        text = os.environ.get(READ_CACHE_BYTES_ENV, "0") or "0"
+        try:
+            cache_bytes = int(float(text))
+        except ValueError:
+            raise LeveError(f"{READ_CACHE_BYTES_ENV}={text!r}: expected a number of bytes") from None
+    if cache_bytes < 0:
+        raise LeveError(f"read cache: expected a number of bytes >= 0, got {cache_bytes}")
+    return (cache_dir(url, str(attrs.get("fingerprint"))), cache_bytes) if cache_bytes else None
 
 
-def open_split(path: str | Path, split: str) -> Split:
+def open_store(path: str | Path, require_complete: bool = True, cache_bytes: int | None = None) -> Store:
+    """Open a dataset store (local path or fsspec URL); refuses an incomplete one by default. At a URL,
+    ``cache_bytes`` bounds a local read-through cache of its chunk files (:mod:`leve.store.readcache`;
+    None: ``$LEVE_READ_CACHE_BYTES``, default 0: none)."""
+    return Store(path, require_complete, cache_bytes)
+
+
+def open_split(path: str | Path, split: str, cache_bytes: int | None = None) -> Split:
     """Open one split of a complete store: ``len(s)``, ``s[i]``, ``s.rgb(i)``, ``s.iter_chunks()``."""
-    return open_store(path).split(split)
+    return open_store(path, cache_bytes=cache_bytes).split(split)
 
 
 def disk_usage(path: str | Path) -> tuple[int, int]:

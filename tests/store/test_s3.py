@@ -283,6 +283,48 @@ def test_a_damaged_object_fails_its_crc32c(s3, tmp_path, monkeypatch):
         open_store(url).split("test").depth(0)
 
 
+def test_a_bounded_read_through_cache_serves_the_bucket_bytes(s3, twin, tmp_path, monkeypatch):
+    from zarr.storage import FsspecStore
+
+    from leve.store.reader import open_store
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LEVE_READ_CACHE", str(tmp_path / "reads"))
+    url = "s3://bkt/synthetic.zarr"
+    _prepare(url)
+    fetched: list[str] = []  # chunk files fetched whole from the bucket (the cache's fetches)
+    get = FsspecStore.get
+
+    async def counted(self, key, prototype, byte_range=None):
+        if byte_range is None and "/c/" in key:
+            fetched.append(key)
+        return await get(self, key, prototype, byte_range)
+
+    monkeypatch.setattr(FsspecStore, "get", counted)
+    local = open_store(twin).split("test")
+
+    def read_all(store) -> None:
+        split = store.split("test")
+        for i in range(len(split)):
+            assert np.array_equal(split.rgb(i), local.rgb(i)) and np.array_equal(split.depth(i), local.depth(i))
+
+    big = open_store(url, cache_bytes=10**7)
+    read_all(big)
+    first = len(fetched)
+    shards = -(-SIZES["test"] // SIZES["block_size"])
+    assert len(set(fetched)) == first  # each chunk file fetched once, whole (rgb, depth, and the metadata)
+    assert sum("test/rgb/" in k for k in fetched) == sum("test/depth/" in k for k in fetched) == shards
+    read_all(open_store(url, cache_bytes=10**7))  # a second reader (another worker): all from the cache
+    assert len(fetched) == first
+    folder = big.cache[0]
+    bound = max(f.stat().st_size for f in folder.iterdir())  # room for one shard: every other read evicts
+    small = open_store(url, cache_bytes=bound + 1)
+    assert small.cache[0] == folder
+    read_all(small)
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= bound + 1
+    assert len(fetched) > first
+
+
 # --------------------------------------------------------------------------- one writer
 
 
