@@ -32,6 +32,7 @@ import json
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +44,7 @@ from leve.models.card import depth_output
 from leve.models.checkpoint import CheckpointInfo, load_checkpoint
 from leve.models.lineage import Lineage
 from leve.models.runtime import INT8_TOLERANCE, export_onnx, quantize_int8
+from leve.params import PARAMS_FILE, resolved
 
 FORMATS = ("onnx", "torchscript", "hf")
 QUANTIZE = ("int8",)
@@ -64,12 +66,24 @@ class Check:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Where int8 calibration images come from: ``images`` evenly spaced samples of ``split`` of ``store``."""
+    """Where int8 calibration images come from: ``images`` evenly spaced samples of ``split`` of ``store``
+    (:meth:`from_params`: the ``bench.model.int8_*`` keys, which ``leve bench model`` calibrates with too)."""
 
-    store: str = "data/zarr/synthetic.zarr"  # the demo's store
-    split: str = "train"  # not the split the drop in accuracy is measured on
-    images: int = 32
+    store: str
+    split: str
+    images: int
     method: str = "minmax"
+
+    @classmethod
+    def from_params(cls, store: str | Path | None = None, split: str | None = None, images: int | None = None,
+                    params_file: Path = PARAMS_FILE) -> Calibration:
+        """The values given, the rest from params ``bench.model.int8_store``, ``int8_calibration_split``
+        and ``int8_calibration_images`` (``params_file``, else as shipped)."""
+        def key(name: str, value: Any) -> Any:
+            return value if value is not None else resolved(f"bench.model.{name}", params_file)
+
+        return cls(str(key("int8_store", store)), str(key("int8_calibration_split", split)),
+                   int(key("int8_calibration_images", images)))
 
     def inputs(self, size: tuple[int, int]) -> list[torch.Tensor]:
         """The calibration images as ``(1, 3, H, W)`` inputs in [0, 1] at ``size``."""
@@ -116,7 +130,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None =
     """Export, verify, then move the file into place; a failed check leaves nothing behind.
     ``hf``: a Hugging Face layout folder (:mod:`leve.models.hf`; ``metrics``: ``leve eval`` files
     for its model card), by default ``<checkpoint stem>-hf`` beside the checkpoint. ``quantize="int8"``
-    (onnx only): the graph quantized on ``calibration`` (default :class:`Calibration`), by default
+    (onnx only): the graph quantized on ``calibration`` (default :meth:`Calibration.from_params`), by default
     ``<checkpoint stem>.int8.onnx``."""
     if fmt not in FORMATS:
         raise LeveError(f"unknown export format '{fmt}'; choose from {', '.join(FORMATS)}")
@@ -131,7 +145,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None =
     model_spec(info.model).check_size(*size, what=f"export resolution {size[0]}x{size[1]}")
     out = Path(out) if out else Path(checkpoint).with_suffix(SUFFIX[quantize or fmt])
     if quantize:
-        cal = calibration or Calibration()
+        cal = calibration or Calibration.from_params()
         inputs = cal.inputs(size)  # before anything is written: a missing store is refused first
     with atomic_path(out) as tmp:  # verified under a temporary name; a failed check leaves nothing behind
         if fmt == "onnx":

@@ -86,11 +86,12 @@ def export(
     dry_run: bool = typer.Option(False, "--dry-run", help="With --push: list what would be uploaded, send nothing."),
     quantize: str = typer.Option(None, "--quantize", help="onnx: int8 (onnxruntime static quantization, QDQ, "
                                  "calibrated on store images; default out <checkpoint>.int8.onnx)."),
-    calibration_store: Path = typer.Option(Path("data/zarr/synthetic.zarr"), "--calibration-store",
-                                           help="--quantize: the store whose images calibrate the int8 ranges."),
-    calibration_split: str = typer.Option("train", "--calibration-split", help="--quantize: its split."),
-    calibration_images: int = typer.Option(32, "--calibration-images", min=1,
-                                           help="--quantize: how many images (evenly spaced over the split)."),
+    calibration_store: Path = typer.Option(None, "--calibration-store", help="--quantize: the store whose images "
+                                           f"calibrate the int8 ranges {_bench('int8_store')}."),
+    calibration_split: str = typer.Option(None, "--calibration-split",
+                                          help=f"--quantize: its split {_bench('int8_calibration_split')}."),
+    calibration_images: int = typer.Option(None, "--calibration-images", min=1, help="--quantize: how many images "
+                                           f"(evenly spaced over the split) {_bench('int8_calibration_images')}."),
 ) -> None:
     """Export to ONNX (dynamic batch and size; --quantize int8: statically quantized), TorchScript or a
     Hugging Face folder, verified against PyTorch; the model's lineage (teacher, licence, data) goes with it."""
@@ -101,7 +102,7 @@ def export(
     if (push or dry_run) and (fmt != "hf" or not push):
         raise LeveError("--push REPO (and --dry-run with it) needs --format hf")
     size = parse_resolution(resolution) if resolution else None
-    calibration = Calibration(str(calibration_store), calibration_split, calibration_images)
+    calibration = Calibration.from_params(calibration_store, calibration_split, calibration_images)
     result = export_checkpoint(checkpoint, fmt, out, size, opset, tuple(metrics), quantize, calibration)
     console.print(f"wrote {result.path}; max abs diff vs PyTorch {result.max_abs_diff:.3g}")
     if push:

@@ -140,3 +140,12 @@ def test_bench_model_times_int8_against_fp32_onnx_and_scores_both(tmp_path, stor
     assert acc["d1_drop"] == pytest.approx(acc["onnx"]["d1"] - acc["onnx-int8"]["d1"], abs=2e-5)
     assert acc["rmse_rise"] == pytest.approx(acc["onnx-int8"]["rmse"] - acc["onnx"]["rmse"], abs=2e-5)
     assert int8["int8_goal"]["met"] == (int8["latency_ratio_vs_onnx"] <= 0.5 and abs(acc["d1_drop"]) <= 0.01)
+
+
+def test_int8_export_calibrates_as_the_params_say(tmp_path, small_checkpoint, store, run_cli, monkeypatch):
+    (tmp_path / "params.yaml").write_text(f"bench:\n  model:\n    int8_store: {store}\n    int8_calibration_images: 2\n")
+    monkeypatch.chdir(tmp_path)  # the params file of the working folder, as every command reads it
+    res = run_cli("export", "--checkpoint", small_checkpoint, "--quantize", "int8", "--out", tmp_path / "m.onnx")
+    assert res.code == 0, res.stderr
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert (meta["leve_calibration_images"], meta["leve_calibration_split"]) == ("2", "train")  # split: as shipped
