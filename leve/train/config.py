@@ -19,6 +19,7 @@ KD_NORMS = ("image", "batch")  # kd.loss l1 normalised per image (eq. 7.8) | by 
 VAL_SCHEDULES = ("leve", "thesis-code")  # leve.train.schedule.validation_at
 BN_AFTER_VALIDATION = ("train", "eval")  # leve.train.loop.Trainer._freezes_after_validation
 KD_SHIFTS = ("clipped", "raw_min")  # leve.train.losses.kd_l1_batch
+KD_LOSS_NAMES = ("l1", "ssi", "metric")  # leve.train.losses.kd_l1 | kd_ssi | kd_metric (a metric teacher's cache)
 
 
 @params_section("train.kd", keys={"teacher_dir": "paths.teacher_cache"})
@@ -27,7 +28,9 @@ class KDConfig:
     """Distillation from the cached teacher (eq. 7.1). ``eps = 0`` never opens the cache."""
 
     eps: float = param()
-    loss: str = param()  # l1: the thesis's max-normalised L1 (eq. 7.8) | ssi: scale-and-shift-invariant L1
+    loss: str = param()  # l1: the thesis's max-normalised L1 (eq. 7.8) | ssi: scale-and-shift-invariant L1 |
+    # metric: L1 of log depth to a metric teacher's depth, nothing normalised (its cache only; without labels
+    # the student is then metric: depth_kind metric, evaluated without alignment)
     norm: str = param()  # l1 only: image (eq. 7.8: per-image maxima) | batch (the thesis code: teacher
     # shifted by its minimum, both maps divided by their batch maximum; leve.train.losses.kd_l1_batch)
     batch_max_shift: str = param()  # norm batch only: the teacher shifted by |the minimum of the map it gets|
@@ -162,10 +165,10 @@ class TrainConfig:
             (self.checkpoint_every >= 0 and self.checkpoint_minutes >= 0, "checkpoint_every and checkpoint_minutes must be >= 0"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1 or null"),
             (0.0 <= self.kd.eps <= 1.0, f"kd.eps must be in [0, 1], got {self.kd.eps}"),
-            (self.kd.loss in ("l1", "ssi"), f"kd.loss must be l1 or ssi, got {self.kd.loss!r}"),
+            (self.kd.loss in KD_LOSS_NAMES, f"kd.loss must be one of {', '.join(KD_LOSS_NAMES)}, got {self.kd.loss!r}"),
             (self.kd.norm in KD_NORMS, f"kd.norm must be one of {', '.join(KD_NORMS)}, got {self.kd.norm!r}"),
             (self.kd.norm == "image" or self.kd.loss == "l1",
-             f"kd.norm {self.kd.norm} applies to kd.loss l1 (ssi is invariant to the teacher's scale)"),
+             f"kd.norm {self.kd.norm} applies to kd.loss l1 (ssi is invariant to the teacher's scale, metric keeps it)"),
             (self.loss.ssim in SSIM_MODES, f"loss.ssim must be one of {', '.join(SSIM_MODES)}, got {self.loss.ssim!r}"),
             (self.loss.invalid in INVALID_MODES,
              f"loss.invalid must be one of {', '.join(INVALID_MODES)}, got {self.loss.invalid!r}"),

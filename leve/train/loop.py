@@ -176,7 +176,8 @@ class Trainer:
             store.split(split)  # a clear error when a split is missing
         data_id: dict[str, Any] = {"store": [store.attrs.get(k) for k in ("fingerprint", "completed_at")]}
         labelled = self._labelled(store.split(cfg.train_split))
-        self.relative = not labelled.any()  # no depth to learn from: relative depth from the teacher alone
+        # no depth to learn from: relative depth from the teacher alone (metric from a metric teacher's)
+        self.relative = not labelled.any() and cfg.kd.loss != "metric"
         self.val_has_depth = store.split(cfg.val_split).has_depth
         teacher = self._teacher(store, expected_teacher, data_id) if cfg.kd.eps > 0 else None
         self.lineage = training_lineage(cfg, store)  # teacher and data, recorded in best.pt and its card
@@ -197,7 +198,7 @@ class Trainer:
         self.total_steps = self._total_steps()
         optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = make_scheduler(optimizer, cfg.schedule, self.total_steps, self.sampler.batches_per_epoch(), cfg.lr)
-        kd_weight = 1.0 if self.relative else cfg.kd.eps  # without labels the KD term is the whole loss
+        kd_weight = 1.0 if not labelled.any() else cfg.kd.eps  # without labels the KD term is the whole loss
         teacher_scale, teacher_low = self._teacher_raw(teacher, store)
         self.runner = StepRunner(self.ddp_model, optimizer, scheduler, self.device, self.max_depth, kd_weight,
                                  cfg.kd.loss, cfg.accumulate, cfg.amp, cfg.channels_last, cfg.grad_clip,
@@ -226,9 +227,10 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
 
     def _teacher(self, store: Any, expected: str | None, data_id: dict[str, Any]) -> Path:
-        from leve.teacher.cache.read import check_cache_matches
+        from leve.teacher.cache.read import check_cache_matches, check_kd_loss
 
         attrs = check_cache_matches(self.cfg.teacher_path, self.cfg.train_split, store, expected_model=expected)
+        check_kd_loss(attrs, self.cfg.kd.loss, f"{self.cfg.teacher_path}/{self.cfg.train_split}")
         data_id["teacher"] = [attrs.get(k) for k in ("identity_fingerprint", "completed_at")]
         if self.layout.main:
             t = attrs.get("teacher", {})
@@ -240,8 +242,8 @@ class Trainer:
         """``kd.norm: batch`` compares raw teacher maps across a batch: per train sample, the factor from
         the cached map to the raw one (:meth:`leve.teacher.cache.read.TeacherCache.raw_scale`) and, with
         ``kd.batch_max_shift: raw_min``, the raw map's minimum before clipping (the cache's ``raw_min``)."""
-        if teacher is None or self.cfg.kd.norm != "batch":
-            return None, None
+        if teacher is None or (self.cfg.kd.norm != "batch" and self.cfg.kd.loss != "metric"):
+            return None, None  # kd.loss metric: the scale makes the cached map the teacher's inverse depth (1/m)
         from leve.teacher.cache.read import TeacherCache
 
         cache = TeacherCache(teacher, self.cfg.train_split, store.split(self.cfg.train_split))
@@ -264,10 +266,13 @@ class Trainer:
         labelled = labelled_samples(n, cfg.labels.fraction, cfg.labels.seed) if split.has_depth else np.zeros(n, bool)
         if not labelled.any():
             why = "has no depth" if not split.has_depth else f"keeps no depth at labels.fraction {cfg.labels.fraction}"
-            if cfg.kd.eps <= 0 or cfg.kd.loss != "ssi":
+            if cfg.kd.eps <= 0 or cfg.kd.loss not in ("ssi", "metric"):
                 raise LeveError(f"{cfg.store_path}/{cfg.train_split}: the split {why}: training from the teacher alone "
                                 f"needs kd.eps > 0 and kd.loss: ssi (got eps {cfg.kd.eps}, loss {cfg.kd.loss})")
-            if self.layout.main:
+            if self.layout.main and cfg.kd.loss == "metric":
+                console.print(f"{cfg.store_path}/{cfg.train_split}: the split {why}: the student learns metric "
+                              "depth from the metric teacher alone (kd.loss metric is the whole loss)")
+            elif self.layout.main:
                 console.print(f"{cfg.store_path}/{cfg.train_split}: the split {why}: the student learns relative "
                               "depth from the teacher alone (kd.loss ssi is the whole loss)")
         elif not labelled.all() and self.layout.main:

@@ -3,7 +3,8 @@
 The student is trained on the target ``max_depth / depth`` (:func:`leve.models.depth.depth_to_output`),
 which lies in [1, 100]. ``mask`` marks valid ground-truth pixels (depth > 0); invalid pixels
 never contribute to a student term. Distillation terms compare the student with the cached
-teacher map (relative disparity, normalised to [0, 1] per image) and use every pixel.
+teacher map (relative disparity, normalised to [0, 1] per image) and use every pixel; ``metric``
+(:func:`kd_metric`) compares it with a metric teacher's depth itself, nothing normalised.
 
 Three choices of the thesis's public code (``andrei-dragan/Leve``) are offered by name beside
 leve's defaults, for reproduction (``train.loss.ssim``, ``train.loss.invalid``, ``train.kd.norm``):
@@ -217,7 +218,29 @@ def kd_ssi(output: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (residual / spread).mean()
 
 
-KD_LOSSES = {"l1": kd_l1, "ssi": kd_ssi}
+def log_output(out: torch.Tensor) -> torch.Tensor:
+    """``log(out)`` (``= log(max_depth) - log(depth)``) for ``out >= 1``, continued below 1 by its tangent
+    ``out - 1`` (value and slope meet at 1): an output under the target range [1, 100] (depth beyond
+    ``max_depth``, or a negative output early in training) still has a gradient towards the target."""
+    return torch.where(out >= 1, torch.log(out.clamp(min=1.0)), out - 1.0)
+
+
+def kd_metric(output: torch.Tensor, teacher: torch.Tensor, max_depth: float) -> torch.Tensor:
+    """Metric distillation: the mean absolute difference of log depth between the student and a metric
+    teacher, ``|log d_student - log d_teacher|``, with no normalisation of either map.
+
+    ``teacher``: the teacher's inverse depth in 1/m (a metric cache's map times its ``raw_max``), read as
+    the training target is: depth clamped to ``[max_depth / 100, max_depth]`` (an inverse depth of 0, no
+    depth, reads as ``max_depth``), so its output ``max_depth / depth`` lies in [1, 100]. Since
+    ``log d = log max_depth - log out``, the difference is taken on the outputs (:func:`log_output`).
+    Log depth, not depth: a metric teacher's error grows with depth (its error is a ratio), and an L1 on
+    depth would be ruled by the far pixels (on the output, ``max_depth / depth``, by the near ones); the
+    log weighs a relative error alike at every depth, in any unit."""
+    target = (max_depth * teacher).clamp(1.0, TARGET_RANGE)
+    return (log_output(output) - torch.log(target)).abs().mean()
+
+
+KD_LOSSES = {"l1": kd_l1, "ssi": kd_ssi}  # metric: kd_metric (it also takes max_depth)
 
 
 def distillation_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None,
@@ -229,7 +252,8 @@ def distillation_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Te
     ``has_depth`` (B,) bool marks the samples whose depth may be used (None: all): the student
     terms average over those samples only (0 when the batch has none), the KD term over all.
     ``ssim`` and ``max_depth`` as :func:`student_loss`; ``kd_norm: batch`` with ``kd: l1`` is
-    :func:`kd_l1_batch` (``teacher`` then in raw units, ``teacher_low`` (B,) its shift, None: each map's minimum).
+    :func:`kd_l1_batch` (``teacher`` then in raw units, ``teacher_low`` (B,) its shift, None: each map's minimum);
+    ``kd: metric`` is :func:`kd_metric` (``teacher`` a metric teacher's inverse depth, 1/m).
     Returns the student terms, ``kd`` (when eps > 0) and ``loss`` (what is minimised).
     """
     if has_depth is None or bool(has_depth.all()):
@@ -248,6 +272,8 @@ def distillation_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Te
             raise ValueError(f"kd_norm must be one of {KD_NORMS}, got {kd_norm!r}")
         if kd == "l1" and kd_norm == "batch":
             terms["kd"] = kd_l1_batch(output, teacher, teacher_low)
+        elif kd == "metric":
+            terms["kd"] = kd_metric(output, teacher, max_depth)
         else:
             terms["kd"] = KD_LOSSES[kd](output, teacher)
         loss = (1 - eps) * loss + eps * terms["kd"]

@@ -44,7 +44,8 @@ class StepRunner:
         self.model, self.optimizer, self.scheduler, self.device = model, optimizer, scheduler, device
         self.max_depth, self.eps, self.kd_loss, self.accumulate = max_depth, eps, kd_loss, accumulate
         # options: the named loss choices; teacher_scale: per train sample, the factor from the cached
-        # map to the teacher's raw disparity (raw_max), which kd_norm: batch compares across images
+        # map to the teacher's raw disparity (raw_max), which kd_norm: batch compares across images and which
+        # makes a metric teacher's map its inverse depth in 1/m for kd_loss metric (leve.train.losses.kd_metric)
         self.options = options
         self.teacher_scale = None if teacher_scale is None else teacher_scale.to(device)
         # teacher_low: per train sample, the raw map's minimum before clipping (raw_min), the shift of

@@ -1,0 +1,177 @@
+"""Metric distillation (``kd.loss: metric``): the loss against a naive per-pixel computation written here,
+its refusal on a relative cache, and the oracle: the true depth under small noise cached as a metric teacher
+teaches a student with few labels metric depth, scored without alignment."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from leve.errors import LeveError
+from leve.evaluation.protocols import get_protocol
+from leve.evaluation.runner import evaluate
+from leve.models.checkpoint import load_checkpoint
+from leve.store.builder import StoreBuilder
+from leve.store.format import ArraySpec, SplitSpec, fingerprint
+from leve.store.reader import open_split, open_store
+from leve.teacher.cache.build import CODEC, _finalize_split
+from leve.teacher.cache.read import CACHE_FORMAT, CACHE_META, METRIC_UNITS, dataset_identity, open_teacher_cache
+from leve.train.loop import train
+from leve.train.losses import distillation_loss, kd_metric, kd_ssi, student_loss
+from leve.train.stage import KDConfig, LabelsConfig, ScheduleConfig, TrainConfig
+from tests.factories import synthetic_store
+from tests.train.oracle import write_cache
+
+SIZE = (64, 96)
+MAX_DEPTH = 10.0
+
+
+def naive_kd_metric(out: np.ndarray, inverse: np.ndarray, max_depth: float) -> float:
+    """|log student depth - log teacher depth| per pixel, in depth, one pixel at a time: the teacher's depth
+    1 / inverse (no depth where the inverse is 0: read as max_depth) clamped to [max_depth / 100, max_depth];
+    the student's max_depth / out where out >= 1, below that the tangent continuation of log(out) at 1."""
+    total = 0.0
+    for o, t in zip(out.ravel().tolist(), inverse.ravel().tolist(), strict=True):
+        teacher_depth = min(max(1.0 / t if t > 0 else math.inf, max_depth / 100), max_depth)
+        if o >= 1:
+            total += abs(math.log(max_depth / o) - math.log(teacher_depth))
+        else:  # log(out) continued by out - 1; log(student depth) = log(max_depth) - log(out)
+            total += abs((o - 1.0) - (math.log(max_depth) - math.log(teacher_depth)))
+    return total / out.size
+
+
+def _maps(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    out = -2 + 110 * torch.rand(3, 1, 12, 16, generator=g)  # below 0, inside [1, 100] and above 100
+    depth = 0.02 + 14 * torch.rand(3, 1, 12, 16, generator=g)  # metres, beyond both ends of [0.1, 10]
+    inverse = 1.0 / depth
+    inverse[0, 0, :2] = 0.0  # no depth
+    return out, inverse
+
+
+def test_kd_metric_equals_a_naive_per_pixel_computation():
+    out, inverse = _maps()
+    got = float(kd_metric(out, inverse, MAX_DEPTH))
+    assert got == pytest.approx(naive_kd_metric(out.numpy(), inverse.numpy(), MAX_DEPTH), rel=1e-5)
+    # the student at the teacher's depth (inside the range) costs nothing
+    depth = (1.0 / inverse[1:]).clamp(0.1, 10.0)
+    assert float(kd_metric(MAX_DEPTH / depth, inverse[1:], MAX_DEPTH)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kd_metric_keeps_the_teachers_scale():
+    out, inverse = _maps(1)
+    inside = (1.0 / inverse[1:]).clamp(0.5, 5.0)  # depths whose doubling stays inside [0.1, 10]
+    exact = MAX_DEPTH / inside
+    # twice the teacher's depth costs log 2 everywhere; a scale-invariant loss sees nothing
+    assert float(kd_metric(exact, 0.5 / inside, MAX_DEPTH)) == pytest.approx(math.log(2), rel=1e-5)
+    assert float(kd_ssi(exact, 0.5 / inside)) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_kd_metric_gradient_reaches_outputs_below_the_range():
+    out, inverse = _maps(2)
+    out.requires_grad_(True)
+    kd_metric(out, inverse, MAX_DEPTH).backward()
+    assert out.grad is not None
+    below = out.detach() < 1
+    assert below.any() and bool((out.grad[below] < 0).all())  # pushed up, towards the target >= 1
+
+
+def test_distillation_loss_with_the_metric_term():
+    out, inverse = _maps(3)
+    target = 1 + 99 * torch.rand(3, 1, 12, 16, generator=torch.Generator().manual_seed(4))
+    mask = target > 3
+    terms = distillation_loss(out, target, mask, inverse, eps=0.3, kd="metric", ssim="leve", max_depth=MAX_DEPTH,
+                              kd_norm="image")
+    kd = naive_kd_metric(out.numpy(), inverse.numpy(), MAX_DEPTH)
+    assert float(terms["kd"]) == pytest.approx(kd, rel=1e-5)
+    student = float(student_loss(out, target, mask, ssim="leve")["student"])
+    assert float(terms["loss"]) == pytest.approx(0.7 * student + 0.3 * kd, rel=1e-5)
+
+
+def test_config_knows_the_metric_loss(tmp_path: Path):
+    base = dict(dataset="synthetic", data_dir=tmp_path, resolution=SIZE, out_dir=tmp_path, log_dir=tmp_path)
+    assert TrainConfig(**base, kd=KDConfig(eps=0.5, loss="metric")).kd.loss == "metric"
+    with pytest.raises(LeveError, match="kd.loss must be one of l1, ssi, metric"):
+        TrainConfig(**base, kd=KDConfig(eps=0.5, loss="metres"))
+    with pytest.raises(LeveError, match="kd.norm batch applies to kd.loss l1"):
+        TrainConfig(**base, kd=KDConfig(eps=0.5, loss="metric", norm="batch"))
+
+
+# --------------------------------------------------------------------------- the oracle
+
+
+def write_metric_cache(store_path: Path, out: Path, split: str, depth: np.ndarray) -> Path:
+    """Publish ``depth`` (N, H, W) metres as a metric teacher's cache of ``split`` at ``out``, as the cache
+    builder writes a metric teacher's: inverse depth normalised per image, ``raw_max`` in 1/m, the attrs
+    ``depth_kind: metric`` with its units."""
+    store = open_store(store_path)
+    data = store.split(split)
+    identity = {"format": CACHE_FORMAT, "teacher": {"model": "metric-oracle", "depth_kind": "metric", "units": "m"},
+                "depth_kind": "metric", "units": METRIC_UNITS, "max_depth": MAX_DEPTH,
+                "dataset": dataset_identity(store, data)}
+    fp = fingerprint(identity)
+    inverse = np.where(depth > 0, 1.0 / np.maximum(depth, 1e-6), 0.0).astype(np.float32)
+    raw_max = inverse.reshape(len(inverse), -1).max(1)
+    spec = SplitSpec(split, len(data), {"disparity": ArraySpec(tuple(depth.shape[1:]), "float16", CODEC)},
+                     dict(CACHE_META), attrs={**identity, "identity_fingerprint": fp}, meta_group="")
+    builder = StoreBuilder(out.with_name(f"{out.name}.{split}"), {"kind": "teacher-cache-staging"}, fp,
+                           block_size=len(data), exclusive=False)
+    writer = builder.split(spec)
+    meta = {"raw_min": inverse.reshape(len(inverse), -1).min(1).tolist(), "raw_max": raw_max.tolist(),
+            "zero": [False] * len(depth)}
+    writer.write_block(0, {"disparity": (inverse / raw_max[:, None, None]).astype(np.float16)}, meta)
+    _finalize_split(builder, writer, out, store)
+    return out
+
+
+def noisy_depth(store_path: Path, split: str, noise: float, seed: int = 0) -> np.ndarray:
+    """The split's true depth times ``1 + u`` per pixel, ``u`` uniform in [-noise, noise] (0 stays 0)."""
+    data = open_split(store_path, split)
+    rng = np.random.default_rng(seed)
+    return np.stack([data.depth(i) * (1 + rng.uniform(-noise, noise, data.depth(i).shape))
+                     for i in range(len(data))]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("metric")
+    full = synthetic_store(root / "full" / "synthetic.zarr", 96, 128, train=48, val=8, test=24, block_size=16)
+    depth = noisy_depth(full, "train", 0.05)
+    write_metric_cache(full, root / "oracle" / "synthetic.zarr", "train", depth)
+    maps = np.where(depth > 0, 1.0 / np.maximum(depth, 1e-6), 0.0)
+    write_cache(full, root / "relative" / "synthetic.zarr", "train", maps.astype(np.float32))
+    return {"full": full, "oracle": root / "oracle", "relative": root / "relative"}
+
+
+def test_metric_cache_reads_back_the_oracle_depth(stores):
+    cache = open_teacher_cache(stores["oracle"] / "synthetic.zarr", "train", stores["full"])
+    want = noisy_depth(stores["full"], "train", 0.05)
+    assert cache.depth_kind == "metric"
+    for i in (0, 17):
+        np.testing.assert_allclose(cache.depth(i), want[i], rtol=1e-3)
+
+
+def _config(out: Path, data_dir: Path, **kw) -> TrainConfig:
+    base = dict(dataset="synthetic", data_dir=data_dir, resolution=SIZE, batch_size=8, epochs=10, max_steps=30,
+                lr=2e-3, schedule=ScheduleConfig(name="cosine"), workers=0, log_every=100, val_every=0,
+                out_dir=out / "models", log_dir=out / "dvclive", kd=KDConfig(eps=0.0))
+    return TrainConfig(**{**base, **kw})
+
+
+def test_metric_kd_is_refused_on_a_relative_cache(stores, tmp_path):
+    cfg = _config(tmp_path, stores["full"].parent, labels=LabelsConfig(fraction=0.1),
+                  kd=KDConfig(eps=0.5, loss="metric", teacher_dir=stores["relative"]))
+    with pytest.raises(LeveError, match="kd.loss metric needs a metric teacher's cache; this one is relative"):
+        train(cfg, show_progress=False)
+
+
+def _unaligned_rmse(checkpoint: Path, split) -> float:
+    model, info = load_checkpoint(checkpoint)
+    protocol = get_protocol("standard", "synthetic", MAX_DEPTH, align="none", flip=False)
+    result = evaluate(model, split, protocol, info.resolution, info.max_depth, batch_size=8, device="cpu",
+                      examples=(), depth_bins=20, show_progress=False)
+    return result.aggregate().means["rmse"]
