@@ -29,7 +29,8 @@ def _params(path: Path, data: tuple[Path, Path], out: Path, extra: str = "") -> 
     path.write_text(
         f"paths:\n  stores: {store.parent}\n  teacher_cache: {cache.parent}\n"
         f"train:\n  dataset: synthetic\n  resolution: {list(TRAIN_SIZE)}\n  workers: 0\n"
-        f"  epochs: 2\n  max_steps: 12\n  batch_size: 8\n  lr: 1.0e-3\n  val_every: 0\n  log_every: 1\n  checkpoint_every: 1\n{extra}"
+        f"  epochs: 2\n  max_steps: 12\n  batch_size: 8\n  lr: 1.0e-3\n  val_every: 0\n  log_every: 1\n"
+        f"  checkpoint_every: 1\n{extra}"
         f"  out_dir: {out / 'models'}\n  log_dir: {out / 'dvclive'}\n  kd:\n    eps: 0.25\n    loss: l1\n"
         "  labels:\n    fraction: 1.0\n"
         "teacher:\n  datasets:\n    synthetic:\n      model: tiny-random\n"
