@@ -37,6 +37,8 @@ _.maxset  # reprlib.Repr limit
 _.intra_op_num_threads  # onnxruntime.SessionOptions (leve.models.runtime): read by InferenceSession
 _.inter_op_num_threads  # onnxruntime.SessionOptions
 _.graph_optimization_level  # onnxruntime.SessionOptions
+_.enable_profiling  # onnxruntime.SessionOptions (leve.models.runtime.profile_operators)
+_.profile_file_prefix  # onnxruntime.SessionOptions
 _.pix_fmt  # PyAV video stream's pixel format (leve.outputs.video): read by the encoder
 _.preserve_quotes  # ruamel.yaml round-trip setting (leve.pipeline.profiles, leve.pipeline.stages): read by its dumper
 _.MAX_IMAGE_PIXELS  # PIL.Image's decompression-bomb cap (leve.store.images): read by Image.open

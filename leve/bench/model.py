@@ -16,7 +16,9 @@ truth of ``int8_eval_images`` images of ``int8_eval_split`` of ``int8_store`` (`
 int8, ``rmse_rise`` = int8 − fp32; the prediction resized to the image as ``leve predict`` does),
 calibrated on ``int8_calibration_images`` of ``int8_calibration_split``. Where ``int8_store`` is
 absent (the demo's store not built), the embedded synthetic rooms it would hold are rendered
-instead (``source`` says which). ``int8_goal`` checks issue 29's <= 0.5x fp32 ONNX and |Δδ1| <= 0.01.
+instead (``source`` says which). ``int8_goal`` checks issue 29's <= 0.5x fp32 ONNX and |Δδ1| <= 0.01;
+where it is missed, ``operators`` says why: both graphs profiled by onnxruntime (kernel time per operator
+type), the convolutions' speed-up and the share of int8's time spent (de)quantizing and transposing.
 
 Every mode is prepared first, checked against eager on the timed input (``check``:
 max and mean abs difference relative to the output range; ``onnx-int8``: on its first calibration
@@ -293,7 +295,26 @@ def bench_modes(name: str, dtype: torch.dtype, cfg: Config, x: torch.Tensor) -> 
                 and abs(int8["accuracy"]["d1_drop"]) <= INT8_D1_GOAL}
         except Exception as exc:
             int8["accuracy"] = _error(exc)
+        if not int8.get("int8_goal", {}).get("met", False):
+            int8["operators"] = _operators(fns["onnx"][0], fns["onnx-int8"][0], fns["onnx-int8"][1])
     return results
+
+
+def _operators(fp32: Any, int8: Any, x: torch.Tensor) -> dict[str, Any]:
+    """Why int8 misses its goal, operator by operator: both graphs profiled by onnxruntime on ``x``;
+    ``conv_speedup``: fp32 convolution time / int8 convolution time; ``int8_overhead_share``: the share
+    of int8's time in (de)quantization and layout transposes."""
+    from leve.models.runtime import profile_operators
+
+    try:
+        prof = {"onnx": profile_operators(fp32.onnx_graph, x), "onnx-int8": profile_operators(int8.onnx_graph, x)}
+    except Exception as exc:
+        return _error(exc)
+    conv = {n: sum(o["ms"] for op, o in p["operators"].items() if "Conv" in op) for n, p in prof.items()}
+    ops = prof["onnx-int8"]["operators"]
+    overhead = sum(o["share"] for op, o in ops.items() if op in ("QuantizeLinear", "DequantizeLinear", "Transpose"))
+    return {**prof, "conv_speedup": round(conv["onnx"] / conv["onnx-int8"], 3) if conv["onnx-int8"] else None,
+            "int8_overhead_share": round(overhead, 3)}
 
 
 def bench_model(name: str, cfg: Config, device: torch.device) -> dict[str, Any]:

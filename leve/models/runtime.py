@@ -197,6 +197,7 @@ class InferenceModel(nn.Module):
         self.check: Check | None = None  # set by verify()
         self.fallback: str | None = None  # why ``auto`` did not run its first choice
         self.source_parameters = sum(p.numel() for p in model.parameters())  # as trained (set by prepare)
+        self.onnx_graph: bytes | None = fn.graph if isinstance(fn, OnnxCall) else None  # what onnx/onnx-int8 run
         for attr in _CONTRACT:
             if hasattr(model, attr):
                 setattr(self, attr, getattr(model, attr))
@@ -274,8 +275,9 @@ def quantize_int8(fp32: bytes | str | Path, calibration: Sequence[torch.Tensor],
         return out.read_bytes()
 
 
-def onnx_session(model: bytes | str | Path) -> Any:
-    """An onnxruntime CPU session as the runtimes run it: torch's thread count, all graph optimizations."""
+def onnx_session(model: bytes | str | Path, profile_prefix: str | None = None) -> Any:
+    """An onnxruntime CPU session as the runtimes run it: torch's thread count, all graph optimizations
+    (``profile_prefix``: with onnxruntime's profiling on, its JSON written there)."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -285,24 +287,58 @@ def onnx_session(model: bytes | str | Path) -> Any:
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep, as torch's do
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
                                 providers=["CPUExecutionProvider"])
 
 
-def _onnx_fn(model: nn.Module, example: torch.Tensor,
-             calibration: Sequence[torch.Tensor] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+def profile_operators(graph: bytes, x: torch.Tensor, runs: int = 5, top: int = 8) -> dict[str, Any]:
+    """Kernel time per operator type of ``graph`` on ``x`` (onnxruntime's ``enable_profiling``, after
+    one untimed run): ``total_ms`` per run and the ``top`` types with ms per run, share and node count,
+    as the optimized graph runs them (fused and layout-converted)."""
+    import json
+    import tempfile
+
+    times: Counter[str] = Counter()
+    nodes: Counter[str] = Counter()
+    with tempfile.TemporaryDirectory(prefix="leve-profile-") as tmp:
+        session = onnx_session(graph, str(Path(tmp, "ort")))
+        array = x.detach().float().contiguous().numpy()
+        for _ in range(runs + 1):
+            session.run(None, {"rgb": array})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    kernels = [e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
+    per_run = len(kernels) // (runs + 1)
+    for e in kernels[per_run:]:  # the first run warms up
+        op = str(e.get("args", {}).get("op_name", "?"))
+        times[op] += e["dur"]
+        nodes[op] += 1
+    total = sum(times.values())
+    return {"total_ms": round(total / runs / 1000, 3), "operators": {
+        op: {"ms": round(t / runs / 1000, 3), "share": round(t / total, 3) if total else 0.0, "nodes": nodes[op] // runs}
+        for op, t in times.most_common(top)}}
+
+
+class OnnxCall:
+    """A call through an onnxruntime session; ``graph``: the ONNX bytes it runs (for profiling)."""
+
+    def __init__(self, graph: bytes) -> None:
+        self.graph = graph
+        self.session = onnx_session(graph)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().float().contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {"rgb": array})[0])
+
+
+def _onnx_fn(model: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor] | None = None) -> OnnxCall:
     """Export ``model`` to ONNX in memory (quantized to int8 on ``calibration`` when given) and return
     a call through an onnxruntime session."""
     buf = io.BytesIO()
     export_onnx(model, example, buf)
-    graph = buf.getvalue() if calibration is None else quantize_int8(buf.getvalue(), calibration)
-    session = onnx_session(graph)
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        array = x.detach().float().contiguous().numpy()
-        return torch.from_numpy(session.run(None, {"rgb": array})[0])
-
-    return run
+    return OnnxCall(buf.getvalue() if calibration is None else quantize_int8(buf.getvalue(), calibration))
 
 
 def check_runtime(runtime: str, device: str | torch.device) -> None:

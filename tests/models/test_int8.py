@@ -24,7 +24,14 @@ from PIL import Image
 from torch import nn
 
 from leve.errors import LeveError
-from leve.models.runtime import INT8_TOLERANCE, InferenceModel, check_runtime, prepare_for_inference, verify
+from leve.models.runtime import (
+    INT8_TOLERANCE,
+    InferenceModel,
+    check_runtime,
+    prepare_for_inference,
+    profile_operators,
+    verify,
+)
 from tests.factories import synthetic_store
 
 DEPTH_TOLERANCE = 0.01  # mean |int8 - eager| / eager depth (see the module docstring)
@@ -112,6 +119,9 @@ def test_onnx_int8_runtime_is_checked_and_cpu_only():
     prepared = prepare_for_inference(model, "onnx-int8", (64, 64))  # default calibration: the synthetic rooms
     assert prepared.runtime == "onnx-int8" and prepared.check is not None
     assert 0 < prepared.check.mean_relative < INT8_TOLERANCE
+    prof = profile_operators(prepared.onnx_graph, torch.rand(1, 3, 64, 64), runs=2)
+    assert "QLinearConv" in prof["operators"] and prof["total_ms"] > 0  # the int8 convolutions ran
+    assert 0.99 <= sum(o["share"] for o in prof["operators"].values()) <= 1.0 or len(prof["operators"]) == 8
     with pytest.raises(LeveError, match="runtime onnx-int8 runs on the CPU"):
         check_runtime("onnx-int8", "cuda:0")
     conv = nn.Conv2d(3, 1, 1).eval()
@@ -140,6 +150,10 @@ def test_bench_model_times_int8_against_fp32_onnx_and_scores_both(tmp_path, stor
     assert acc["d1_drop"] == pytest.approx(acc["onnx"]["d1"] - acc["onnx-int8"]["d1"], abs=2e-5)
     assert acc["rmse_rise"] == pytest.approx(acc["onnx-int8"]["rmse"] - acc["onnx"]["rmse"], abs=2e-5)
     assert int8["int8_goal"]["met"] == (int8["latency_ratio_vs_onnx"] <= 0.5 and abs(acc["d1_drop"]) <= 0.01)
+    if not int8["int8_goal"]["met"]:  # why, operator by operator
+        ops = int8["operators"]
+        assert "QLinearConv" in ops["onnx-int8"]["operators"] and "QLinearConv" not in ops["onnx"]["operators"]
+        assert ops["conv_speedup"] > 0 and 0 <= ops["int8_overhead_share"] < 1
 
 
 def test_int8_export_calibrates_as_the_params_say(tmp_path, small_checkpoint, store, run_cli, monkeypatch):
