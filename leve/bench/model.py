@@ -301,13 +301,13 @@ def bench_modes(name: str, dtype: torch.dtype, cfg: Config, x: torch.Tensor) -> 
 
 
 def _operators(fp32: Any, int8: Any, x: torch.Tensor) -> dict[str, Any]:
-    """Why int8 misses its goal, operator by operator: both graphs profiled by onnxruntime on ``x``;
+    """Why int8 misses its goal, operator by operator: both graphs profiled by onnxruntime on ``x``, in turn;
     ``conv_speedup``: fp32 convolution time / int8 convolution time; ``int8_overhead_share``: the share
     of int8's time in (de)quantization and layout transposes."""
     from leve.models.runtime import profile_operators
 
     try:
-        prof = {"onnx": profile_operators(fp32.onnx_graph, x), "onnx-int8": profile_operators(int8.onnx_graph, x)}
+        prof = profile_operators({"onnx": fp32.onnx_graph, "onnx-int8": int8.onnx_graph}, x)
     except Exception as exc:
         return _error(exc)
     conv = {n: sum(o["ms"] for op, o in p["operators"].items() if "Conv" in op) for n, p in prof.items()}

@@ -294,31 +294,42 @@ def onnx_session(model: bytes | str | Path, profile_prefix: str | None = None) -
                                 providers=["CPUExecutionProvider"])
 
 
-def profile_operators(graph: bytes, x: torch.Tensor, runs: int = 5, top: int = 8) -> dict[str, Any]:
-    """Kernel time per operator type of ``graph`` on ``x`` (onnxruntime's ``enable_profiling``, after
-    one untimed run): ``total_ms`` per run and the ``top`` types with ms per run, share and node count,
-    as the optimized graph runs them (fused and layout-converted)."""
+def profile_operators(graphs: dict[str, bytes], x: torch.Tensor, runs: int = 10, top: int = 8) -> dict[str, Any]:
+    """Kernel time per operator type of each graph on ``x`` (onnxruntime's ``enable_profiling``): one
+    untimed run each, then ``runs`` rounds that run every graph once, in turn, so that load from other
+    processes falls on all alike. Per graph: ``total_ms`` (median over runs of the kernel time) and the
+    ``top`` operator types (as the optimized graph runs them: fused, layout-converted) with the median
+    ms per run, share of the total and node count."""
     import json
+    import statistics
     import tempfile
 
-    times: Counter[str] = Counter()
-    nodes: Counter[str] = Counter()
+    array = x.detach().float().contiguous().numpy()
+    report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="leve-profile-") as tmp:
-        session = onnx_session(graph, str(Path(tmp, "ort")))
-        array = x.detach().float().contiguous().numpy()
+        sessions = {name: onnx_session(g, str(Path(tmp, f"ort{i}"))) for i, (name, g) in enumerate(graphs.items())}
         for _ in range(runs + 1):
-            session.run(None, {"rgb": array})
-        events = json.loads(Path(session.end_profiling()).read_text())
-    kernels = [e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
-    per_run = len(kernels) // (runs + 1)
-    for e in kernels[per_run:]:  # the first run warms up
-        op = str(e.get("args", {}).get("op_name", "?"))
-        times[op] += e["dur"]
-        nodes[op] += 1
-    total = sum(times.values())
-    return {"total_ms": round(total / runs / 1000, 3), "operators": {
-        op: {"ms": round(t / runs / 1000, 3), "share": round(t / total, 3) if total else 0.0, "nodes": nodes[op] // runs}
-        for op, t in times.most_common(top)}}
+            for session in sessions.values():
+                session.run(None, {"rgb": array})
+        for name, session in sessions.items():
+            events = json.loads(Path(session.end_profiling()).read_text())
+            kernels = [e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
+            per_run = len(kernels) // (runs + 1)
+            rounds: list[Counter[str]] = []
+            nodes: Counter[str] = Counter()
+            for r in range(1, runs + 1):  # run 0 warms up
+                ms: Counter[str] = Counter()
+                for e in kernels[r * per_run:(r + 1) * per_run]:
+                    op = str(e.get("args", {}).get("op_name", "?"))
+                    ms[op] += e["dur"] / 1000
+                    nodes[op] += 1
+                rounds.append(ms)
+            median = Counter({op: statistics.median(m[op] for m in rounds) for op in nodes})
+            total = statistics.median(sum(m.values()) for m in rounds)
+            report[name] = {"total_ms": round(total, 3), "operators": {
+                op: {"ms": round(t, 3), "share": round(t / total, 3) if total else 0.0, "nodes": nodes[op] // runs}
+                for op, t in median.most_common(top)}}
+    return report
 
 
 class OnnxCall:

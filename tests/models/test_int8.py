@@ -119,9 +119,10 @@ def test_onnx_int8_runtime_is_checked_and_cpu_only():
     prepared = prepare_for_inference(model, "onnx-int8", (64, 64))  # default calibration: the synthetic rooms
     assert prepared.runtime == "onnx-int8" and prepared.check is not None
     assert 0 < prepared.check.mean_relative < INT8_TOLERANCE
-    prof = profile_operators(prepared.onnx_graph, torch.rand(1, 3, 64, 64), runs=2)
+    assert prepared.onnx_graph is not None
+    prof = profile_operators({"int8": prepared.onnx_graph}, torch.rand(1, 3, 64, 64), runs=2)["int8"]
     assert "QLinearConv" in prof["operators"] and prof["total_ms"] > 0  # the int8 convolutions ran
-    assert 0.99 <= sum(o["share"] for o in prof["operators"].values()) <= 1.0 or len(prof["operators"]) == 8
+    assert sum(o["ms"] for o in prof["operators"].values()) <= prof["total_ms"] * 1.5  # medians of parts, top 8
     with pytest.raises(LeveError, match="runtime onnx-int8 runs on the CPU"):
         check_runtime("onnx-int8", "cuda:0")
     conv = nn.Conv2d(3, 1, 1).eval()
