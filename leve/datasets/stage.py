@@ -18,7 +18,7 @@ from typing import Any
 from leve.datasets import endoslam, folder, kitti, nyu, synthetic
 from leve.errors import LeveError
 from leve.params import PARAMS_FILE, build_config, resolved, resolved_params, section
-from leve.store.remote import location
+from leve.store.remote import location, url_of
 
 # dataset name -> adapter module exposing ``Config`` (a dataclass) and ``prepare(cfg, ...)``
 DATASETS: dict[str, ModuleType] = {
@@ -63,8 +63,9 @@ def resolve(
     # travels in the config as a Path that leve.store.remote.location reads back as the URL (the builder and
     # store_path do), never as a local folder named `s3:`
     out = values.get("out")
-    where = location(out) if isinstance(out, str | Path) else out
-    values["out"] = None if isinstance(where, str) else where  # a file:// URL: its local path
+    where = location(out) if isinstance(out, str | Path) and url_of(out) is not None else None
+    if where is not None:
+        values["out"] = None if isinstance(where, str) else where  # a file:// URL: its local path
     module = ADAPTERS[name]
     cfg = build_config(module.Config, values, f"prepare.{dataset}")
     return module, dataclasses.replace(cfg, out=Path(where)) if isinstance(where, str) else cfg

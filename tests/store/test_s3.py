@@ -79,6 +79,10 @@ def test_a_url_given_as_a_path_is_read_back_as_the_url():
     assert location("file:///tmp/x.zarr") == Path("/tmp/x.zarr")
     assert location("data/zarr/x.zarr") == Path("data/zarr/x.zarr")
     assert store_path(Path("s3://bkt/x.zarr"), "synthetic") == "s3://bkt/x.zarr"
+    # prepare's `out` (params.yaml or --out/--set): a URL carried to the builder, a file:// URL its local path
+    assert url_of(stage.config("synthetic", {"out": Override("s3://bkt/x.zarr")}).out) == "s3://bkt/x.zarr"
+    assert stage.config("synthetic", {"out": Override("file:///tmp/x.zarr")}).out == Path("/tmp/x.zarr")
+    assert stage.config("synthetic", {"out": Override("data/x.zarr")}).out == Path("data/x.zarr")
 
 
 def test_an_unknown_scheme_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
