@@ -158,6 +158,33 @@ def bench_runtimes() -> str:
             + _source(path, d["command"]))
 
 
+def bench_int8() -> str:
+    """``leve bench model --modes onnx-int8`` runs: int8 against fp32 ONNX, and why the goal is missed."""
+    path = "docs/bench_int8_leve.json"
+    d = _json(path)
+    rows, ops = [], []
+    for run, r in d["runs"].items():
+        m = r["models"]["leve"]["fp32"]
+        i, a = m["onnx-int8"], m["onnx-int8"]["accuracy"]
+        env = r["environment"]
+        rows.append([f"{run} ({env['loadavg_1min_start']} → {env['loadavg_1min_end']}, {r['repeats']} rounds)",
+                     _n(m["onnx"]["median_ms"], 1) + " ms", _n(i["median_ms"], 1) + " ms", _n(i["latency_ratio_vs_onnx"]),
+                     f"{_n(a['onnx']['d1'])} → {_n(a['onnx-int8']['d1'])}", _n(-a["d1_drop"], 5),
+                     _n(a["rmse_rise"], 4), "yes" if i["int8_goal"]["met"] else "no"])
+        if "operators" in i:
+            o = i["operators"]
+            top = ", ".join(f"{op} {_n(v['share'] * 100, 0)}%" for op, v in list(o["onnx-int8"]["operators"].items())[:5])
+            ops.append([run, _n(o["onnx"]["total_ms"], 1) + " ms", _n(o["onnx-int8"]["total_ms"], 1) + " ms",
+                        _n(o["conv_speedup"], 2) + "×", _n(o["int8_overhead_share"] * 100, 0) + "%", top])
+    text = (f"`{d['checkpoint']}` ({d['data']}), {d['machine']}.\n\n"
+            + _table(["run (load average)", "fp32 ONNX", "int8", "int8 / fp32", "δ1 fp32 → int8", "Δδ1", "ΔRMSE (m)",
+                      "goal met"], rows))
+    if ops:
+        text += "\n\nWhy, operator by operator (onnxruntime profiling, median over 10 runs):\n\n" + _table(
+            ["run", "fp32 kernels", "int8 kernels", "conv speed-up", "Q/DQ + transposes", "int8's top operators"], ops)
+    return text + "\n\n" + _source(path, d["command"])
+
+
 def bench_model() -> str:
     path = "metrics/bench_model.json"
     d = _json(path)
@@ -223,6 +250,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "bench_train": bench_train,
     "bench_models": bench_models,
     "bench_runtimes": bench_runtimes,
+    "bench_int8": bench_int8,
     "bench_model": bench_model,
     "loader_side_by_side": loader_side_by_side,
     "published": published,
