@@ -22,7 +22,6 @@ CACHE_META = {"raw_min": "float32", "raw_max": "float32", "zero": "bool"}
 PLAIN = "disparity_plain"  # tta flip: the image's own map beside the flip-averaged ``disparity``
 PLAIN_META = {f"plain_{k}": v for k, v in CACHE_META.items()}
 METRIC_UNITS = "1/m (inverse depth: depth in metres = 1 / (disparity * raw_max))"
-KD_LOSSES_RELATIVE = ("l1", "ssi")  # train.kd.loss values that read any cache as relative disparity
 
 
 def cache_depth_kind(attrs: dict[str, Any]) -> str:
