@@ -35,6 +35,7 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
 from leve.errors import LeveError
+from leve.store.remote import MANIFEST, location, read_manifest, url_of
 
 CRC = "crc32c"
 EMPTY = 2**64 - 1  # an index entry with no chunk (sharding codec)
@@ -390,6 +391,13 @@ def verify_store(path: str | Path, bar: Any = None) -> tuple[list[Bad], dict[str
     :func:`leve.progress.progress_bar`, advanced by the samples checked."""
     store = Files(path)
     _, arrays, bad = store_arrays(str(path), store)
+    url = location(path) if url_of(path) is not None else None
+    if isinstance(url, str):  # a bucket store is published whole only with its manifest (leve.store.remote)
+        manifest = read_manifest(url)
+        if manifest is None:
+            bad.append(Bad("", MANIFEST, "no manifest: the store's upload or publish did not finish"))
+        elif manifest.get("fingerprint") != _root_attributes(url).get("fingerprint"):
+            bad.append(Bad("", MANIFEST, "the manifest is of another build than zarr.json (a publish was interrupted)"))
     metas: dict[str, dict[str, Any]] = {}
     for array, _ in arrays:
         try:

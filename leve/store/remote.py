@@ -245,9 +245,9 @@ def _stale(holder: dict[str, Any]) -> bool:
 
 
 def _crc(path: Path) -> int:
-    from leve.store.integrity import crc32c
+    import google_crc32c
 
-    return crc32c(path.read_bytes())
+    return int(google_crc32c.value(path.read_bytes()))
 
 
 def publish(local: Path, url: str, fingerprint: str) -> dict[str, Any]:

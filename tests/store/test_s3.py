@@ -172,6 +172,7 @@ def test_eval_metrics_from_the_bucket_equal_the_local_twins(s3, twin, tmp_path, 
 
 
 def test_a_store_without_its_manifest_is_refused_and_a_rerun_publishes_it(s3, tmp_path, monkeypatch):
+    from leve.store.integrity import verify_store
     from leve.store.reader import open_store
 
     monkeypatch.chdir(tmp_path)
@@ -202,6 +203,8 @@ def test_a_store_without_its_manifest_is_refused_and_a_rerun_publishes_it(s3, tm
     monkeypatch.setattr(s3fs.S3FileSystem, "_cp_file", copy)
     with pytest.raises(LeveError, match=f"no {MANIFEST}: the store's upload did not finish or it is being replaced"):
         open_store(url)
+    bad, _ = verify_store(url)  # `leve verify` says so too
+    assert [b.line() for b in bad] == [f"{MANIFEST}: no manifest: the store's upload or publish did not finish"]
     result = _prepare(url, test=SIZES["test"] + 1)
     assert result.resumed and open_store(url).split("test").length == SIZES["test"] + 1
     # a manifest of another build (a publish interrupted over an older store) is refused too
