@@ -175,3 +175,43 @@ def _unaligned_rmse(checkpoint: Path, split) -> float:
     result = evaluate(model, split, protocol, info.resolution, info.max_depth, batch_size=8, device="cpu",
                       examples=(), depth_bins=20, show_progress=False)
     return result.aggregate().means["rmse"]
+
+
+def test_a_student_distilled_only_from_a_metric_teacher_is_metric(stores, tmp_path):
+    cfg = _config(tmp_path, stores["full"].parent, max_steps=2, labels=LabelsConfig(fraction=0.0),
+                  kd=KDConfig(eps=0.5, loss="metric", teacher_dir=stores["oracle"]))
+    train(cfg, show_progress=False)
+    info = load_checkpoint(cfg.out_dir / "best.pt")[1]
+    assert info.depth_kind == "metric" and "relative_affine" not in info.extra
+    assert "val" in info.extra and "loss" in info.extra["val"]  # validated unaligned, with its student loss
+
+
+@pytest.mark.slow
+def test_metric_oracle_teaches_metric_depth_with_few_labels(stores, tmp_path):
+    """One labelled training image of 48. Measured (CPU, 30 steps): unaligned test RMSE 1.317 m on every
+    label, 1.667 m on the one label alone, 1.318 m with metric KD from the oracle (eps 0.9); the oracle's
+    own RMSE 0.117 m."""
+    data, oracle = stores["full"].parent, stores["oracle"]
+    few = LabelsConfig(fraction=0.02)  # round(0.02 * 48) = 1 image keeps its depth
+    runs = {
+        "full labels": _config(tmp_path / "full", data, labels=LabelsConfig(fraction=1.0)),
+        "one label": _config(tmp_path / "few", data, labels=few),
+        "one label + metric kd": _config(tmp_path / "kd", data, labels=few,
+                                         kd=KDConfig(eps=0.9, loss="metric", teacher_dir=oracle)),
+    }
+    test = open_split(stores["full"], "test")
+    rmse = {}
+    for name, cfg in runs.items():
+        train(cfg, show_progress=False)
+        assert load_checkpoint(cfg.out_dir / "best.pt")[1].depth_kind == "metric"
+        rmse[name] = _unaligned_rmse(cfg.out_dir / "best.pt", test)
+    cache = open_teacher_cache(oracle / "synthetic.zarr", "train", stores["full"])
+    truth = open_split(stores["full"], "train")
+    teacher = float(np.mean([np.sqrt(np.mean((cache.depth(i) - truth.depth(i))[truth.depth(i) > 0] ** 2))
+                             for i in range(len(truth))]))  # the oracle's own unaligned RMSE (train split)
+    full, alone, kd = (rmse[k] for k in runs)
+    print({k: round(v, 3) for k, v in rmse.items()}, "oracle", round(teacher, 3),
+          f"kd/full {kd / full:.3f} (margin 1.10), kd/one label {kd / alone:.3f} (margin 0.85)")
+    assert teacher < 0.2 * full  # the teacher is far better than any student here: the students are what differ
+    assert kd < 1.10 * full  # close to training on every label (measured 1.00)
+    assert kd < 0.85 * alone  # far below the one label alone (measured 0.79)
