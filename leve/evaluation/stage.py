@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from leve.errors import LeveError
-from leve.params import PARAMS_FILE, build_config, param, params_section, resolved_params, section, shared_keys
+from leve.params import PARAMS_FILE, build_config, default, param, params_section, resolved_params, section, shared_keys
 from leve.progress import console
 
 SIDE_FOLDER = Path("evals")  # where the outputs of a checkpoint other than the params' go by default
@@ -88,7 +88,8 @@ def config(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
 def student_checkpoint(params: dict[str, Any]) -> Path:
     """The train stage's best checkpoint, ``<train.out_dir>/best.pt`` (``params``: the resolved tree): what
     ``eval.checkpoint: null`` scores, so the student's folder is one key (``train.out_dir``)."""
-    return Path(str(section(params, "train").get("out_dir"))) / BEST_CHECKPOINT
+    out_dir = section(params, "train").get("out_dir")  # a params file without it: the default's
+    return Path(str(out_dir if out_dir is not None else default("train.out_dir"))) / BEST_CHECKPOINT
 
 
 _warned: set[str] = set()

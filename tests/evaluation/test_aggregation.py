@@ -107,7 +107,8 @@ def test_per_metric_record():
 
 
 def test_protocols_default_and_override():
-    assert [get_protocol(n, "nyu", 10.0).aggregation for n in ("leve2024", "standard", "densedepth")] == [
+    own = {"standard": {"align": "lstsq", "flip": False}}  # standard's alignment and flip are eval.align and eval.flip
+    assert [get_protocol(n, "nyu", 10.0, **own.get(n, {})).aggregation for n in ("leve2024", "standard", "densedepth")] == [
         "per_image", "per_image", "pooled"]
     assert get_protocol("leve2024", "nyu", 10.0, aggregation="per_image_mse").aggregation == "per_image_mse"
     assert get_protocol("densedepth", "nyu", 10.0, aggregation="per_image").aggregation == "per_image"

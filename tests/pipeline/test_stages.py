@@ -247,7 +247,9 @@ def test_dvc_status_follows_the_derived_deps(dvc_ws):
     ws, dvc = dvc_ws
     assert _status(dvc) == set()
     cases = [  # (file, old, new, the stages DVC must mark changed)
-        ("leve/store/__init__.py", None, "\n# edited\n", {"prepare@synthetic", "teacher@synthetic", "train", "eval@synthetic"}),
+        # bench-model reads a store too: its int8 mode is calibrated and scored on one
+        ("leve/store/__init__.py", None, "\n# edited\n", {"prepare@synthetic", "teacher@synthetic", "train", "eval@synthetic",
+                                                         "bench-model"}),
         ("leve/report/metrics.py", None, "\n# edited\n", {"eval@synthetic", "tables"}),
         ("params.yaml", "    kitti:\n      splits: [test]", "    kitti:\n      splits: [train, test]", set()),
         ("params.yaml", "  workers: 2\n  seed: 0", "  workers: 7\n  seed: 0", set()),  # train.workers
