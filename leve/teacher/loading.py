@@ -7,7 +7,8 @@ A teacher is *relative* (its map is disparity up to scale and shift: Depth-Anyth
 *metric* (depth in metres: a Depth-Anything config with ``depth_estimation_type: metric``, whose
 head is ``sigmoid * max_depth``): :attr:`Teacher.depth_kind`, read from the model's config.
 Models load through ``AutoConfig`` and ``AutoModelForDepthEstimation``; architectures whose
-processor the cache does not replicate (ZoeDepth, DepthPro) are refused with the reason.
+processor the cache does not replicate (ZoeDepth, DepthPro), and Prompt Depth Anything (metric only through
+its prompt), are refused with the reason.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from leve.errors import LeveError
 from leve.store.format import fingerprint
 from leve.teacher.dpt import DEPTH_ANYTHING_PREPROCESSING
 from leve.teacher.preprocess import Preprocessing
-from leve.teacher.registry import DEPTH_PRO_GAP, REGISTRY, ZOEDEPTH_GAP, TeacherEntry, find_entry
+from leve.teacher.registry import DEPTH_PRO_GAP, PROMPT_DEPTH_GAP, REGISTRY, ZOEDEPTH_GAP, TeacherEntry, find_entry
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "_commit_hash", "torch_dtype", "dtype"}
 SUPPORTED_MODEL_TYPES = ("depth_anything",)
-UNSUPPORTED_MODEL_TYPES = {"zoedepth": ZOEDEPTH_GAP, "depth_pro": DEPTH_PRO_GAP}
+UNSUPPORTED_MODEL_TYPES = {"zoedepth": ZOEDEPTH_GAP, "depth_pro": DEPTH_PRO_GAP, "prompt_depth_anything": PROMPT_DEPTH_GAP}
 
 
 @dataclass

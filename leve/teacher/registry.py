@@ -173,6 +173,8 @@ METRIC_TEACHERS: tuple[TeacherEntry, ...] = (
 )
 # Prompt Depth Anything is not listed: without its prompt (a low-resolution metric depth map, e.g. LiDAR) it runs,
 # but its output is then the depth normalised to the prompt's [min, max]: the metres come from the prompt.
+PROMPT_DEPTH_GAP = ("Prompt Depth Anything takes its metres from its prompt (a metric depth map, e.g. LiDAR): "
+                    "without one its output is normalised to the prompt's range, neither metric nor cached")
 
 
 REGISTRY: dict[str, TeacherEntry] = {

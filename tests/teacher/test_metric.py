@@ -90,14 +90,57 @@ def test_relative_cache_has_no_metric_depth_and_refuses_metric_kd(tmp_path: Path
         check_kd_loss(cache.attrs, loss, "here")
 
 
-@pytest.mark.parametrize("config_name, gap", [("ZoeDepthConfig", "ZoeDepth's processor pads"),
-                                              ("DepthProConfig", "focal length")])
-def test_unreplicated_architectures_are_refused_with_the_reason(tmp_path: Path, config_name: str, gap: str):
-    import transformers
+def _tiny_zoedepth() -> object:
+    from transformers import BeitConfig, ZoeDepthConfig
 
-    getattr(transformers, config_name)().save_pretrained(tmp_path)  # config.json as save_pretrained writes it
+    beit = BeitConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, image_size=64,
+                      patch_size=16, out_features=["stage1", "stage2", "stage3", "stage4"],
+                      use_relative_position_bias=True, reshape_hidden_states=False)
+    return ZoeDepthConfig(backbone_config=beit, neck_hidden_sizes=[8, 16, 32, 32], reassemble_hidden_size=32,
+                          fusion_hidden_size=16, bottleneck_features=16, num_relative_features=8, bin_embedding_dim=16,
+                          num_attractors=[4, 4, 4, 4], bin_configurations=[{"n_bins": 8, "min_depth": 0.001, "max_depth": 10.0}])
+
+
+def _tiny_depth_pro() -> object:
+    from transformers import DepthProConfig, Dinov2Config
+
+    def dino() -> object:
+        return Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                            image_size=32, patch_size=8)
+
+    return DepthProConfig(fusion_hidden_size=16, patch_size=32, intermediate_hook_ids=[1, 0],
+                          intermediate_feature_dims=[16, 16], scaled_images_ratios=[0.5, 1.0],
+                          scaled_images_overlap_ratios=[0.0, 0.0], scaled_images_feature_dims=[16, 16],
+                          image_model_config=dino(), patch_model_config=dino(), fov_model_config=dino())
+
+
+def _tiny_prompt_depth() -> object:
+    from transformers import PromptDepthAnythingConfig
+
+    from leve.teacher.registry import tiny_random_config
+
+    da = tiny_random_config().to_dict()
+    keep = ("backbone_config", "reassemble_hidden_size", "reassemble_factors", "neck_hidden_sizes", "fusion_hidden_size",
+            "head_hidden_size")
+    return PromptDepthAnythingConfig(**{k: da[k] for k in keep}, depth_estimation_type="metric", max_depth=1)
+
+
+@pytest.mark.parametrize("make, gap", [(_tiny_zoedepth, "ZoeDepth's processor pads"),
+                                       (_tiny_depth_pro, "focal length"),
+                                       (_tiny_prompt_depth, "takes its metres from its prompt")])
+def test_unreplicated_architectures_are_refused_with_the_reason(tmp_path: Path, make: object, gap: str):
+    config = make()  # type: ignore[operator]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        AutoModelForDepthEstimation.from_config(config).save_pretrained(tmp_path)  # the real layout, tiny weights
+    model = AutoModelForDepthEstimation.from_pretrained(tmp_path).eval()  # transformers runs it
+    with torch.no_grad():
+        assert model(pixel_values=torch.rand(1, 3, 64, 64)).predicted_depth.ndim == 3
     with pytest.raises(LeveError, match=f"not runnable by the teacher cache yet: .*{gap}"):
         load_teacher(str(tmp_path))
-    name = "zoedepth-nyu" if config_name == "ZoeDepthConfig" else "depth-pro"
+
+
+@pytest.mark.parametrize("name", ["zoedepth-nyu", "zoedepth-kitti", "depth-pro"])
+def test_unreplicated_registry_entries_are_refused_before_any_download(name: str):
     with pytest.raises(LeveError, match=f"{name} .*not runnable"):
         load_teacher(name)
