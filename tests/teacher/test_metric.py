@@ -46,12 +46,13 @@ def _save_metric(folder: Path) -> Path:
     return folder
 
 
-def test_metric_teacher_caches_metric_depth(tmp_path: Path, mixed_store: Path):
+@pytest.mark.parametrize("tta", ["none", "flip"])
+def test_metric_teacher_caches_metric_depth(tmp_path: Path, mixed_store: Path, tta: str):
     folder = _save_metric(tmp_path / "tiny-metric")
     teacher = load_teacher(str(folder))
     assert (teacher.depth_kind, teacher.max_depth) == ("metric", 10.0)
     out = tmp_path / "teacher.zarr"
-    assert build_teacher_cache(mixed_store, out, "train", teacher, **caching(batch_size=2, block_size=4),
+    assert build_teacher_cache(mixed_store, out, "train", teacher, **caching(batch_size=2, block_size=4, tta=tta),
                                show_progress=False).complete
     cache = open_teacher_cache(out, "train", mixed_store)
     assert cache.depth_kind == "metric"
@@ -64,7 +65,11 @@ def test_metric_teacher_caches_metric_depth(tmp_path: Path, mixed_store: Path):
     for i in range(len(split)):
         rgb = split.rgb(i)
         with torch.no_grad():
-            outputs = model(**processor(images=rgb, return_tensors="pt"))
+            inputs = processor(images=rgb, return_tensors="pt")
+            outputs = model(**inputs)
+            if tta == "flip":  # the mean of the depth of the image and the un-mirrored depth of its mirror
+                mirrored = model(pixel_values=inputs["pixel_values"].flip(-1)).predicted_depth.flip(-1)
+                outputs.predicted_depth = 0.5 * (outputs.predicted_depth + mirrored)
         want = processor.post_process_depth_estimation(outputs, target_sizes=[rgb.shape[:2]])[0]["predicted_depth"]
         got = cache.depth(i)
         assert got.shape == rgb.shape[:2]
