@@ -61,7 +61,8 @@ def run(
     cfg = config(dataset, overrides, params_file)
     shard_index = parse_shard(shard)
     teacher = load_teacher(cfg.model, cfg.revision)
-    console.print(f"teacher {teacher.model_id} @ {teacher.revision}: licence {teacher.licence}")
+    kind = f"metric depth (m, up to {teacher.max_depth:g} m)" if teacher.depth_kind == "metric" else "relative depth"
+    console.print(f"teacher {teacher.model_id} @ {teacher.revision}: {kind}, licence {teacher.licence}")
     if "non-commercial" in teacher.licence:
         console.print("[yellow]note: this checkpoint is licensed for non-commercial use only[/yellow]")
     warning = embedded_misuse(teacher.model_id, cfg.data_dir / f"{dataset}.zarr")
