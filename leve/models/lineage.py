@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-NON_COMMERCIAL = re.compile(r"\bNC\b|\bnon[- ]?commercial", re.IGNORECASE)
+# "research use only" (Apple's licence of DepthPro) forbids commercial use as plainly as NC does
+NON_COMMERCIAL = re.compile(r"\bNC\b|\bnon[- ]?commercial|\bresearch[- ]use only", re.IGNORECASE)
 NC_LICENCE = "CC-BY-NC-4.0 (non-commercial use only)"
 NC_ID = "cc-by-nc-4.0"
 OPEN_ID = "apache-2.0"

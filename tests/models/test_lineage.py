@@ -71,10 +71,12 @@ def plain_student(store: Path) -> Path:
     return path
 
 
-def test_registry_licences_mark_exactly_v2_base_and_large_non_commercial():
+def test_registry_licences_mark_exactly_v2_base_and_large_and_depth_pro_non_commercial():
     marked = {name for name, e in REGISTRY.items() if is_non_commercial(e.licence)}
-    assert marked == {"v2-base", "v2-large"}
+    v2_nc = {f"v2-{kind}{size}" for kind in ("", "metric-indoor-", "metric-outdoor-") for size in ("base", "large")}
+    assert marked == v2_nc | {"depth-pro"}  # CC-BY-NC-4.0, and Apple's research-only licence
     assert not is_non_commercial("Apache-2.0") and not is_non_commercial("unknown (local folder)")
+    assert not is_non_commercial("MIT") and is_non_commercial("Research use only")
     assert is_non_commercial("CC-BY-NC-SA-3.0") and is_non_commercial("free for non-commercial research")
 
 
