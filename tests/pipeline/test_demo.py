@@ -61,6 +61,7 @@ def test_dvc_status_up_to_date_then_only_train_and_eval_change(demo):
     source = code.read_text()
     try:
         code.write_text(source + "\n# edited\n")
-        assert _changed_stages(demo.run("dvc", "status", capture=True)) == {"prepare@synthetic"}
+        # bench-model too: its int8 mode renders the same rooms when it has no store to calibrate and score on
+        assert _changed_stages(demo.run("dvc", "status", capture=True)) == {"prepare@synthetic", "bench-model"}
     finally:
         code.write_text(source)
