@@ -98,3 +98,43 @@ def server_for():
     for srv in servers:
         srv.shutdown()
         srv.server_close()
+
+
+# --------------------------------------------------------------------------- scheduling
+
+# `make test` runs the files on two pytest-xdist workers (--dist loadfile), each taking the next file as it
+# finishes one. Files run longest first (the greedy LPT order), so that no long file starts last while the
+# other worker idles: tests/durations.json holds each file's seconds, measured by a run with
+# LEVE_WRITE_DURATIONS=tests/durations.json (unknown files run after the measured ones; the order of tests
+# inside a file is kept).
+DURATIONS = Path(__file__).with_name("durations.json")
+
+
+def _test_file(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import json
+
+    seconds = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+    first = {}  # a file's first position: its tests stay together and in order
+    for i, item in enumerate(items):
+        first.setdefault(_test_file(item.nodeid), i)
+    items.sort(key=lambda item: (-seconds.get(_test_file(item.nodeid), 0.0), first[_test_file(item.nodeid)]))
+
+
+_measured: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if os.environ.get("LEVE_WRITE_DURATIONS"):
+        _measured[_test_file(report.nodeid)] = _measured.get(_test_file(report.nodeid), 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    target = os.environ.get("LEVE_WRITE_DURATIONS")
+    if target and _measured and not hasattr(session.config, "workerinput"):  # the controller (or a run without xdist)
+        import json
+
+        Path(target).write_text(json.dumps({k: round(v, 1) for k, v in sorted(_measured.items())}, indent=1) + "\n")

@@ -155,9 +155,10 @@ def kill_all(procs: set[Proc]) -> None:
             pass
 
 
-def kill_and_survivors(job: Job, sig: int = signal.SIGKILL, within: float = 10.0) -> set[Proc]:
+def kill_and_survivors(job: Job, sig: int = signal.SIGKILL, within: float = 30.0) -> set[Proc]:
     """Send ``sig`` to the command alone and give everything it started ``within`` seconds to end;
-    the processes still alive then (killed before returning)."""
+    the processes still alive then (killed before returning). The wait ends as soon as none is left:
+    ``within`` is a generous bound for a loaded machine, not a claim about speed."""
     procs = tree(job.pid)
     os.kill(job.pid, sig)
     job.proc.wait(120)

@@ -224,7 +224,13 @@ class Trainer:
         random.seed(self.cfg.seed)
         torch.backends.cudnn.benchmark = not self.cfg.deterministic
         if self.cfg.deterministic and self.device.type == "cpu":
-            torch.use_deterministic_algorithms(True, warn_only=True)
+            if self.cfg.compile:  # inductor's own flag too
+                torch.use_deterministic_algorithms(True, warn_only=True)
+            else:
+                # The same switch without torch.use_deterministic_algorithms' import of torch._inductor
+                # (it only sets inductor's flag, which matters to torch.compile): that import cost 1.27 s of
+                # every `leve train` process (cProfile, torch 2.13 CPU), more than 16 demo training steps' forwards.
+                torch._C._set_deterministic_algorithms(True, warn_only=True)
 
     def _teacher(self, store: Any, expected: str | None, data_id: dict[str, Any]) -> Path:
         from leve.teacher.cache.read import check_cache_matches, check_kd_loss

@@ -14,8 +14,10 @@ from leve.pipeline.demo import Demo, run_demo
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Demo:
     # the whole story on a smaller sample (`make demo` runs it at full size on every fresh clone)
-    quick = {"prepare.synthetic.train": 48, "prepare.synthetic.val": 8, "prepare.synthetic.test": 8,
-             "train.max_steps": 16, "bench.model.resolution": "96x128"}
+    quick = {"prepare.synthetic.train": 24, "prepare.synthetic.val": 4, "prepare.synthetic.test": 4,
+             "prepare.synthetic.height": 64, "prepare.synthetic.width": 96, "train.resolution": [64, 96],
+             "train.max_steps": 6, "bench.model.resolution": "64x96", "bench.model.warmup": 1,
+             "bench.model.repeats": 2}
     return run_demo(tmp_path_factory.mktemp("demo") / "ws", quiet=True, overrides=quick)
 
 

@@ -37,7 +37,7 @@ def test_bench_train_cli_json(run_cli, tmp_path):
     parts = loader["worker_ms_per_sample"]
     assert set(parts) >= {"read_rgb", "resize_rgb_uint8", "read_depth", "sample_into_batch", "torch_collate",
                           "finish_on_device"}
-    assert all(v >= 0 for v in parts.values()) and parts["sample_into_batch"] > parts["resize_rgb_uint8"]
+    assert all(v >= 0 for v in parts.values())  # CPU ms of separately timed parts: no order between them is asserted
     jpeg = data["loader_jpeg_store"]
     rates = jpeg["samples_per_cpu_s"]
     assert set(rates) == {"full", "draft"} and all(v > 0 for v in rates.values())
