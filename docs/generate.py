@@ -230,6 +230,26 @@ def published() -> str:
               "Regenerate this table with `python docs/generate.py`.*")
 
 
+def teachers() -> str:
+    """Every registered teacher (``leve.teacher.registry.REGISTRY``): where it comes from, its licence, whether a
+    student of it is non-commercial (the test ``leve export`` enforces), its depth kind and maximum depth."""
+    from leve.models.lineage import is_non_commercial
+    from leve.teacher.registry import list_teachers
+
+    rows = []
+    for e in list_teachers():
+        source = f"`{e.hub_id}`" if e.hub_id else "built in (random weights)" if e.is_builtin else "shipped with leve"
+        depth = "–" if e.depth_kind == "relative" else f"{e.max_depth:g} m" if e.max_depth else "unbounded"
+        rows.append([f"`{e.name}`", source, e.licence, "**yes**" if is_non_commercial(e.licence) else "no",
+                     e.depth_kind, depth, "yes" if not e.runnable else "not yet (see Teachers)"])
+    return (f"{len(rows)} teachers.\n\n"
+            + _table(["name", "source", "licence", "non-commercial student", "depth kind", "max depth",
+                      "teacher cache runs it"], rows)
+            + "\n\n*Source: `leve/teacher/registry.py` (`REGISTRY`; the non-commercial column is "
+              "`leve.models.lineage.is_non_commercial` of the licence). Regenerate this table with "
+              "`python docs/generate.py`.*")
+
+
 def cli_help() -> str:
     """Every command's ``--help``, from the snapshots ``tests/cli/test_help_snapshots.py`` checks against
     the command line itself (so this page cannot drift from ``leve``)."""
@@ -255,6 +275,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "loader_side_by_side": loader_side_by_side,
     "published": published,
     "cli_help": cli_help,
+    "teachers": teachers,
 }
 
 

@@ -1,5 +1,10 @@
-"""``leve export``: a checkpoint to ONNX, TorchScript or a Hugging Face folder (``hf``:
+"""``leve export``: a checkpoint to ONNX, TorchScript, an OpenVINO IR or a Hugging Face folder (``hf``:
 :mod:`leve.models.hf`), verified against PyTorch after export.
+
+A student distilled from a non-commercial teacher (its lineage's ``non_commercial``: Depth-Anything V2
+Base/Large, DepthPro) is exported, in any format, only with ``accept_noncommercial``
+(``--accept-noncommercial``); without it one line names the checkpoint, the teacher and its licence, and
+nothing is written.
 
 ONNX uses torch's TorchScript-based exporter (``dynamo=False``: no onnxscript dependency) with
 dynamic batch, height and width; the graph is run with onnxruntime and compared with the
@@ -12,7 +17,15 @@ metric model) and its lineage (teacher, licence, non-commercial flag, data: :mod
 go into the ONNX metadata, and into a TorchScript export's extra file ``leve.json`` (read it with
 ``torch.jit.load(path, _extra_files={"leve.json": ""})``). The export size must be one the model takes (DenseDepth:
 multiples of 8). The file is written under a
-temporary name and moved into place only when verification passes.
+temporary name and moved into place only when verification passes. Every ONNX, OpenVINO and
+TorchScript export records which checkpoint it was made from: ``leve_checkpoint`` (its file name) and
+``leve_checkpoint_sha256`` (:func:`leve.models.runtime.checkpoint_digest`), which ``leve predict --runtime onnx-int8`` compares
+before it runs an int8 file.
+
+``--format openvino``: the verified ONNX graph converted by OpenVINO (``openvino.convert_model``) and saved as
+an IR (``<checkpoint stem>.xml`` and its ``.bin``, fp32 weights: ``compress_to_fp16=False``), the ONNX
+metadata under the IR's ``rt_info`` section ``leve`` (``model.get_rt_info(["leve", key])``); the IR is read back
+from disk, compiled for OpenVINO's CPU plugin in fp32 and checked against PyTorch as the ONNX file is.
 
 ``--quantize int8`` (ONNX only) then quantizes the verified graph with onnxruntime's static
 quantization (:func:`leve.models.runtime.quantize_int8`: QDQ, per-channel int8 weights, uint8
@@ -29,6 +42,8 @@ pixels far more than fp32 reordering, so the max is reported, not held to :data:
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,12 +58,13 @@ from leve.errors import LeveError
 from leve.models.card import depth_output
 from leve.models.checkpoint import CheckpointInfo, load_checkpoint
 from leve.models.lineage import Lineage
-from leve.models.runtime import INT8_TOLERANCE, export_onnx, quantize_int8
+from leve.models.runtime import DIGEST_KEY, INT8_SUFFIX, INT8_TOLERANCE, checkpoint_digest, export_onnx, quantize_int8
 from leve.params import PARAMS_FILE, resolved
 
-FORMATS = ("onnx", "torchscript", "hf")
+FORMATS = ("onnx", "torchscript", "hf", "openvino")
 QUANTIZE = ("int8",)
-SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "int8": ".int8.onnx"}
+SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "int8": INT8_SUFFIX, "openvino": ".xml"}
+OPENVINO_SECTION = "leve"  # an OpenVINO IR's rt_info section holding the metadata
 TOLERANCE = 1e-4  # max abs difference relative to the output's range
 TORCHSCRIPT_META = "leve.json"  # a TorchScript export's description (model_metadata), an extra file in its archive
 
@@ -123,39 +139,57 @@ class ExportResult:
         return max(c.max_abs_diff for c in self.checks)
 
 
+def require_licence(checkpoint: str | Path, info: CheckpointInfo, accept_noncommercial: bool) -> None:
+    """Refuse to export a student of a non-commercial teacher unless ``accept_noncommercial`` (one line)."""
+    lineage = Lineage.of(info)
+    if lineage.non_commercial and not accept_noncommercial:
+        t = lineage.teacher or {}
+        raise LeveError(f"{checkpoint}: distilled from the teacher {t.get('model', 'unknown')} whose licence is "
+                        f"{t.get('licence', lineage.licence)}: the student is for non-commercial use only; pass "
+                        "--accept-noncommercial to export it under those terms")
+
+
 def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None = None,
                       resolution: tuple[int, int] | None = None, opset: int = 17,
                       metrics: tuple[str | Path, ...] = (), quantize: str | None = None,
-                      calibration: Calibration | None = None) -> ExportResult:
+                      calibration: Calibration | None = None, accept_noncommercial: bool = False) -> ExportResult:
     """Export, verify, then move the file into place; a failed check leaves nothing behind.
     ``hf``: a Hugging Face layout folder (:mod:`leve.models.hf`; ``metrics``: ``leve eval`` files
     for its model card), by default ``<checkpoint stem>-hf`` beside the checkpoint. ``quantize="int8"``
     (onnx only): the graph quantized on ``calibration`` (default :meth:`Calibration.from_params`), by default
-    ``<checkpoint stem>.int8.onnx``."""
+    ``<checkpoint stem>.int8.onnx``. ``openvino``: an IR, by default ``<checkpoint stem>.xml`` (and ``.bin``).
+    A student of a non-commercial teacher needs ``accept_noncommercial`` (:func:`require_licence`)."""
     if fmt not in FORMATS:
         raise LeveError(f"unknown export format '{fmt}'; choose from {', '.join(FORMATS)}")
     if quantize is not None and (quantize not in QUANTIZE or fmt != "onnx"):
         raise LeveError(f"--quantize {quantize}: only {', '.join(QUANTIZE)} with --format onnx")
     if fmt == "hf":
+        from leve.models.checkpoint import read_checkpoint
+
+        require_licence(checkpoint, read_checkpoint(checkpoint)[1], accept_noncommercial)
         return _export_hf(Path(checkpoint), out, metrics)
     from leve.models.registry import model_spec
 
     model, info = load_checkpoint(checkpoint)
+    require_licence(checkpoint, info, accept_noncommercial)
     size = resolution or info.resolution
     model_spec(info.model).check_size(*size, what=f"export resolution {size[0]}x{size[1]}")
     out = Path(out) if out else Path(checkpoint).with_suffix(SUFFIX[quantize or fmt])
+    meta = model_metadata(model, info, size, checkpoint)
+    if fmt == "openvino":
+        return ExportResult(str(out), fmt, info.model, _export_openvino(model, size, out, opset, meta))
     if quantize:
         cal = calibration or Calibration.from_params()
         inputs = cal.inputs(size)  # before anything is written: a missing store is refused first
     with atomic_path(out) as tmp:  # verified under a temporary name; a failed check leaves nothing behind
         if fmt == "onnx":
-            checks = _export_onnx(model, info, size, tmp, opset)
+            checks = _export_onnx(model, size, tmp, opset, meta)
             _require_close(checks, out)
             if quantize:
                 checks = _quantize_onnx(model, size, tmp, inputs, cal)
                 _require_close(checks, out, INT8_TOLERANCE, mean=True)
         else:
-            checks = _export_torchscript(model, size, tmp, model_metadata(model, info, size))
+            checks = _export_torchscript(model, size, tmp, meta)
             _require_close(checks, out)
     return ExportResult(str(out), fmt, info.model, checks, quantize)
 
@@ -202,21 +236,26 @@ def _require_close(checks: list[Check], out: Path, tolerance: float = TOLERANCE,
                             f"limit {tolerance:.3g}; max abs diff {c.max_abs_diff:.3g})")
 
 
-def model_metadata(model: nn.Module, info: CheckpointInfo, size: tuple[int, int]) -> dict[str, str]:
+def model_metadata(model: nn.Module, info: CheckpointInfo, size: tuple[int, int],
+                   checkpoint: str | Path | None = None) -> dict[str, str]:
     """What an exported file says about its model (ONNX ``metadata_props``; TorchScript's extra file
-    ``leve.json``): name, max_depth, resolution, input, output (``output`` short, ``leve_output`` the
-    sentence), output stride, input multiple, depth kind and units, and the lineage."""
+    ``leve.json``; an OpenVINO IR's ``rt_info``): name, max_depth, resolution, input, output (``output`` short,
+    ``leve_output`` the sentence), output stride, input multiple, depth kind and units, the lineage and, given
+    the ``checkpoint`` path, which checkpoint it is (file name and :func:`checkpoint_digest`)."""
     meaning = depth_output(info)
+    made_from = {} if checkpoint is None else {"leve_checkpoint": Path(checkpoint).name,
+                                               DIGEST_KEY: checkpoint_digest(checkpoint)}
     short = "max_depth/depth" if meaning["depth_kind"] == "metric" else "100*disparity (relative; max_depth/output not metres)"
     return {"leve_model": info.model, "max_depth": str(info.max_depth),
             "resolution": f"{size[0]}x{size[1]}", "input": "RGB in [0,1], NCHW", "output": short,
             "output_stride": str(int(getattr(model, "output_stride", 1))),
             "leve_input_multiple": str(int(getattr(model, "input_multiple", 1))),
             "leve_depth_kind": meaning["depth_kind"], "leve_depth_units": meaning["units"],
-            "leve_output": meaning["output"], **Lineage.of(info).onnx_metadata()}
+            "leve_output": meaning["output"], **Lineage.of(info).onnx_metadata(), **made_from}
 
 
-def _export_onnx(model: nn.Module, info: CheckpointInfo, size: tuple[int, int], path: Path, opset: int) -> list[Check]:
+def _export_onnx(model: nn.Module, size: tuple[int, int], path: Path, opset: int,
+                 meta: dict[str, str]) -> list[Check]:
     import onnx
     import onnxruntime as ort
 
@@ -224,13 +263,42 @@ def _export_onnx(model: nn.Module, info: CheckpointInfo, size: tuple[int, int], 
     export_onnx(model, xs[0], path, opset)
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
-    meta = model_metadata(model, info, size)
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with torch.inference_mode():
         return [_check(model(x), session.run(None, {"rgb": x.numpy()})[0]) for x in xs]
+
+
+def _export_openvino(model: nn.Module, size: tuple[int, int], out: Path, opset: int, meta: dict[str, str]) -> list[Check]:
+    """The verified ONNX graph converted to an OpenVINO IR at ``out`` (``.xml``; its weights in the ``.bin`` of
+    the same stem), ``meta`` in its ``rt_info``; read back, compiled for the CPU (fp32) and checked against
+    PyTorch at both sizes before the two files are moved into place."""
+    from leve.models.runtime import openvino_compiled, openvino_model
+
+    if out.suffix != ".xml":
+        raise LeveError(f"{out}: an OpenVINO IR is an .xml file (its weights go to the .bin beside it)")
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise LeveError(f"--format openvino needs the export extra ({exc.name} missing): pip install 'leve[export]'") from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".leve-openvino-", dir=out.parent) as tmp:
+        onnx_path = Path(tmp, "model.onnx")
+        _require_close(_export_onnx(model, size, onnx_path, opset, meta), out)
+        converted = openvino_model(onnx_path)
+        for key, value in meta.items():
+            converted.set_rt_info(value, [OPENVINO_SECTION, key])
+        xml = Path(tmp, out.name)
+        ov.save_model(converted, str(xml), compress_to_fp16=False)
+        compiled = openvino_compiled(xml)  # the IR as written
+        with torch.inference_mode():
+            checks = [_check(model(x), compiled(x.numpy())[0]) for x in _model_inputs(model, size)]
+        _require_close(checks, out)
+        os.replace(xml.with_suffix(".bin"), out.with_suffix(".bin"))  # the weights first: the .xml names a whole IR
+        os.replace(xml, out)
+    return checks
 
 
 def _quantize_onnx(model: nn.Module, size: tuple[int, int], path: Path, inputs: list[torch.Tensor],

@@ -50,6 +50,7 @@ from leve.outputs.depthfiles import depth_png16 as depth_png16
 from leve.store.images import decode_rgb, encode_png
 
 if TYPE_CHECKING:
+    from leve.models.runtime import InferenceModel
     from leve.outputs.pointcloud import CloudOptions
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class PredictOptions:
     flip: bool = False
     cmap: str = "magma"
     device: str = "cpu"
-    runtime: str = "auto"  # leve.models.runtime: auto | eager | torch (BN folded, channels-last) | compiled | onnx | onnx-int8
+    runtime: str = "auto"  # leve.models.runtime: auto | eager | torch | compiled | onnx | openvino | onnx-int8 (the export)
     every: int = 1  # videos: every k-th frame (leve.outputs.video)
     pointcloud: CloudOptions | None = None  # --pointcloud: a coloured PLY per image (leve.outputs.pointcloud)
     scale: float | None = None  # --scale: metres per unit of the depth (a relative checkpoint's); maps and PLY alike
@@ -170,8 +171,10 @@ def run_predict(inputs: list[str | Path], checkpoint: str | Path, opts: PredictO
     videos, rest = split_videos(inputs)
     images = find_images(rest) if rest or not videos else []
     model, info = load_checkpoint(checkpoint, device=opts.device)
-    calibration = _calibration(images, info.resolution) if opts.runtime == "onnx-int8" else None
-    model = prepare_for_inference(model, opts.runtime, info.resolution, calibration=calibration)  # checked vs eager
+    if opts.runtime == "onnx-int8":  # the file `leve export --quantize int8` wrote and checked
+        model = load_int8_export(checkpoint, model)
+    else:
+        model = prepare_for_inference(model, opts.runtime, info.resolution)  # checked against eager
     if model.fallback:
         from leve.progress import console
 
@@ -196,13 +199,33 @@ def run_predict(inputs: list[str | Path], checkpoint: str | Path, opts: PredictO
     return written
 
 
-def _calibration(images: list[Path], resolution: tuple[int, int], count: int = 16) -> list[torch.Tensor] | None:
-    """``onnx-int8``: up to ``count`` of the images to predict (evenly spaced) at the model's resolution
-    calibrate the int8 ranges; none (videos only): the runtime's synthetic rooms."""
-    if not images:
-        return None
-    picks = sorted({round(v) for v in np.linspace(0, len(images) - 1, min(count, len(images)))})
-    return [resize_rgb(decode_rgb(images[i].read_bytes(), str(images[i])), resolution)[None] for i in picks]
+def load_int8_export(checkpoint: str | Path, model: nn.Module) -> InferenceModel:
+    """``--runtime onnx-int8``: the checkpoint's int8 export, ``<checkpoint stem>.int8.onnx`` beside it (what
+    ``leve export --format onnx --quantize int8`` writes by default, calibrated on a store split and checked
+    against PyTorch there), run by onnxruntime. Refused in one line, with the command that makes it, when it
+    is missing, is not an int8 export, or records another checkpoint's digest (or none)."""
+    import shlex
+
+    from leve.models.runtime import DIGEST_KEY, checkpoint_digest, int8_export_path, load_exported
+
+    path = int8_export_path(checkpoint)
+    command = f"leve export --checkpoint {shlex.quote(str(checkpoint))} --format onnx --quantize int8"
+    if not path.is_file():
+        raise LeveError(f"{path}: not found; --runtime onnx-int8 runs the checkpoint's int8 export: make it with "
+                        f"`{command}`")
+    prepared = load_exported(model, path, "onnx-int8")
+    meta = prepared.metadata
+    if meta.get("leve_quantization") != "int8":
+        raise LeveError(f"{path}: not an int8 export (no leve_quantization int8 in its metadata); make it with "
+                        f"`{command}`")
+    recorded, digest = meta.get(DIGEST_KEY), checkpoint_digest(checkpoint)
+    if recorded is None:
+        raise LeveError(f"{path}: records no checkpoint digest (exported before leve recorded one), so it cannot be "
+                        f"matched to {checkpoint}; export it again with `{command}`")
+    if recorded != digest:
+        raise LeveError(f"{path}: exported from another checkpoint ({meta.get('leve_checkpoint', '?')}, sha256 "
+                        f"{recorded[:12]}), not {checkpoint} (sha256 {digest[:12]}); export it again with `{command}`")
+    return prepared
 
 
 def _say_encoding(checkpoint: str | Path, info: CheckpointInfo, encoding: DepthEncoding) -> None:

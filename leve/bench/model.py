@@ -8,8 +8,9 @@ matmuls; bilinear resizes, pooling and batch norm are not counted) and batch lat
 and input only) and the inference runtimes of :mod:`leve.models.runtime` that ``leve predict`` and
 ``leve serve`` run: ``torch`` (batch norm folded, channels-last), ``compiled`` (that, through
 ``torch.compile``; only for ``compile_models``, since compiling takes minutes per model on a
-CPU), ``onnx`` (onnxruntime, CPU) and ``onnx-int8`` (that graph statically quantized to int8:
-:func:`leve.models.runtime.quantize_int8`). ``compile`` and ``fused`` are accepted for ``compiled`` and
+CPU), ``onnx`` (onnxruntime, CPU), ``onnx-int8`` (that graph statically quantized to int8:
+:func:`leve.models.runtime.quantize_int8`) and ``openvino`` (that graph converted by OpenVINO, its CPU
+plugin in fp32). ``compile`` and ``fused`` are accepted for ``compiled`` and
 ``torch``. ``onnx-int8`` brings ``onnx`` with it and adds ``latency_ratio_vs_onnx`` (median over
 rounds of int8 / fp32 ONNX) and ``accuracy``: δ1 and RMSE of fp32 ONNX and int8 against the ground
 truth of ``int8_eval_images`` images of ``int8_eval_split`` of ``int8_store`` (``d1_drop`` = fp32 −
@@ -63,7 +64,7 @@ from leve.models.registry import DEFAULT_MODEL, THESIS_FPS_DEVICE, create_model,
 from leve.models.runtime import compare, prepare_for_inference
 from leve.params import PARAMS_FILE, build_config, load_params, param, params_section, section
 
-MODES = ("eager", "channels_last", "torch", "compiled", "onnx", "onnx-int8")
+MODES = ("eager", "channels_last", "torch", "compiled", "onnx", "onnx-int8", "openvino")
 ALIASES = {"compile": "compiled", "fused": "torch"}  # older names of two modes
 RATIO_GOAL = 0.6  # issue 16: a runtime at <= 0.6x the eager latency of the same model
 INT8_RATIO_GOAL, INT8_D1_GOAL = 0.5, 0.01  # issue 29: int8 at <= 0.5x fp32 ONNX latency, |Δδ1| <= 0.01
@@ -226,6 +227,8 @@ def _skip_reason(name: str, mode: str, cfg: Config, dtype: torch.dtype, device: 
         return "not in compile_models"
     if mode in ("onnx", "onnx-int8") and (device.type != "cpu" or dtype != torch.float32):
         return "onnxruntime runs fp32 on the CPU here"
+    if mode == "openvino" and (device.type != "cpu" or dtype != torch.float32):
+        return "OpenVINO runs fp32 on its CPU plugin here"
     return None
 
 

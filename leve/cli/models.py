@@ -43,8 +43,9 @@ def predict(
     device: str = device_option(None),
     runtime: str = typer.Option("auto", "--runtime", help="auto (onnx on the CPU when onnxruntime is installed, "
                                 "else torch), torch (batch norm folded, channels-last), compiled (torch.compile), "
-                                "onnx (onnxruntime, CPU), onnx-int8 (that, statically quantized to int8, calibrated "
-                                "on the input images) or eager; each checked against eager."),
+                                "onnx (onnxruntime, CPU), openvino (OpenVINO, CPU) or eager, each checked against "
+                                "eager; onnx-int8 runs the checkpoint's int8 export <checkpoint>.int8.onnx (leve "
+                                "export --format onnx --quantize int8), checked there."),
     every: int = typer.Option(1, "--every", min=1, help="Videos: predict every k-th frame."),
     pointcloud: bool = typer.Option(False, "--pointcloud", help="Also write a coloured PLY point cloud per image "
                                     "(intrinsics: --fx/--fov, --intrinsics STORE, or the image's EXIF focal length)."),
@@ -77,8 +78,10 @@ def predict(
 @app.command("export", cls=command(no_params=""))
 def export(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A leve checkpoint (.safetensors or .pt)."),
-    fmt: str = typer.Option("onnx", "--format", help="onnx, torchscript or hf (a Hugging Face layout folder)."),
-    out: Path = typer.Option(None, "--out", help="Output file or hf folder (default next to the checkpoint)."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx, torchscript, openvino (an IR: .xml + .bin) or hf (a "
+                            "Hugging Face layout folder)."),
+    out: Path = typer.Option(None, "--out", help="Output file (openvino: the .xml) or hf folder (default next to "
+                             "the checkpoint)."),
     resolution: str = resolution_option("Size to trace at (default: the checkpoint's)"),
     opset: int = typer.Option(17, "--opset", help="ONNX opset."),
     metrics: list[Path] = typer.Option([], "--metrics", help="hf: `leve eval` metrics JSON for the card (repeatable)."),
@@ -92,9 +95,13 @@ def export(
                                           help=f"--quantize: its split {_bench('int8_calibration_split')}."),
     calibration_images: int = typer.Option(None, "--calibration-images", min=1, help="--quantize: how many images "
                                            f"(evenly spaced over the split) {_bench('int8_calibration_images')}."),
+    accept_noncommercial: bool = typer.Option(False, "--accept-noncommercial", help="Export (or --push) a student "
+                                              "of a non-commercial teacher (e.g. CC-BY-NC-4.0), under its terms; "
+                                              "refused without."),
 ) -> None:
-    """Export to ONNX (dynamic batch and size; --quantize int8: statically quantized), TorchScript or a
-    Hugging Face folder, verified against PyTorch; the model's lineage (teacher, licence, data) goes with it."""
+    """Export to ONNX (dynamic batch and size; --quantize int8: statically quantized), TorchScript, an OpenVINO
+    IR or a Hugging Face folder, verified against PyTorch; the model's lineage (teacher, licence, data) and the
+    checkpoint's digest go with it."""
     from leve.bench.model import parse_resolution
     from leve.errors import LeveError
     from leve.export import Calibration, export_checkpoint
@@ -103,7 +110,8 @@ def export(
         raise LeveError("--push REPO (and --dry-run with it) needs --format hf")
     size = parse_resolution(resolution) if resolution else None
     calibration = Calibration.from_params(calibration_store, calibration_split, calibration_images)
-    result = export_checkpoint(checkpoint, fmt, out, size, opset, tuple(metrics), quantize, calibration)
+    result = export_checkpoint(checkpoint, fmt, out, size, opset, tuple(metrics), quantize, calibration,
+                               accept_noncommercial)
     console.print(f"wrote {result.path}; max abs diff vs PyTorch {result.max_abs_diff:.3g}")
     if push:
         from leve.models.hf import push_hf_folder
@@ -136,7 +144,8 @@ def bench_model(
     warmup: int = typer.Option(None, "--warmup", help=f"Untimed runs first {_bench('warmup')}."),
     batch_size: int = batch_size_option("bench.model.batch", "Images per forward pass"),
     modes: list[str] = typer.Option(None, "--modes", show_default=False, help="eager, channels_last, torch, compiled, "
-                                    f"onnx, onnx-int8 (adds onnx; bench.model.int8_* keys) (eager always) {_bench('modes')}."),
+                                    "onnx, onnx-int8 (adds onnx; bench.model.int8_* keys), openvino (eager always) "
+                                    f"{_bench('modes')}."),
     compile_models: list[str] = typer.Option(None, "--compile-models", show_default=False,
                                              help=f"Models to time compiled (torch.compile) {_bench('compile_models')}."),
     threads: int = typer.Option(None, "--threads",

@@ -39,7 +39,8 @@ def serve(
     port: int = typer.Option(None, "--port", help=f"TCP port {_serve('port')}."),
     device: str = device_option("serve.device"),
     runtime: str = typer.Option(None, "--runtime", help="auto (onnx on a CPU, else torch) | torch (batch norm folded, "
-                                f"channels-last) | compiled | onnx (CPU) | eager {_serve('runtime')}."),
+                                "channels-last) | compiled | onnx (CPU) | openvino (CPU) | onnx-int8 (the checkpoint's "
+                                f"int8 export, leve export --quantize int8) | eager {_serve('runtime')}."),
     sets: list[str] = set_option("serve"),
     params: Path = params_option("serve"),
 ) -> None:

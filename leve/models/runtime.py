@@ -17,8 +17,13 @@ called like the model itself (RGB ``(B, 3, H, W)`` in [0, 1] -> raw output) and 
 * ``onnx-int8``: that ONNX graph quantized to int8 by onnxruntime's static quantization
   (:func:`quantize_int8`: QDQ, per-channel int8 weights, uint8 activations, min-max calibration on
   ``calibration`` images; by default :data:`CALIBRATION_IMAGES` of the embedded synthetic rooms,
-  ``leve predict`` passes the images it predicts), CPU only. ``leve export --quantize int8`` writes
-  the same quantization to a file.
+  ``leve bench model`` passes its store's), CPU only. ``leve export --quantize int8`` writes the same
+  quantization to a file, calibrated on a store split; ``leve predict`` and ``leve serve`` run that file
+  (:func:`load_exported`), never a quantization of their own inputs;
+* ``openvino``: the ONNX graph of ``onnx`` converted by OpenVINO (``openvino.convert_model``) and
+  compiled for its CPU plugin in fp32 (``INFERENCE_PRECISION_HINT: f32``: on CPUs with bf16 units the
+  plugin would otherwise round to bf16); needs the ``openvino`` package (``export`` extra).
+  ``leve export --format openvino`` writes the same conversion as an IR (``.xml`` + ``.bin``).
 
 Each prepared model is verified against the eager model on a seeded random input (at the size
 it will run at, so a compiled graph is compiled there): the largest absolute difference must
@@ -30,6 +35,7 @@ image instead, its mean absolute difference below :data:`INT8_TOLERANCE` of that
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import warnings
 from collections import Counter
@@ -44,14 +50,17 @@ from torch.overrides import TorchFunctionMode
 
 from leve.errors import LeveError
 
-RUNTIMES = ("auto", "eager", "torch", "compiled", "onnx", "onnx-int8")
+RUNTIMES = ("auto", "eager", "torch", "compiled", "onnx", "onnx-int8", "openvino")
 ONNX_RUNTIMES = ("onnx", "onnx-int8")  # onnxruntime's CPU provider
+CPU_RUNTIMES = (*ONNX_RUNTIMES, "openvino")  # onnxruntime's and OpenVINO's CPU plugins
 DEFAULT_RUNTIME = "auto"
 TOLERANCE = 1e-4  # max abs difference / eager output range (as `leve export`; fp32 reordering gives ~1e-6)
 # int8: mean abs difference / eager output range; measured 0.035-0.067 on untrained leve models (64x96 and
 # 96x128, synthetic rooms: a near-constant output, so a small range), so 0.15 passes honest rounding with a
 # 2x margin and refuses a broken graph (a wrong scale or zero point: 0.3 and up)
 INT8_TOLERANCE = 0.15
+DIGEST_KEY = "leve_checkpoint_sha256"  # an export's metadata key: the sha256 of the checkpoint it was made from
+INT8_SUFFIX = ".int8.onnx"  # `leve export --quantize int8`'s file beside the checkpoint, what onnx-int8 runs
 CALIBRATION_IMAGES = 16  # default calibration: this many embedded synthetic rooms (val split, seed 0)
 _CONTRACT = ("max_depth", "output_stride", "input_multiple", "min_input_size", "name")
 _METADATA = {"shape", "size", "dim", "ndim", "dtype", "device", "is_cuda", "stride", "numel", "is_contiguous"}
@@ -197,7 +206,8 @@ class InferenceModel(nn.Module):
         self.check: Check | None = None  # set by verify()
         self.fallback: str | None = None  # why ``auto`` did not run its first choice
         self.source_parameters = sum(p.numel() for p in model.parameters())  # as trained (set by prepare)
-        self.onnx_graph: bytes | None = fn.graph if isinstance(fn, OnnxCall) else None  # what onnx/onnx-int8 run
+        self.onnx_graph: bytes | None = fn.graph if isinstance(fn, (OnnxCall, OpenVinoCall)) else None  # what it runs
+        self.metadata: dict[str, str] = {}  # an exported file's metadata (load_exported)
         for attr in _CONTRACT:
             if hasattr(model, attr):
                 setattr(self, attr, getattr(model, attr))
@@ -217,6 +227,24 @@ def _device_of(model: nn.Module) -> torch.device:
 
 def _dtype_of(model: nn.Module) -> torch.dtype:
     return next((p.dtype for p in model.parameters()), torch.float32)
+
+
+def checkpoint_digest(checkpoint: str | Path) -> str:
+    """sha256 of a checkpoint file (of a Hugging Face folder: its ``config.json`` then ``model.safetensors``):
+    what an export records as ``leve_checkpoint_sha256``."""
+    path = Path(checkpoint)
+    digest = hashlib.sha256()
+    for part in [path] if path.is_file() else [path / "config.json", path / "model.safetensors"]:
+        with open(part, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def int8_export_path(checkpoint: str | Path) -> Path:
+    """Where ``leve export --format onnx --quantize int8`` writes a checkpoint's int8 file by default (and
+    ``leve predict --runtime onnx-int8`` looks for it): ``<checkpoint stem>.int8.onnx`` beside it."""
+    return Path(checkpoint).with_suffix(INT8_SUFFIX)
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, target: str | Path | BinaryIO, opset: int = 17) -> None:
@@ -344,6 +372,56 @@ class OnnxCall:
         return torch.from_numpy(self.session.run(None, {"rgb": array})[0])
 
 
+def openvino_model(onnx_graph: bytes | str | Path) -> Any:
+    """An ONNX graph (bytes or a path) converted to an OpenVINO model (``openvino.convert_model``)."""
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise LeveError(f"runtime openvino needs the export extra ({exc.name} missing): pip install 'leve[export]'") from exc
+    return ov.convert_model(io.BytesIO(onnx_graph) if isinstance(onnx_graph, bytes) else str(onnx_graph))
+
+
+def openvino_compiled(model: Any) -> Any:
+    """An OpenVINO model (or an IR path) compiled for the CPU as the runtime runs it: fp32 (no bf16 rounding on
+    CPUs that have it), torch's thread count, latency hint."""
+    import openvino as ov
+
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+              "PERFORMANCE_HINT": "LATENCY"}
+    return ov.Core().compile_model(str(model) if isinstance(model, Path) else model, "CPU", config)
+
+
+class OpenVinoCall:
+    """A call through an OpenVINO model compiled for the CPU; ``graph``: the ONNX bytes it was converted from."""
+
+    def __init__(self, graph: bytes) -> None:
+        self.graph = graph
+        self.compiled = openvino_compiled(openvino_model(graph))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().float().contiguous().numpy()
+        return torch.from_numpy(self.compiled(array)[0].copy())
+
+
+def load_exported(model: nn.Module, path: str | Path, runtime: str = "onnx-int8") -> InferenceModel:
+    """``model``'s exported ONNX file at ``path`` run by onnxruntime as ``runtime`` (``leve predict`` and
+    ``leve serve``'s ``onnx-int8``: the file ``leve export --quantize int8`` wrote, checked there against
+    PyTorch; which checkpoint it belongs to is the caller's check, on ``metadata``, the file's
+    ``metadata_props``). ``model`` keeps the size contract."""
+    graph = Path(path).read_bytes()
+    try:
+        call = OnnxCall(graph)
+    except LeveError:
+        raise
+    except Exception as exc:  # a truncated or foreign file
+        raise LeveError(f"{path}: cannot load as an ONNX model ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
+    prepared = InferenceModel(model.eval(), runtime, call, channels_last=False)
+    prepared.metadata = dict(call.session.get_modelmeta().custom_metadata_map)
+    prepared.source_parameters = sum(p.numel() for p in model.parameters())
+    return prepared
+
+
 def _onnx_fn(model: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor] | None = None) -> OnnxCall:
     """Export ``model`` to ONNX in memory (quantized to int8 on ``calibration`` when given) and return
     a call through an onnxruntime session."""
@@ -353,11 +431,12 @@ def _onnx_fn(model: nn.Module, example: torch.Tensor, calibration: Sequence[torc
 
 
 def check_runtime(runtime: str, device: str | torch.device) -> None:
-    """Refuse an unknown runtime, or onnx off the CPU (one line)."""
+    """Refuse an unknown runtime, or onnx/openvino off the CPU (one line)."""
     if runtime not in RUNTIMES:
         raise LeveError(f"unknown runtime '{runtime}'; choose from {', '.join(RUNTIMES)}")
-    if runtime in ONNX_RUNTIMES and str(device).split(":")[0] != "cpu":
-        raise LeveError(f"runtime {runtime} runs on the CPU (onnxruntime's CPU provider), not {device}")
+    if runtime in CPU_RUNTIMES and str(device).split(":")[0] != "cpu":
+        provider = "OpenVINO's CPU plugin" if runtime == "openvino" else "onnxruntime's CPU provider"
+        raise LeveError(f"runtime {runtime} runs on the CPU ({provider}), not {device}")
 
 
 def compare(reference: torch.Tensor, got: torch.Tensor) -> Check:
@@ -434,6 +513,10 @@ def _prepare(model: nn.Module, runtime: str, resolution: tuple[int, int] | None,
         fused = fuse_batchnorm(model, example_input(model).to(device, dtype))
         if runtime == "onnx":
             prepared = InferenceModel(fused, runtime, _onnx_fn(fused, x.cpu()), channels_last=False)
+        elif runtime == "openvino":
+            buf = io.BytesIO()
+            export_onnx(fused, x.cpu(), buf)
+            prepared = InferenceModel(fused, runtime, OpenVinoCall(buf.getvalue()), channels_last=False)
         elif runtime == "onnx-int8":
             if calibration is None:
                 calibration = synthetic_calibration(tuple(x.shape[-2:]))

@@ -21,7 +21,8 @@ class Config:
     host: str = param()                 # loopback only; 0.0.0.0 serves every interface
     port: int = param()
     device: str = param()               # auto (CUDA when available) | cpu | cuda | cuda:N
-    runtime: str = param()              # leve.models.runtime: auto (onnx on a CPU, else torch) | torch | compiled | onnx | eager
+    runtime: str = param()              # leve.models.runtime: auto (onnx on a CPU, else torch) | torch | compiled |
+                                        # onnx | openvino | onnx-int8 (the checkpoint's int8 export) | eager
     max_upload_bytes: int = param()     # request bodies above this are refused (HTTP 413)
     max_pixels: int = param()           # width x height above this is refused before decoding
     samples: int = param()              # synthetic rooms rendered at start-up to try

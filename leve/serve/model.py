@@ -67,6 +67,9 @@ def load_model(cfg: Config) -> LoadedModel:
     device = str(resolve_device(cfg.device, "serve.device"))
     check_runtime(cfg.runtime, device)  # before a checkpoint is read
     if cfg.checkpoint is None:
+        if cfg.runtime == "onnx-int8":
+            raise LeveError("runtime onnx-int8 runs a checkpoint's int8 export: give --checkpoint, and make its "
+                            "export with `leve export --checkpoint CHECKPOINT --format onnx --quantize int8`")
         name = cfg.model or DEFAULT_MODEL
         model = create_model(name, max_depth=cfg.max_depth).to(device).eval()
         model = prepare_for_inference(model, cfg.runtime, DEFAULT_RESOLUTION)
@@ -74,6 +77,11 @@ def load_model(cfg: Config) -> LoadedModel:
     model, info = load_checkpoint(cfg.checkpoint, device=device)
     if cfg.model and cfg.model != info.model:
         raise LeveError(f"{cfg.checkpoint}: checkpoint holds model '{info.model}', not '{cfg.model}'")
-    model = prepare_for_inference(model, cfg.runtime, info.resolution)  # checked against eager there
+    if cfg.runtime == "onnx-int8":  # the file `leve export --quantize int8` wrote (and checked) beside it
+        from leve.predict import load_int8_export
+
+        model = load_int8_export(cfg.checkpoint, model)
+    else:
+        model = prepare_for_inference(model, cfg.runtime, info.resolution)  # checked against eager there
     return LoadedModel(model, info.model, str(cfg.checkpoint), info.max_depth, info.resolution, device,
                        Lineage.of(info), depth_kind=info.depth_kind)

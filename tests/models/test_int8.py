@@ -1,5 +1,6 @@
 """int8 ONNX (onnxruntime static quantization, QDQ): ``leve export --quantize int8``, the ``onnx-int8``
-runtime of ``leve predict`` and the ``onnx-int8`` mode of ``leve bench model``.
+runtime of ``leve predict`` and ``leve serve`` (which run the checkpoint's exported file) and the
+``onnx-int8`` mode of ``leve bench model`` (which quantizes in memory, calibrated on its store).
 
 Tolerances: on these untrained models quantization moves the output by a mean of 3.5-7% of its
 (small: near-constant) range (measured: mean_relative 0.035 for leve at 96x128, 0.067 for the
@@ -98,17 +99,102 @@ def test_int8_export_refusals_leave_nothing_behind(tmp_path, small_checkpoint, r
     assert list(tmp_path.iterdir()) == []
 
 
-def test_predict_runs_onnx_int8_close_to_eager(tmp_path, small_checkpoint, store, run_cli):
-    for i in range(2):
-        Image.fromarray(_room(store, "test", i)).save(tmp_path / f"r{i}.png")
+def _export_int8(run_cli, checkpoint: Path, store: Path) -> Path:
+    """``leve export --format onnx --quantize int8`` to its default path, beside ``checkpoint``."""
+    res = run_cli("export", "--checkpoint", checkpoint, "--format", "onnx", "--quantize", "int8",
+                  "--calibration-store", store, "--calibration-split", "train", "--calibration-images", "3")
+    assert res.code == 0, res.stderr
+    path = checkpoint.with_suffix(".int8.onnx")
+    assert json.loads(res.stdout)["path"] == str(path)
+    return path
+
+
+def test_predict_runs_the_int8_export_of_its_checkpoint(tmp_path, small_checkpoint, store, run_cli):
+    checkpoint = tmp_path / "ckpt" / small_checkpoint.name  # a copy: the export lands beside it
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(small_checkpoint.read_bytes())
+    int8 = _export_int8(run_cli, checkpoint, store)
+    rooms = [_room(store, "test", i) for i in range(2)]  # 64x96: the checkpoint's size, no resize
+    for i, rgb in enumerate(rooms):
+        Image.fromarray(rgb).save(tmp_path / f"r{i}.png")
     depths = {}
     for runtime in ("eager", "onnx-int8"):
-        res = run_cli("predict", tmp_path / "r0.png", tmp_path / "r1.png", "--checkpoint", small_checkpoint,
+        res = run_cli("predict", tmp_path / "r0.png", tmp_path / "r1.png", "--checkpoint", checkpoint,
                       "--out", tmp_path / runtime, "--depth-format", "npy", "--runtime", runtime)
         assert res.code == 0, res.stderr
         depths[runtime] = [np.load(tmp_path / runtime / f"r{i}_depth.npy") for i in range(2)]
-    for int8, eager in zip(depths["onnx-int8"], depths["eager"]):
-        assert 0 < _mean_relative(int8, eager) < DEPTH_TOLERANCE
+    # the same file run by onnxruntime here, on the images as the model takes them: metric depth = max_depth / out
+    session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    for rgb, got, eager in zip(rooms, depths["onnx-int8"], depths["eager"]):
+        x = rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255
+        direct = 10.0 / session.run(None, {"rgb": x})[0][0, 0]
+        np.testing.assert_allclose(got, direct, rtol=1e-4)
+        assert 0 < _mean_relative(got, eager) < DEPTH_TOLERANCE  # really int8, and close to eager
+    # predicting does not quantize again: the file's calibration (the store's train split) is what ran
+    assert {p.key: p.value for p in onnx.load(str(int8)).metadata_props}["leve_calibration_split"] == "train"
+
+
+def test_predict_onnx_int8_refuses_a_missing_or_foreign_export_in_one_line(tmp_path, small_checkpoint, store,
+                                                                          run_cli):
+    from leve.models.checkpoint import load_checkpoint, save_checkpoint
+    from leve.models.runtime import checkpoint_digest
+
+    Image.fromarray(_room(store, "test", 0)).save(tmp_path / "r.png")
+    checkpoint = tmp_path / "a" / "best.safetensors"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(small_checkpoint.read_bytes())
+    res = run_cli("predict", tmp_path / "r.png", "--checkpoint", checkpoint, "--runtime", "onnx-int8",
+                  "--out", tmp_path / "o")
+    assert res.code == 1 and not (tmp_path / "o").exists()
+    assert res.stderr.strip() == (f"error: {checkpoint.with_suffix('.int8.onnx')}: not found; --runtime onnx-int8 "
+                                  "runs the checkpoint's int8 export: make it with `leve export --checkpoint "
+                                  f"{checkpoint} --format onnx --quantize int8`")
+
+    # another checkpoint's export beside this one (same model, other weights)
+    model, info = load_checkpoint(small_checkpoint)
+    with torch.no_grad():
+        model.decoder.blocks[-1].out.bias.add_(0.5)
+    other = save_checkpoint(tmp_path / "b" / "other.safetensors", model, "leve", 10.0, resolution=info.resolution)
+    _export_int8(run_cli, other, store).rename(checkpoint.with_suffix(".int8.onnx"))
+    res = run_cli("predict", tmp_path / "r.png", "--checkpoint", checkpoint, "--runtime", "onnx-int8",
+                  "--out", tmp_path / "o")
+    assert res.code == 1 and not (tmp_path / "o").exists()
+    assert res.stderr.strip() == (f"error: {checkpoint.with_suffix('.int8.onnx')}: exported from another checkpoint "
+                                  f"(other.safetensors, sha256 {checkpoint_digest(other)[:12]}), not {checkpoint} "
+                                  f"(sha256 {checkpoint_digest(checkpoint)[:12]}); export it again with `leve export "
+                                  f"--checkpoint {checkpoint} --format onnx --quantize int8`")
+
+    # an export without a digest (written before leve recorded one) cannot be matched
+    proto = onnx.load(str(checkpoint.with_suffix(".int8.onnx")))
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key != "leve_checkpoint_sha256"]
+    del proto.metadata_props[:]
+    for key, value in kept:
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(checkpoint.with_suffix(".int8.onnx")))
+    res = run_cli("predict", tmp_path / "r.png", "--checkpoint", checkpoint, "--runtime", "onnx-int8",
+                  "--out", tmp_path / "o")
+    assert res.code == 1 and "records no checkpoint digest" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_serve_runs_the_int8_export_and_refuses_without_a_checkpoint(tmp_path, small_checkpoint, store, run_cli):
+    from leve.errors import LeveError
+    from leve.serve.config import Config
+    from leve.serve.model import load_model
+
+    checkpoint = tmp_path / small_checkpoint.name
+    checkpoint.write_bytes(small_checkpoint.read_bytes())
+    int8 = _export_int8(run_cli, checkpoint, store)
+    loaded = load_model(Config(checkpoint=checkpoint, device="cpu", runtime="onnx-int8", samples=1,
+                               sample_height=24, sample_width=32, warmup=False))
+    assert loaded.model.runtime == "onnx-int8"
+    rgb = _room(store, "test", 1)
+    depth, _ = loaded.predict(rgb, flip=False)
+    x = rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255
+    direct = 10.0 / ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"]).run(None, {"rgb": x})[0][0, 0]
+    np.testing.assert_allclose(depth, direct, rtol=1e-4)
+    with pytest.raises(LeveError, match="runtime onnx-int8 runs a checkpoint's int8 export: give --checkpoint"):
+        load_model(Config(checkpoint=None, device="cpu", runtime="onnx-int8", samples=1, sample_height=24,
+                          sample_width=32, warmup=False))
 
 
 def test_onnx_int8_runtime_is_checked_and_cpu_only():

@@ -129,7 +129,7 @@ def test_serve_page_and_info_say_non_commercial(nc_student):
 
 def test_onnx_metadata_says_non_commercial(nc_student, tmp_path, run_cli):
     onnx = pytest.importorskip("onnx")
-    res = run_cli("export", "--checkpoint", nc_student, "--out", tmp_path / "s.onnx")
+    res = run_cli("export", "--checkpoint", nc_student, "--out", tmp_path / "s.onnx", "--accept-noncommercial")
     assert res.code == 0, res.stderr
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "s.onnx")).metadata_props}
     assert meta["leve_non_commercial"] == "true" and meta["leve_licence_id"] == "cc-by-nc-4.0"
@@ -139,7 +139,7 @@ def test_onnx_metadata_says_non_commercial(nc_student, tmp_path, run_cli):
 
 def test_hf_folder_loads_back_offline_with_identical_outputs(nc_student, tmp_path, run_cli, monkeypatch):
     folder = tmp_path / "student-hf"
-    res = run_cli("export", "--checkpoint", nc_student, "--format", "hf", "--out", folder)
+    res = run_cli("export", "--checkpoint", nc_student, "--format", "hf", "--out", folder, "--accept-noncommercial")
     assert res.code == 0, res.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "configuration_leve.py",
                                                         "image_processing_leve.py", "model.safetensors",

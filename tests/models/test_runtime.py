@@ -176,4 +176,4 @@ def test_predict_runtimes_agree(tmp_path, small_checkpoint, run_cli):
     assert np.abs(depths["onnx"] - depths["eager"]).max() < 1e-3  # metres
     res = run_cli("predict", tmp_path / "a.png", "--checkpoint", small_checkpoint, "--runtime", "fast")
     assert res.code == 1 and res.stderr.strip() == ("error: unknown runtime 'fast'; choose from auto, eager, torch, "
-                                                    "compiled, onnx, onnx-int8")
+                                                    "compiled, onnx, onnx-int8, openvino")
