@@ -28,8 +28,10 @@ time every mode once, in rotating order, so that load from other processes falls
 alike. Per mode: ``prepare_s`` (preparing it and its first call: the export or compilation
 included), median and p10/p90 latency; ``latency_ratio_vs_eager``: the median over rounds
 of (mode / eager in the same round), the figure the goal (<= 0.6) is about; ``speedup_vs_eager_fp32``:
-eager median / mode median. On CUDA every mode is also timed in fp16 (weights and input cast to
-half; onnx is CPU only). A mode that fails records its error instead. The 1-minute load average
+eager median / mode median. ``runtimes`` (:func:`runtime_table`) is one table across every model's fp32
+modes: median latency, ratio to eager, max and mean difference from eager's output (and int8's δ1 drop
+and RMSE rise against fp32 ONNX); ``leve bench model`` also prints it. On CUDA every mode is also timed
+in fp16 (weights and input cast to half; onnx and openvino are CPU only). A mode that fails records its error instead. The 1-minute load average
 is recorded at the start and end of each model.
 
 ``protocol: thesis`` times as the thesis's public notebooks did (``test_inference_speed``) instead:
@@ -303,6 +305,54 @@ def bench_modes(name: str, dtype: torch.dtype, cfg: Config, x: torch.Tensor) -> 
     return results
 
 
+def runtime_table(models: dict[str, Any]) -> dict[str, Any]:
+    """One table across the fp32 modes of every model (``report["runtimes"]``): per model and mode the median
+    latency, its ratio to eager in the same rounds and the output's difference from eager on the checked input
+    (max and mean abs difference / eager's output range; onnx-int8: on its first calibration image), with
+    int8's δ1 drop and RMSE rise against fp32 ONNX on the store; a skipped or failed mode says why."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, result in models.items():
+        rows[name] = {}
+        for mode, r in result.get("fp32", {}).items():
+            if "median_ms" not in r:
+                rows[name][mode] = {k: r[k] for k in ("skipped", "error") if k in r}
+                continue
+            row = {"median_ms": r["median_ms"], "latency_ratio_vs_eager": r.get("latency_ratio_vs_eager")}
+            check = r.get("check")
+            if mode == "eager":
+                row.update(max_diff_vs_eager=0.0, mean_diff_vs_eager=0.0)
+            elif check:
+                row.update(max_diff_vs_eager=check["relative"], mean_diff_vs_eager=check["mean_relative"])
+            accuracy = r.get("accuracy", {})
+            if "d1_drop" in accuracy:
+                row.update(d1_drop_vs_onnx=accuracy["d1_drop"], rmse_rise_vs_onnx=accuracy["rmse_rise"])
+            rows[name][mode] = row
+    return {"columns": {"median_ms": "median latency (ms), fp32, batch as run",
+                        "latency_ratio_vs_eager": "median over interleaved rounds of mode / eager",
+                        "max_diff_vs_eager": "max abs difference from eager / eager's output range",
+                        "mean_diff_vs_eager": "mean abs difference from eager / eager's output range",
+                        "d1_drop_vs_onnx": "onnx-int8: δ1 of fp32 ONNX - δ1 of int8 (store split)",
+                        "rmse_rise_vs_onnx": "onnx-int8: RMSE of int8 - RMSE of fp32 ONNX (m)"},
+            "models": rows}
+
+
+def runtime_lines(table: dict[str, Any]) -> list[str]:
+    """:func:`runtime_table` as aligned text lines (``leve bench model`` prints them)."""
+    def cell(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    lines = [f"{'model':<22} {'mode':<14} {'ms':>10} {'x eager':>8} {'max diff':>9} {'mean diff':>9}"]
+    for name, modes in table["models"].items():
+        for mode, row in modes.items():
+            if "median_ms" not in row:
+                lines.append(f"{name:<22} {mode:<14} {row.get('skipped') or row.get('error', '')}")
+                continue
+            lines.append(f"{name:<22} {mode:<14} {cell(row['median_ms'], '.1f'):>10} "
+                         f"{cell(row['latency_ratio_vs_eager'], '.3f'):>8} {cell(row.get('max_diff_vs_eager'), '.2g'):>9} "
+                         f"{cell(row.get('mean_diff_vs_eager'), '.2g'):>9}")
+    return lines
+
+
 def _operators(fp32: Any, int8: Any, x: torch.Tensor) -> dict[str, Any]:
     """Why int8 misses its goal, operator by operator: both graphs profiled by onnxruntime on ``x``, in turn;
     ``conv_speedup``: fp32 convolution time / int8 convolution time; ``int8_overhead_share``: the share
@@ -480,6 +530,7 @@ def benchmark(cfg: Config, progress: Callable[[str], None] | None = None) -> dic
         report["latency_ratio_vs_eager"] = {
             "goal": f"<= {RATIO_GOAL} (median over interleaved rounds of runtime / eager, fp32, same process)",
             "models": {n: r["latency_ratio_vs_eager"] for n, r in models.items()}}
+        report["runtimes"] = runtime_table(models)
     report["thesis_comparison"] = _thesis_comparison(models)
     return report
 

@@ -169,4 +169,7 @@ def bench_model(
                "protocol": protocol}
     overrides = merge_options(sets, options)
     report = stage.run(overrides, params_file=params, progress=lambda m: console.print(m))
+    if "runtimes" in report:  # one table across the modes: ratio to eager and difference from eager
+        for line in stage.runtime_lines(report["runtimes"]):
+            console.print(line, markup=False, highlight=False)
     typer.echo(json.dumps(report, indent=2))

@@ -237,6 +237,9 @@ def test_bench_model_times_int8_against_fp32_onnx_and_scores_both(tmp_path, stor
     assert acc["d1_drop"] == pytest.approx(acc["onnx"]["d1"] - acc["onnx-int8"]["d1"], abs=2e-5)
     assert acc["rmse_rise"] == pytest.approx(acc["onnx-int8"]["rmse"] - acc["onnx"]["rmse"], abs=2e-5)
     assert int8["int8_goal"]["met"] == (int8["latency_ratio_vs_onnx"] <= 0.5 and abs(acc["d1_drop"]) <= 0.01)
+    row = json.loads(res.stdout)["runtimes"]["models"]["leve"]["onnx-int8"]  # the one table across the modes
+    assert (row["d1_drop_vs_onnx"], row["rmse_rise_vs_onnx"]) == (acc["d1_drop"], acc["rmse_rise"])
+    assert row["mean_diff_vs_eager"] == int8["check"]["mean_relative"]
     if not int8["int8_goal"]["met"]:  # why, operator by operator
         ops = int8["operators"]
         assert "QLinearConv" in ops["onnx-int8"]["operators"] and "QLinearConv" not in ops["onnx"]["operators"]

@@ -95,13 +95,25 @@ def test_openvino_runtime_is_checked_against_eager_and_cpu_only():
 
 
 @pytest.mark.slow
-def test_bench_model_times_openvino_as_a_ratio_to_eager(tmp_path, run_cli):
+def test_bench_model_gives_one_table_across_the_runtimes(tmp_path, run_cli):
     res = run_cli("bench", "model", "--models", "leve", "--resolution", "64x96", "--repeats", "3", "--warmup", "1",
-                  "--modes", "onnx,openvino", "--out", "", "--params", tmp_path / "none.yaml")
+                  "--modes", "torch,onnx,openvino", "--out", "", "--params", tmp_path / "none.yaml")
     assert res.code == 0, res.stderr
     report = json.loads(res.stdout)
     modes = report["models"]["leve"]["fp32"]
-    assert list(modes) == ["eager", "onnx", "openvino"]
+    assert list(modes) == ["eager", "torch", "onnx", "openvino"]
     vino = modes["openvino"]
     assert vino["runs"] == 3 and vino["latency_ratio_vs_eager"] > 0 and vino["check"]["relative"] < 1e-4
-    assert set(report["latency_ratio_vs_eager"]["models"]["leve"]) == {"eager", "onnx", "openvino"}
+    table = report["runtimes"]["models"]["leve"]
+    assert list(table) == list(modes)
+    for mode, row in table.items():  # the table restates each mode's own figures
+        assert row["median_ms"] == modes[mode]["median_ms"]
+        assert row["latency_ratio_vs_eager"] == modes[mode]["latency_ratio_vs_eager"]
+        if mode != "eager":
+            assert row["max_diff_vs_eager"] == modes[mode]["check"]["relative"]
+            assert row["mean_diff_vs_eager"] == modes[mode]["check"]["mean_relative"]
+    assert table["eager"]["latency_ratio_vs_eager"] == 1.0 and table["eager"]["max_diff_vs_eager"] == 0.0
+    printed = [line.split() for line in res.stderr.splitlines() if line.startswith("leve ")]
+    assert [row[1] for row in printed] == list(modes)  # the same table on the console
+    assert [float(row[3]) for row in printed] == pytest.approx([r["latency_ratio_vs_eager"] for r in table.values()],
+                                                               abs=5e-4)
