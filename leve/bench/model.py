@@ -31,8 +31,8 @@ of (mode / eager in the same round), the figure the goal (<= 0.6) is about; ``sp
 eager median / mode median. ``runtimes`` (:func:`runtime_table`) is one table across every model's fp32
 modes: median latency, ratio to eager, max and mean difference from eager's output (and int8's δ1 drop
 and RMSE rise against fp32 ONNX); ``leve bench model`` also prints it. On CUDA every mode is also timed
-in fp16 (weights and input cast to half; onnx and openvino are CPU only). A mode that fails records its error instead. The 1-minute load average
-is recorded at the start and end of each model.
+in fp16 (weights and input cast to half; onnx and openvino are CPU only). A mode that fails records its
+error instead. The 1-minute load average is recorded at the start and end of each model.
 
 ``protocol: thesis`` times as the thesis's public notebooks did (``test_inference_speed``) instead:
 batch 2 at 480x640, a fresh ``torch.randn`` input per run (drawn before the clock starts), the
