@@ -162,12 +162,14 @@ def build_config(cls: type[T], values: dict[str, Any], where: str) -> T:
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
         raise LeveError(f"{where}: unknown parameter(s) {names}{more}; known: {', '.join(fields)}")
     hints = typing.get_type_hints(cls)
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}", fields[k].metadata.get("url", False)) for k, v in values.items()}
     return cls(**kwargs)
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Light type check/coercion for YAML scalars (int->float, str->Path, lists->tuples)."""
+def _coerce(value: Any, hint: Any, where: str, url: bool = False) -> Any:
+    """Light type check/coercion for YAML scalars (int->float, str->Path, lists->tuples). ``url``: the field
+    (``param(url=True)``) also takes an fsspec URL, carried as a Path that :func:`leve.store.remote.location`
+    reads back as the URL (the reader checks its scheme)."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
@@ -190,7 +192,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         non_none = [a for a in args if a is not type(None)]
-        return _coerce(value, non_none[0], where) if len(non_none) == 1 else value
+        return _coerce(value, non_none[0], where, url) if len(non_none) == 1 else value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
@@ -198,6 +200,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return float(value)
         except ValueError:
             raise LeveError(f"{where}: expected float, got {shown(value)}") from None
+    if hint is Path and url and isinstance(value, str | Path):
+        return Path(value)
     if hint is Path and isinstance(value, str | Path) and re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", str(value)):
         # Path("s3://b/k") would be a local folder `s3:` (pathlib folds the `//`): a URL is never a local path
         raise LeveError(f"{where}: {shown(str(value))} is a URL; this parameter takes a local path (a store at a URL "
@@ -309,9 +313,10 @@ class _Default:
         return self()
 
 
-def param() -> Any:
-    """A Config field whose default is its params key's value in params.yaml (``lr: float = param()``)."""
-    return dataclasses.field(default_factory=_Default())
+def param(url: bool = False) -> Any:
+    """A Config field whose default is its params key's value in params.yaml (``lr: float = param()``).
+    ``url``: a Path field that also takes an fsspec URL (a store read from a bucket: ``s3://bucket/prefix``)."""
+    return dataclasses.field(default_factory=_Default(), metadata={"url": url})
 
 
 def params_section(dotted: str, keys: dict[str, str] | None = None) -> Callable[[type[T]], type[T]]:

@@ -63,7 +63,7 @@ class Config:
     device: str = param()  # auto | cpu | cuda | cuda:N
     examples: int = param()  # images in the qualitative grid
     depth_bins: int = param()  # bins of the error-vs-depth plot
-    data_dir: Path = param()
+    data_dir: Path = param(url=True)  # paths.stores: a folder, or a bucket prefix (s3://bucket/prefix)
     teacher_dir: Path = param()
     metrics_dir: Path = param()
     reports_dir: Path = param()

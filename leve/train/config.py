@@ -120,7 +120,7 @@ class TrainConfig:
     """Everything ``leve train`` needs; the defaults are params.yaml's (the thesis recipe: profiles/thesis.yaml)."""
 
     dataset: str = param()
-    data_dir: Path = param()
+    data_dir: Path = param(url=True)  # paths.stores: a folder, or a bucket prefix (s3://bucket/prefix)
     train_split: str = param()
     val_split: str = param()
     model: str = param()  # a registered model (leve.models.list_models()); output at 1/1 or 1/2 (DenseDepth)

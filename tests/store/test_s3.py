@@ -8,7 +8,6 @@ wrong endpoint and denied access are each one line."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,46 +21,14 @@ from leve.errors import LeveError
 from leve.params import Override, build_config
 from leve.store.remote import LOCK_SUFFIX, MANIFEST, STAGING_SUFFIX, RemoteLock, location, url_of
 from tests.factories import synthetic_store
+from tests.store.loopback import SIZES, endpoint_fixture, prepare, s3_fixture  # noqa: F401 (fixtures)
 
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 s3fs = pytest.importorskip("s3fs")
-
-SIZES = {"height": 24, "width": 32, "train": 3, "val": 2, "test": 5, "block_size": 2}
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3(endpoint, monkeypatch, tmp_path):
-    """An s3fs filesystem on the loopback server, bucket ``bkt`` created, the credentials fake."""
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": endpoint,
-                       "AWS_MAX_ATTEMPTS": "1", "LEVE_STAGING": str(tmp_path / "staging")}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = s3fs.S3FileSystem()
-    if fs.exists("bkt"):
-        fs.rm("bkt", recursive=True)
-    fs.mkdir("bkt")
-    fs.invalidate_cache()
-    yield fs
-    s3fs.S3FileSystem.clear_instance_cache()
 
 
 def _prepare(url: str, **over: int) -> Any:
-    """`leve prepare synthetic --out URL` with small sizes, through the stage (as the CLI calls it)."""
-    sizes = {**SIZES, **over}
-    overrides = {"out": Override(url), **{k: Override(str(v)) for k, v in sizes.items()}, "workers": Override("1")}
-    return stage.run("synthetic", overrides, show_progress=False)
+    return prepare(url, **over)
 
 
 @pytest.fixture
