@@ -27,6 +27,7 @@ from tests.factories import synthetic_store
 from tests.train.oracle import write_cache
 
 SIZE = (64, 96)
+MODEL = "leve-mobilenetv3"  # the cheapest student to train (0.089 vs 0.207 CPU s a step for leve, 8x64x96)
 MAX_DEPTH = 10.0
 
 
@@ -156,7 +157,7 @@ def test_metric_cache_reads_back_the_oracle_depth(stores):
 
 
 def _config(out: Path, data_dir: Path, **kw) -> TrainConfig:
-    base = dict(dataset="synthetic", data_dir=data_dir, resolution=SIZE, batch_size=8, epochs=10, max_steps=30,
+    base = dict(dataset="synthetic", data_dir=data_dir, resolution=SIZE, batch_size=8, epochs=10, max_steps=30, model=MODEL,
                 lr=2e-3, schedule=ScheduleConfig(name="cosine"), workers=0, log_every=100, val_every=0,
                 out_dir=out / "models", log_dir=out / "dvclive", kd=KDConfig(eps=0.0))
     return TrainConfig(**{**base, **kw})
@@ -188,9 +189,10 @@ def test_a_student_distilled_only_from_a_metric_teacher_is_metric(stores, tmp_pa
 
 @pytest.mark.slow
 def test_metric_oracle_teaches_metric_depth_with_few_labels(stores, tmp_path):
-    """One labelled training image of 48. Measured (CPU, 30 steps): unaligned test RMSE 1.317 m on every
-    label, 1.667 m on the one label alone, 1.318 m with metric KD from the oracle (eps 0.9); the oracle's
-    own RMSE 0.117 m."""
+    """One labelled training image of 48. Measured (CPU, 30 steps of MobileNetV3 Leve): unaligned test RMSE
+    1.879 m on every label, 2.772 m on the one label alone, 1.707 m with metric KD from the oracle (eps 0.9);
+    the oracle's own RMSE 0.117 m. (DDRNet-23-slim Leve gave 1.317, 1.667 and 1.318 m at 1.4x the CPU time:
+    what is checked is the metric KD term, not the student.)"""
     data, oracle = stores["full"].parent, stores["oracle"]
     few = LabelsConfig(fraction=0.02)  # round(0.02 * 48) = 1 image keeps its depth
     runs = {
@@ -213,5 +215,5 @@ def test_metric_oracle_teaches_metric_depth_with_few_labels(stores, tmp_path):
     print({k: round(v, 3) for k, v in rmse.items()}, "oracle", round(teacher, 3),
           f"kd/full {kd / full:.3f} (margin 1.10), kd/one label {kd / alone:.3f} (margin 0.85)")
     assert teacher < 0.2 * full  # the teacher is far better than any student here: the students are what differ
-    assert kd < 1.10 * full  # close to training on every label (measured 1.00)
-    assert kd < 0.85 * alone  # far below the one label alone (measured 0.79)
+    assert kd < 1.10 * full  # close to training on every label (measured 0.91)
+    assert kd < 0.85 * alone  # far below the one label alone (measured 0.62)
