@@ -5,7 +5,7 @@ BIN    := $(abspath $(VENV))/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo test docs setup clean gpu-check
+.PHONY: demo test test-slow docs setup clean gpu-check
 
 DEMO_DIR ?= leve-demo
 GPU_CHECK_OUT ?= bench-gpu.json
@@ -13,13 +13,19 @@ GPU_CHECK_OUT ?= bench-gpu.json
 demo: $(STAMP)  ## the whole product on the embedded default: pipeline, 2nd experiment, table, diff, figures
 	leve demo $(DEMO_DIR)
 
-test: $(STAMP)  ## build the docs strictly, lint, type-check and run the test suite (what CI runs)
+# two workers, a file at a time, longest files first (tests/conftest.py)
+PYTEST := python -m pytest -n 2 --dist loadfile
+
+test: $(STAMP)  ## build the docs strictly, lint, type-check and run the test suite but its slow tests (CI runs both)
 	NO_MKDOCS_2_WARNING=1 mkdocs build --strict
 	ruff check leve tests
 	mypy
 	vulture leve vulture_whitelist.py --min-confidence 60  # dead code: 60 reports unused functions, classes, variables
 	lint-imports  # the layers of docs/ARCHITECTURE.md and no package cycles ([tool.importlinter] in pyproject.toml)
-	python -m pytest -n 2 --dist loadfile
+	$(PYTEST) -m "not slow"
+
+test-slow: $(STAMP)  ## the tests marked slow: end-to-end pipelines, learning runs, killed processes (CI runs them after make test)
+	$(PYTEST) -m slow
 
 docs: $(STAMP)  ## the docs site in build/site (git-ignored); its tables of numbers: python docs/generate.py
 	NO_MKDOCS_2_WARNING=1 mkdocs build --strict
