@@ -19,13 +19,15 @@ go into the ONNX metadata, and into a TorchScript export's extra file ``leve.jso
 multiples of 8). The file is written under a
 temporary name and moved into place only when verification passes. Every ONNX, OpenVINO and
 TorchScript export records which checkpoint it was made from: ``leve_checkpoint`` (its file name) and
-``leve_checkpoint_sha256`` (:func:`leve.models.runtime.checkpoint_digest`), which ``leve predict --runtime onnx-int8`` compares
-before it runs an int8 file.
+``leve_checkpoint_sha256`` (:func:`leve.models.runtime.checkpoint_digest`), which ``leve predict --runtime
+onnx-int8`` compares before it runs an int8 file.
 
-``--format openvino``: the verified ONNX graph converted by OpenVINO (``openvino.convert_model``) and saved as
-an IR (``<checkpoint stem>.xml`` and its ``.bin``, fp32 weights: ``compress_to_fp16=False``), the ONNX
-metadata under the IR's ``rt_info`` section ``leve`` (``model.get_rt_info(["leve", key])``); the IR is read back
-from disk, compiled for OpenVINO's CPU plugin in fp32 and checked against PyTorch as the ONNX file is.
+``--format openvino``: the verified ONNX graph converted by OpenVINO's ONNX frontend
+(:func:`leve.models.runtime.openvino_model`: ``Core.read_model``, the frontend ``openvino.convert_model``
+converts an ONNX file with) and saved with ``openvino.save_model`` as an IR (``<checkpoint stem>.xml`` and
+its ``.bin``, fp32 weights: ``compress_to_fp16=False``), the ONNX metadata under the IR's ``rt_info``
+section ``leve`` (``model.get_rt_info(["leve", key])``); the IR is read back from disk, compiled for
+OpenVINO's CPU plugin in fp32 and checked against PyTorch as the ONNX file is.
 
 ``--quantize int8`` (ONNX only) then quantizes the verified graph with onnxruntime's static
 quantization (:func:`leve.models.runtime.quantize_int8`: QDQ, per-channel int8 weights, uint8
@@ -275,14 +277,11 @@ def _export_openvino(model: nn.Module, size: tuple[int, int], out: Path, opset: 
     """The verified ONNX graph converted to an OpenVINO IR at ``out`` (``.xml``; its weights in the ``.bin`` of
     the same stem), ``meta`` in its ``rt_info``; read back, compiled for the CPU (fp32) and checked against
     PyTorch at both sizes before the two files are moved into place."""
-    from leve.models.runtime import openvino_compiled, openvino_model
+    from leve.models.runtime import import_openvino, openvino_compiled, openvino_model
 
     if out.suffix != ".xml":
         raise LeveError(f"{out}: an OpenVINO IR is an .xml file (its weights go to the .bin beside it)")
-    try:
-        import openvino as ov
-    except ImportError as exc:
-        raise LeveError(f"--format openvino needs the export extra ({exc.name} missing): pip install 'leve[export]'") from exc
+    ov = import_openvino()  # its usage telemetry off
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".leve-openvino-", dir=out.parent) as tmp:
         onnx_path = Path(tmp, "model.onnx")

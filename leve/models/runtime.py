@@ -20,9 +20,10 @@ called like the model itself (RGB ``(B, 3, H, W)`` in [0, 1] -> raw output) and 
   ``leve bench model`` passes its store's), CPU only. ``leve export --quantize int8`` writes the same
   quantization to a file, calibrated on a store split; ``leve predict`` and ``leve serve`` run that file
   (:func:`load_exported`), never a quantization of their own inputs;
-* ``openvino``: the ONNX graph of ``onnx`` converted by OpenVINO (``openvino.convert_model``) and
+* ``openvino``: the ONNX graph of ``onnx`` read by OpenVINO's ONNX frontend (:func:`openvino_model`) and
   compiled for its CPU plugin in fp32 (``INFERENCE_PRECISION_HINT: f32``: on CPUs with bf16 units the
-  plugin would otherwise round to bf16); needs the ``openvino`` package (``export`` extra).
+  plugin would otherwise round to bf16); needs the ``openvino`` package (``export`` extra), imported with
+  its usage telemetry off (:func:`import_openvino`).
   ``leve export --format openvino`` writes the same conversion as an IR (``.xml`` + ``.bin``).
 
 Each prepared model is verified against the eager model on a seeded random input (at the size
@@ -372,20 +373,39 @@ class OnnxCall:
         return torch.from_numpy(self.session.run(None, {"rgb": array})[0])
 
 
-def openvino_model(onnx_graph: bytes | str | Path) -> Any:
-    """An ONNX graph (bytes or a path) converted to an OpenVINO model (``openvino.convert_model``)."""
+def import_openvino() -> Any:
+    """The ``openvino`` package, imported with its usage telemetry off. A plain ``import openvino`` sends an
+    event to Intel and writes ``~/intel/`` (openvino-telemetry, on unless the user ran its ``opt_in_out
+    --opt_out``), without asking; openvino uses its own no-op stub when ``openvino_telemetry`` cannot be
+    imported, so that module is made unimportable for this one import (restored after). An openvino that
+    the process imported before is returned as it is."""
+    import importlib
+    import sys
+
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    block = "openvino_telemetry" not in sys.modules
+    if block:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import raises ImportError
     try:
-        import openvino as ov
+        return importlib.import_module("openvino")
     except ImportError as exc:
         raise LeveError(f"runtime openvino needs the export extra ({exc.name} missing): pip install 'leve[export]'") from exc
-    return ov.convert_model(io.BytesIO(onnx_graph) if isinstance(onnx_graph, bytes) else str(onnx_graph))
+    finally:
+        if block and sys.modules.get("openvino_telemetry", False) is None:
+            del sys.modules["openvino_telemetry"]
+
+
+def openvino_model(onnx_graph: bytes | str | Path) -> Any:
+    """An ONNX graph (bytes or a path) as an OpenVINO model, read by OpenVINO's ONNX frontend
+    (``Core.read_model``, the frontend ``openvino.convert_model`` converts an ONNX file with)."""
+    return import_openvino().Core().read_model(onnx_graph if isinstance(onnx_graph, bytes) else str(onnx_graph))
 
 
 def openvino_compiled(model: Any) -> Any:
     """An OpenVINO model (or an IR path) compiled for the CPU as the runtime runs it: fp32 (no bf16 rounding on
     CPUs that have it), torch's thread count, latency hint."""
-    import openvino as ov
-
+    ov = import_openvino()
     config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
               "PERFORMANCE_HINT": "LATENCY"}
     return ov.Core().compile_model(str(model) if isinstance(model, Path) else model, "CPU", config)

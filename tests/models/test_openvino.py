@@ -6,7 +6,10 @@ IR is loaded here with OpenVINO's own Core API and compared with ``leve predict`
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,9 +18,11 @@ from PIL import Image
 
 from leve.errors import LeveError
 from leve.models.checkpoint import load_checkpoint
-from leve.models.runtime import check_runtime, checkpoint_digest, prepare_for_inference
+from leve.models.runtime import check_runtime, checkpoint_digest, import_openvino, prepare_for_inference
 
-ov = pytest.importorskip("openvino")
+if importlib.util.find_spec("openvino") is None:
+    pytest.skip("openvino is not installed (the export extra)", allow_module_level=True)
+ov = import_openvino()  # as leve imports it: without its usage telemetry
 
 
 def _image(h: int = 64, w: int = 96) -> np.ndarray:
@@ -117,3 +122,17 @@ def test_bench_model_gives_one_table_across_the_runtimes(tmp_path, run_cli):
     assert [row[1] for row in printed] == list(modes)  # the same table on the console
     assert [float(row[3]) for row in printed] == pytest.approx([r["latency_ratio_vs_eager"] for r in table.values()],
                                                                abs=5e-4)
+
+
+def test_openvino_is_imported_with_its_telemetry_off(tmp_path):
+    """``import openvino`` alone would send a usage event and write ~/intel (openvino-telemetry); leve's import
+    leaves openvino on its own no-op stub, writes nothing to the home folder, and openvino_telemetry stays
+    importable afterwards."""
+    code = ("import sys; from leve.models.runtime import import_openvino; import_openvino(); "
+            "import openvino.tools.ovc.telemetry_utils as t; print(t.tm.__name__); "
+            "import openvino_telemetry; print('openvino_telemetry' in sys.modules)")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["openvino.tools.ovc.telemetry_stub", "True"]
+    assert list(tmp_path.iterdir()) == []  # no ~/intel
