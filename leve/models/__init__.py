@@ -45,7 +45,7 @@ student is for non-commercial use only; ``MODEL_CARD.md`` beside ``best.pt`` say
 
 from __future__ import annotations
 
-from typing import Any
+from leve import moved_names
 
 # No re-exports: each name is imported from the module that defines it, so that importing one module
 # of this package runs only that module's code (dvc.yaml's derived deps, the training run identity).
@@ -74,14 +74,4 @@ _MOVED = {
     "save_checkpoint": "leve.models.checkpoint",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _MOVED.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-    import warnings
-
-    warnings.warn(f"`from {__name__} import {name}` is deprecated: import it from {module}", DeprecationWarning,
-                  stacklevel=2)
-    return getattr(importlib.import_module(module), name)
+__getattr__ = moved_names(__name__, _MOVED)

@@ -25,7 +25,7 @@ torchvision); see :data:`ENCODERS` (the torchvision catalogue) for files, hashes
 
 from __future__ import annotations
 
-from typing import Any
+from leve import moved_names
 
 # No re-exports: each name is imported from the module that defines it. The old spellings
 # (``from leve.models.encoders import create_encoder``) still work, with a deprecation warning.
@@ -43,15 +43,4 @@ _MOVED = {
     "load_imagenet_weights": ("leve.models.pretrained", "load_imagenet_weights"),
 }
 
-
-def __getattr__(name: str) -> Any:
-    moved = _MOVED.get(name)
-    if moved is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-    import warnings
-
-    module, attr = moved
-    warnings.warn(f"`from {__name__} import {name}` is deprecated: import {attr} from {module}", DeprecationWarning,
-                  stacklevel=2)
-    return getattr(importlib.import_module(module), attr)
+__getattr__ = moved_names(__name__, _MOVED)
