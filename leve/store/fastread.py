@@ -65,6 +65,10 @@ class ShardReader:
     def _key(self, shard: int) -> str:
         return f"c/{shard}/{self.suffix}" if self.suffix else f"c/{shard}"
 
+    def _open(self, shard: int) -> int:
+        """A descriptor of shard file ``shard`` (a bucket store's reader takes it from its local cache)."""
+        return os.open(self.dir / self._key(shard), os.O_RDONLY)
+
     def _fail(self, problem: str, i: int, shard: int) -> LeveError:
         return damaged(self.store, self.array, problem, i, self._key(shard))
 
@@ -74,7 +78,7 @@ class ShardReader:
             self._files, self._index, self._pid = {}, {}, os.getpid()
         if shard not in self._files:
             try:
-                fd = os.open(self.dir / self._key(shard), os.O_RDONLY)
+                fd = self._open(shard)
             except FileNotFoundError:
                 raise self._fail(MISSING, i, shard) from None
             except OSError as exc:
@@ -187,6 +191,11 @@ def shard_reader(array_dir: str | Path, store: str | Path | None = None) -> Shar
         where = str(store) if store is not None else str(array_dir.parent.parent)
         raise damaged(where, f"{array_dir.parent.name}/{array_dir.name}",
                       f"not valid JSON (truncated or damaged: {exc.__class__.__name__})", file="zarr.json") from exc
+    return ShardReader(array_dir, meta, store) if fits(meta) else None
+
+
+def fits(meta: dict[str, Any]) -> bool:
+    """Whether an array's ``zarr.json`` (parsed) is in the layout :class:`ShardReader` reads."""
     try:
         codecs = meta["codecs"]
         sharding = codecs[0]["configuration"]
@@ -206,7 +215,7 @@ def shard_reader(array_dir: str | Path, store: str | Path | None = None) -> Shar
             _inner_codec(sharding["codecs"])
             for c in sharding["codecs"]:
                 if c["name"] == "bytes" and c.get("configuration", {}).get("endian", "little") != "little":
-                    return None
+                    return False
     except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-        return None
-    return ShardReader(array_dir, meta, store) if ok else None
+        return False
+    return bool(ok)

@@ -9,6 +9,12 @@ and its fingerprint (:func:`cache_dir`), so a republished store never meets the 
 another build. Nothing cached is trusted more than the bucket: each chunk's crc32c is checked as it
 is decoded, as for any read. Processes (DataLoader workers) share the folder: files appear by an
 atomic rename and a file another process evicts is fetched again.
+
+Two readers use the folder: Zarr, through :class:`ReadThroughCache` (a Zarr store wrapping the bucket's),
+and, for arrays in leve's sharded layout, :class:`leve.store.cachedread.CachedShardReader`: the local-disk fast path
+(:class:`leve.store.fastread.ShardReader`, one ``pread`` per sample, index and chunk crc32c checked) on
+the cached shard files, fetching a missing one whole from the bucket first. With the cache warm, a
+bucket store is read as fast as a local one.
 """
 
 from __future__ import annotations
@@ -55,10 +61,10 @@ class ReadThroughCache(WrapperStore[Any]):
         self.max_bytes = int(max_bytes)
         self.cached = cached  # a compiled pattern of the keys to cache
         if self.folder.is_dir():  # a folder filled under a larger bound is brought within this one
-            self._evict(keep=None)
+            evict(self.folder, self.max_bytes, keep=None)
 
     def _file(self, key: str) -> Path:
-        return self.folder / key.replace("/", "%")
+        return cached_file(self.folder, key)
 
     async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
         if not self.cached.search(key):
@@ -73,7 +79,7 @@ class ReadThroughCache(WrapperStore[Any]):
                 return None
             data = buf.to_bytes()
             if len(data) <= self.max_bytes:
-                self._keep(path, data)
+                keep(self.folder, self.max_bytes, path, data)
         return prototype.buffer.from_bytes(_slice(data, byte_range))
 
     async def getsize(self, key: str) -> int:
@@ -87,33 +93,43 @@ class ReadThroughCache(WrapperStore[Any]):
                                  key_ranges: Iterable[tuple[str, ByteRequest | None]]) -> list[Buffer | None]:
         return [await self.get(key, prototype, byte_range) for key, byte_range in key_ranges]
 
-    def _keep(self, path: Path, data: bytes) -> None:
-        """Store ``data`` at ``path`` (atomic rename), then evict the least recently used files beyond the bound."""
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = self.folder / f".{uuid.uuid4().hex}.tmp"
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-            self._evict(keep=path)
-        except OSError:  # a full or read-only disk: read through without caching
-            pass
 
-    def _evict(self, keep: Path | None) -> None:
-        files = []
-        for entry in os.scandir(self.folder):
-            try:
-                st = entry.stat()
-            except FileNotFoundError:  # evicted by another process
-                continue
-            files.append((st.st_mtime_ns, entry.path, st.st_size))
-        total = sum(size for _, _, size in files)
-        for _, name, size in sorted(files):
-            if total <= self.max_bytes:
-                break
-            if keep is not None and name == str(keep):
-                continue
-            try:
-                os.remove(name)
-            except FileNotFoundError:
-                pass
-            total -= size
+def cached_file(folder: Path, key: str) -> Path:
+    """Where the chunk file ``key`` (relative to the store's root) is kept in ``folder``."""
+    return folder / key.replace("/", "%")
+
+
+def keep(folder: Path, max_bytes: int, path: Path, data: bytes) -> bool:
+    """Store ``data`` at ``path`` in ``folder`` (atomic rename), then evict the least recently used files beyond
+    ``max_bytes``; False when the disk refused it (full or read-only: the caller reads through)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{uuid.uuid4().hex}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        evict(folder, max_bytes, keep=path)
+    except OSError:
+        return False
+    return True
+
+
+def evict(folder: Path, max_bytes: int, keep: Path | None) -> None:
+    """Remove the least recently used files of ``folder`` (never ``keep``) until it holds at most ``max_bytes``."""
+    files = []
+    for entry in os.scandir(folder):
+        try:
+            st = entry.stat()
+        except FileNotFoundError:  # evicted by another process
+            continue
+        files.append((st.st_mtime_ns, entry.path, st.st_size))
+    total = sum(size for _, _, size in files)
+    for _, name, size in sorted(files):
+        if total <= max_bytes:
+            break
+        if keep is not None and name == str(keep):
+            continue
+        try:
+            os.remove(name)
+        except FileNotFoundError:
+            pass
+        total -= size

@@ -56,6 +56,7 @@ class Split:
         self.cache = cache  # a URL's bounded local read-through cache: (folder, bytes)
         self._pid: int | None = None
         self._group: zarr.Group | None = None
+        self._zarrs: dict[str, Any] = {}  # this process's open arrays: a URL store's metadata is fetched once
         with self._reading("zarr.json"):
             self.attrs: dict[str, Any] = dict(self.group.attrs)
         written = self.attrs.get(WRITTEN)
@@ -82,7 +83,7 @@ class Split:
         if reader is not None:
             return reader.read(i, out)
         with self._reading(name, i):
-            value = np.asarray(self.group[name][i])
+            value = np.asarray(self._zarr(name)[i])
         if out is None:
             return value
         np.copyto(out, value)
@@ -93,14 +94,20 @@ class Split:
         if name not in self._fast:
             from leve.store.fastread import shard_reader
 
-            local = Path(self.path).is_dir()
-            self._fast[name] = shard_reader(Path(self.path) / self.name / name, self.path) if local else None
+            if "://" in self.path:  # a bucket store: the fast path on the cached shard files, with a cache
+                from leve.store.cachedread import cached_shard_reader
+
+                self._fast[name] = cached_shard_reader(self.path, self.name, name, self.cache) if self.cache else None
+            else:
+                local = Path(self.path).is_dir()
+                self._fast[name] = shard_reader(Path(self.path) / self.name / name, self.path) if local else None
         return self._fast[name]
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_group"] = None
         state["_pid"] = None
+        state["_zarrs"] = {}
         return state
 
     @property
@@ -109,7 +116,15 @@ class Split:
         if self._group is None or self._pid != os.getpid():
             self._group = open_group(self.path, self.cache)[self.name]
             self._pid = os.getpid()
+            self._zarrs = {}
         return self._group
+
+    def _zarr(self, name: str) -> Any:
+        """Array ``name`` of the split, opened once per process (opening reads its zarr.json: at a URL, a request)."""
+        group = self.group
+        if name not in self._zarrs:
+            self._zarrs[name] = group[name]
+        return self._zarrs[name]
 
     def __len__(self) -> int:
         return self.length
@@ -188,7 +203,7 @@ class Split:
         if reader is not None:  # one pread; Zarr's read costs twice the JPEG's decode
             return reader.read_bytes(i)
         with self._reading("rgb_jpeg", i):
-            return bytes(self.group["rgb_jpeg"][i : i + 1][0])
+            return bytes(self._zarr("rgb_jpeg")[i : i + 1][0])
 
     def depth(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
         """Sample ``i``'s float32 depth at its true size; decoded into ``out`` when given (float32, the

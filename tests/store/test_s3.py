@@ -255,26 +255,35 @@ def test_a_damaged_object_fails_its_crc32c(s3, tmp_path, monkeypatch):
     s3.pipe_file(key, bytes(blob))
     with pytest.raises(LeveError, match=r"synthetic.zarr: test/depth sample 0: checksum mismatch"):
         open_store(url).split("test").depth(0)
+    monkeypatch.setenv("LEVE_READ_CACHE", str(tmp_path / "reads"))
+    cached = open_store(url, cache_bytes=10**7).split("test")  # the fast reader on the cached shard files
+    with pytest.raises(LeveError, match=r"^s3://bkt/synthetic.zarr: test/depth sample 0.*checksum mismatch"):
+        cached.depth(0)
+    with pytest.raises(LeveError, match=r"checksum mismatch"):  # the cached copy is no more trusted than the bucket
+        open_store(url, cache_bytes=10**7).split("test").depth(0)
 
 
 def test_a_bounded_read_through_cache_serves_the_bucket_bytes(s3, twin, tmp_path, monkeypatch):
-    from zarr.storage import FsspecStore
-
+    """The cache's readers (the fast shard reader on cached files, Zarr for the metadata arrays) fetch each chunk
+    file once, whole; a second reader is served from the folder alone; the bound is held, and a shard larger
+    than the bound is read through (kept nowhere). Every value equals the local twin's."""
     from leve.store.reader import open_store
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LEVE_READ_CACHE", str(tmp_path / "reads"))
     url = "s3://bkt/synthetic.zarr"
     _prepare(url)
-    fetched: list[str] = []  # chunk files fetched whole from the bucket (the cache's fetches)
-    get = FsspecStore.get
+    fetched: list[str] = []  # chunk files fetched whole from the bucket
+    ranged: list[str] = []  # chunk files read in part (Zarr's reads of a shard without the cache)
+    cat = s3fs.S3FileSystem._cat_file
 
-    async def counted(self, key, prototype, byte_range=None):
-        if byte_range is None and "/c/" in key:
-            fetched.append(key)
-        return await get(self, key, prototype, byte_range)
+    async def counted(self, path, version_id=None, start=None, end=None, **kwargs):
+        if "/c/" in path:
+            (fetched if start is None and end is None else ranged).append(path)
+        return await cat(self, path, version_id=version_id, start=start, end=end, **kwargs)
 
-    monkeypatch.setattr(FsspecStore, "get", counted)
+    monkeypatch.setattr(s3fs.S3FileSystem, "_cat_file", counted)
+    s3fs.S3FileSystem.clear_instance_cache()  # a new instance binds its sync cat_file to the counted one
     local = open_store(twin).split("test")
 
     def read_all(store) -> None:
@@ -286,10 +295,10 @@ def test_a_bounded_read_through_cache_serves_the_bucket_bytes(s3, twin, tmp_path
     read_all(big)
     first = len(fetched)
     shards = -(-SIZES["test"] // SIZES["block_size"])
-    assert len(set(fetched)) == first  # each chunk file fetched once, whole (rgb, depth, and the metadata)
+    assert len(set(fetched)) == first and not ranged  # each chunk file fetched once, whole (and the metadata's)
     assert sum("test/rgb/" in k for k in fetched) == sum("test/depth/" in k for k in fetched) == shards
     read_all(open_store(url, cache_bytes=10**7))  # a second reader (another worker): all from the cache
-    assert len(fetched) == first
+    assert len(fetched) == first and not ranged
     folder = big.cache[0]
     bound = max(f.stat().st_size for f in folder.iterdir())  # room for one shard: every other read evicts
     small = open_store(url, cache_bytes=bound + 1)
@@ -297,6 +306,10 @@ def test_a_bounded_read_through_cache_serves_the_bucket_bytes(s3, twin, tmp_path
     read_all(small)
     assert sum(f.stat().st_size for f in folder.iterdir()) <= bound + 1
     assert len(fetched) > first
+    tiny = open_store(url, cache_bytes=1)  # every shard larger than the bound: read through, nothing kept
+    before = len(fetched)
+    read_all(tiny)
+    assert list(folder.iterdir()) == [] and len(fetched) > before and not ranged
 
 
 # --------------------------------------------------------------------------- one writer
