@@ -35,7 +35,7 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
 from leve.errors import LeveError
-from leve.store.remote import MANIFEST, location, read_manifest, url_of
+from leve.store.remote import MANIFEST, copy_problems, location, read_manifest, url_of
 
 CRC = "crc32c"
 EMPTY = 2**64 - 1  # an index entry with no chunk (sharding codec)
@@ -398,6 +398,8 @@ def verify_store(path: str | Path, bar: Any = None) -> tuple[list[Bad], dict[str
             bad.append(Bad("", MANIFEST, "no manifest: the store's upload or publish did not finish"))
         elif manifest.get("fingerprint") != _root_attributes(url).get("fingerprint"):
             bad.append(Bad("", MANIFEST, "the manifest is of another build than zarr.json (a publish was interrupted)"))
+    elif (Path(path) / MANIFEST).is_file():  # a local copy of a bucket store: its manifest is checked too
+        bad += [Bad("", rel, problem) for rel, problem in copy_problems(Path(path))]
     metas: dict[str, dict[str, Any]] = {}
     for array, _ in arrays:
         try:

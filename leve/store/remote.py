@@ -166,6 +166,31 @@ def check_published(url: str, attrs: dict[str, Any]) -> None:
                         f"rerun `leve prepare` (with --out {url})")
 
 
+def copy_problems(folder: Path) -> list[tuple[str, str]]:
+    """(file, problem) for a local copy of a bucket store (``dvc import-url``, ``aws s3 sync``) that carries its
+    ``leve-manifest.json``: the copy must hold the build the manifest names (the root zarr.json's fingerprint)
+    and every object it lists with that size and crc32c. A copy taken while the store was being republished
+    mixes two builds, each chunk whole and checksummed: only the manifest tells them apart."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        objects = manifest["objects"]
+        root = json.loads((folder / "zarr.json").read_text()).get("attributes", {})
+    except FileNotFoundError as exc:
+        return [(Path(exc.filename or MANIFEST).name, "missing from the copy")]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return [(MANIFEST, f"unreadable ({exc.__class__.__name__})")]
+    problems = []
+    if manifest.get("fingerprint") != root.get("fingerprint"):
+        problems.append((MANIFEST, "names another build than zarr.json (copied while the store was being republished)"))
+    for rel, want in sorted(objects.items()):
+        path = folder / rel
+        if not path.is_file():
+            problems.append((rel, "listed in the manifest, missing from the copy"))
+        elif path.stat().st_size != int(want["size"]) or _crc(path) != int(want["crc32c"]):
+            problems.append((rel, "differs from the manifest's (another build, or changed after the copy)"))
+    return problems
+
+
 def usage(url: str) -> tuple[int, int]:
     """(bytes, objects) of the published store at ``url``, from its manifest."""
     manifest = read_manifest(url) or {}

@@ -1,9 +1,9 @@
 """DVC on the loopback S3 server (moto's server on 127.0.0.1, the same as tests/store/test_s3.py), with
 DVC's own S3 plugin (dvc-s3) in subprocesses, as a user runs it.
 
-- ``dvc push`` / ``dvc pull`` of a real leve store and a checkpoint through a remote ``s3://bkt/dvcstore``:
-  after deleting the workspace copies and the DVC cache, the pulled bytes equal the originals, the store
-  verifies (``leve verify``) and the checkpoint loads with equal weights.
+- ``dvc push`` / ``dvc pull`` of a real leve store, its teacher cache and a checkpoint through a remote
+  ``s3://bkt/dvcstore``: after deleting the workspace copies and the DVC cache, the pulled bytes equal the
+  originals, the store and the cache verify (``leve verify``) and the checkpoint loads with equal weights.
 - The pattern docs/storage.md chooses for a pipeline input that lives in a bucket: ``dvc import-url
   remote://bucket/<prefix>`` (the endpoint in the remote's config, not in the .dvc file); ``dvc status``
   is clean, a republished store in the bucket is picked up by ``dvc update`` (and only by it), an
@@ -75,40 +75,53 @@ def _same_tree(a: Path, b: Path) -> None:
     assert not mismatch and not errors and len(match) == len(files)
 
 
-def test_push_then_pull_of_a_store_and_a_checkpoint_through_the_bucket(workspace, s3, tmp_path, monkeypatch):
+def test_push_then_pull_of_a_store_a_teacher_cache_and_a_checkpoint_through_the_bucket(workspace, s3, tmp_path, monkeypatch):
     from leve.models.checkpoint import load_checkpoint, save_checkpoint
     from leve.models.registry import create_model
     from leve.store.integrity import verify_store
+    from leve.store.reader import open_store
+    from leve.teacher.cache.build import build_teacher_cache
+    from leve.teacher.cache.read import TeacherCache
+    from leve.teacher.loading import load_teacher
+    from tests.explicit import caching
     from tests.factories import synthetic_store
 
     monkeypatch.chdir(tmp_path)
     ws = workspace
     store = synthetic_store(ws / "data/zarr/synthetic.zarr", **SIZES)
     torch.manual_seed(0)
+    cache = build_teacher_cache(store, ws / "data/teacher/synthetic.zarr", "train", load_teacher("tiny-random"),
+                                **caching(block_size=16), show_progress=False).path
     ckpt = save_checkpoint(ws / "models/best.pt", create_model("leve", max_depth=10.0), "leve", 10.0,
                            resolution=(64, 64))
     originals = tmp_path / "originals"
     shutil.copytree(store, originals / "synthetic.zarr")
+    shutil.copytree(cache, originals / "teacher.zarr")
     shutil.copy(ckpt, originals / "best.pt")
 
-    _dvc(ws, "add", "data/zarr/synthetic.zarr", "models/best.pt")
+    _dvc(ws, "add", "data/zarr/synthetic.zarr", "data/teacher/synthetic.zarr", "models/best.pt")
     _dvc(ws, "push")
-    # the remote holds every distinct content (md5-addressed), the checkpoint's, and the folder's listing
-    contents = {hashlib.md5(p.read_bytes()).hexdigest() for p in [*store.rglob("*"), ckpt] if p.is_file()}
+    # the remote holds every distinct content (md5-addressed), the checkpoint's, and each folder's listing
+    files = [p for p in [*store.rglob("*"), *cache.rglob("*"), ckpt] if p.is_file()]
+    contents = {hashlib.md5(p.read_bytes()).hexdigest() for p in files}
     s3.invalidate_cache()
     pushed = {k.split("/")[-2] + k.split("/")[-1] for k in s3.find("bkt/dvcstore/files/md5")}
-    listing = [h for h in pushed if h.endswith(".dir")]
-    assert len(listing) == 1 and pushed - set(listing) == contents
+    listings = [h for h in pushed if h.endswith(".dir")]
+    assert len(listings) == 2 and pushed - set(listings) == contents
     _no_credentials(ws)
 
     shutil.rmtree(store)
+    shutil.rmtree(cache)
     ckpt.unlink()
     shutil.rmtree(ws / ".dvc/cache")
     _dvc(ws, "pull")
     _same_tree(originals / "synthetic.zarr", store)
+    _same_tree(originals / "teacher.zarr", cache)
     assert (originals / "best.pt").read_bytes() == ckpt.read_bytes()
-    bad, _ = verify_store(store)  # `leve verify`: every chunk there and matching its checksum
-    assert bad == []
+    for pulled_store in (store, cache):  # `leve verify`: every chunk there and matching its checksum
+        assert verify_store(pulled_store)[0] == []
+    split = open_store(store).split("train")
+    assert TeacherCache(cache, "train", split).disparity(0).shape == (SIZES["height"], SIZES["width"])
     pulled, _ = load_checkpoint(ckpt)
     original, _ = load_checkpoint(originals / "best.pt")
     assert all(torch.equal(a, b) for a, b in zip(pulled.state_dict().values(), original.state_dict().values(),

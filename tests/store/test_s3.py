@@ -377,3 +377,29 @@ def test_denied_access_is_one_line(s3, tmp_path, monkeypatch):
     with pytest.raises(LeveError) as info:
         open_store("s3://bkt/synthetic.zarr")
     assert "access denied" in _one_line(info)
+
+
+def test_leve_verify_checks_a_local_copy_against_the_manifest_it_carries(s3, tmp_path, monkeypatch):
+    """A copy of a bucket store taken while it was being republished (dvc import-url, aws s3 sync) can mix two
+    builds, each chunk whole and checksummed: `leve verify` checks the copy against its leve-manifest.json."""
+    from leve.store.integrity import verify_store
+
+    monkeypatch.chdir(tmp_path)
+    url = "s3://bkt/synthetic.zarr"
+    _prepare(url)
+    copy = tmp_path / "copy/synthetic.zarr"
+    s3.get("bkt/synthetic.zarr/", str(copy), recursive=True)
+    assert (copy / MANIFEST).is_file() and verify_store(copy)[0] == []
+    _prepare(url, test=SIZES["test"] + 1)  # republished: the last test shard (and the root) change
+    s3.invalidate_cache()
+    newer = {k[len("bkt/synthetic.zarr/"):]: s3.cat_file(k) for k in s3.find("bkt/synthetic.zarr")}
+    changed = sorted(k for k, blob in newer.items() if k.startswith("test/depth/c/")
+                     and (copy / k).is_file() and (copy / k).read_bytes() != blob)
+    assert changed  # a chunk file of the new build, whole: its own crc32c holds
+    (copy / changed[0]).write_bytes(newer[changed[0]])
+    bad, _ = verify_store(copy)
+    assert [b.line() for b in bad] == [f"{changed[0]}: differs from the manifest's (another build, or changed after "
+                                       f"the copy)"]
+    (copy / "zarr.json").write_bytes(newer["zarr.json"])  # the new build's root: another fingerprint
+    lines = [b.line() for b in verify_store(copy)[0]]
+    assert f"{MANIFEST}: names another build than zarr.json (copied while the store was being republished)" in lines
