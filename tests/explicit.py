@@ -19,8 +19,9 @@ def loading(**over: Any) -> dict[str, Any]:
 
 def caching(**over: Any) -> dict[str, Any]:
     """:func:`leve.teacher.cache.build.build_teacher_cache`'s run: batches of 4 on the CPU in the main process
-    (no loader workers), no test-time flip, blocks of 64 (``amp`` applies on CUDA alone)."""
-    return {"batch_size": 4, "device": "cpu", "amp": "float16", "tta": "none", "workers": 0, "block_size": 64, **over}
+    (no loader workers), no test-time flip, no local crops, blocks of 64 (``amp`` applies on CUDA alone)."""
+    return {"batch_size": 4, "device": "cpu", "amp": "float16", "tta": "none", "crops": 0, "workers": 0, "block_size": 64,
+            **over}
 
 
 def running(**over: Any) -> dict[str, Any]:

@@ -241,7 +241,8 @@ def teacher_cache_path(store: Path, out: Path, teacher: Any, amp: str, plan: Pla
 
     t0 = time.perf_counter()
     result = build_teacher_cache(store, out, "train", teacher, batch_size=plan.teacher_batch, device=str(dev),
-                                 amp=amp, tta="none", workers=plan.teacher_workers, block_size=64, show_progress=False,
+                                 amp=amp, tta="none", crops=0, workers=plan.teacher_workers, block_size=64,
+                                 show_progress=False,
                                  force=True)
     seconds = time.perf_counter() - t0
     return {"images": result.samples, "seconds": round(seconds, 2), "images_per_s": round(result.samples / seconds, 2),

@@ -74,7 +74,8 @@ def cache_throughput(store: Path, model: str, device: str, amp: str, batch_size:
         t0 = time.perf_counter()
         result = build_teacher_cache(
             store, Path(tmp) / "cache.zarr", "train", teacher,
-            batch_size=batch_size, device=device, amp=amp, tta="none", workers=0, block_size=64, show_progress=False,
+            batch_size=batch_size, device=device, amp=amp, tta="none", crops=0, workers=0, block_size=64,
+            show_progress=False,
         )
         seconds = time.perf_counter() - t0
     return {

@@ -375,7 +375,7 @@ def jpeg_loader(tmp: Path, images: int, batch_size: int, size: tuple[int, int], 
                 show_progress=False)
     cache = tmp / "nyu_teacher.zarr"
     build_teacher_cache(store, cache, "train", load_teacher("tiny-random"), batch_size=4, device="cpu",
-                        amp="float32", tta="none", workers=0, block_size=64, show_progress=False)
+                        amp="float32", tta="none", crops=0, workers=0, block_size=64, show_progress=False)
     rates: dict[str, list[float]] = {"full": [], "draft": []}
     for _ in range(2):
         for decode in rates:
@@ -397,14 +397,14 @@ def run_bench(steps: int = 3, batch_size: int = 8, size: tuple[int, int] = (240,
         store = make_store(Path(tmp) / "bench.zarr", max(images, 2 * batch_size))
         cache = Path(tmp) / "teacher.zarr"  # the cached format does not depend on which teacher filled it
         build_teacher_cache(store, cache, "train", load_teacher("tiny-random"), batch_size=4, device=str(dev),
-                            amp="float16", tta="none", workers=0, block_size=64, show_progress=False)
+                            amp="float16", tta="none", crops=0, workers=0, block_size=64, show_progress=False)
         online = OnlineTeacher(TeacherRunner(load_teacher("small-random"), device=str(dev),
                                              amp="float16" if cuda else "float32", tta="none"), store, size)
         times = step_times(_variants(store, cache, online, batch_size, size, dev), steps)
         nyu = make_nyu_like_store(Path(tmp) / "nyu_like.zarr", 2 * batch_size)
         nyu_cache = Path(tmp) / "nyu_like_teacher.zarr"
         build_teacher_cache(nyu, nyu_cache, "train", load_teacher("tiny-random"), batch_size=4, device=str(dev),
-                            amp="float16", tta="none", workers=0, block_size=64, show_progress=False)
+                            amp="float16", tta="none", crops=0, workers=0, block_size=64, show_progress=False)
         loader = loader_vs_model(nyu, nyu_cache, batch_size, size, workers, dev, batches=max(steps, 3))
         jpeg = jpeg_loader(Path(tmp), 2 * batch_size, batch_size, size, workers, batches=24)
     median = {k: statistics.median(v) for k, v in times.items()}

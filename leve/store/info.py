@@ -15,6 +15,9 @@ def store_info(path: str) -> dict[str, Any]:
     for name in store.splits:
         group = store.root[name]
         arrays = {k: {"shape": list(a.shape), "dtype": str(a.dtype)} for k, a in group.arrays()}
+        for sub, inner in group.groups():  # a teacher cache's crops/ (its local crops), not the metadata
+            if sub != "meta":
+                arrays.update({f"{sub}/{k}": {"shape": list(a.shape), "dtype": str(a.dtype)} for k, a in inner.arrays()})
         meta = sorted(group["meta"].array_keys()) if "meta" in group else []
         splits[name] = {"length": group.attrs.get("length"), "arrays": arrays, "meta": meta}
     info = {"path": path, "complete": bool(store.attrs.get("complete")), "attrs": store.attrs, "splits": splits}

@@ -87,10 +87,13 @@ class TeacherRunner:
         return self.raw_views(images, size)[0]
 
     @torch.inference_mode()
-    def raw_views(self, images: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """:meth:`raw`, and under ``tta: flip`` also the image's own map (else None), both at ``size``."""
+    def raw_views(self, images: torch.Tensor, size: tuple[int, int], resized: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`raw`, and under ``tta: flip`` also the image's own map (else None), both at ``size``.
+        ``resized``: the images are already at the processor's size (a cache's local crops), whatever
+        ``preprocess`` says."""
         x = images.to(self.device, non_blocking=True)
-        if self.preprocess == "device":
+        if self.preprocess == "device" and not resized:
             x = self.teacher.preprocessing.resize_batch(x)
         x = normalize_batch(x, self.table)
         if self.tta == "flip":

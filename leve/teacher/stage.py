@@ -29,6 +29,7 @@ class Config:
     tta: str = param()  # none | flip
     workers: int = param()  # DataLoader processes decoding and resizing images
     block_size: int = param()  # samples per shard file / resumption unit
+    crops: int = param()  # local crops per image cached beside the global map (cross-context distillation; 0: none)
     data_dir: Path = param()
     out_dir: Path = param()
 
@@ -82,6 +83,7 @@ def run(
                 tta=cfg.tta,
                 workers=cfg.workers,
                 block_size=cfg.block_size,
+                crops=cfg.crops,
                 shard=shard_index,
                 force=force,
                 show_progress=show_progress,

@@ -36,6 +36,9 @@ class KDConfig:
     batch_max_shift: str = param()  # norm batch only: the teacher shifted by |the minimum of the map it gets|
     # (clipped at 0 in the cache, resized to the resolution) | raw_min: by |the raw map's minimum| (the cache's
     # raw_min, before clipping), as the thesis code shifts its raw teacher output
+    crops_weight: float = param()  # cross-context distillation's local-global term (leve.train.losses.kd_crops):
+    # the student's map inside each cached crop box vs the teacher's map of that crop, per crop ssi; needs
+    # teacher.crops > 0; added to the loss with this weight (0: off)
     teacher_dir: Path = param()
 
 
@@ -181,6 +184,9 @@ class TrainConfig:
              f"kd.batch_max_shift must be one of {', '.join(KD_SHIFTS)}, got {self.kd.batch_max_shift!r}"),
             (self.kd.batch_max_shift == "clipped" or self.kd.norm == "batch",
              f"kd.batch_max_shift {self.kd.batch_max_shift} applies to kd.norm batch (got kd.norm {self.kd.norm})"),
+            (self.kd.crops_weight >= 0, f"kd.crops_weight must be >= 0, got {self.kd.crops_weight}"),
+            (self.kd.crops_weight == 0 or self.kd.eps > 0,
+             f"kd.crops_weight {self.kd.crops_weight} distils from the cache: it needs kd.eps > 0 (got {self.kd.eps})"),
             (0.0 <= self.labels.fraction <= 1.0, f"labels.fraction must be in [0, 1], got {self.labels.fraction}"),
             (self.labels.sampling in ("split", "mixed"),
              f"labels.sampling must be split or mixed, got {self.labels.sampling!r}"),

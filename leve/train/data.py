@@ -17,6 +17,7 @@ import torch
 
 from leve.images import resize_depth, resize_maps, resize_rgb, resize_rgb_uint8
 from leve.store.reader import Split, open_split
+from leve.teacher.cache.crops import flip_boxes, normalised_boxes
 from leve.train.batches import SharedBatches, SlotRef
 from leve.train.config import AugmentConfig
 
@@ -42,7 +43,9 @@ def augment(item: Item, rng: np.random.Generator, cfg: AugmentConfig) -> Item:
     together (the thesis code forgot the teacher); with probability ``channel_swap`` permute
     the RGB channels. Two draws per sample, always made, so the stream stays aligned. An item whose
     targets are left for the device (a ``flip`` entry, see :func:`finish_targets`) has only its RGB
-    mirrored here and the flip recorded: its depth and teacher are mirrored after their resize."""
+    mirrored here and the flip recorded: its depth and teacher are mirrored after their resize. Local
+    crops' maps are mirrored with the image and their boxes (``boxes``, fractions of the sides) moved to the
+    mirrored region (:func:`~leve.teacher.cache.crops.flip_boxes`)."""
     flip = rng.random() < cfg.flip
     swap = rng.random() < cfg.channel_swap
     order = rng.permutation(3)
@@ -52,7 +55,7 @@ def augment(item: Item, rng: np.random.Generator, cfg: AugmentConfig) -> Item:
         if flip:
             out["rgb"] = out["rgb"].flip(-1)
     elif flip:
-        out = {k: v.flip(-1) for k, v in out.items()}
+        out = {k: flip_boxes(v) if k == "boxes" else v.flip(-1) for k, v in out.items()}
     if swap:
         out["rgb"] = out["rgb"][torch.from_numpy(order)]
     return out
@@ -75,6 +78,9 @@ def finish_targets(batch: Item) -> Item:
             # on a GPU without the dense/empty shortcuts, whose checks would wait for it (same values)
             x = resize_depth(x, size, shortcuts=x.device.type == "cpu") if key == "depth" else resize_maps(x, size)
             out[key] = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    if "crops" in out:  # local crops: mirrored at their cached size (the step resizes them), boxes moved
+        out["crops"] = torch.where(flip.view(-1, 1, 1, 1), out["crops"].flip(-1), out["crops"])
+        out["boxes"] = torch.where(flip.view(-1, 1, 1), flip_boxes(out["boxes"]), out["boxes"])
     return out
 
 
@@ -114,17 +120,22 @@ class DepthDataset(torch.utils.data.Dataset):
     them at the stored size (the teacher map as cached, float16) with a ``flip`` flag, and
     :func:`finish_targets` (called by ``to_device``) resizes and mirrors them on the training device:
     the same function on the same values, so on a CPU the batch is bit-equal to ``worker``'s. A split
-    whose samples differ in size cannot be stacked at the stored size and keeps ``worker``."""
+    whose samples differ in size cannot be stacked at the stored size and keeps ``worker``.
+
+    ``local_crops``: items also carry the cache's local crops (cross-context distillation): ``crops`` (K, h, w),
+    the teacher's map of each crop at its cached size, and ``boxes`` (K, 4), each crop's region as fractions
+    of the image's sides (``x0, y0, x1, y1``), mirrored with the image."""
 
     def __init__(self, store: str | Path, split: str, size: tuple[int, int], teacher: str | Path | None = None,
                  augment: AugmentConfig | None = None, *, seed: int, labelled: np.ndarray | None = None,
-                 decode: str, rgb_uint8: bool = False, targets: str = "worker") -> None:
+                 decode: str, rgb_uint8: bool = False, targets: str = "worker", local_crops: bool = False) -> None:
         if decode not in DECODES:
             raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
         if targets not in TARGETS:
             raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
         self.store, self.split_name, self.size = str(store), split, (int(size[0]), int(size[1]))
         self.decode, self.rgb_uint8 = decode, rgb_uint8
+        self.local_crops = local_crops and teacher is not None
         self.teacher_path = None if teacher is None else str(teacher)
         self.augment, self.seed = augment, seed
         self.labelled = None if labelled is None else np.asarray(labelled, dtype=bool)
@@ -162,6 +173,9 @@ class DepthDataset(torch.utils.data.Dataset):
         teacher = cache.disparity(i) if cache is not None else None
         depth = split.depth(i)[:h, :w] if has_depth else np.zeros((h, w), np.float32)
         item = resize_sample(self._rgb(split, i), depth, teacher, self.size, self.rgb_uint8)
+        if self.local_crops:
+            item["crops"] = torch.from_numpy(cache.crop_maps(i).astype(np.float32))
+            item["boxes"] = normalised_boxes(cache.crop_boxes(i), h, w)
         if self.augment is not None:
             item = augment(item, np.random.default_rng([self.seed, epoch, i]), self.augment)
         item["index"] = torch.tensor(i)
@@ -206,6 +220,10 @@ class DepthDataset(torch.utils.data.Dataset):
                 "depth": torch.empty((1, *maps), dtype=torch.float32)}
         if cache is not None:
             item["teacher"] = torch.empty((1, *maps), dtype=torch.float16 if device else torch.float32)
+        if self.local_crops:
+            h, w = cache.crop_size
+            item["crops"] = torch.empty((cache.crops, h, w), dtype=torch.float16 if device else torch.float32)
+            item["boxes"] = torch.empty((cache.crops, 4), dtype=torch.float32)
         if device:
             item["flip"] = torch.empty((), dtype=torch.bool)
         return {**item, "index": torch.empty((), dtype=torch.int64), "has_depth": torch.empty((), dtype=torch.bool)}
@@ -228,6 +246,9 @@ class DepthDataset(torch.utils.data.Dataset):
             out["depth"].zero_()
         if cache is not None:
             cache.disparity(i, np.float16, out=out["teacher"][0].numpy())
+        if self.local_crops:
+            cache.crop_maps(i, out=out["crops"].numpy())
+            out["boxes"].copy_(normalised_boxes(cache.crop_boxes(i), *split.size(i)))
         out["index"].fill_(i)
         out["has_depth"].fill_(has_depth)
 

@@ -166,8 +166,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 class Trainer:
     """Holds the pieces of one run; :meth:`run` is the loop."""
 
-    def __init__(self, cfg: TrainConfig, expected_teacher: str | None = None, show_progress: bool = True) -> None:
+    def __init__(self, cfg: TrainConfig, expected_teacher: str | None = None, show_progress: bool = True,
+                 expected_crops: int | None = None) -> None:
         self.cfg, self.show_progress = cfg, show_progress
+        self.expected_crops = expected_crops  # teacher.crops as the params say (None: the cache's own, any)
         self.layout, self.device = dist_.init(cfg.device)
         self._seed()
         store = open_store(cfg.store_path)
@@ -186,7 +188,7 @@ class Trainer:
         # maps are resized and flipped on the device (runner.to_device), the RGB made float there: the same input
         self.train_set = DepthDataset(cfg.store_path, cfg.train_split, cfg.resolution, teacher, cfg.augment,
                                       seed=cfg.seed, labelled=None if labelled.all() else labelled, rgb_uint8=True,
-                                      decode=self.decode, targets="device")
+                                      decode=self.decode, targets="device", local_crops=cfg.kd.crops_weight > 0)
         # validation reads its input as evaluation does: the full decode, whatever train.data.decode says
         self.val_set = DepthDataset(cfg.store_path, cfg.val_split, cfg.resolution, seed=cfg.seed, decode="full",
                                     rgb_uint8=True, targets="device")
@@ -203,7 +205,7 @@ class Trainer:
         self.runner = StepRunner(self.ddp_model, optimizer, scheduler, self.device, self.max_depth, kd_weight,
                                  cfg.kd.loss, cfg.accumulate, cfg.amp, cfg.channels_last, cfg.grad_clip,
                                  options=LossOptions(cfg.loss.ssim, cfg.loss.invalid, cfg.kd.norm),
-                                 teacher_scale=teacher_scale, teacher_low=teacher_low)
+                                 teacher_scale=teacher_scale, teacher_low=teacher_low, crops_weight=cfg.kd.crops_weight)
         self.hash = run_identity(cfg, data_id)
         self.position = Position()
         # built once: worker processes persist across epochs and validations
@@ -237,6 +239,9 @@ class Trainer:
 
         attrs = check_cache_matches(self.cfg.teacher_path, self.cfg.train_split, store, expected_model=expected)
         check_kd_loss(attrs, self.cfg.kd.loss, f"{self.cfg.teacher_path}/{self.cfg.train_split}")
+        from leve.teacher.cache.crops import check_crops
+
+        check_crops(attrs, self.expected_crops, self.cfg.kd.crops_weight, f"{self.cfg.teacher_path}/{self.cfg.train_split}")
         data_id["teacher"] = [attrs.get(k) for k in ("identity_fingerprint", "completed_at")]
         if self.layout.main:
             t = attrs.get("teacher", {})
@@ -576,9 +581,10 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, expected_teacher: str | None = None, restart: bool = False,
-          stop_after: int | None = None, show_progress: bool = True) -> TrainResult:
-    """Build a :class:`Trainer` and run it (joining torchrun's process group when launched by it)."""
-    trainer = Trainer(cfg, expected_teacher, show_progress)
+          stop_after: int | None = None, show_progress: bool = True, expected_crops: int | None = None) -> TrainResult:
+    """Build a :class:`Trainer` and run it (joining torchrun's process group when launched by it).
+    ``expected_crops``: the ``teacher.crops`` a cache must have been built with (None: any)."""
+    trainer = Trainer(cfg, expected_teacher, show_progress, expected_crops)
     try:
         return trainer.run(restart=restart, stop_after=stop_after)
     finally:

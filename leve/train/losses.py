@@ -218,6 +218,36 @@ def kd_ssi(output: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (residual / spread).mean()
 
 
+def crop_output(output: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The maps (B, 1, H, W) inside each of their boxes (B, K, 4), as fractions of the map's sides
+    ``x0, y0, x1, y1``, resized to ``size``: (B, K, h, w). Pixel ``(r, c)`` of a crop is the bilinear value
+    of the map at the point ``(x0 + (c + 1/2) (x1 - x0) / w, y0 + (r + 1/2) (y1 - y0) / h)`` of the image
+    (pixel centres at half-integers, as ``align_corners=False``), edges extended: the crop's own pixel grid
+    laid over the region. Differentiable in ``output``."""
+    b, k = boxes.shape[:2]
+    h, w = int(size[0]), int(size[1])
+    frac_x = (torch.arange(w, device=output.device, dtype=output.dtype) + 0.5) / w
+    frac_y = (torch.arange(h, device=output.device, dtype=output.dtype) + 0.5) / h
+    x0, y0, x1, y1 = (boxes.to(output.dtype)[..., j, None] for j in range(4))  # (B, K, 1)
+    xs = x0 + (x1 - x0) * frac_x  # (B, K, w): image fractions
+    ys = y0 + (y1 - y0) * frac_y  # (B, K, h)
+    grid = torch.stack([xs[:, :, None, :].expand(b, k, h, w), ys[:, :, :, None].expand(b, k, h, w)], dim=-1)
+    grid = (2 * grid - 1).reshape(b, k * h, w, 2)  # grid_sample's [-1, 1], -1 the left edge of the first pixel
+    sampled = F.grid_sample(output, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return sampled.reshape(b, k, h, w)
+
+
+def kd_crops(output: torch.Tensor, crops: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """The local-global term of cross-context distillation (He et al. 2025, "Distill Any Depth"): the
+    student's map of the whole image (B, 1, H, W) inside each box (B, K, 4) (:func:`crop_output`, at the crop
+    map's size) against the teacher's map of that crop alone (B, K, h, w), by :func:`kd_ssi` per crop:
+    least-squares scale and shift, then the mean absolute residual in units of the crop map's spread, averaged
+    over the B x K crops."""
+    b, k, h, w = crops.shape
+    student = crop_output(output, boxes, (h, w))
+    return kd_ssi(student.reshape(b * k, 1, h, w), crops.reshape(b * k, 1, h, w).to(output.dtype))
+
+
 def log_output(out: torch.Tensor) -> torch.Tensor:
     """``log(out)`` (``= log(max_depth) - log(depth)``) for ``out >= 1``, continued below 1 by its tangent
     ``out - 1`` (value and slope meet at 1): an output under the target range [1, 100] (depth beyond

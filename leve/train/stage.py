@@ -50,6 +50,13 @@ def expected_teacher(dataset: str, params_file: Path = PARAMS_FILE) -> str:
     return teacher.config(dataset, params_file=params_file).model
 
 
+def expected_crops(dataset: str, params_file: Path = PARAMS_FILE) -> int:
+    """The local crops per image the ``teacher`` params configure for ``dataset`` (``teacher.crops``)."""
+    from leve.teacher import stage as teacher
+
+    return teacher.config(dataset, params_file=params_file).crops
+
+
 def run(overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE, restart: bool = False,
         stop_after: int | None = None, show_progress: bool = True) -> Any:
     """Train (or continue training) the student as configured; returns the :class:`TrainResult`."""
@@ -57,8 +64,10 @@ def run(overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE
 
     cfg = config(overrides, params_file)
     teacher = expected_teacher(cfg.dataset, params_file) if cfg.kd.eps > 0 else None
+    crops = expected_crops(cfg.dataset, params_file) if cfg.kd.eps > 0 else None
     with _sole_writer(cfg.out_dir):
-        return train(cfg, expected_teacher=teacher, restart=restart, stop_after=stop_after, show_progress=show_progress)
+        return train(cfg, expected_teacher=teacher, restart=restart, stop_after=stop_after, show_progress=show_progress,
+                     expected_crops=crops)
 
 
 @contextmanager

@@ -10,7 +10,7 @@ import torch
 from leve.errors import LeveError
 from leve.images import resize_depth, resize_maps, rgb_to_float
 from leve.train.data import finish_targets
-from leve.train.losses import LossOptions, distillation_loss, student_loss, training_target
+from leve.train.losses import LossOptions, distillation_loss, kd_crops, student_loss, training_target
 
 Batch = dict[str, torch.Tensor]
 
@@ -40,7 +40,7 @@ class StepRunner:
                  eps: float, kd_loss: str, accumulate: int, amp: str, channels_last: bool,
                  grad_clip: float | None = None, *,
                  options: LossOptions, teacher_scale: torch.Tensor | None = None,
-                 teacher_low: torch.Tensor | None = None) -> None:
+                 teacher_low: torch.Tensor | None = None, crops_weight: float | None = None) -> None:
         self.model, self.optimizer, self.scheduler, self.device = model, optimizer, scheduler, device
         self.max_depth, self.eps, self.kd_loss, self.accumulate = max_depth, eps, kd_loss, accumulate
         # options: the named loss choices; teacher_scale: per train sample, the factor from the cached
@@ -51,6 +51,9 @@ class StepRunner:
         # teacher_low: per train sample, the raw map's minimum before clipping (raw_min), the shift of
         # kd_norm: batch with kd.batch_max_shift: raw_min (None: each map's own minimum)
         self.teacher_low = None if teacher_low is None else teacher_low.to(device)
+        # crops_weight: the weight of cross-context distillation's local-global term (kd.crops_weight; batches
+        # then carry the cache's local crops, leve.train.losses.kd_crops); None: no such term
+        self.crops_weight = crops_weight or 0.0
         cuda = device.type == "cuda"
         self.amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(amp) if cuda else None
         self.channels_last = channels_last and cuda
@@ -84,9 +87,16 @@ class StepRunner:
             teacher = teacher * self.teacher_scale[batch["index"]].view(-1, 1, 1, 1)
         low = None if self.teacher_low is None or teacher is None else self.teacher_low[batch["index"]]
         target, mask = training_target(depth, self.max_depth, self.options.invalid)
-        return distillation_loss(out.float(), target, mask, teacher, self.eps, self.kd_loss, batch.get("has_depth"),
-                                 ssim=self.options.ssim, max_depth=self.max_depth, kd_norm=self.options.kd_norm,
-                                 teacher_low=low)
+        terms = distillation_loss(out.float(), target, mask, teacher, self.eps, self.kd_loss, batch.get("has_depth"),
+                                  ssim=self.options.ssim, max_depth=self.max_depth, kd_norm=self.options.kd_norm,
+                                  teacher_low=low)
+        if self.crops_weight > 0:
+            # the crop maps at half the output's size (as the cache keeps them at half the stored image's)
+            size = (max(out.shape[-2] // 2, 1), max(out.shape[-1] // 2, 1))
+            crops = resize_maps(batch["crops"].float(), size)
+            terms["kd_crops"] = kd_crops(out.float(), crops, batch["boxes"].float())
+            terms["loss"] = terms["loss"] + self.crops_weight * terms["kd_crops"]
+        return terms
 
     def student_terms(self, out: torch.Tensor, depth: torch.Tensor) -> dict[str, torch.Tensor]:
         """The supervised terms of ``out`` against ``depth`` (at the output's size), as training computes them."""

@@ -17,6 +17,10 @@ With ``teacher.tta: flip`` ``disparity`` (and its statistics) is the flip-averag
 training distils from, and the image's own map is kept beside it, normalised the same way:
 ``disparity_plain`` with ``plain_raw_min``, ``plain_raw_max``, ``plain_zero``; evaluation scores
 the average or the plain map as its protocol treats the student (``eval.flip``).
+
+With ``teacher.crops: K > 0`` the split also holds K local crops per image and the teacher's map of each
+(``crops/disparity``, ``crops/boxes``; :mod:`leve.teacher.cache.crops`), checksummed and verified as the
+other arrays are; ``K = 0`` writes the cache exactly as before crops.
     attrs       teacher identity, preprocessing, resize mode, normalisation, dtype, leve
                 version, dataset identity (name, fingerprint, split, length), ``complete``
 
@@ -50,8 +54,9 @@ from leve.progress import console, progress_bar
 from leve.store.builder import SplitWriter, StoreBuilder
 from leve.store.format import ArraySpec, SplitSpec, fingerprint
 from leve.store.reader import Split, Store, disk_usage, open_store
+from leve.teacher.cache.crops import CROPS_BOXES, CROPS_DISPARITY, crop_boxes, crop_map_size, crops_identity
 from leve.teacher.cache.read import CACHE_FORMAT, CACHE_META, METRIC_UNITS, PLAIN, PLAIN_META, dataset_identity
-from leve.teacher.infer import METRIC_NORMALISATION, NORMALISATION, RESIZE_MODE, TeacherRunner
+from leve.teacher.infer import METRIC_NORMALISATION, NORMALISATION, RESIZE_MODE, TeacherRunner, normalise
 from leve.teacher.loading import Teacher
 from leve.teacher.preprocess import Preprocessing
 
@@ -88,7 +93,10 @@ def _check_shard(index: int, count: int, text: str) -> tuple[int, int]:
 
 
 def cache_identity(teacher: Teacher, dataset: dict[str, Any], amp: str, tta: str,
-                   preprocess_on_device: bool = False) -> dict[str, Any]:
+                   preprocess_on_device: bool = False, *, crops: int) -> dict[str, Any]:
+    """What identifies a cached split: teacher, preprocessing, normalisation, dataset; ``crops`` (K > 0)
+    adds the local crops' entry (:func:`~leve.teacher.cache.crops.crops_identity`), K = 0 nothing."""
+    local = {"crops": crops_identity(crops, dataset["array_shape"])} if crops > 0 else {}
     plain = {"plain": f"{PLAIN}: the image's own map beside the flip average"} if tta == "flip" else {}
     metric = teacher.depth_kind == "metric"
     kind = {"depth_kind": "metric", "units": METRIC_UNITS, "max_depth": teacher.max_depth} if metric else {}
@@ -103,6 +111,7 @@ def cache_identity(teacher: Teacher, dataset: dict[str, Any], amp: str, tta: str
         "compute_dtype": amp,
         "tta": tta,
         **plain,
+        **local,
         "dataset": dataset,
     }
 
@@ -142,24 +151,56 @@ class CacheResult:
         return f"{head}; {self.pending_elsewhere} block(s) left to other shards (the last one completes it)"
 
 
+Crops = list[tuple[np.ndarray, np.ndarray]]  # per local crop: its box, its image resized by the processor
+
+
 class _Images(torch.utils.data.Dataset):
     """Sample i -> (i, (3, h, w) uint8 resized as the teacher's processor does; with ``resize`` False
-    at its stored size, for the runner to resize on its device)."""
+    at its stored size, for the runner to resize on its device; its ``crops`` local crops: per crop the
+    box (:func:`~leve.teacher.cache.crops.crop_boxes`) and the cropped image resized by the processor)."""
 
-    def __init__(self, split: Split, preprocessing: Preprocessing, resize: bool = True) -> None:
+    def __init__(self, split: Split, preprocessing: Preprocessing, resize: bool, crops: int) -> None:
         self.split = split
         self.preprocessing = preprocessing
         self.resize = resize
+        self.crops = crops
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
-        return i, torch.from_numpy(self.preprocessing.host_input(self.split.rgb(i), on_device=not self.resize))
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, Crops]:
+        rgb = self.split.rgb(i)
+        local: Crops = []
+        if self.crops > 0:
+            h, w = self.split.size(i)
+            for x0, y0, x1, y1 in crop_boxes(i, h, w, self.crops):
+                box = np.array([x0, y0, x1, y1], np.int32)
+                local.append((box, self.preprocessing.resize(np.ascontiguousarray(rgb[y0:y1, x0:x1]))))
+        return i, torch.from_numpy(self.preprocessing.host_input(rgb, on_device=not self.resize)), local
 
 
-def _collate(items: list[tuple[int, torch.Tensor]]) -> tuple[list[int], torch.Tensor]:
-    return [i for i, _ in items], torch.stack([t for _, t in items])
+def _collate(items: list[tuple[int, torch.Tensor, Crops]]) -> tuple[list[int], torch.Tensor, list[Crops]]:
+    return [i for i, _, _ in items], torch.stack([t for _, t, _ in items]), [c for _, _, c in items]
+
+
+def crop_maps(runner: TeacherRunner, crops: list[Crops], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's maps of a batch's local crops: (B, K, h, w) float16 at ``size``, each normalised as a
+    global map is (:func:`~leve.teacher.infer.normalise`), and their (B, K, 4) int32 boxes. Crops of one
+    processor size run as one batch."""
+    count = len(crops[0])
+    maps = np.zeros((len(crops), count, *size), np.float16)
+    boxes = np.zeros((len(crops), count, 4), np.int32)
+    groups: dict[tuple[int, ...], list[tuple[int, int]]] = defaultdict(list)
+    for b, local in enumerate(crops):
+        for k, (box, image) in enumerate(local):
+            boxes[b, k] = box
+            groups[image.shape].append((b, k))
+    for where in groups.values():
+        images = torch.from_numpy(np.stack([crops[b][k][1] for b, k in where]))
+        out = normalise(runner.raw_views(images, size, resized=True)[0])
+        for n, (b, k) in enumerate(where):
+            maps[b, k] = out.disparity[n]
+    return maps, boxes
 
 
 def plan_batches(split: Split, blocks: list[range], batch_size: int) -> list[list[int]]:
@@ -215,15 +256,21 @@ def build_teacher_cache(
     force: bool = False,
     show_progress: bool = True,
     max_blocks: int | None = None,
+    crops: int,
 ) -> CacheResult:
     """Cache the teacher's maps for one dataset split (this shard's blocks; completes when all are done).
+
+    ``crops``: local crops per image (``teacher.crops``; 0: none), their maps cached beside the global one.
 
     ``max_blocks`` stops after that many blocks of this shard (used to test resumption).
     """
     store = open_store(dataset_path)
     data = store.split(split)
     runner = TeacherRunner(teacher, device=device, amp=amp, tta=tta)
-    identity = cache_identity(teacher, dataset_identity(store, data), runner.amp, tta, runner.preprocess == "device")
+    if crops < 0:
+        raise LeveError(f"teacher.crops must be >= 0, got {crops}")
+    identity = cache_identity(teacher, dataset_identity(store, data), runner.amp, tta, runner.preprocess == "device",
+                              crops=crops)
     identity_fp = _identity_fingerprint(identity)
     out = Path(out_path)
     n = len(data)
@@ -233,10 +280,14 @@ def build_teacher_cache(
     lock = out.with_name(f"{out.name}.{split}.lock")
     height, width = identity["dataset"]["array_shape"]
     names = ["disparity", PLAIN] if tta == "flip" else ["disparity"]
+    arrays = {k: ArraySpec((height, width), "float16", CODEC) for k in names}
+    if crops > 0:
+        arrays[CROPS_DISPARITY] = ArraySpec((crops, *crop_map_size((height, width))), "float16", CODEC)
+        arrays[CROPS_BOXES] = ArraySpec((crops, 4), "int32", "zstd")
     spec = SplitSpec(
         name=split,
         length=n,
-        arrays={k: ArraySpec((height, width), "float16", CODEC) for k in names},
+        arrays=arrays,
         meta={**CACHE_META, **(PLAIN_META if tta == "flip" else {})},
         attrs={**identity, "identity_fingerprint": identity_fp, "leve_version": __version__},
         meta_group="",
@@ -255,7 +306,7 @@ def build_teacher_cache(
         done = writer.n_blocks - len(writer.pending_blocks())
         if builder.resumed and done:
             console.print(f"resuming {builder.partial}: {done} of {writer.n_blocks} block(s) already done")
-        written, seconds = _run_blocks(runner, data, writer, mine, batch_size, workers, show_progress)
+        written, seconds = _run_blocks(runner, data, writer, mine, batch_size, workers, show_progress, crops)
         result = CacheResult(out, split, n, written, seconds, shard=shard, licence=teacher.licence)
         with _lock(lock):
             if not builder.partial.exists():  # another shard finished it meanwhile
@@ -279,15 +330,17 @@ def _run_blocks(
     batch_size: int,
     workers: int,
     show_progress: bool,
+    crops: int,
 ) -> tuple[int, float]:
-    """Run the teacher over ``blocks`` and write each block as soon as it is whole."""
+    """Run the teacher over ``blocks`` (and each image's ``crops`` local crops) and write each block as soon
+    as it is whole."""
     ranges = {b: writer.block_range(b) for b in blocks}
     batches = plan_batches(data, list(ranges.values()), max(int(batch_size), 1))
     total = sum(len(r) for r in ranges.values())
     if not total:
         return 0, 0.0
     loader = torch.utils.data.DataLoader(
-        _Images(data, runner.teacher.preprocessing, resize=runner.preprocess == "workers"),
+        _Images(data, runner.teacher.preprocessing, resize=runner.preprocess == "workers", crops=crops),
         batch_sampler=batches,
         num_workers=max(int(workers), 0),
         collate_fn=_collate,
@@ -300,11 +353,16 @@ def _run_blocks(
     start = time.perf_counter()
     with progress_bar(show_progress) as bar:
         task = bar.add_task(f"teacher {data.name}", total=total)
-        for indices, images in loader:
+        for indices, images, local in loader:
             out = runner.predict(images, data.size(indices[0]), first_index=indices[0])
+            if crops > 0:
+                maps, boxes = crop_maps(runner, local, crop_map_size(data.array_shape))
             for k, i in enumerate(indices):
                 b = block_of[i]
                 buf = buffers.setdefault(b, _new_buffer(ranges[b], writer.spec))
+                if crops > 0:
+                    buf["arrays"][CROPS_DISPARITY][i - ranges[b].start] = maps[k]
+                    buf["arrays"][CROPS_BOXES][i - ranges[b].start] = boxes[k]
                 _put(buf, i - ranges[b].start, out, k)
                 if buf["left"] == 0:
                     writer.write_block(b, buf["arrays"], buf["meta"])
@@ -316,7 +374,7 @@ def _run_blocks(
 def _new_buffer(rows: range, spec: SplitSpec) -> dict[str, Any]:
     n = len(rows)
     return {
-        "arrays": {k: np.zeros((n, *a.tail), np.float16) for k, a in spec.arrays.items()},
+        "arrays": {k: np.zeros((n, *a.tail), a.dtype) for k, a in spec.arrays.items()},
         "meta": {k: [False if dtype == "bool" else 0.0] * n for k, dtype in spec.meta.items()},
         "left": n,
     }

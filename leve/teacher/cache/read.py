@@ -78,6 +78,14 @@ class TeacherCache:
         self.has_plain = PLAIN in self.written
         self.depth_kind = cache_depth_kind(self.attrs)
         self._fast_plain = shard_reader(Path(self.path) / split / PLAIN, self.path) if self.has_plain and local else None
+        from leve.teacher.cache.crops import CROPS_BOXES, CROPS_DISPARITY, cached_crops
+
+        self.crops = cached_crops(self.attrs)  # local crops per image (cross-context distillation; 0: none)
+        self._fast_crops = (shard_reader(Path(self.path) / split / CROPS_DISPARITY, self.path)
+                            if self.crops and local else None)
+        self._crop_names = (CROPS_DISPARITY, CROPS_BOXES)
+        crop_size = self.attrs.get("crops", {}).get("map_size", [0, 0]) if self.crops else [0, 0]
+        self.crop_size = (int(crop_size[0]), int(crop_size[1]))  # (h, w) of each crop's map
 
     def _reading(self, array: str, sample: int | None = None) -> contextlib.AbstractContextManager[None]:
         """Errors while reading ``array`` of this split become one line naming it (:func:`reading`)."""
@@ -103,6 +111,19 @@ class TeacherCache:
             return full[:h, :w].astype(dtype)
         np.copyto(out, full[:h, :w])
         return out
+
+    def crop_maps(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
+        """(K, h, w) float16: the teacher's maps of sample ``i``'s local crops (:mod:`leve.teacher.cache.crops`),
+        written into ``out`` when given."""
+        full = self._fast_crops.read(i) if self._fast_crops is not None else self._map(self._crop_names[0], i)
+        if out is None:
+            return full
+        np.copyto(out, full)
+        return out
+
+    def crop_boxes(self, i: int) -> np.ndarray:
+        """(K, 4) int32 boxes ``x0, y0, x1, y1`` (half-open, pixels of the stored image) of sample ``i``'s crops."""
+        return self._map(self._crop_names[1], i).astype(np.int32)
 
     def plain_disparity(self, i: int) -> np.ndarray:
         """(H, W) float32 map of sample ``i`` without flip averaging: ``disparity_plain`` in a flip cache
