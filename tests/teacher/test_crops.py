@@ -105,7 +105,7 @@ def test_no_crops_leaves_the_cache_as_before(store: Path, fast_teacher_dir: Path
     assert open_teacher_cache(out, "train", store).crops == 0
 
 
-def test_leve_verify_finds_a_damaged_crops_chunk(built: Path, tmp_path: Path) -> None:
+def test_leve_verify_finds_a_damaged_crops_chunk(built: Path, store: Path, tmp_path: Path) -> None:
     bad, counts = verify_store(built)
     assert bad == [] and counts["arrays"] == 6  # disparity, raw_min, raw_max, zero, crops/disparity, crops/boxes
     arrays = store_info(str(built))["splits"]["train"]["arrays"]  # `leve info` lists them too
@@ -123,6 +123,10 @@ def test_leve_verify_finds_a_damaged_crops_chunk(built: Path, tmp_path: Path) ->
     assert [b.array for b in bad] == ["train/crops/disparity"]
     result = CliRunner().invoke(app, ["verify", str(copy)])
     assert result.exit_code != 0 and "train/crops/disparity" in result.output
+    cache = open_teacher_cache(copy, "train", store)  # training's read stops there in one line
+    cache.crop_maps(0)
+    with pytest.raises(LeveError, match=r"teacher.zarr: train/crops/disparity sample 2 \(file c/1/0/0/0\)"):
+        cache.crop_maps(2)
 
 
 def test_training_refuses_a_cache_of_another_crop_count(built: Path) -> None:

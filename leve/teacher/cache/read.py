@@ -83,6 +83,8 @@ class TeacherCache:
         self.crops = cached_crops(self.attrs)  # local crops per image (cross-context distillation; 0: none)
         self._fast_crops = (shard_reader(Path(self.path) / split / CROPS_DISPARITY, self.path)
                             if self.crops and local else None)
+        if self._fast_crops is not None:  # its error lines name the array from the split down
+            self._fast_crops.array = f"{split}/{CROPS_DISPARITY}"
         self._crop_names = (CROPS_DISPARITY, CROPS_BOXES)
         crop_size = self.attrs.get("crops", {}).get("map_size", [0, 0]) if self.crops else [0, 0]
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))  # (h, w) of each crop's map
