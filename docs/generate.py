@@ -158,6 +158,25 @@ def bench_runtimes() -> str:
             + _source(path, d["command"]))
 
 
+def bench_runtime_table() -> str:
+    """``leve bench model --modes ...`` with every runtime: its ``runtimes`` table (ratios to eager in the same
+    rounds, difference from eager's output, int8's accuracy against fp32 ONNX on a store split)."""
+    path = "docs/bench_runtimes_student.json"
+    d = _json(path)
+    rows = []
+    for run, r in d["runs"].items():
+        env = r["environment"]
+        for mode, v in r["runtimes"]["models"]["leve"].items():
+            int8 = "d1_drop_vs_onnx" in v
+            rows.append([f"{run} ({env['loadavg_1min_start']} → {env['loadavg_1min_end']}, {r['repeats']} rounds)",
+                         f"`{mode}`", _n(v["median_ms"], 1) + " ms", _n(v["latency_ratio_vs_eager"]),
+                         f"{v['max_diff_vs_eager']:.1e}", f"{v['mean_diff_vs_eager']:.1e}",
+                         _n(-v["d1_drop_vs_onnx"], 5) if int8 else "", _n(v["rmse_rise_vs_onnx"], 4) if int8 else ""])
+    return (f"`{d['checkpoint']}` ({d['data']}), {d['machine']}.\n\n"
+            + _table(["run (load average)", "runtime", "median", "÷ eager", "max diff / range", "mean diff / range",
+                      "Δδ1 vs fp32 ONNX", "ΔRMSE (m)"], rows) + "\n\n" + _source(path, d["command"]))
+
+
 def bench_int8() -> str:
     """``leve bench model --modes onnx-int8`` runs: int8 against fp32 ONNX, and why the goal is missed."""
     path = "docs/bench_int8_leve.json"
@@ -271,6 +290,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "bench_models": bench_models,
     "bench_runtimes": bench_runtimes,
     "bench_int8": bench_int8,
+    "bench_runtime_table": bench_runtime_table,
     "bench_model": bench_model,
     "loader_side_by_side": loader_side_by_side,
     "published": published,
