@@ -39,11 +39,12 @@ from leve.progress import console
 SIDE_FOLDER = Path("evals")  # where the outputs of a checkpoint other than the params' go by default
 # Config fields that are places shared with other stages (the paths.* keys), not among the stage's DVC
 # params (leve/pipeline/stages.py).
-RESULT_INDEPENDENT: tuple[str, ...] = ("data_dir", "teacher_dir")
+RESULT_INDEPENDENT: tuple[str, ...] = ("data_dir", "teacher_dir", "read_cache_bytes")
 BEST_CHECKPOINT = "best.pt"  # the file the train stage keeps its best checkpoint in, under train.out_dir
 
 
-@params_section("eval", keys={"data_dir": "paths.stores", "teacher_dir": "paths.teacher_cache"})
+@params_section("eval", keys={"data_dir": "paths.stores", "teacher_dir": "paths.teacher_cache",
+                              "read_cache_bytes": "paths.read_cache_bytes"})
 @dataclass
 class Config:
     """The ``eval`` section of params.yaml."""
@@ -64,6 +65,7 @@ class Config:
     examples: int = param()  # images in the qualitative grid
     depth_bins: int = param()  # bins of the error-vs-depth plot
     data_dir: Path = param(url=True)  # paths.stores: a folder, or a bucket prefix (s3://bucket/prefix)
+    read_cache_bytes: int | None = param()  # paths.read_cache_bytes: a bucket store's local read-through cache
     teacher_dir: Path = param()
     metrics_dir: Path = param()
     reports_dir: Path = param()
@@ -209,7 +211,7 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
     cfg = config(dataset, overrides, params_file)
     checkpoint = checkpoint_of(cfg)
     device = str(resolve_device(cfg.device, "eval.device"))  # refuses CUDA when torch sees none
-    store = open_store(cfg.data_dir / f"{dataset}.zarr")
+    store = open_store(cfg.data_dir / f"{dataset}.zarr", cache_bytes=cfg.read_cache_bytes)
     split = scored_split(store, cfg.split)
     max_depth = cfg.max_depth or store.attrs.get("max_depth")
     if not max_depth:

@@ -113,17 +113,18 @@ class DataConfig:
 # stage's DVC params (leve/pipeline/stages.py).
 RESULT_INDEPENDENT: tuple[str, ...] = (
     "workers", "log_every", "checkpoint_every", "checkpoint_minutes", "device", "compile",
-    "out_dir", "log_dir", "data_dir", "kd.teacher_dir",
+    "out_dir", "log_dir", "data_dir", "kd.teacher_dir", "read_cache_bytes",
 )
 
 
-@params_section("train", keys={"data_dir": "paths.stores"})
+@params_section("train", keys={"data_dir": "paths.stores", "read_cache_bytes": "paths.read_cache_bytes"})
 @dataclass
 class TrainConfig:
     """Everything ``leve train`` needs; the defaults are params.yaml's (the thesis recipe: profiles/thesis.yaml)."""
 
     dataset: str = param()
     data_dir: Path = param(url=True)  # paths.stores: a folder, or a bucket prefix (s3://bucket/prefix)
+    read_cache_bytes: int | None = param()  # paths.read_cache_bytes: a bucket store's local read-through cache
     train_split: str = param()
     val_split: str = param()
     model: str = param()  # a registered model (leve.models.list_models()); output at 1/1 or 1/2 (DenseDepth)

@@ -128,12 +128,14 @@ class DepthDataset(torch.utils.data.Dataset):
 
     def __init__(self, store: str | Path, split: str, size: tuple[int, int], teacher: str | Path | None = None,
                  augment: AugmentConfig | None = None, *, seed: int, labelled: np.ndarray | None = None,
-                 decode: str, rgb_uint8: bool = False, targets: str = "worker", local_crops: bool = False) -> None:
+                 decode: str, rgb_uint8: bool = False, targets: str = "worker", local_crops: bool = False,
+                 cache_bytes: int | None = None) -> None:
         if decode not in DECODES:
             raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
         if targets not in TARGETS:
             raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
         self.store, self.split_name, self.size = str(store), split, (int(size[0]), int(size[1]))
+        self.cache_bytes = cache_bytes  # a bucket store's read-through cache (None: $LEVE_READ_CACHE_BYTES)
         self.decode, self.rgb_uint8 = decode, rgb_uint8
         self.local_crops = local_crops and teacher is not None
         self.teacher_path = None if teacher is None else str(teacher)
@@ -142,7 +144,7 @@ class DepthDataset(torch.utils.data.Dataset):
         self._split: Split | None = None
         self._cache: Any = None
         self.shared: SharedBatches | None = None
-        opened = open_split(self.store, split)
+        opened = open_split(self.store, split, self.cache_bytes)
         self._len = len(opened)
         self.targets = targets if targets == "worker" or _one_size(opened) else "worker"
 
@@ -154,7 +156,7 @@ class DepthDataset(torch.utils.data.Dataset):
 
     def _open(self) -> tuple[Split, Any]:
         if self._split is None:
-            self._split = open_split(self.store, self.split_name)
+            self._split = open_split(self.store, self.split_name, self.cache_bytes)
             if self.teacher_path is not None:
                 from leve.teacher.cache.read import TeacherCache
 

@@ -172,7 +172,7 @@ class Trainer:
         self.expected_crops = expected_crops  # teacher.crops as the params say (None: the cache's own, any)
         self.layout, self.device = dist_.init(cfg.device)
         self._seed()
-        store = open_store(cfg.store_path)
+        store = open_store(cfg.store_path, cache_bytes=cfg.read_cache_bytes)
         self.max_depth = float(store.attrs.get("max_depth") or 10.0)  # None in a store without depth
         for split in (cfg.train_split, cfg.val_split):
             store.split(split)  # a clear error when a split is missing
@@ -188,13 +188,15 @@ class Trainer:
         # maps are resized and flipped on the device (runner.to_device), the RGB made float there: the same input
         self.train_set = DepthDataset(cfg.store_path, cfg.train_split, cfg.resolution, teacher, cfg.augment,
                                       seed=cfg.seed, labelled=None if labelled.all() else labelled, rgb_uint8=True,
-                                      decode=self.decode, targets="device", local_crops=cfg.kd.crops_weight > 0)
+                                      decode=self.decode, targets="device", local_crops=cfg.kd.crops_weight > 0,
+                                      cache_bytes=cfg.read_cache_bytes)
         # validation reads its input as evaluation does: the full decode, whatever train.data.decode says
         self.val_set = DepthDataset(cfg.store_path, cfg.val_split, cfg.resolution, seed=cfg.seed, decode="full",
-                                    rgb_uint8=True, targets="device")
+                                    rgb_uint8=True, targets="device", cache_bytes=cfg.read_cache_bytes)
         # the unaugmented first training samples with their teacher maps: a relative student's output convention
-        self.calib_set = DepthDataset(cfg.store_path, cfg.train_split, cfg.resolution, teacher, seed=cfg.seed,
-                                      decode="full", labelled=labelled) if self.relative else None
+        self.calib_set = (DepthDataset(cfg.store_path, cfg.train_split, cfg.resolution, teacher, seed=cfg.seed,
+                                       decode="full", labelled=labelled, cache_bytes=cfg.read_cache_bytes)
+                          if self.relative else None)
         self.sampler = self._sampler(labelled)
         self.model = self._model()
         self.total_steps = self._total_steps()

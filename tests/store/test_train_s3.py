@@ -25,7 +25,7 @@ SIZES = {"height": 64, "width": 64, "train": 12, "val": 4, "test": 4, "block_siz
 def _params(path: Path, stores: str, out: Path) -> Path:
     """A params.yaml whose stores live at ``stores`` (a folder or a bucket prefix): a few supervised steps."""
     path.write_text(
-        f"paths:\n  stores: {stores}\n  teacher_cache: {out / 'teacher'}\n"
+        f"paths:\n  stores: {stores}\n  teacher_cache: {out / 'teacher'}\n  read_cache_bytes: {10**6}\n"
         "train:\n  dataset: synthetic\n  resolution: [64, 64]\n  workers: 1\n  batch_size: 4\n  max_steps: 3\n"
         "  seed: 0\n  log_every: 1\n  val_every: 3\n  lr: 1.0e-3\n"
         f"  out_dir: {out / 'models'}\n  log_dir: {out / 'dvclive'}\n  kd:\n    eps: 0.0\n"
@@ -44,7 +44,7 @@ def _losses(run: Path) -> list[float]:
 def test_train_and_eval_from_the_bucket_equal_the_local_twin(s3, run_cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LEVE_READ_CACHE", str(tmp_path / "reads"))
-    monkeypatch.setenv("LEVE_READ_CACHE_BYTES", str(10**6))
+    monkeypatch.delenv("LEVE_READ_CACHE_BYTES", raising=False)  # the bound comes from paths.read_cache_bytes
     prepare("s3://bkt/stores/synthetic.zarr", **SIZES)
     synthetic_store(tmp_path / "local/synthetic.zarr", **SIZES)
     runs = {}
