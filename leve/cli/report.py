@@ -62,7 +62,8 @@ def queue_command(
 
     if seeds and any(item.partition("=")[0].strip() == g.SEED_PARAM for item in sets):
         raise LeveError(f"--set {g.SEED_PARAM}=... conflicts with --seeds {seeds}; use one of them")
-    commands = g.queue_commands(g.with_seeds(g.grid(grid_name), seeds), sets, targets, prefix)
+    points = g.grid(grid_name, g.metric_teacher(repo / "params.yaml", sets))  # kd.loss metric points: a metric teacher
+    commands = g.queue_commands(g.with_seeds(points, seeds), sets, targets, prefix)
     if run:
         commands.append(g.run_command(jobs))
     if dry_run:
@@ -82,5 +83,5 @@ def list_command(grid_name: str = typer.Option("all", "--grid", help="kd | lcb |
     """The grid's experiments and the params each sets."""
     from leve.experiments import grid as g
 
-    for point in g.grid(grid_name):
+    for point in g.grid(grid_name, g.metric_teacher(Path("params.yaml"))):
         typer.echo(f"{point.name}: " + " ".join(f"{k}={v}" for k, v in point.params))

@@ -6,7 +6,11 @@ Each grid point is a named set of ``train`` params; queueing it is one
 
 * ``kd`` — Tables 9.6–9.8: the models of the registry's ``kd`` group (the default Leve,
   LCB 3x3+3x3, main skips) with ε ∈ {0, 0.10, 0.25, 0.50} (ε = 0 is the plain student the
-  thesis compares against).
+  thesis compares against). When the teacher the params name for ``train.dataset`` is metric
+  (:func:`teacher_depth_kind`: a registry entry with ``depth_kind: metric``, or a ``save_pretrained``
+  folder whose config says ``depth_estimation_type: metric``), each model also gets the points
+  ``kd-…-metric-eps<ε>`` for ε > 0, ``-S train.kd.loss=metric`` (L1 in log depth against the teacher's
+  metres); the other points keep the params' ``train.kd.loss``.
 * ``lcb`` — Tables 9.2–9.3: the ``lcb`` group (the decoder's layered convolution block),
   without distillation.
 * ``skips`` — Table 9.4: the ``skips`` group (main, alternative and no skip connections),
@@ -28,15 +32,19 @@ deviation and 95 % interval over its seeds (:mod:`leve.report.seeds`).
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from leve.errors import LeveError
+from leve.params import default, resolved_params, section
 
 KD_EPS = (0.0, 0.10, 0.25, 0.50)
+KD_LOSS_PARAM = "train.kd.loss"
 SEED_PARAM = "train.seed"
 GRID_NAMES = ("kd", "lcb", "skips", "encoders", "all")
 
@@ -66,19 +74,31 @@ class GridPoint:
         return [arg for key, value in self.params for arg in ("-S", f"{key}={value}")]
 
 
-def _point(name: str, model: str, eps: float, resolution: tuple[int, int] | None = None) -> GridPoint:
+def _point(name: str, model: str, eps: float, resolution: tuple[int, int] | None = None,
+           kd_loss: str | None = None) -> GridPoint:
     params = [("train.model", model), ("train.kd.eps", f"{eps:g}")]
+    if kd_loss is not None:
+        params.append((KD_LOSS_PARAM, kd_loss))
     if resolution is not None:
         params.append(("train.resolution", f"[{resolution[0]},{resolution[1]}]"))
     return GridPoint(name, tuple(params))
 
 
-def grid(name: str) -> list[GridPoint]:
+def _kd_points(metric_teacher: bool) -> list[GridPoint]:
+    points = []
+    for tag, model in group_members("kd"):
+        stem = f"kd-{tag + '-' if tag else ''}"
+        points += [_point(f"{stem}eps{eps:.2f}", model, eps) for eps in KD_EPS]
+        if metric_teacher:  # eps 0 distils nothing: the same run as the plain student above
+            points += [_point(f"{stem}metric-eps{eps:.2f}", model, eps, kd_loss="metric") for eps in KD_EPS if eps > 0]
+    return points
+
+
+def grid(name: str, metric_teacher: bool = False) -> list[GridPoint]:
     """The grid points of ``kd``, ``lcb``, ``skips``, ``encoders`` or ``all`` (duplicates dropped, first
-    name kept)."""
+    name kept); ``metric_teacher``: the ``kd`` points gain ``train.kd.loss=metric`` ones (ε > 0)."""
     if name == "kd":
-        return [_point(f"kd-{tag + '-' if tag else ''}eps{eps:.2f}", model, eps)
-                for tag, model in group_members("kd") for eps in KD_EPS]
+        return _kd_points(metric_teacher)
     if name in ("lcb", "skips"):
         return [_point(f"{name}-{tag}", model, 0.0) for tag, model in group_members(name)]
     if name == "encoders":
@@ -86,10 +106,52 @@ def grid(name: str) -> list[GridPoint]:
     if name == "all":
         points: dict[tuple[tuple[str, str], ...], GridPoint] = {}
         for part in ("kd", "lcb", "skips", "encoders"):
-            for p in grid(part):
+            for p in grid(part, metric_teacher):
                 points.setdefault(p.params, p)
         return list(points.values())
     raise LeveError(f"unknown grid '{name}'; choose from {', '.join(GRID_NAMES)}")
+
+
+def teacher_model(params: dict[str, Any], sets: Sequence[str] = ()) -> str:
+    """The teacher whose cache ``train`` distils from under ``params`` (a params.yaml mapping) with the
+    ``-S key=value`` items ``sets`` applied as ``dvc exp run -S`` writes them into the file: the model of
+    ``teacher.datasets.<train.dataset>``, else ``teacher.model`` (the teacher stage's order)."""
+    given = {key.strip(): value for key, sep, value in (item.partition("=") for item in sets) if sep}
+    dataset = given.get("train.dataset") or section(params, "train").get("dataset") or default("train.dataset")
+    per_dataset = section(params, "teacher").get("datasets") or {}
+    own = per_dataset.get(str(dataset)) if isinstance(per_dataset, dict) else None
+    for value in (given.get(f"teacher.datasets.{dataset}.model"), (own or {}).get("model") if isinstance(own, dict)
+                  else None, given.get("teacher.model"), section(params, "teacher").get("model")):
+        if value:
+            return str(value)
+    return str(default("teacher.model"))
+
+
+def teacher_depth_kind(model: str) -> str:
+    """``metric`` or ``relative``: a registry entry's ``depth_kind``; a ``save_pretrained`` folder's by
+    its ``config.json`` as the teacher loader reads it (``depth_estimation_type``); a hub id leve does not
+    list counts as relative (its config is not fetched here)."""
+    from leve.teacher.registry import find_entry
+
+    entry = find_entry(model)
+    if entry is not None:
+        return entry.depth_kind
+    config = Path(model).expanduser() / "config.json"
+    if not config.is_file():
+        return "relative"
+    try:
+        values = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LeveError(f"{config}: cannot read the teacher's config ({exc.__class__.__name__})") from exc
+    if not isinstance(values, dict):
+        raise LeveError(f"{config}: expected a JSON object (a save_pretrained config)")
+    return "metric" if values.get("depth_estimation_type") == "metric" else "relative"
+
+
+def metric_teacher(params_file: Path, sets: Sequence[str] = ()) -> bool:
+    """Whether the teacher the params file ``params_file`` (with ``sets``) names for ``train.dataset`` is
+    metric (params.yaml as shipped when the file is absent)."""
+    return teacher_depth_kind(teacher_model(resolved_params(params_file), sets)) == "metric"
 
 
 def with_seeds(points: Sequence[GridPoint], seeds: int) -> list[GridPoint]:
