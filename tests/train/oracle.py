@@ -44,13 +44,16 @@ def images_only_train(src: Path, out: Path) -> Path:
 
 
 def write_cache(store_path: Path, out: Path, split: str, maps: np.ndarray, model: str = "oracle",
-                raw_min: np.ndarray | None = None) -> Path:
+                raw_min: np.ndarray | None = None, teacher: dict | None = None, attrs: dict | None = None) -> Path:
     """Publish ``maps`` (N, H, W) non-negative disparities as the teacher cache of ``split`` at ``out``,
     normalised per image by its maximum as the cache stores them; ``raw_min`` (N,): the minima recorded
-    (a raw map's before it was clipped at 0; None: the minima of ``maps``)."""
+    (a raw map's before it was clipped at 0; None: the minima of ``maps``). ``teacher``: the identity's
+    teacher entry (default ``{"model": model}``); ``attrs``: more identity attributes (a metric cache's
+    ``depth_kind``, ``units``, ``max_depth``)."""
     store = open_store(store_path)
     data = store.split(split)
-    identity = {"format": CACHE_FORMAT, "teacher": {"model": model}, "dataset": dataset_identity(store, data)}
+    identity = {"format": CACHE_FORMAT, "teacher": teacher or {"model": model}, **(attrs or {}),
+                "dataset": dataset_identity(store, data)}
     fp = fingerprint(identity)
     raw_max = maps.reshape(len(maps), -1).max(1)
     spec = SplitSpec(split, len(data), {"disparity": ArraySpec(tuple(maps.shape[1:]), "float16", CODEC)},

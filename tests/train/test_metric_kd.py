@@ -15,11 +15,8 @@ from leve.errors import LeveError
 from leve.evaluation.protocols import get_protocol
 from leve.evaluation.runner import evaluate
 from leve.models.checkpoint import load_checkpoint
-from leve.store.builder import StoreBuilder
-from leve.store.format import ArraySpec, SplitSpec, fingerprint
-from leve.store.reader import open_split, open_store
-from leve.teacher.cache.build import CODEC, _finalize_split
-from leve.teacher.cache.read import CACHE_FORMAT, CACHE_META, METRIC_UNITS, dataset_identity, open_teacher_cache
+from leve.store.reader import open_split
+from leve.teacher.cache.read import METRIC_UNITS, open_teacher_cache
 from leve.train.loop import train
 from leve.train.losses import distillation_loss, kd_metric, kd_ssi, student_loss
 from leve.train.stage import KDConfig, LabelsConfig, ScheduleConfig, TrainConfig
@@ -109,24 +106,10 @@ def write_metric_cache(store_path: Path, out: Path, split: str, depth: np.ndarra
     """Publish ``depth`` (N, H, W) metres as a metric teacher's cache of ``split`` at ``out``, as the cache
     builder writes a metric teacher's: inverse depth normalised per image, ``raw_max`` in 1/m, the attrs
     ``depth_kind: metric`` with its units."""
-    store = open_store(store_path)
-    data = store.split(split)
-    identity = {"format": CACHE_FORMAT, "teacher": {"model": "metric-oracle", "depth_kind": "metric", "units": "m"},
-                "depth_kind": "metric", "units": METRIC_UNITS, "max_depth": MAX_DEPTH,
-                "dataset": dataset_identity(store, data)}
-    fp = fingerprint(identity)
     inverse = np.where(depth > 0, 1.0 / np.maximum(depth, 1e-6), 0.0).astype(np.float32)
-    raw_max = inverse.reshape(len(inverse), -1).max(1)
-    spec = SplitSpec(split, len(data), {"disparity": ArraySpec(tuple(depth.shape[1:]), "float16", CODEC)},
-                     dict(CACHE_META), attrs={**identity, "identity_fingerprint": fp}, meta_group="")
-    builder = StoreBuilder(out.with_name(f"{out.name}.{split}"), {"kind": "teacher-cache-staging"}, fp,
-                           block_size=len(data), exclusive=False)
-    writer = builder.split(spec)
-    meta = {"raw_min": inverse.reshape(len(inverse), -1).min(1).tolist(), "raw_max": raw_max.tolist(),
-            "zero": [False] * len(depth)}
-    writer.write_block(0, {"disparity": (inverse / raw_max[:, None, None]).astype(np.float16)}, meta)
-    _finalize_split(builder, writer, out, store)
-    return out
+    return write_cache(store_path, out, split, inverse,
+                       teacher={"model": "metric-oracle", "depth_kind": "metric", "units": "m"},
+                       attrs={"depth_kind": "metric", "units": METRIC_UNITS, "max_depth": MAX_DEPTH})
 
 
 def noisy_depth(store_path: Path, split: str, noise: float, seed: int = 0) -> np.ndarray:
