@@ -236,3 +236,16 @@ def test_cli_builds_cache_through_the_stage(tmp_path: Path, fast_teacher_dir: Pa
     assert len(cache) == 3 and not cache.zero.any()
     bad = runner.invoke(app, ["teacher-cache", "--dataset", "mini", "--shard", "3/2"])
     assert bad.exit_code != 0 and isinstance(bad.exception, LeveError)
+
+
+def test_a_call_without_crops_still_works_as_no_crops(tmp_path: Path, store: Path, fast_teacher_dir: Path,
+                                                     reference: Path) -> None:
+    """Callers written before ``crops`` existed: left out, it is 0 (the reference's bytes), with one warning."""
+    run = caching(block_size=2)
+    del run["crops"]
+    with pytest.warns(DeprecationWarning, match="crops=0"):
+        result = build_teacher_cache(store, tmp_path / "t.zarr", "train", load_teacher(str(fast_teacher_dir)), **run,
+                                     show_progress=False)
+    assert result.complete
+    assert "crops" not in dict(zarr.open_group(str(tmp_path / "t.zarr"), mode="r")["train"].attrs)
+    assert_same(reference, tmp_path / "t.zarr")

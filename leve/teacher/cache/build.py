@@ -37,6 +37,7 @@ import contextlib
 import os
 import shutil
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -256,17 +257,22 @@ def build_teacher_cache(
     force: bool = False,
     show_progress: bool = True,
     max_blocks: int | None = None,
-    crops: int,
+    crops: int | None = None,
 ) -> CacheResult:
     """Cache the teacher's maps for one dataset split (this shard's blocks; completes when all are done).
 
     ``crops``: local crops per image (``teacher.crops``; 0: none), their maps cached beside the global one.
+    Left out (callers written before crops existed), it means 0, with a one-line DeprecationWarning.
 
     ``max_blocks`` stops after that many blocks of this shard (used to test resumption).
     """
     store = open_store(dataset_path)
     data = store.split(split)
     runner = TeacherRunner(teacher, device=device, amp=amp, tta=tta)
+    if crops is None:
+        warnings.warn("build_teacher_cache() without crops= is deprecated: pass crops=0 (teacher.crops) for no "
+                      "local crops", DeprecationWarning, stacklevel=2)
+        crops = 0
     if crops < 0:
         raise LeveError(f"teacher.crops must be >= 0, got {crops}")
     identity = cache_identity(teacher, dataset_identity(store, data), runner.amp, tta, runner.preprocess == "device",
