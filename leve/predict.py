@@ -207,7 +207,10 @@ def load_int8_export(checkpoint: str | Path, model: nn.Module) -> InferenceModel
     import shlex
 
     from leve.models.runtime import DIGEST_KEY, checkpoint_digest, int8_export_path, load_exported
+    from leve.store.remote import url_of
 
+    if url_of(checkpoint) is not None:
+        raise LeveError(f"{url_of(checkpoint)}: --runtime onnx-int8 needs a local checkpoint with its int8 export beside it")
     path = int8_export_path(checkpoint)
     command = f"leve export --checkpoint {shlex.quote(str(checkpoint))} --format onnx --quantize int8"
     if not path.is_file():

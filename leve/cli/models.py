@@ -66,12 +66,13 @@ def predict(
     from leve.outputs.intrinsics import CameraOptions
     from leve.outputs.pointcloud import CloudOptions
     from leve.predict import PredictOptions, run_predict
+    from leve.store.remote import url_of
 
     cloud = CloudOptions(CameraOptions(fx, fy, cx, cy, fov, intrinsics), scale) if pointcloud else None
     device = str(resolve_device(device))  # auto: the GPU when torch sees one, else the CPU
     opts = PredictOptions(out_dir=out, depth_format=depth_format, flip=flip, cmap=cmap, device=device, runtime=runtime,
                           every=every, pointcloud=cloud, scale=scale)
-    written = run_predict(list(inputs), checkpoint, opts)
+    written = run_predict(list(inputs), url_of(checkpoint) or checkpoint, opts)  # a URL: s3://..., not s3:/...
     console.print(f"wrote {len(written)} files to {out}")
 
 
@@ -81,7 +82,7 @@ def export(
     fmt: str = typer.Option("onnx", "--format", help="onnx, torchscript, openvino (an IR: .xml + .bin) or hf (a "
                             "Hugging Face layout folder)."),
     out: Path = typer.Option(None, "--out", help="Output file (openvino: the .xml) or hf folder (default next to "
-                             "the checkpoint)."),
+                             "the checkpoint; of a checkpoint at a URL, in the working folder)."),
     resolution: str = resolution_option("Size to trace at (default: the checkpoint's)"),
     opset: int = typer.Option(17, "--opset", help="ONNX opset."),
     metrics: list[Path] = typer.Option([], "--metrics", help="hf: `leve eval` metrics JSON for the card (repeatable)."),
@@ -105,9 +106,17 @@ def export(
     from leve.bench.model import parse_resolution
     from leve.errors import LeveError
     from leve.export import Calibration, export_checkpoint
+    from leve.store.remote import location
 
     if (push or dry_run) and (fmt != "hf" or not push):
         raise LeveError("--push REPO (and --dry-run with it) needs --format hf")
+    if isinstance(location(checkpoint), str):  # at a URL: its checked local copy; the export goes here by default
+        from leve.export import SUFFIX
+        from leve.models.checkpoint import local_checkpoint
+
+        checkpoint = local_checkpoint(checkpoint)
+        suffix = SUFFIX.get(quantize or fmt, ".out")
+        out = out or (Path(f"{checkpoint.stem}-hf") if fmt == "hf" else Path(checkpoint.name).with_suffix(suffix))
     size = parse_resolution(resolution) if resolution else None
     calibration = Calibration.from_params(calibration_store, calibration_split, calibration_images)
     result = export_checkpoint(checkpoint, fmt, out, size, opset, tuple(metrics), quantize, calibration,

@@ -49,7 +49,7 @@ BEST_CHECKPOINT = "best.pt"  # the file the train stage keeps its best checkpoin
 class Config:
     """The ``eval`` section of params.yaml."""
 
-    checkpoint: Path | None = param()  # None: <train.out_dir>/best.pt, the train stage's best (config() fills it)
+    checkpoint: Path | None = param(url=True)  # None: <train.out_dir>/best.pt, the train stage's best (config() fills it)
     protocol: str = param()  # leve2024 (the thesis) | standard (the literature) | densedepth (DenseDepth's, pooled)
     split: str = param()
     crop: str | None = param()  # None: the protocol's default (nyu: leve2024|eigen; kitti: leve2024|garg)
@@ -235,7 +235,7 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
     if teacher is not None and result.protocol.flip == "average" and result.protocol.teacher_flip == "none":
         console.print(f"note: the teacher row is not flip-averaged as the student's is: {cfg.teacher_dir}/{dataset}.zarr "
                       "was cached without teacher.tta: flip")
-    ckpt = {"path": str(checkpoint), "model": info.model, "max_depth": info.max_depth,
+    ckpt = {"path": info.path, "model": info.model, "max_depth": info.max_depth,
             "resolution": list(info.resolution)}
     if info.depth_kind != "metric":
         ckpt["depth_kind"] = info.depth_kind

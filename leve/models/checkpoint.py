@@ -85,8 +85,14 @@ def _default_permissions(path: Path) -> None:
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
     """Read a checkpoint's state dict and description without building the model (a file, or a
-    Hugging Face layout folder written by ``leve export --format hf``)."""
-    path = Path(path)
+    Hugging Face layout folder written by ``leve export --format hf``, or a file at an fsspec URL:
+    :func:`local_checkpoint`)."""
+    from leve.store.remote import location
+
+    where = location(path)
+    if isinstance(where, str):
+        return _read_url(where)
+    path = where
     try:
         folder, file = path.is_dir(), path.is_file()
     except OSError as exc:  # a name too long, a loop of links
@@ -107,15 +113,52 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Checkpoi
     return state, _info(path, header)
 
 
+def local_checkpoint(path: str | Path) -> Path:
+    """A local file or folder for a checkpoint path or URL. A URL (``s3://bucket/run/best.pt``, the
+    credentials from the backend's standard sources) is fetched whole into a local cache
+    (:func:`leve.store.remote.fetch_object`: one GET per version of the object, its file name kept) and
+    read as a local file is, every header check and the same bytes (so the same sha256) included; a
+    missing or damaged object is one line naming the URL."""
+    from leve.store.remote import location
+
+    where = location(path)
+    if isinstance(where, str):
+        _read_url(where)
+        return _fetched(where)
+    return where
+
+
+def _fetched(url: str) -> Path:
+    from leve.store.remote import fetch_object
+
+    return fetch_object(url, "checkpoint")
+
+
+def _read_url(url: str) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
+    """:func:`read_checkpoint` of the local copy of the object at ``url``, its errors and its description naming
+    the URL. A copy that fails to read is removed (the next read fetches the object again)."""
+    local = _fetched(url)
+    try:
+        state, info = read_checkpoint(local)
+    except LeveError as exc:
+        local.unlink(missing_ok=True)
+        raise LeveError(str(exc).replace(str(local), url)) from None
+    return state, CheckpointInfo(url, info.model, info.max_depth, info.resolution, info.extra)
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointInfo]:
     """Build the registered model a checkpoint names, load its weights (strict) and set eval mode. A
-    ``relative`` checkpoint's model comes wrapped in :class:`~leve.models.depth.RelativeOutput`."""
+    ``relative`` checkpoint's model comes wrapped in :class:`~leve.models.depth.RelativeOutput`. ``path``: a
+    file or folder, or a file at an fsspec URL (:func:`local_checkpoint`)."""
+    from leve.store.remote import location
+
     state, info = read_checkpoint(path)
     model = create_model(info.model, max_depth=info.max_depth)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise LeveError(f"{path}: weights do not fit model '{info.model}' ({_first_line(exc)})") from exc
+        where = info.path if isinstance(location(path), str) else path  # a URL as the URL, not as a Path folds it
+        raise LeveError(f"{where}: weights do not fit model '{info.model}' ({_first_line(exc)})") from exc
     if info.depth_kind == "relative":  # its output in the teacher's convention (leve.models.depth.RelativeOutput)
         from leve.models.depth import RelativeOutput
 

@@ -15,7 +15,7 @@ from leve.params import PARAMS_FILE, build_config, load_params, param, params_se
 class Config:
     """How ``leve serve`` runs. Limits protect the server from hostile uploads."""
 
-    checkpoint: Path | None = param()   # a leve checkpoint; None = randomly initialised model
+    checkpoint: Path | None = param(url=True)  # a leve checkpoint (or its s3:// URL); None = random weights
     model: str | None = param()         # registered model without a checkpoint (None: leve);
                                         # with one, must match the checkpoint's model if set
     host: str = param()                 # loopback only; 0.0.0.0 serves every interface

@@ -83,5 +83,5 @@ def load_model(cfg: Config) -> LoadedModel:
         model = load_int8_export(cfg.checkpoint, model)
     else:
         model = prepare_for_inference(model, cfg.runtime, info.resolution)  # checked against eager there
-    return LoadedModel(model, info.model, str(cfg.checkpoint), info.max_depth, info.resolution, device,
+    return LoadedModel(model, info.model, info.path, info.max_depth, info.resolution, device,
                        Lineage.of(info), depth_kind=info.depth_kind)

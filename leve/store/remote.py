@@ -323,3 +323,67 @@ def _sizes(fs: Any, prefix: str) -> dict[str, int]:
         return {}
     return {name[len(prefix) + 1:]: int(info.get("size") or 0) for name, info in found.items()
             if name.startswith(prefix + "/")}
+
+
+# --------------------------------------------------------------------------- single objects (checkpoints)
+
+
+def object_cache_dir() -> Path:
+    """The local folder of whole objects fetched from URLs (checkpoints): ``objects/`` in the read caches' folder
+    (``$LEVE_READ_CACHE``, default ``~/.cache/leve/reads``)."""
+    from leve.store.readcache import CACHE_ENV
+
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "leve" / "reads") / "objects"
+
+
+def fetch_object(url: str, what: str = "object") -> Path:
+    """A local copy of the object at ``url``.
+
+    One HEAD names the object's version (ETag and size); a copy of that version already in
+    :func:`object_cache_dir` is used as it is, else the object is fetched whole (one GET) to a temporary
+    name, its size checked against the HEAD's and renamed into place, and the copies of the URL's older
+    versions are removed. The copy keeps the object's file name (``best.pt``), so what is read from it is
+    what a local file of that name gives. A missing object, a missing bucket, denied access or an
+    unreachable endpoint is one line naming the URL (``what`` says what was looked for)."""
+    fs, key = filesystem(url)
+    try:
+        fs.invalidate_cache(key)  # the object as it is now, not as listed before
+        info = fs.info(key)
+    except FileNotFoundError as exc:
+        if "bucket" in str(exc).lower():
+            raise remote_error(url, exc) from exc
+        raise LeveError(f"{url}: {what} not found") from None
+    except Exception as exc:
+        raise remote_error(url, exc) from exc
+    if info.get("type") == "directory":
+        raise LeveError(f"{url}: {what} not found (the URL names a prefix, not an object)")
+    size = int(info.get("size") or 0)
+    version = str(info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("LastModified") or "")
+    folder = object_cache_dir() / hashlib.sha256(url.encode()).hexdigest()[:20]
+    here = folder / hashlib.sha256(f"{version}\n{size}".encode()).hexdigest()[:16]
+    target = here / (key.rstrip("/").rsplit("/", 1)[-1] or "object")
+    if target.is_file() and target.stat().st_size == size:
+        return target
+    here.mkdir(parents=True, exist_ok=True)
+    tmp = here / f".{target.name}.{os.getpid()}.{time.time_ns()}.partial"
+    try:
+        try:
+            fs.get_file(key, str(tmp))
+        except Exception as exc:
+            raise remote_error(url, exc) from exc
+        got = tmp.stat().st_size
+        if got != size:
+            raise LeveError(f"{url}: fetched {got} bytes of the {size} the object holds (changed while read?); rerun")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    for other in folder.iterdir():  # older versions of this URL
+        if other != here and other.is_dir():
+            for f in other.iterdir():
+                f.unlink(missing_ok=True)
+            try:
+                other.rmdir()
+            except OSError:
+                pass
+    return target
+
