@@ -269,6 +269,28 @@ def teachers() -> str:
               "`python docs/generate.py`.*")
 
 
+def bench_train_bucket() -> str:
+    """``leve bench train --source``: the training loader on a bucket store / on its local copy, per epoch."""
+    path = "docs/bench_train_bucket.json"
+    d = _json(path)
+    b, loc = d["readers"]["bucket"], d["readers"]["local"]
+    rows = [["1 (cache empty)", _n(loc["first_epoch_samples_per_s"], 1), _n(b["first_epoch_samples_per_s"], 1),
+             "**" + _n(d["ratio_first_epoch"], 3) + "×**"]]
+    rows += [[str(e + 2), _n(lr, 1), _n(br, 1), _n(br / lr, 3) + "×"]
+             for e, (br, lr) in enumerate(zip(b["samples_per_s_per_epoch"][1:], loc["samples_per_s_per_epoch"][1:]))]
+    rows += [[f"2–{d['epochs']} (samples over seconds)", _n(loc["later_epochs_samples_per_s"], 1),
+              _n(b["later_epochs_samples_per_s"], 1), "**" + _n(d["ratio_later_epochs"], 3) + "×**"]]
+    h, w = d["input"]
+    head = (f"{d['samples_per_epoch']} samples of the {d['split']} split per epoch, {d['epochs']} epochs, batch "
+            f"{d['batch_size']}, input {h}×{w}, {d['workers']} workers ({d['device']}, {d['torch_threads']} torch "
+            f"threads); store {_n(d['store_bytes'] / 1e6, 1)} MB in {d['store_objects']} objects, cache bound "
+            f"{_n(d['cache_bytes'] / 1e6, 1)} MB; goal: {d['goal']}: **{'met' if d['meets_goal'] else 'not met'}**.\n\n")
+    command = ("leve bench train --source s3://bkt/big/synthetic.zarr --samples 64 --workers 2 --epochs 4 "
+               "--out docs/bench_train_bucket.json")
+    return head + _table(["epoch", "local disk, samples/s", "bucket + cache, samples/s", "bucket / local"], rows) + (
+        "\n\n" + _source(path, command))
+
+
 def cli_help() -> str:
     """Every command's ``--help``, from the snapshots ``tests/cli/test_help_snapshots.py`` checks against
     the command line itself (so this page cannot drift from ``leve``)."""
@@ -287,6 +309,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "metrics_csv": metrics_csv,
     "bench_io": bench_io,
     "bench_train": bench_train,
+    "bench_train_bucket": bench_train_bucket,
     "bench_models": bench_models,
     "bench_runtimes": bench_runtimes,
     "bench_int8": bench_int8,

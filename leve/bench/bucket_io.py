@@ -16,6 +16,9 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,33 +79,66 @@ def _loader(split: Any, workers: int) -> tuple[Any, _Order]:
 
 def _epochs(splits: dict[str, Any], order: list[list[int]], workers: int) -> dict[str, list[float]]:
     """Samples per second of each epoch (``order``: one index list per epoch) of each split, through one
-    DataLoader each; the readers take turns epoch by epoch (the first to go alternating), so a change in the
-    machine's load falls on both."""
+    DataLoader each, taking turns (:func:`take_turns`)."""
     loaders = {name: _loader(split, workers) for name, split in splits.items()}
-    rates: dict[str, list[float]] = {name: [] for name in splits}
-    for e, indices in enumerate(order):
-        names = list(loaders) if e % 2 == 0 else list(reversed(loaders))
-        for name in names:
-            loader, sampler = loaders[name]
+
+    def one_pass(name: str) -> Callable[[int, list[int]], None]:
+        loader, sampler = loaders[name]
+
+        def run(epoch: int, indices: list[int]) -> None:
             sampler.indices = indices
-            t0 = time.perf_counter()
             for _ in loader:
                 pass
+        return run
+
+    return take_turns({name: one_pass(name) for name in loaders}, order)
+
+
+def take_turns(passes: dict[str, Callable[[int, list[int]], None]], order: list[list[int]]) -> dict[str, list[float]]:
+    """Samples per second of each epoch (``order``: one index list per epoch) of each reader: ``passes[name](epoch,
+    indices)`` reads the epoch's samples. The readers take turns epoch by epoch (the first to go alternating), so
+    a change in the machine's load falls on both."""
+    rates: dict[str, list[float]] = {name: [] for name in passes}
+    for e, indices in enumerate(order):
+        for name in list(passes) if e % 2 == 0 else list(reversed(passes)):
+            t0 = time.perf_counter()
+            passes[name](e, indices)
             rates[name].append(len(indices) / (time.perf_counter() - t0))
     return rates
 
 
-def run(source: str, samples: int = 48, workers: int = 2, epochs: int = 3, split: str = "train",
-        cache_bytes: int | None = None, workdir: Path | None = None) -> dict[str, Any]:
-    """Measure the bucket store at ``source`` against its local copy; returns the JSON-ready result."""
-    if epochs < 2:
-        raise LeveError(f"bench io --source: --repeats must be >= 2 (the first epoch and later ones), got {epochs}")
+@dataclass
+class Twin:
+    """A published bucket store and its local copy (the same bytes), with the read-through cache's bound and the
+    copy's cost; while :func:`bucket_twin` holds it, the read caches live in an empty folder of its own."""
+
+    url: str
+    local: Path
+    store_bytes: int
+    objects: int
+    copy_seconds: float
+    cache_bytes: int
+
+    def fields(self) -> dict[str, Any]:
+        """What a bench report says about the two stores."""
+        return {"store_bytes": self.store_bytes, "store_objects": self.objects,
+                "local_copy_bytes": disk_usage(self.local)[0], "local_copy_seconds": self.copy_seconds,
+                "cache_bytes": self.cache_bytes}
+
+
+@contextmanager
+def bucket_twin(source: str, cache_bytes: int | None, workdir: Path | None, what: str) -> Iterator[Twin]:
+    """Copy the published store at ``source`` whole to a local folder (under ``workdir``, or a temporary one),
+    and point the read caches (``$LEVE_READ_CACHE``) at an empty folder there, so a bucket reader's first epoch
+    is cold; the cache's bound: ``cache_bytes``, default twice the store's size. ``what``: the command, for
+    the error lines."""
     bucket = open_store(source, cache_bytes=0)  # the manifest and the build are checked here
     store_bytes, objects = usage(bucket.path)
     bound = int(cache_bytes) if cache_bytes is not None else 2 * store_bytes
     tmp = tempfile.TemporaryDirectory(prefix="leve-bench-bucket-") if workdir is None else None
     work = Path(tmp.name) if tmp else Path(str(workdir))
     work.mkdir(parents=True, exist_ok=True)
+    previous = os.environ.get(CACHE_ENV)
     try:
         local = work / "local" / bucket.path.rstrip("/").rsplit("/", 1)[-1]
         fs, root = filesystem(bucket.path)
@@ -112,52 +148,56 @@ def run(source: str, samples: int = 48, workers: int = 2, epochs: int = 3, split
         except Exception as exc:
             raise remote_error(bucket.path, exc) from exc
         copy_s = time.perf_counter() - t0
-        previous = os.environ.get(CACHE_ENV)
         os.environ[CACHE_ENV] = str(work / "reads")  # an empty cache: the first epoch is cold
-        try:
-            cached = open_store(bucket.path, cache_bytes=bound)
-            if cached.cache is None:
-                raise LeveError(f"bench io --source: a read-through cache of {bound} bytes is off; give --cache-bytes > 0")
-            remote_split, local_split = cached.split(split), open_store(local).split(split)
-            n = min(samples, len(local_split))
-            if n < 1:
-                raise LeveError(f"{bucket.path}: split '{split}' has no samples")
-            rng = np.random.default_rng(0)
-            order = [[int(i) for i in rng.permutation(len(local_split))[:n]] for _ in range(epochs)]
-            rates = _epochs({"bucket": remote_split, "local": local_split}, order, workers)
-        finally:
-            if previous is None:
-                os.environ.pop(CACHE_ENV, None)
-            else:
-                os.environ[CACHE_ENV] = previous
-        result: dict[str, Any] = {
-            "benchmark": "io-bucket",
-            "source": bucket.path,
-            "split": split,
-            "samples_per_epoch": n,
-            "epochs": epochs,
-            "workers": workers,
-            "store_bytes": store_bytes,
-            "store_objects": objects,
-            "local_copy_bytes": disk_usage(local)[0],
-            "local_copy_seconds": copy_s,
-            "cache_bytes": bound,
-            "readers": {},
-        }
-        for name, per_epoch in rates.items():
-            later = per_epoch[1:]
-            result["readers"][name] = {
-                "samples_per_s_per_epoch": per_epoch,
-                "first_epoch_samples_per_s": per_epoch[0],
-                # samples over seconds across the later epochs (each epoch reads the same number of samples)
-                "later_epochs_samples_per_s": len(later) / sum(1.0 / r for r in later),
-            }
-        b, loc = result["readers"]["bucket"], result["readers"]["local"]
-        result["ratio_first_epoch"] = b["first_epoch_samples_per_s"] / loc["first_epoch_samples_per_s"]
-        result["ratio_later_epochs"] = b["later_epochs_samples_per_s"] / loc["later_epochs_samples_per_s"]
-        result["goal"] = f"bucket (with the read-through cache) / local disk >= {GOAL} from the second epoch on"
-        result["meets_goal"] = result["ratio_later_epochs"] >= GOAL
-        return result
+        if open_store(bucket.path, cache_bytes=bound).cache is None:
+            raise LeveError(f"{what}: a read-through cache of {bound} bytes is off; give --cache-bytes > 0")
+        yield Twin(bucket.path, local, store_bytes, objects, copy_s, bound)
     finally:
+        if previous is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = previous
         if tmp:
             tmp.cleanup()
+
+
+def epoch_order(size: int, samples: int, epochs: int) -> list[list[int]]:
+    """The samples of each epoch: ``samples`` of a split of ``size``, a new random order per epoch (seed 0)."""
+    rng = np.random.default_rng(0)
+    return [[int(i) for i in rng.permutation(size)[:samples]] for _ in range(epochs)]
+
+
+def compare(rates: dict[str, list[float]]) -> dict[str, Any]:
+    """Per reader its samples/s per epoch, the first epoch's and the later epochs' (samples over seconds
+    across them), and the ratios bucket / local of both, against :data:`GOAL`."""
+    result: dict[str, Any] = {"readers": {}}
+    for name, per_epoch in rates.items():
+        later = per_epoch[1:]
+        result["readers"][name] = {
+            "samples_per_s_per_epoch": per_epoch,
+            "first_epoch_samples_per_s": per_epoch[0],
+            # samples over seconds across the later epochs (each epoch reads the same number of samples)
+            "later_epochs_samples_per_s": len(later) / sum(1.0 / r for r in later),
+        }
+    b, loc = result["readers"]["bucket"], result["readers"]["local"]
+    result["ratio_first_epoch"] = b["first_epoch_samples_per_s"] / loc["first_epoch_samples_per_s"]
+    result["ratio_later_epochs"] = b["later_epochs_samples_per_s"] / loc["later_epochs_samples_per_s"]
+    result["goal"] = f"bucket (with the read-through cache) / local disk >= {GOAL} from the second epoch on"
+    result["meets_goal"] = result["ratio_later_epochs"] >= GOAL
+    return result
+
+
+def run(source: str, samples: int = 48, workers: int = 2, epochs: int = 3, split: str = "train",
+        cache_bytes: int | None = None, workdir: Path | None = None) -> dict[str, Any]:
+    """Measure the bucket store at ``source`` against its local copy; returns the JSON-ready result."""
+    if epochs < 2:
+        raise LeveError(f"bench io --source: --repeats must be >= 2 (the first epoch and later ones), got {epochs}")
+    with bucket_twin(source, cache_bytes, workdir, "bench io --source") as twin:
+        remote_split = open_store(twin.url, cache_bytes=twin.cache_bytes).split(split)
+        local_split = open_store(twin.local).split(split)
+        n = min(samples, len(local_split))
+        if n < 1:
+            raise LeveError(f"{twin.url}: split '{split}' has no samples")
+        rates = _epochs({"bucket": remote_split, "local": local_split}, epoch_order(len(local_split), n, epochs), workers)
+        return {"benchmark": "io-bucket", "source": twin.url, "split": split, "samples_per_epoch": n, "epochs": epochs,
+                "workers": workers, **twin.fields(), **compare(rates)}

@@ -17,6 +17,10 @@ the data loader keeps up.
    worker's CPU time per sample with the checks and without, side by side in one process.
    Goal: checked / unchecked <= 1.05.
 Store: NYU-sized 480x640 samples, resized to the training resolution as in ``leve train``.
+
+With ``--source s3://.../x.zarr`` (:func:`bucket_bench`) it measures instead the training loader on a bucket
+store, through the read-through cache, against the same loader on its local copy in the same run, epoch by
+epoch (goal: >= 0.9x from the second epoch on; the first epoch reported too).
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ import torch
 import torch.nn.functional as F
 
 from leve.bench import report_header
+from leve.bench.bucket_io import bucket_twin, compare, epoch_order, take_turns
 from leve.bench.teacher import NYU_SIZE, make_nyu_like_store, make_store
 from leve.datasets.nyu import MAX_DEPTH
 from leve.device import resolve_device
+from leve.errors import LeveError
 from leve.models.registry import create_model
 from leve.processes import DiesWithParent
 from leve.store.reader import open_split
@@ -428,3 +434,58 @@ def run_bench(steps: int = 3, batch_size: int = 8, size: tuple[int, int] = (240,
         "checksums_goal": "<= 1.05: checking every chunk's crc32c costs at most 5 % of a loader worker's time per sample",
         "loader_jpeg_store": jpeg,
     }
+
+
+class _Batches:
+    """A batch sampler whose batches (lists of ``(epoch, index)`` keys) are set before each pass."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def __iter__(self) -> Any:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _train_pass(data: DepthDataset, batch_size: int, workers: int) -> Callable[[int, list[int]], None]:
+    """One epoch of the training loader as ``leve train`` builds it (shared batches, persistent workers): a
+    function that loads the given samples of an epoch, in order, ``batch_size`` at a time. Its workers are
+    started (an empty pass) before it is returned, so their start-up is in no timed epoch."""
+    sampler = _Batches()
+    loader = SharedBatchLoader(data, sampler, batch_size, workers, worker_init_fn=DiesWithParent())
+    for _ in loader:
+        pass
+
+    def run(epoch: int, indices: list[int]) -> None:
+        sampler.batches = [[(epoch, i) for i in indices[b:b + batch_size]] for b in range(0, len(indices), batch_size)]
+        for _ in loader:
+            pass
+    return run
+
+
+def bucket_bench(source: str, samples: int = 64, workers: int = 2, epochs: int = 3, batch_size: int = 8,
+                 size: tuple[int, int] = (240, 320), cache_bytes: int | None = None, split: str = "train",
+                 workdir: Path | None = None) -> dict[str, Any]:
+    """``leve bench train --source URL``: samples/s of the training loader (:class:`DepthDataset` into shared
+    batches, as ``leve train`` loads: RGB read, checked, decoded and resized in the workers, depth read at the
+    stored size) from the bucket store at ``source`` through the read-through cache (empty at the start) over
+    the same loader from its local copy, epoch by epoch, taking turns, on the same samples in the same order
+    (:mod:`leve.bench.bucket_io`); the first epoch apart from the later ones."""
+    if epochs < 2:
+        raise LeveError(f"bench train --source: --epochs must be >= 2 (the first epoch and later ones), got {epochs}")
+    with bucket_twin(source, cache_bytes, workdir, "bench train --source") as twin:
+        sets = {name: DepthDataset(store, split, size, augment=AugmentConfig(), seed=0, decode="full", rgb_uint8=True,
+                                   targets="device", cache_bytes=twin.cache_bytes)
+                for name, store in (("bucket", twin.url), ("local", twin.local))}
+        n = min(samples, len(sets["local"]))
+        if n < 1:
+            raise LeveError(f"{twin.url}: split '{split}' has no samples")
+        passes = {name: _train_pass(data, batch_size, workers) for name, data in sets.items()}
+        rates = take_turns(passes, epoch_order(len(sets["local"]), n, epochs))
+        return {**report_header("train-bucket", torch.device("cpu")),
+                "loader": "leve train's: DepthDataset (RGB decoded and resized, depth at the stored size) into shared "
+                          "batches, persistent workers",
+                "source": twin.url, "split": split, "input": list(size), "batch_size": batch_size,
+                "samples_per_epoch": n, "epochs": epochs, "workers": workers, **twin.fields(), **compare(rates)}

@@ -57,8 +57,21 @@ def bench_train(
     resolution: str = resolution_option("Training size", default=size_text(BENCH_SIZE)),
     workers: int = typer.Option(2, "--workers", help="DataLoader processes for the loader-throughput part."),
     device: str = device_option(None),
+    source: str = typer.Option(None, "--source", help="A store in a bucket (s3://bucket/prefix/x.zarr): instead, the "
+                               "training loader's samples/s from it through the read-through cache / from its local "
+                               "copy, per epoch, taking turns (the first epoch reported apart)."),
+    epochs: int = typer.Option(3, "--epochs", help="With --source: epochs, the first reported apart from the later ones."),
+    samples: int = typer.Option(64, "--samples", help="With --source: samples per epoch (at most the split's)."),
+    cache_bytes: int = typer.Option(None, "--cache-bytes", help="With --source: the read-through cache's bound in "
+                                    "bytes; none: twice the store's size."),
 ) -> None:
-    """Seconds per training step: plain, KD from the cache, KD with the teacher online; loader rate."""
+    """Seconds per training step: plain, KD from the cache, KD with the teacher online; loader rate. With
+    --source: the training loader on a bucket store against its local copy."""
+    if source is not None:
+        from leve.bench.train import bucket_bench
+
+        write_json(bucket_bench(source, samples, workers, epochs, batch_size, parse_size(resolution), cache_bytes), out)
+        return
     from leve.bench.train import run_bench
 
     result = run_bench(steps=steps, batch_size=batch_size, size=parse_size(resolution), workers=workers, device=device)
