@@ -33,7 +33,7 @@ def train(
     batch_size: int = batch_size_option("train.batch_size", "Global batch (split over torchrun processes)"),
     device: str = device_option("train.device"),
     out: Path = typer.Option(None, "--out", show_default=False,
-                             help=f"Folder of best.pt and last.pt {from_params('train.out_dir')}."),
+                             help=f"Folder (or bucket prefix: s3://...) of best.pt and last.pt {from_params('train.out_dir')}."),
     sets: list[str] = set_option("train"),
     params: Path = params_option("train"),
     restart: bool = typer.Option(False, "--restart", help="Start over even if last.pt could be continued."),

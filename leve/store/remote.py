@@ -387,3 +387,14 @@ def fetch_object(url: str, what: str = "object") -> Path:
                 pass
     return target
 
+
+
+def upload_file(local: Path, url: str) -> None:
+    """Put the local file ``local`` at ``url`` in one atomic write: a reader sees the previous object or the new
+    one whole, never part of it (an S3 PUT, or a multipart upload, which appears only once completed)."""
+    fs, key = filesystem(url)
+    try:
+        fs.put_file(str(local), key)
+        fs.invalidate_cache(key)
+    except Exception as exc:
+        raise remote_error(url, exc) from exc

@@ -159,7 +159,7 @@ class TrainConfig:
     amp: str = param()  # autocast dtype on CUDA: bfloat16 | float16 | float32 (CPU: float32)
     channels_last: bool = param()  # on CUDA
     compile: bool = param()  # torch.compile the model
-    out_dir: Path = param()
+    out_dir: Path = param(url=True)  # a folder, or a bucket prefix: written locally, each checkpoint uploaded
     log_dir: Path = param()
 
     def __post_init__(self) -> None:

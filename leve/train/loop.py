@@ -13,7 +13,7 @@ import json
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +165,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 class Trainer:
     """Holds the pieces of one run; :meth:`run` is the loop."""
+
+    # called on process 0 with each checkpoint file just written or removed (train.out_dir at a URL: the
+    # stage uploads it, leve.train.mirror); None for a local out_dir
+    mirror: Callable[[Path], None] | None = None
 
     def __init__(self, cfg: TrainConfig, expected_teacher: str | None = None, show_progress: bool = True,
                  expected_crops: int | None = None) -> None:
@@ -363,6 +367,7 @@ class Trainer:
         """Load ``last.pt`` when it belongs to this run's params; True when resumed."""
         if restart and self.layout.main:
             self.best_path.unlink(missing_ok=True)
+            self._mirrored(self.best_path)
         if restart or not self.last_path.exists():
             return False
         _, state = read_state(self.last_path)
@@ -370,6 +375,7 @@ class Trainer:
             if self.layout.main:
                 console.print(f"{self.last_path}: written with other params, data or training code; starting over")
                 self.best_path.unlink(missing_ok=True)  # never leave another run's best behind
+                self._mirrored(self.best_path)
             dist_.barrier(self.layout)
             return False
         self.position = load_state(self.last_path, self.model, self._objects())
@@ -385,6 +391,7 @@ class Trainer:
         save_state(self.last_path, self.model, self.cfg.model, self.max_depth, self.cfg.resolution,
                    self._objects(), self.position, self.hash, self._depth_kind())
         self._saved_at = time.monotonic()
+        self._mirrored(self.last_path)
 
     def _checkpoint_due(self) -> bool:
         """``checkpoint_every`` steps or ``checkpoint_minutes`` since the last save; never at the last step,
@@ -413,7 +420,14 @@ class Trainer:
                  "train_config": config_dict(self.cfg), "decode": self.decode, "dataset": self.cfg.dataset, **self._depth_kind()}
         extra["lineage"] = self.lineage
         save_checkpoint(self.best_path, self.model, self.cfg.model, self.max_depth, extra, self.cfg.resolution)
-        write_model_card(self.best_path)  # MODEL_CARD.md beside best.pt
+        card = write_model_card(self.best_path)  # MODEL_CARD.md beside best.pt
+        self._mirrored(self.best_path, card)
+
+    def _mirrored(self, *paths: Path) -> None:
+        """Tell :attr:`mirror` (when there is one) of files just written or removed."""
+        if self.mirror is not None:
+            for path in paths:
+                self.mirror(path)
 
     # ------------------------------------------------------------------ validation
 
@@ -583,10 +597,13 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, expected_teacher: str | None = None, restart: bool = False,
-          stop_after: int | None = None, show_progress: bool = True, expected_crops: int | None = None) -> TrainResult:
+          stop_after: int | None = None, show_progress: bool = True, expected_crops: int | None = None,
+          mirror: Callable[[Path], None] | None = None) -> TrainResult:
     """Build a :class:`Trainer` and run it (joining torchrun's process group when launched by it).
-    ``expected_crops``: the ``teacher.crops`` a cache must have been built with (None: any)."""
+    ``expected_crops``: the ``teacher.crops`` a cache must have been built with (None: any). ``mirror``:
+    :attr:`Trainer.mirror`."""
     trainer = Trainer(cfg, expected_teacher, show_progress, expected_crops)
+    trainer.mirror = mirror
     try:
         return trainer.run(restart=restart, stop_after=stop_after)
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,14 @@ def run(overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE
         stop_after: int | None = None, show_progress: bool = True) -> Any:
     """Train (or continue training) the student as configured; returns the :class:`TrainResult`."""
     from leve.train.loop import train
+    from leve.train.mirror import out_at_url
 
     cfg = config(overrides, params_file)
     teacher = expected_teacher(cfg.dataset, params_file) if cfg.kd.eps > 0 else None
     crops = expected_crops(cfg.dataset, params_file) if cfg.kd.eps > 0 else None
-    with _sole_writer(cfg.out_dir):
-        return train(cfg, expected_teacher=teacher, restart=restart, stop_after=stop_after, show_progress=show_progress,
-                     expected_crops=crops)
+    with out_at_url(cfg.out_dir, restart) as (out_dir, mirror), _sole_writer(out_dir):  # a URL: a local folder, uploaded
+        return train(replace(cfg, out_dir=out_dir), expected_teacher=teacher, restart=restart, stop_after=stop_after,
+                     show_progress=show_progress, expected_crops=crops, mirror=mirror)
 
 
 @contextmanager
