@@ -46,6 +46,8 @@ def teacher_cache(
     sets: list[str] = set_option("teacher"),
     params: Path = params_option("teacher"),
     force: bool = typer.Option(False, "--force", help="Recompute even if an up-to-date cache exists."),
+    out: str = typer.Option(None, "--out", help="The cache: a folder or a bucket URL such as "
+                            "s3://bucket/prefix/<dataset>.zarr (default: <paths.teacher_cache>/<dataset>.zarr)."),
 ) -> None:
     """Run the Depth-Anything teacher once over a dataset split and store normalised maps.
 
@@ -63,7 +65,8 @@ def teacher_cache(
         "workers": workers,
     }
     overrides = merge_options(sets, options)
-    for result in stage.run(dataset or default_dataset(params), overrides, params_file=params, shard=shard, force=force):
+    for result in stage.run(dataset or default_dataset(params), overrides, params_file=params, shard=shard, force=force,
+                            out=out):
         console.print(result.summary())
 
 

@@ -392,7 +392,12 @@ def verify_store(path: str | Path, bar: Any = None) -> tuple[list[Bad], dict[str
     store = Files(path)
     _, arrays, bad = store_arrays(str(path), store)
     url = location(path) if url_of(path) is not None else None
-    if isinstance(url, str):  # a bucket store is published whole only with its manifest (leve.store.remote)
+    if isinstance(url, str) and _root_attributes(url).get("kind") == "teacher-cache":  # a manifest per split
+        for split in store.groups():  # (leve.teacher.cache.bucket: each split is published on its own)
+            manifest = read_manifest(f"{url.rstrip('/')}/{split}")
+            if (manifest or {}).get("fingerprint") != _attributes(store, split).get("identity_fingerprint"):
+                bad.append(Bad(split, MANIFEST, "no manifest, or another build's: the split's publish did not finish"))
+    elif isinstance(url, str):  # a bucket store is published whole only with its manifest (leve.store.remote)
         manifest = read_manifest(url)
         if manifest is None:
             bad.append(Bad("", MANIFEST, "no manifest: the store's upload or publish did not finish"))
@@ -420,6 +425,14 @@ def verify_store(path: str | Path, bar: Any = None) -> tuple[list[Bad], dict[str
         nbytes += read
     counts = {"arrays": len(arrays), "chunk_files": sum(f for _, f in arrays), "samples": total, "bytes": nbytes}
     return bad, counts
+
+
+def _attributes(store: Files, group: str) -> dict[str, Any]:
+    """The attributes of group ``group`` of ``store``; {} when unreadable."""
+    try:
+        return dict(store.json(f"{group}/zarr.json").get("attributes", {}))
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def written_files(split_dir: Path, arrays: Iterable[str]) -> dict[str, int]:

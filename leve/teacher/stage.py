@@ -30,8 +30,8 @@ class Config:
     workers: int = param()  # DataLoader processes decoding and resizing images
     block_size: int = param()  # samples per shard file / resumption unit
     crops: int = param()  # local crops per image cached beside the global map (cross-context distillation; 0: none)
-    data_dir: Path = param()
-    out_dir: Path = param()
+    data_dir: Path = param(url=True)  # paths.stores: a folder, or a bucket prefix (s3://bucket/prefix)
+    out_dir: Path = param(url=True)  # paths.teacher_cache: a folder, or a bucket prefix
 
 
 def config(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE) -> Config:
@@ -54,8 +54,10 @@ def run(
     shard: str | None = None,
     force: bool = False,
     show_progress: bool = True,
+    out: str | Path | None = None,
 ) -> list[Any]:
-    """Cache the teacher for each configured split of ``dataset``; returns one result per split."""
+    """Cache the teacher for each configured split of ``dataset``; returns one result per split. ``out``: the
+    cache (a folder or a URL) instead of ``<out_dir>/<dataset>.zarr``."""
     from leve.teacher.cache.build import build_teacher_cache, parse_shard
     from leve.teacher.loading import load_teacher
 
@@ -74,7 +76,7 @@ def run(
         results.append(
             build_teacher_cache(
                 cfg.data_dir / f"{dataset}.zarr",
-                cfg.out_dir / f"{dataset}.zarr",
+                cfg.out_dir / f"{dataset}.zarr" if out is None else out,
                 split,
                 teacher,
                 batch_size=cfg.batch_size,

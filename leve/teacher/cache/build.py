@@ -29,6 +29,9 @@ A split is built in ``<path>.<split>.partial`` with the block machinery of
 or by several shards that take disjoint blocks. Whoever finds every block done gathers
 the per-sample statistics, marks the split complete and moves it into the final store, so
 the final store only ever holds complete splits.
+
+A cache at a URL (``s3://bucket/prefix/<dataset>.zarr``) is written by :mod:`leve.teacher.cache.bucket`:
+each shard stages its blocks in the bucket, and the last to finish publishes the split with a manifest.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from leve.progress import console, progress_bar
 from leve.store.builder import SplitWriter, StoreBuilder
 from leve.store.format import ArraySpec, SplitSpec, fingerprint
 from leve.store.reader import Split, Store, disk_usage, open_store
+from leve.store.remote import location
 from leve.teacher.cache.crops import CROPS_BOXES, CROPS_DISPARITY, crop_boxes, crop_map_size, crops_identity
 from leve.teacher.cache.read import CACHE_FORMAT, CACHE_META, METRIC_UNITS, PLAIN, PLAIN_META, dataset_identity
 from leve.teacher.infer import METRIC_NORMALISATION, NORMALISATION, RESIZE_MODE, TeacherRunner, normalise
@@ -127,7 +131,7 @@ def _identity_fingerprint(identity: dict[str, Any]) -> str:
 
 @dataclass
 class CacheResult:
-    path: Path
+    path: Path | str  # a local cache's folder, or its URL
     split: str
     samples: int
     written: int
@@ -149,6 +153,8 @@ class CacheResult:
         head = f"{where}{shard}: {self.written} images in {self.seconds:.1f} s ({rate:.2f} images/s)"
         if self.complete:
             return f"{head}; complete, {self.samples} images, {self.bytes / 1e6:.1f} MB"
+        if self.notes:
+            return f"{head}; {'; '.join(self.notes)}"
         return f"{head}; {self.pending_elsewhere} block(s) left to other shards (the last one completes it)"
 
 
@@ -278,26 +284,18 @@ def build_teacher_cache(
     identity = cache_identity(teacher, dataset_identity(store, data), runner.amp, tta, runner.preprocess == "device",
                               crops=crops)
     identity_fp = _identity_fingerprint(identity)
-    out = Path(out_path)
     n = len(data)
+    where = location(out_path)  # a URL is never a local path (no folder named `s3:`)
+    if isinstance(where, str):  # a bucket: staged blocks, then a manifest (leve.teacher.cache.bucket)
+        return _build_in_bucket(where, runner, data, _split_spec(split, n, identity, identity_fp, tta, crops),
+                                block_size=block_size, shard=shard, force=force, max_blocks=max_blocks,
+                                batch_size=batch_size, workers=workers, show_progress=show_progress, crops=crops)
+    out = where
     if not force and split_is_current(out, split, identity_fp):
         return CacheResult(out, split, n, 0, 0.0, disk_usage(out / split)[0], True, True, shard)
     staging = out.with_name(f"{out.name}.{split}")
     lock = out.with_name(f"{out.name}.{split}.lock")
-    height, width = identity["dataset"]["array_shape"]
-    names = ["disparity", PLAIN] if tta == "flip" else ["disparity"]
-    arrays = {k: ArraySpec((height, width), "float16", CODEC) for k in names}
-    if crops > 0:
-        arrays[CROPS_DISPARITY] = ArraySpec((crops, *crop_map_size((height, width))), "float16", CODEC)
-        arrays[CROPS_BOXES] = ArraySpec((crops, 4), "int32", "zstd")
-    spec = SplitSpec(
-        name=split,
-        length=n,
-        arrays=arrays,
-        meta={**CACHE_META, **(PLAIN_META if tta == "flip" else {})},
-        attrs={**identity, "identity_fingerprint": identity_fp, "leve_version": __version__},
-        meta_group="",
-    )
+    spec = _split_spec(split, n, identity, identity_fp, tta, crops)
     # one process per shard (two would write the same blocks, or --force would delete the other's work)
     with exclusive_writer(out / split, lock=out.with_name(f"{out.name}.{split}.{shard[0]}-of-{shard[1]}.lock")):
         with _lock(lock):
@@ -326,6 +324,39 @@ def build_teacher_cache(
         result.complete = True
         result.bytes = disk_usage(out / split)[0]
         return result
+
+
+def _split_spec(split: str, n: int, identity: dict[str, Any], identity_fp: str, tta: str, crops: int) -> SplitSpec:
+    """The arrays, statistics and attributes of one cached split."""
+    height, width = identity["dataset"]["array_shape"]
+    names = ["disparity", PLAIN] if tta == "flip" else ["disparity"]
+    arrays = {k: ArraySpec((height, width), "float16", CODEC) for k in names}
+    if crops > 0:
+        arrays[CROPS_DISPARITY] = ArraySpec((crops, *crop_map_size((height, width))), "float16", CODEC)
+        arrays[CROPS_BOXES] = ArraySpec((crops, 4), "int32", "zstd")
+    return SplitSpec(
+        name=split,
+        length=n,
+        arrays=arrays,
+        meta={**CACHE_META, **(PLAIN_META if tta == "flip" else {})},
+        attrs={**identity, "identity_fingerprint": identity_fp, "leve_version": __version__},
+        meta_group="",
+    )
+
+
+def _build_in_bucket(url: str, runner: TeacherRunner, data: Split, spec: SplitSpec, *, block_size: int,
+                     shard: tuple[int, int], force: bool, max_blocks: int | None, batch_size: int, workers: int,
+                     show_progress: bool, crops: int) -> CacheResult:
+    """This shard's part of the cache at a URL (:mod:`leve.teacher.cache.bucket`)."""
+    from leve.teacher.cache.bucket import build_in_bucket
+
+    def run(writer: SplitWriter, blocks: list[int]) -> tuple[int, float]:
+        return _run_blocks(runner, data, writer, blocks, batch_size, workers, show_progress, crops)
+
+    done = build_in_bucket(url, spec, str(spec.attrs["identity_fingerprint"]), block_size=block_size, shard=shard,
+                           force=force, max_blocks=max_blocks, run=run)
+    return CacheResult(url, spec.name, spec.length, done.written, done.seconds, done.bytes, done.complete,
+                       done.up_to_date, shard, done.pending_elsewhere, runner.teacher.licence, done.notes)
 
 
 def _run_blocks(

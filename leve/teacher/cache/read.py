@@ -13,7 +13,8 @@ from leve.errors import LeveError
 from leve.store.fastread import shard_reader
 from leve.store.format import fingerprint
 from leve.store.integrity import WRITTEN, damaged, open_group, read_error, reading
-from leve.store.reader import Split, Store, open_store
+from leve.store.reader import Split, Store, open_store, read_cache
+from leve.store.remote import MANIFEST, location, read_manifest, url_of
 from leve.teacher.loading import canonical_model_id
 
 # 2: store format 2 (every chunk checksummed and written, what was written recorded); 1: no checksums
@@ -52,17 +53,31 @@ def dataset_identity(store: Store, split: Split) -> dict[str, Any]:
     }
 
 
-class TeacherCache:
-    """Read access to one cached split, aligned with its dataset split."""
+def cache_place(path: str | Path) -> str:
+    """Where a cache is, as text: a local path as given, a URL as the URL (also one a ``Path`` folded: ``s3:/b/k``)."""
+    return str(location(path)) if url_of(path) is not None else str(path)
 
-    def __init__(self, path: str | Path, split: str, data: Split) -> None:
-        self.path = str(path)
+
+class TeacherCache:
+    """Read access to one cached split, aligned with its dataset split. At a URL, ``cache_bytes`` bounds a local
+    read-through cache of its shard files as for a store (:func:`leve.store.reader.read_cache`; None:
+    ``$LEVE_READ_CACHE_BYTES``)."""
+
+    def __init__(self, path: str | Path, split: str, data: Split, cache_bytes: int | None = None) -> None:
+        self.path = cache_place(path)
         self.name = split
         self.data = data
         with self._reading("zarr.json"):
             self.group = open_group(self.path)[split]
             self.attrs: dict[str, Any] = dict(self.group.attrs)
         check_format(self.path, split, self.attrs)
+        remote = "://" in self.path
+        # a bucket cache's shard files through the stores' read-through cache, named by the build's fingerprint
+        self.cache = (read_cache(self.path, {"fingerprint": self.attrs.get("identity_fingerprint")}, cache_bytes)
+                      if remote else None)
+        if self.cache is not None:
+            with self._reading("zarr.json"):
+                self.group = open_group(self.path, self.cache)[split]
         self.written: dict[str, int] = self.attrs[WRITTEN]
         with self._reading("raw_min"):
             self.raw_min = np.asarray(self.group["raw_min"][:])
@@ -73,16 +88,15 @@ class TeacherCache:
         if not len(self.raw_min) == len(self.raw_max) == len(self.zero) == len(data):
             raise damaged(self.path, f"{split}/raw_max", f"holds {len(self.raw_max)} values, the split {len(data)} samples")
         # one pread + one decompression per map where the layout allows (Zarr's generic read costs ~1 ms)
-        local = Path(self.path).is_dir()
-        self._fast = shard_reader(Path(self.path) / split / "disparity", self.path) if local else None
+        local = not remote and Path(self.path).is_dir()
+        self._fast = self._shard_reader("disparity", local)
         self.has_plain = PLAIN in self.written
         self.depth_kind = cache_depth_kind(self.attrs)
-        self._fast_plain = shard_reader(Path(self.path) / split / PLAIN, self.path) if self.has_plain and local else None
+        self._fast_plain = self._shard_reader(PLAIN, local) if self.has_plain else None
         from leve.teacher.cache.crops import CROPS_BOXES, CROPS_DISPARITY, cached_crops
 
         self.crops = cached_crops(self.attrs)  # local crops per image (cross-context distillation; 0: none)
-        self._fast_crops = (shard_reader(Path(self.path) / split / CROPS_DISPARITY, self.path)
-                            if self.crops and local else None)
+        self._fast_crops = self._shard_reader(CROPS_DISPARITY, local) if self.crops else None
         if self._fast_crops is not None:  # its error lines name the array from the split down
             self._fast_crops.array = f"{split}/{CROPS_DISPARITY}"
         self._crop_names = (CROPS_DISPARITY, CROPS_BOXES)
@@ -92,6 +106,17 @@ class TeacherCache:
     def _reading(self, array: str, sample: int | None = None) -> contextlib.AbstractContextManager[None]:
         """Errors while reading ``array`` of this split become one line naming it (:func:`reading`)."""
         return reading(self.path, f"{self.name}/{array}", sample)
+
+    def _shard_reader(self, array: str, local: bool) -> Any:
+        """The direct reader of ``array`` (one pread per map): on the local files, on a bucket cache's cached shard
+        files (with a read-through cache), else None (Zarr reads it)."""
+        if local:
+            return shard_reader(Path(self.path) / self.name / array, self.path)
+        if self.cache is not None:
+            from leve.store.cachedread import cached_shard_reader
+
+            return cached_shard_reader(self.path, self.name, array, self.cache)
+        return None
 
     def _map(self, array: str, i: int) -> np.ndarray:
         """Sample ``i`` of ``disparity`` or ``disparity_plain`` at the stored size, through Zarr."""
@@ -184,7 +209,9 @@ def check_cache_matches(
     (built from another dataset store or split) or from another teacher than expected."""
     store = _as_store(dataset_store)
     data = store.split(split)
+    path = cache_place(path)
     where = f"{path}/{split}"
+    manifest = _published(path, split) if "://" in path else None
     try:
         root = open_group(str(path))
     except FileNotFoundError:
@@ -201,6 +228,9 @@ def check_cache_matches(
     if not attrs.get("complete"):
         raise LeveError(f"{where}: teacher cache is incomplete; rerun `leve teacher-cache --split {split}`")
     check_format(str(path), split, attrs)
+    if manifest is not None and manifest.get("fingerprint") != attrs.get("identity_fingerprint"):
+        raise LeveError(f"{where}: its {MANIFEST} and zarr.json are of different builds (a publish was interrupted); "
+                        f"rerun `leve teacher-cache --split {split} --out {path}`")
     want = dataset_identity(store, data)
     have = attrs.get("dataset", {})
     for key in ("name", "fingerprint", "split", "length"):
@@ -221,6 +251,16 @@ def check_cache_matches(
     return attrs
 
 
+def _published(url: str, split: str) -> dict[str, Any]:
+    """The manifest of split ``split`` of the bucket cache at ``url`` (:mod:`leve.teacher.cache.bucket`); a split
+    whose upload or publish did not finish (or that is being replaced) is refused in one line."""
+    manifest = read_manifest(f"{url.rstrip('/')}/{split}")
+    if manifest is None:
+        raise LeveError(f"{url}/{split}: no {MANIFEST}: the teacher cache's upload did not finish, it is being "
+                        f"replaced or it was never written; run `leve teacher-cache --split {split} --out {url}`")
+    return manifest
+
+
 def open_teacher_cache(
     path: str | Path,
     split: str,
@@ -228,8 +268,10 @@ def open_teacher_cache(
     expected_model: str | None = None,
     expected_revision: str | None = None,
     expected_config_hash: str | None = None,
+    cache_bytes: int | None = None,
 ) -> TeacherCache:
-    """Open a cached split after :func:`check_cache_matches` accepts it."""
+    """Open a cached split after :func:`check_cache_matches` accepts it (at a URL: ``cache_bytes``, see
+    :class:`TeacherCache`)."""
     store = _as_store(dataset_store)  # opened once, shared with the check
     check_cache_matches(path, split, store, expected_model, expected_revision, expected_config_hash)
-    return TeacherCache(path, split, store.split(split))
+    return TeacherCache(path, split, store.split(split), cache_bytes)
