@@ -120,6 +120,12 @@ def test_a_bucket_cache_equals_its_local_twin_and_reads_back_the_same_maps(s3, s
     assert open_teacher_cache(Path(url), "train", store).path == url
     again = _build(store, fast_teacher_dir, url)
     assert again.up_to_date and again.written == 0 and again.complete
+    forced = _build(store, fast_teacher_dir, url, force=True)  # --force: computed and published again, the same
+    assert forced.complete and not forced.up_to_date and forced.written == len(SIZES)
+    assert {k: _untimed(k, v) for k, v in remote.items()} == {k: _untimed(k, v) for k, v in
+                                                               _objects(s3, "bkt/teacher/tiny.zarr").items()
+                                                               if k != f"train/{MANIFEST}"}
+    assert _leftovers(s3, "bkt/teacher/tiny.zarr") == []
 
 
 # --------------------------------------------------------------------------- shards
