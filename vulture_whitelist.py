@@ -39,6 +39,8 @@ _.inter_op_num_threads  # onnxruntime.SessionOptions
 _.graph_optimization_level  # onnxruntime.SessionOptions
 _.enable_profiling  # onnxruntime.SessionOptions (leve.models.runtime.profile_operators)
 _.profile_file_prefix  # onnxruntime.SessionOptions
+_.short_description  # coremltools MLModel (leve.export_mobile): saved into the .mlpackage description
+_.license  # coremltools MLModel (leve.export_mobile): saved into the .mlpackage metadata
 _.pix_fmt  # PyAV video stream's pixel format (leve.outputs.video): read by the encoder
 _.preserve_quotes  # ruamel.yaml round-trip setting (leve.pipeline.profiles, leve.pipeline.stages): read by its dumper
 _.MAX_IMAGE_PIXELS  # PIL.Image's decompression-bomb cap (leve.store.images): read by Image.open

@@ -1,5 +1,6 @@
-"""``leve export``: a checkpoint to ONNX, TorchScript, an OpenVINO IR or a Hugging Face folder (``hf``:
-:mod:`leve.models.hf`), verified against PyTorch after export.
+"""``leve export``: a checkpoint to ONNX, TorchScript, an OpenVINO IR, a Hugging Face folder (``hf``:
+:mod:`leve.models.hf`), LiteRT/TFLite or Core ML (:mod:`leve.export_mobile`), verified against PyTorch after
+export.
 
 A student distilled from a non-commercial teacher (its lineage's ``non_commercial``: Depth-Anything V2
 Base/Large, DepthPro) is exported, in any format, only with ``accept_noncommercial``
@@ -39,6 +40,13 @@ against PyTorch on calibration images at the export size and at a second size (t
 survive quantization): the mean absolute difference must stay below
 :data:`leve.models.runtime.INT8_TOLERANCE` of the output range (rounding to 256 levels moves single
 pixels far more than fp32 reordering, so the max is reported, not held to :data:`TOLERANCE`).
+
+``--format tflite`` (litert-torch, the ``tflite`` extra) writes ``<checkpoint stem>.tflite`` with a fixed
+``1x3xHxW`` input at the export size, the metadata as its flatbuffer metadata entry ``leve`` (JSON); it is
+run by LiteRT's interpreter on two inputs and held to :data:`TOLERANCE` like ONNX. ``--format coreml``
+(coremltools) writes the ML Program package ``<checkpoint stem>.mlpackage`` (fp32, fixed input), the
+metadata in its ``user_defined_metadata``; Core ML runs only on macOS, so its features and metadata are
+checked, not its numbers (the result's ``note`` says so).
 """
 
 from __future__ import annotations
@@ -63,9 +71,10 @@ from leve.models.lineage import Lineage
 from leve.models.runtime import DIGEST_KEY, INT8_SUFFIX, INT8_TOLERANCE, checkpoint_digest, export_onnx, quantize_int8
 from leve.params import PARAMS_FILE, resolved
 
-FORMATS = ("onnx", "torchscript", "hf", "openvino")
+FORMATS = ("onnx", "torchscript", "hf", "openvino", "tflite", "coreml")
 QUANTIZE = ("int8",)
-SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "int8": INT8_SUFFIX, "openvino": ".xml"}
+SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "int8": INT8_SUFFIX, "openvino": ".xml",
+          "tflite": ".tflite", "coreml": ".mlpackage"}
 OPENVINO_SECTION = "leve"  # an OpenVINO IR's rt_info section holding the metadata
 TOLERANCE = 1e-4  # max abs difference relative to the output's range
 TORCHSCRIPT_META = "leve.json"  # a TorchScript export's description (model_metadata), an extra file in its archive
@@ -132,13 +141,15 @@ class ExportResult:
     model: str
     checks: list[Check] = field(default_factory=list)
     quantize: str | None = None
+    note: str = ""  # what was not verified (Core ML: no numbers off macOS)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
     def max_abs_diff(self) -> float:
-        return max(c.max_abs_diff for c in self.checks)
+        """The largest difference from PyTorch over the checks; NaN when nothing was run (Core ML)."""
+        return max((c.max_abs_diff for c in self.checks), default=float("nan"))
 
 
 def require_licence(checkpoint: str | Path, info: CheckpointInfo, accept_noncommercial: bool) -> None:
@@ -160,6 +171,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None =
     for its model card), by default ``<checkpoint stem>-hf`` beside the checkpoint. ``quantize="int8"``
     (onnx only): the graph quantized on ``calibration`` (default :meth:`Calibration.from_params`), by default
     ``<checkpoint stem>.int8.onnx``. ``openvino``: an IR, by default ``<checkpoint stem>.xml`` (and ``.bin``).
+    ``tflite``: ``<checkpoint stem>.tflite``; ``coreml``: the package ``<checkpoint stem>.mlpackage``.
     A student of a non-commercial teacher needs ``accept_noncommercial`` (:func:`require_licence`)."""
     if fmt not in FORMATS:
         raise LeveError(f"unknown export format '{fmt}'; choose from {', '.join(FORMATS)}")
@@ -180,6 +192,11 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None =
     meta = model_metadata(model, info, size, checkpoint)
     if fmt == "openvino":
         return ExportResult(str(out), fmt, info.model, _export_openvino(model, size, out, opset, meta))
+    if fmt == "coreml":
+        from leve.export_mobile import export_coreml
+
+        note = export_coreml(model, _model_inputs(model, size)[0][:1], out, meta)
+        return ExportResult(str(out), fmt, info.model, [], note=note)
     if quantize:
         cal = calibration or Calibration.from_params()
         inputs = cal.inputs(size)  # before anything is written: a missing store is refused first
@@ -190,6 +207,9 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path | None =
             if quantize:
                 checks = _quantize_onnx(model, size, tmp, inputs, cal)
                 _require_close(checks, out, INT8_TOLERANCE, mean=True)
+        elif fmt == "tflite":
+            checks = _export_tflite(model, size, tmp, meta, out)
+            _require_close(checks, out)
         else:
             checks = _export_torchscript(model, size, tmp, meta)
             _require_close(checks, out)
@@ -298,6 +318,21 @@ def _export_openvino(model: nn.Module, size: tuple[int, int], out: Path, opset: 
         os.replace(xml.with_suffix(".bin"), out.with_suffix(".bin"))  # the weights first: the .xml names a whole IR
         os.replace(xml, out)
     return checks
+
+
+def _export_tflite(model: nn.Module, size: tuple[int, int], path: Path, meta: dict[str, str],
+                   out: Path) -> list[Check]:
+    """Convert at the export size (batch 1, fixed), write to ``path``, check that the metadata reads back and
+    run the file with LiteRT's interpreter on the two export-size images of :func:`_model_inputs` (its batch
+    of 2, one at a time) against PyTorch."""
+    from leve.export_mobile import export_tflite, tflite_metadata, tflite_outputs
+
+    xs = list(_model_inputs(model, size)[0].split(1))
+    export_tflite(model, xs[0], path, meta)
+    if tflite_metadata(path) != meta:
+        raise LeveError(f"{out}: the written .tflite lost its metadata")
+    with torch.inference_mode():
+        return [_check(model(x), got) for x, got in zip(xs, tflite_outputs(path, xs), strict=True)]
 
 
 def _quantize_onnx(model: nn.Module, size: tuple[int, int], path: Path, inputs: list[torch.Tensor],

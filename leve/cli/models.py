@@ -79,10 +79,10 @@ def predict(
 @app.command("export", cls=command(no_params=""))
 def export(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A leve checkpoint (.safetensors or .pt)."),
-    fmt: str = typer.Option("onnx", "--format", help="onnx, torchscript, openvino (an IR: .xml + .bin) or hf (a "
-                            "Hugging Face layout folder)."),
-    out: Path = typer.Option(None, "--out", help="Output file (openvino: the .xml) or hf folder (default next to "
-                             "the checkpoint; of a checkpoint at a URL, in the working folder)."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx, torchscript, openvino (an IR: .xml + .bin), hf (a "
+                            "Hugging Face layout folder), tflite (LiteRT) or coreml (an ML Program .mlpackage)."),
+    out: Path = typer.Option(None, "--out", help="Output file (openvino: the .xml), hf folder or .mlpackage "
+                             "(default next to the checkpoint; of a checkpoint at a URL, in the working folder)."),
     resolution: str = resolution_option("Size to trace at (default: the checkpoint's)"),
     opset: int = typer.Option(17, "--opset", help="ONNX opset."),
     metrics: list[Path] = typer.Option([], "--metrics", help="hf: `leve eval` metrics JSON for the card (repeatable)."),
@@ -101,7 +101,8 @@ def export(
                                               "refused without."),
 ) -> None:
     """Export to ONNX (dynamic batch and size; --quantize int8: statically quantized), TorchScript, an OpenVINO
-    IR or a Hugging Face folder, verified against PyTorch; the model's lineage (teacher, licence, data) and the
+    IR, a Hugging Face folder, LiteRT/TFLite or Core ML (fixed input size), verified against PyTorch (Core ML:
+    its features and metadata only, off macOS); the model's lineage (teacher, licence, data) and the
     checkpoint's digest go with it."""
     from leve.bench.model import parse_resolution
     from leve.errors import LeveError
@@ -121,7 +122,8 @@ def export(
     calibration = Calibration.from_params(calibration_store, calibration_split, calibration_images)
     result = export_checkpoint(checkpoint, fmt, out, size, opset, tuple(metrics), quantize, calibration,
                                accept_noncommercial)
-    console.print(f"wrote {result.path}; max abs diff vs PyTorch {result.max_abs_diff:.3g}")
+    console.print(f"wrote {result.path}; " + (f"max abs diff vs PyTorch {result.max_abs_diff:.3g}" if result.checks
+                                             else result.note))
     if push:
         from leve.models.hf import push_hf_folder
 

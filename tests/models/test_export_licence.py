@@ -57,7 +57,9 @@ def _refusal(checkpoint: Path) -> str:
     ("--format", "hf"),
     ("--format", "onnx", "--quantize", "int8"),
     ("--format", "hf", "--push", "someone/student", "--dry-run"),
-], ids=["onnx", "torchscript", "openvino", "hf", "int8", "push"])
+    ("--format", "tflite"),
+    ("--format", "coreml"),
+], ids=["onnx", "torchscript", "openvino", "hf", "int8", "push", "tflite", "coreml"])
 def test_every_export_of_a_non_commercial_student_needs_the_flag(nc_student, tmp_path, run_cli, args):
     before = sorted(p.name for p in nc_student.parent.iterdir())
     out = tmp_path / "out"

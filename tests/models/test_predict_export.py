@@ -106,8 +106,8 @@ def test_torchscript_export(tmp_path, small_checkpoint, run_cli):
 
 
 def test_export_refuses_unknown_format(tmp_path, small_checkpoint, run_cli):
-    res = run_cli("export", "--checkpoint", small_checkpoint, "--format", "tflite", "--out", tmp_path / "x")
-    assert res.code == 1 and "unknown export format 'tflite'" in res.stderr
+    res = run_cli("export", "--checkpoint", small_checkpoint, "--format", "caffe", "--out", tmp_path / "x")
+    assert res.code == 1 and "unknown export format 'caffe'" in res.stderr
     assert not list(tmp_path.iterdir())
 
 
