@@ -66,7 +66,7 @@ class Config:
     depth_bins: int = param()  # bins of the error-vs-depth plot
     data_dir: Path = param(url=True)  # paths.stores: a folder, or a bucket prefix (s3://bucket/prefix)
     read_cache_bytes: int | None = param()  # paths.read_cache_bytes: a bucket store's local read-through cache
-    teacher_dir: Path = param()
+    teacher_dir: Path = param(url=True)  # paths.teacher_cache: a folder, or a bucket prefix (s3://bucket/prefix)
     metrics_dir: Path = param()
     reports_dir: Path = param()
 
@@ -109,15 +109,25 @@ def checkpoint_of(cfg: Config) -> Path:
 
 
 def _open_teacher(cfg: Config, dataset: str, store: Any) -> tuple[Any, dict[str, Any] | None]:
-    """The teacher cache reader and its description, or (None, None) when absent/off."""
-    from leve.teacher.cache.read import open_teacher_cache
+    """The teacher cache reader and its description, or (None, None) when off, or when a local cache lacks the
+    split. A bucket cache (``paths.teacher_cache: s3://...``) is not looked for: its split must be published, and
+    one that is missing or half-written is refused in one line (a wrong URL, an unfinished upload or denied access
+    never quietly drops the teacher row)."""
+    from leve.teacher.cache.read import cache_place, open_teacher_cache
 
     path = cfg.teacher_dir / f"{dataset}.zarr"
-    if not cfg.teacher or not (path / cfg.split).exists():
+    place = cache_place(path)  # a local path as it is; a URL as the URL
+    if not cfg.teacher or ("://" not in place and not (path / cfg.split).exists()):
         return None, None
-    reader = open_teacher_cache(path, cfg.split, store)
+    try:
+        reader = open_teacher_cache(place, cfg.split, store, cache_bytes=cfg.read_cache_bytes)
+    except LeveError as exc:
+        if "://" not in place:
+            raise
+        raise LeveError(f"{exc} (eval.teacher: true scores the teacher row from this bucket cache; set "
+                        "eval.teacher false to score the student alone)") from None
     t = reader.attrs.get("teacher", {})
-    return reader, {"path": str(path), "model": t.get("model"), "revision": t.get("revision")}
+    return reader, {"path": place, "model": t.get("model"), "revision": t.get("revision")}
 
 
 def scored_split(store: Any, name: str) -> Any:
@@ -233,8 +243,10 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
                       batch_size=cfg.batch_size, device=device, examples=picks, depth_bins=cfg.depth_bins,
                       show_progress=show_progress, constant=constant.get("depth"))
     if teacher is not None and result.protocol.flip == "average" and result.protocol.teacher_flip == "none":
-        console.print(f"note: the teacher row is not flip-averaged as the student's is: {cfg.teacher_dir}/{dataset}.zarr "
-                      "was cached without teacher.tta: flip")
+        from leve.teacher.cache.read import cache_place
+
+        console.print(f"note: the teacher row is not flip-averaged as the student's is: "
+                      f"{cache_place(cfg.teacher_dir)}/{dataset}.zarr was cached without teacher.tta: flip")
     ckpt = {"path": info.path, "model": info.model, "max_depth": info.max_depth,
             "resolution": list(info.resolution)}
     if info.depth_kind != "metric":

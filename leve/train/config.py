@@ -39,7 +39,7 @@ class KDConfig:
     crops_weight: float = param()  # cross-context distillation's local-global term (leve.train.losses.kd_crops):
     # the student's map inside each cached crop box vs the teacher's map of that crop, per crop ssi; needs
     # teacher.crops > 0; added to the loss with this weight (0: off)
-    teacher_dir: Path = param()
+    teacher_dir: Path = param(url=True)  # paths.teacher_cache: a folder, or a bucket prefix (s3://bucket/prefix)
 
 
 @params_section("train.loss")

@@ -135,7 +135,8 @@ class DepthDataset(torch.utils.data.Dataset):
         if targets not in TARGETS:
             raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
         self.store, self.split_name, self.size = str(store), split, (int(size[0]), int(size[1]))
-        self.cache_bytes = cache_bytes  # a bucket store's read-through cache (None: $LEVE_READ_CACHE_BYTES)
+        # the read-through cache of a bucket store and of a bucket teacher cache (None: $LEVE_READ_CACHE_BYTES)
+        self.cache_bytes = cache_bytes
         self.decode, self.rgb_uint8 = decode, rgb_uint8
         self.local_crops = local_crops and teacher is not None
         self.teacher_path = None if teacher is None else str(teacher)
@@ -160,7 +161,7 @@ class DepthDataset(torch.utils.data.Dataset):
             if self.teacher_path is not None:
                 from leve.teacher.cache.read import TeacherCache
 
-                self._cache = TeacherCache(self.teacher_path, self.split_name, self._split)
+                self._cache = TeacherCache(self.teacher_path, self.split_name, self._split, self.cache_bytes)
         return self._split, self._cache
 
     def __getitem__(self, key: int | tuple[int, int]) -> Item:

@@ -41,12 +41,14 @@ def dataset_record(store: Any, split: str, role: str) -> dict[str, Any]:
 def training_lineage(cfg: Any, store: Any) -> dict[str, Any]:
     """The lineage of a ``leve train`` run (a :class:`~leve.train.config.TrainConfig`) on ``store``: its
     train and val splits and, when it distils (``kd.eps > 0``), the teacher its cache records."""
-    import zarr
+    from leve.store.integrity import open_group
+    from leve.teacher.cache.read import cache_place
 
     teacher = None
     if cfg.kd.eps > 0:
-        attrs = dict(zarr.open_group(str(cfg.teacher_path), mode="r")[cfg.train_split].attrs)
-        teacher = {**teacher_record(attrs, cfg.teacher_path), "eps": float(cfg.kd.eps), "loss": cfg.kd.loss}
+        cache = cache_place(cfg.teacher_path)  # a local path as it is; a bucket cache's URL (s3://...)
+        attrs = dict(open_group(cache)[cfg.train_split].attrs)
+        teacher = {**teacher_record(attrs, cache), "eps": float(cfg.kd.eps), "loss": cfg.kd.loss}
     datasets = [dataset_record(store, cfg.train_split, "train"), dataset_record(store, cfg.val_split, "val")]
     datasets[0]["labels_fraction"] = float(cfg.labels.fraction) if datasets[0]["has_depth"] else 0.0
     encoder = None

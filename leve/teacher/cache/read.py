@@ -4,6 +4,7 @@ the dataset split (and teacher) it is used with, then serves its maps."""
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +68,10 @@ class TeacherCache:
         self.path = cache_place(path)
         self.name = split
         self.data = data
+        self._pid = os.getpid()
         with self._reading("zarr.json"):
-            self.group = open_group(self.path)[split]
-            self.attrs: dict[str, Any] = dict(self.group.attrs)
+            self._group = open_group(self.path)[split]
+            self.attrs: dict[str, Any] = dict(self._group.attrs)
         check_format(self.path, split, self.attrs)
         remote = "://" in self.path
         # a bucket cache's shard files through the stores' read-through cache, named by the build's fingerprint
@@ -77,7 +79,7 @@ class TeacherCache:
                       if remote else None)
         if self.cache is not None:
             with self._reading("zarr.json"):
-                self.group = open_group(self.path, self.cache)[split]
+                self._group = open_group(self.path, self.cache)[split]
         self.written: dict[str, int] = self.attrs[WRITTEN]
         with self._reading("raw_min"):
             self.raw_min = np.asarray(self.group["raw_min"][:])
@@ -102,6 +104,16 @@ class TeacherCache:
         self._crop_names = (CROPS_DISPARITY, CROPS_BOXES)
         crop_size = self.attrs.get("crops", {}).get("map_size", [0, 0]) if self.crops else [0, 0]
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))  # (h, w) of each crop's map
+
+    @property
+    def group(self) -> Any:
+        """The split's Zarr group. A bucket cache's is opened again in a forked process (a DataLoader worker of a
+        reader its parent opened): its object-store client belongs to the process that made it."""
+        if self._pid != os.getpid() and "://" in self.path:
+            with self._reading("zarr.json"):
+                self._group = open_group(self.path, self.cache)[self.name]
+            self._pid = os.getpid()
+        return self._group
 
     def _reading(self, array: str, sample: int | None = None) -> contextlib.AbstractContextManager[None]:
         """Errors while reading ``array`` of this split become one line naming it (:func:`reading`)."""
