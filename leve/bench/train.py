@@ -449,12 +449,13 @@ class _Batches:
         return len(self.batches)
 
 
-def _train_pass(data: DepthDataset, batch_size: int, workers: int) -> Callable[[int, list[int]], None]:
-    """One epoch of the training loader as ``leve train`` builds it (shared batches, persistent workers): a
-    function that loads the given samples of an epoch, in order, ``batch_size`` at a time. Its workers are
-    started (an empty pass) before it is returned, so their start-up is in no timed epoch."""
+def _train_pass(data: DepthDataset, batch_size: int, workers: int, read_ahead: int = 0) -> Callable[[int, list[int]], None]:
+    """One epoch of the training loader as ``leve train`` builds it (shared batches, persistent workers, each
+    worker fetching up to ``read_ahead`` shard files of a bucket store ahead): a function that loads the given
+    samples of an epoch, in order, ``batch_size`` at a time. Its workers are started (an empty pass) before it is
+    returned, so their start-up is in no timed epoch."""
     sampler = _Batches()
-    loader = SharedBatchLoader(data, sampler, batch_size, workers, worker_init_fn=DiesWithParent())
+    loader = SharedBatchLoader(data, sampler, batch_size, workers, read_ahead=read_ahead, worker_init_fn=DiesWithParent())
     for _ in loader:
         pass
 
@@ -467,14 +468,19 @@ def _train_pass(data: DepthDataset, batch_size: int, workers: int) -> Callable[[
 
 def bucket_bench(source: str, samples: int = 64, workers: int = 2, epochs: int = 3, batch_size: int = 8,
                  size: tuple[int, int] = (240, 320), cache_bytes: int | None = None, split: str = "train",
-                 workdir: Path | None = None) -> dict[str, Any]:
+                 workdir: Path | None = None, read_ahead: int | None = None) -> dict[str, Any]:
     """``leve bench train --source URL``: samples/s of the training loader (:class:`DepthDataset` into shared
     batches, as ``leve train`` loads: RGB read, checked, decoded and resized in the workers, depth read at the
     stored size) from the bucket store at ``source`` through the read-through cache (empty at the start) over
     the same loader from its local copy, epoch by epoch, taking turns, on the same samples in the same order
-    (:mod:`leve.bench.bucket_io`); the first epoch apart from the later ones."""
+    (:mod:`leve.bench.bucket_io`); the first epoch apart from the later ones. Each worker fetches up to
+    ``read_ahead`` shard files ahead, as ``leve train`` does (None: ``paths.read_prefetch`` of the params)."""
     if epochs < 2:
         raise LeveError(f"bench train --source: --epochs must be >= 2 (the first epoch and later ones), got {epochs}")
+    if read_ahead is None:
+        from leve.params import resolved
+
+        read_ahead = int(resolved("paths.read_prefetch"))
     with bucket_twin(source, cache_bytes, workdir, "bench train --source") as twin:
         sets = {name: DepthDataset(store, split, size, augment=AugmentConfig(), seed=0, decode="full", rgb_uint8=True,
                                    targets="device", cache_bytes=twin.cache_bytes)
@@ -482,10 +488,11 @@ def bucket_bench(source: str, samples: int = 64, workers: int = 2, epochs: int =
         n = min(samples, len(sets["local"]))
         if n < 1:
             raise LeveError(f"{twin.url}: split '{split}' has no samples")
-        passes = {name: _train_pass(data, batch_size, workers) for name, data in sets.items()}
+        passes = {name: _train_pass(data, batch_size, workers, read_ahead) for name, data in sets.items()}
         rates = take_turns(passes, epoch_order(len(sets["local"]), n, epochs))
         return {**report_header("train-bucket", torch.device("cpu")),
                 "loader": "leve train's: DepthDataset (RGB decoded and resized, depth at the stored size) into shared "
                           "batches, persistent workers",
                 "source": twin.url, "split": split, "input": list(size), "batch_size": batch_size,
-                "samples_per_epoch": n, "epochs": epochs, "workers": workers, **twin.fields(), **compare(rates)}
+                "samples_per_epoch": n, "epochs": epochs, "workers": workers, "read_prefetch": read_ahead,
+                **twin.fields(), **compare(rates)}

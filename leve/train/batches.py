@@ -21,6 +21,7 @@ batch before drawing the next, and ``to_device`` copies it to a GPU before the s
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,12 +35,24 @@ PREFETCH = 4  # batches in flight per loader worker
 SHM = "/dev/shm"  # where torch's shared memory lives on Linux
 
 
-class SlotKeys(list[Any]):
-    """A batch's sample keys and the slot of :class:`SharedBatches` it is written to."""
+@dataclass(frozen=True)
+class ReadAhead:
+    """What the worker that loads a batch reads after it: the sample keys of its next batches, in order, and the
+    most shard files a bucket store's reader may fetch ahead for them (:func:`leve.store.cachedread.read_ahead`)."""
 
-    def __init__(self, keys: Iterable[Any], slot: int) -> None:
+    keys: list[Any]
+    shards: int
+    workers: int
+
+
+class SlotKeys(list[Any]):
+    """A batch's sample keys, the slot of :class:`SharedBatches` it is written to and, with read-ahead on, what
+    the same worker reads next (:class:`ReadAhead`)."""
+
+    def __init__(self, keys: Iterable[Any], slot: int, ahead: ReadAhead | None = None) -> None:
         super().__init__(keys)
         self.slot = slot
+        self.ahead = ahead
 
 
 @dataclass(frozen=True)
@@ -104,14 +117,38 @@ def check_shared_memory(nbytes: int, count: int, folder: str = SHM) -> None:
 
 
 class SlottedSampler(torch.utils.data.Sampler[SlotKeys]):
-    """``sampler``'s batches, each tagged with the slot it goes to: ``t % count`` for the ``t``-th of an iteration."""
+    """``sampler``'s batches, each tagged with the slot it goes to: ``t % count`` for the ``t``-th of an iteration.
 
-    def __init__(self, sampler: Iterable[list[Any]], count: int) -> None:
+    With ``read_ahead`` shard files (> 0), batch ``t`` also carries the keys of batches ``t + W``, ``t + 2W``, ...
+    ``t + read_ahead * W`` (``W``: ``num_workers``, at least 1): the batches the same worker loads next, as the
+    DataLoader hands batches to its workers in turn, starting each iteration at worker 0. Were that order
+    different, a worker would fetch some shards it does not read: more requests, never other results."""
+
+    def __init__(self, sampler: Iterable[list[Any]], count: int, num_workers: int = 0, read_ahead: int = 0) -> None:
         self.sampler, self.count = sampler, count
+        self.stride, self.read_ahead = max(num_workers, 1), max(read_ahead, 0)
 
     def __iter__(self) -> Iterator[SlotKeys]:
-        for t, keys in enumerate(self.sampler):
-            yield SlotKeys(keys, t % self.count)
+        if not self.read_ahead:
+            for t, keys in enumerate(self.sampler):
+                yield SlotKeys(keys, t % self.count)
+            return
+        span = self.stride * self.read_ahead  # batch t's worker's next read_ahead batches lie within t + span
+        window: deque[list[Any]] = deque()
+        batches = iter(self.sampler)
+        t = 0
+        while True:
+            while len(window) <= span:
+                try:
+                    window.append(next(batches))
+                except StopIteration:
+                    break
+            if not window:
+                return
+            keys = window.popleft()
+            later = [k for j in range(self.stride - 1, len(window), self.stride) for k in window[j]]
+            yield SlotKeys(keys, t % self.count, ReadAhead(later, self.read_ahead, self.stride))
+            t += 1
 
     def __len__(self) -> int:
         return len(self.sampler)  # type: ignore[arg-type]
@@ -123,17 +160,18 @@ class SharedBatchLoader:
     :class:`SharedBatches`; iterating yields dicts of tensors. ``batch_size``: the most samples a
     batch of the sampler holds; ``slots``: how many batches to allocate (default: the batches in flight
     + the one in use + one spare; fewer lets workers overwrite a batch in use: for tests). The other
-    keyword arguments go to the DataLoader."""
+    keyword arguments go to the DataLoader. ``read_ahead``: the most shard files of a bucket store each worker
+    fetches ahead of its reads (0: none; see :class:`SlottedSampler`), through the dataset's ``read_ahead``."""
 
     def __init__(self, dataset: Any, batch_sampler: Iterable[list[Any]], batch_size: int, num_workers: int,
-                 slots: int | None = None, **kwargs: Any) -> None:
+                 slots: int | None = None, read_ahead: int = 0, **kwargs: Any) -> None:
         count = slots or (num_workers * PREFETCH + 2 if num_workers else 2)
         self.batches = SharedBatches(dataset.empty_item(), batch_size, count)
         dataset.share_batches(self.batches)
         self.num_workers, self.prefetch_factor = num_workers, PREFETCH if num_workers else None
         kwargs.setdefault("persistent_workers", num_workers > 0)
         self.loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=SlottedSampler(batch_sampler, count), num_workers=num_workers,
+            dataset, batch_sampler=SlottedSampler(batch_sampler, count, num_workers, read_ahead), num_workers=num_workers,
             collate_fn=_pass_ref, prefetch_factor=self.prefetch_factor, **kwargs)
 
     def __iter__(self) -> Iterator[Item]:

@@ -113,11 +113,12 @@ class DataConfig:
 # stage's DVC params (leve/pipeline/stages.py).
 RESULT_INDEPENDENT: tuple[str, ...] = (
     "workers", "log_every", "checkpoint_every", "checkpoint_minutes", "device", "compile",
-    "out_dir", "log_dir", "data_dir", "kd.teacher_dir", "read_cache_bytes",
+    "out_dir", "log_dir", "data_dir", "kd.teacher_dir", "read_cache_bytes", "read_prefetch",
 )
 
 
-@params_section("train", keys={"data_dir": "paths.stores", "read_cache_bytes": "paths.read_cache_bytes"})
+@params_section("train", keys={"data_dir": "paths.stores", "read_cache_bytes": "paths.read_cache_bytes",
+                               "read_prefetch": "paths.read_prefetch"})
 @dataclass
 class TrainConfig:
     """Everything ``leve train`` needs; the defaults are params.yaml's (the thesis recipe: profiles/thesis.yaml)."""
@@ -125,6 +126,7 @@ class TrainConfig:
     dataset: str = param()
     data_dir: Path = param(url=True)  # paths.stores: a folder, or a bucket prefix (s3://bucket/prefix)
     read_cache_bytes: int | None = param()  # paths.read_cache_bytes: a bucket store's local read-through cache
+    read_prefetch: int = param()  # paths.read_prefetch: shard files each loader worker fetches ahead (0: none)
     train_split: str = param()
     val_split: str = param()
     model: str = param()  # a registered model (leve.models.list_models()); output at 1/1 or 1/2 (DenseDepth)
@@ -166,6 +168,7 @@ class TrainConfig:
         checks = [
             (self.batch_size >= 1 and self.accumulate >= 1, "batch_size and accumulate must be >= 1"),
             (self.epochs >= 1, "epochs must be >= 1"),
+            (self.read_prefetch >= 0, f"paths.read_prefetch must be >= 0, got {self.read_prefetch}"),
             (self.checkpoint_every >= 0 and self.checkpoint_minutes >= 0, "checkpoint_every and checkpoint_minutes must be >= 0"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1 or null"),
             (0.0 <= self.kd.eps <= 1.0, f"kd.eps must be in [0, 1], got {self.kd.eps}"),

@@ -193,6 +193,9 @@ class DepthDataset(torch.utils.data.Dataset):
         """A batch's items (the DataLoader collates them), or, for keys that name a slot of the shared
         batches, the batch written there (:mod:`leve.train.batches`): with ``targets: device`` each
         sample is decoded straight into its place in the slot."""
+        ahead = getattr(keys, "ahead", None)
+        if ahead is not None:
+            self.read_ahead([*keys, *ahead.keys], ahead.shards, ahead.workers)
         slot = getattr(keys, "slot", None)
         if slot is None or self.shared is None:
             return [self[k] for k in keys]
@@ -202,6 +205,17 @@ class DepthDataset(torch.utils.data.Dataset):
             epoch, i = key if isinstance(key, tuple) else (0, key)
             self._fill(epoch, i, out)
         return SlotRef(slot, len(keys))
+
+    def read_ahead(self, keys: list[Any], shards: int, workers: int) -> None:
+        """A bucket store's (and teacher cache's) shard files for samples ``keys``, read next in this order, fetched
+        ahead in a background thread, at most ``shards`` files (:func:`leve.store.cachedread.read_ahead`);
+        nothing for local files."""
+        split, cache = self._open()
+        sources = [(s.path, s.name) for s in (split, cache) if s is not None and "://" in s.path]
+        if sources:
+            from leve.store.cachedread import read_ahead
+
+            read_ahead(sources, [k[1] if isinstance(k, tuple) else int(k) for k in keys], shards, workers)
 
     def _has_depth(self, split: Split, i: int) -> bool:
         return split.has_depth and (self.labelled is None or bool(self.labelled[i]))

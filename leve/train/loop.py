@@ -216,8 +216,9 @@ class Trainer:
         self.position = Position()
         # built once: worker processes persist across epochs and validations
         # written by the workers into batches allocated once in shared memory (leve.train.batches)
+        # each worker fetches a bucket store's shard files ahead of its reads (cfg.read_prefetch; no results change)
         self.train_loader = SharedBatchLoader(self.train_set, self.sampler, self.sampler.rank_batch_size,
-                                              cfg.workers, worker_init_fn=DiesWithParent())
+                                              cfg.workers, read_ahead=cfg.read_prefetch, worker_init_fn=DiesWithParent())
         val: Any = self.val_set
         if cfg.val_limit:
             val = torch.utils.data.Subset(self.val_set, range(min(cfg.val_limit, len(self.val_set))))
