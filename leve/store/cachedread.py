@@ -8,10 +8,13 @@ Read-ahead (:func:`read_ahead`): a process that knows which samples it reads nex
 by :class:`leve.train.batches.SlottedSampler`) has a background thread fetch their shard files into the cache folder
 before the reads reach them, in order of first use, at most ``shards`` files ahead and at most
 ``max_bytes / (2 * workers)`` bytes of them not yet opened, so the shards in use keep half the cache. Only the
-arrays the process has read are fetched ahead. A shard is fetched once per process: the reader waits for a fetch
-in flight instead of starting its own, and fetches it itself when the read-ahead failed (a one-line warning on
-stderr) or the file was evicted. The bytes read are those a reader without read-ahead reads, checked the same way.
-The thread runs only while it has a shard to fetch within the bounds (it never idles), so it ends with the process.
+arrays the process has read are fetched ahead. A shard is fetched once: in a process the reader waits for the
+read-ahead's fetch in flight instead of starting its own; between processes sharing the cache folder whoever
+fetches a shard holds an exclusive ``flock`` on its lock file in ``<folder>.locks/`` (:func:`_lock`: readers wait
+on it, then open the copy; the read-ahead skips a shard another process holds). The reader fetches a shard itself
+when the read-ahead failed (a one-line warning on stderr) or the file was evicted. The bytes read are those a
+reader without read-ahead reads, checked the same way. The thread runs only while it has a shard to fetch within
+the bounds (it never idles), so it ends with the process.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock between processes (each fetches for itself)
+    fcntl = None  # type: ignore[assignment]
 
 from leve.store.fastread import ShardReader, fits
 from leve.store.integrity import damaged
@@ -81,7 +89,18 @@ class CachedShardReader(ShardReader):
             ahead.release(path)
 
     def _fetch(self, shard: int, path: Path) -> int:
-        """Fetch shard file ``shard`` whole from the bucket into ``path`` (within the bound) and open it."""
+        """Fetch shard file ``shard`` whole from the bucket into ``path`` (within the bound) and open it; while
+        another process fetches it, wait and open its copy."""
+        lock = _lock(path, wait=True)
+        try:
+            try:
+                return os.open(path, os.O_RDONLY)  # fetched by another process meanwhile
+            except FileNotFoundError:
+                return self._get(shard, path)
+        finally:
+            _unlock(path, lock)
+
+    def _get(self, shard: int, path: Path) -> int:
         key = f"{self.prefix}/{self._key(shard)}"
         fs, root = filesystem(self.url)
         try:
@@ -253,23 +272,27 @@ class _ReadAhead:
                     job.sizes = sizes
                 continue
             reader, shard, path = job
-            kept = False
             key = f"{reader.prefix}/{reader._key(shard)}"
-            problem = ""
+            lock = _lock(path, wait=False)
+            problem, kept = "", lock is not None and path.exists()  # None: another process is fetching it
             try:
-                fs, root = filesystem(reader.url)
-                data = fs.cat_file(f"{root.rstrip('/')}/{key}")
-                kept = keep(reader.folder, reader.max_bytes, path, data)
-                if not kept:
-                    problem = f"{reader.url}/{key}: the cache folder {reader.folder} refused it (full or read-only)"
+                if lock is not None and not kept:
+                    fs, root = filesystem(reader.url)
+                    data = fs.cat_file(f"{root.rstrip('/')}/{key}")
+                    kept = keep(reader.folder, reader.max_bytes, path, data)
+                    if not kept:
+                        problem = f"{reader.url}/{key}: the cache folder {reader.folder} refused it (full or read-only)"
             except Exception as exc:  # one line, never the credentials (remote_error)
                 problem = str(remote_error(f"{reader.url}/{key}", exc))
+            finally:
+                _unlock(path, lock)
             if problem:  # the reader fetches it itself (and says in one line what is wrong with the object)
                 print(f"warning: reading ahead failed: {problem}; the loader reads it itself", file=sys.stderr,
                       flush=True)
             with self.cond:
                 if not kept:
                     self.ahead.pop(path, None)
+                if problem:
                     self.failed.add(path)
                 event = self.inflight.pop(path, None)
                 if event is not None:
@@ -294,6 +317,44 @@ def _list_sizes(reader: CachedShardReader) -> dict[int, int]:
         if head.isdigit() and rest == reader._key(int(head))[2:]:
             sizes[int(head)] = int(info.get("size") or 0)
     return sizes
+
+
+def _lock(path: Path, wait: bool) -> int | None:
+    """Hold the fetch of cache file ``path`` for this process against the other processes reading the same cache
+    folder (DataLoader workers), so each shard is fetched once: an exclusive ``flock`` on ``<folder>.locks/<name>``,
+    its descriptor; with ``wait`` False None when another process holds it. -1 where nothing can be locked (no
+    ``flock``, the folder not writable): every process then fetches for itself, as before."""
+    if fcntl is None:
+        return -1
+    name = path.parent.parent / f"{path.parent.name}.locks" / path.name
+    try:
+        name.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(name, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            try:
+                if os.fstat(fd).st_ino == os.stat(name).st_ino:
+                    return fd
+            except FileNotFoundError:  # its holder removed it after the fetch: lock the next one
+                pass
+            os.close(fd)
+    except OSError:
+        return -1
+
+
+def _unlock(path: Path, fd: int | None) -> None:
+    """Release :func:`_lock`'s lock (the lock file is removed first, while still held)."""
+    if fd is None or fd < 0:
+        return
+    try:
+        os.unlink(path.parent.parent / f"{path.parent.name}.locks" / path.name)
+    except FileNotFoundError:
+        pass
+    os.close(fd)
 
 
 _STATE: _ReadAhead | None = None

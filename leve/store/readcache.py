@@ -8,7 +8,8 @@ bound first evicts down to this one). The folder is named by the store's URL
 and its fingerprint (:func:`cache_dir`), so a republished store never meets the cached bytes of
 another build. Nothing cached is trusted more than the bucket: each chunk's crc32c is checked as it
 is decoded, as for any read. Processes (DataLoader workers) share the folder: files appear by an
-atomic rename and a file another process evicts is fetched again.
+atomic rename and a file another process evicts is fetched again; the fast path
+(:class:`leve.store.cachedread.CachedShardReader`) fetches each shard once across them (a lock per shard).
 
 Two readers use the folder: Zarr, through :class:`ReadThroughCache` (a Zarr store wrapping the bucket's),
 and, for arrays in leve's sharded layout, :class:`leve.store.cachedread.CachedShardReader`: the local-disk fast path

@@ -170,13 +170,24 @@ def test_a_bad_object_read_ahead_still_fails_its_read_in_one_line(bucket):
     assert URL in str(caught.value) and "train/depth" in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_loader_workers_read_ahead_and_end_with_the_loader(bucket, tmp_path):
+def test_loader_workers_read_ahead_each_shard_once_and_end_with_the_loader(bucket, tmp_path, monkeypatch):
+    log = tmp_path / "kept.log"
+    real = cachedread.keep
+
+    def keep(folder, max_bytes, path, data):  # every file put in the cache, by any process (forked workers)
+        with open(log, "a") as f:
+            f.write(f"{path.name}\n")
+        return real(folder, max_bytes, path, data)
+
+    monkeypatch.setattr(cachedread, "keep", keep)
     data = _dataset()
     order = [[(0, i), (0, (i + 5) % 16)] for i in range(16)]
     loader = SharedBatchLoader(data, order, 2, num_workers=2, read_ahead=4, persistent_workers=False)
     seen = [batch["index"].tolist() for batch in loader]
     assert seen == [[k[1] for k in b] for b in order]
-    assert set(_cached(data)) == set(_shard_sizes(bucket)) - {k for k in _shard_sizes(bucket) if "/" not in k}
+    assert set(_cached(data)) == set(_shard_sizes(bucket))
+    kept = log.read_text().splitlines()
+    assert len(kept) == len(set(kept)) == len(_shard_sizes(bucket))  # both workers read all; each fetched once
     del loader
     assert not multiprocessing.active_children()  # the workers (and their threads) are gone
     assert not [t for t in threading.enumerate() if t.name == "leve-read-ahead"]
@@ -210,3 +221,25 @@ def test_training_with_read_ahead_equals_without_and_the_local_twin(s3, run_cli,
         assert weights["on"].keys() == weights[name].keys()
         assert all(torch.equal(weights["on"][k], weights[name][k]) for k in weights["on"])
     assert list((tmp_path / "reads-on").iterdir())
+
+
+def test_a_shard_another_process_fetches_is_waited_for_not_fetched_again(bucket, capfd):
+    data = _dataset()
+    data[(0, 0)]
+    rgb = data._open()[0]._reader("rgb")
+    path = rgb.cached(1)
+    held = cachedread._lock(path, wait=True)  # as a loader worker fetching rgb shard 1 holds it
+    assert held is not None and held >= 0
+    data.read_ahead([(0, 2), (0, 4)], shards=4, workers=1)
+    _settle()
+    assert set(_cached(data)) == {"rgb/0", "depth/0", "depth/1", "rgb/2", "depth/2"}  # rgb/1 left to its holder
+    reader = threading.Thread(target=lambda: data[(0, 3)])  # needs rgb shard 1: waits for the holder
+    reader.start()
+    reader.join(0.5)
+    assert reader.is_alive() and not path.exists()
+    cachedread.keep(rgb.folder, rgb.max_bytes, path, bucket.cat_file("bkt/stores/synthetic.zarr/train/rgb/c/1/0/0/0"))
+    inode = path.stat().st_ino
+    cachedread._unlock(path, held)  # the holder's copy is in place
+    reader.join()
+    assert rgb.is_open(1) and path.stat().st_ino == inode  # the reader opened that copy, fetched nothing
+    assert not capfd.readouterr().err
