@@ -242,17 +242,18 @@ class Trainer:
                 torch._C._set_deterministic_algorithms(True, warn_only=True)
 
     def _teacher(self, store: Any, expected: str | None, data_id: dict[str, Any]) -> Path:
-        from leve.teacher.cache.read import check_cache_matches, check_kd_loss
+        from leve.teacher.cache.read import cache_place, check_cache_matches, check_kd_loss
 
         attrs = check_cache_matches(self.cfg.teacher_path, self.cfg.train_split, store, expected_model=expected)
-        check_kd_loss(attrs, self.cfg.kd.loss, f"{self.cfg.teacher_path}/{self.cfg.train_split}")
+        place = cache_place(self.cfg.teacher_path)  # a URL as the URL (a Path folds s3:// to s3:/)
+        check_kd_loss(attrs, self.cfg.kd.loss, f"{place}/{self.cfg.train_split}")
         from leve.teacher.cache.crops import check_crops
 
-        check_crops(attrs, self.expected_crops, self.cfg.kd.crops_weight, f"{self.cfg.teacher_path}/{self.cfg.train_split}")
+        check_crops(attrs, self.expected_crops, self.cfg.kd.crops_weight, f"{place}/{self.cfg.train_split}")
         data_id["teacher"] = [attrs.get(k) for k in ("identity_fingerprint", "completed_at")]
         if self.layout.main:
             t = attrs.get("teacher", {})
-            console.print(f"distilling from {self.cfg.teacher_path} ({t.get('model')} @ {t.get('revision')}), "
+            console.print(f"distilling from {place} ({t.get('model')} @ {t.get('revision')}), "
                           f"eps={self.cfg.kd.eps}, kd.loss={self.cfg.kd.loss}")
         return self.cfg.teacher_path
 
@@ -264,7 +265,8 @@ class Trainer:
             return None, None  # kd.loss metric: the scale makes the cached map the teacher's inverse depth (1/m)
         from leve.teacher.cache.read import TeacherCache
 
-        cache = TeacherCache(teacher, self.cfg.train_split, store.split(self.cfg.train_split))
+        cache = TeacherCache(teacher, self.cfg.train_split, store.split(self.cfg.train_split),
+                             cache_bytes=self.cfg.read_cache_bytes)
         low = torch.from_numpy(cache.raw_min.astype(np.float32)) if self.cfg.kd.batch_max_shift == "raw_min" else None
         return torch.from_numpy(cache.raw_scale()), low
 

@@ -90,6 +90,8 @@ def test_kd_training_and_the_teacher_row_from_a_bucket_cache_equal_the_local_twi
         params = _params(tmp_path / f"{name}.yaml", store, cache, out, read_cache_bytes=cache_bytes)
         trained = run_cli("train", "--params", params)
         assert trained.code == 0, trained.stderr
+        said = trained.stdout + trained.stderr  # the cache named as given: a URL keeps its `//`
+        assert "distilling from " + ("/" if cache == str(twin) else f"{URL}/synthetic.zarr") in said, said
         scored = run_cli("eval", "--params", params, "--dataset", "synthetic", "--split", "test")
         assert scored.code == 0, scored.stderr
         runs[name] = out
