@@ -304,6 +304,31 @@ def cli_help() -> str:
             "`python docs/generate.py`.*")
 
 
+def few_labels(path: str) -> str:
+    """A JSON of scripts/few_labels.py: every arm's test RMSE per seed, mean ± sd (also with the student
+    lstsq-aligned), and each distilling arm's share of the gap to the teacher's aligned row closed."""
+    d = _json(path)
+
+    def stat(s: dict[str, Any]) -> str:
+        return _n(s["mean"], 4) + ("" if s["sd"] is None else f" ± {_n(s['sd'], 4)}")
+
+    def p(c: dict[str, Any]) -> str:
+        return "–" if c["welch_p"] is None else f"{c['welch_p']:.4f}"
+
+    rows = [[f"`{name}`", a["note"], ", ".join(_n(v, 4) for v in a["rmse"]["values"]), stat(a["rmse"]),
+             stat(a["rmse_lstsq"])] for name, a in d["arms"].items()]
+    teachers = sorted({a["teacher_rmse"] for a in d["arms"].values()})
+    comps = [[f"`{c['kd']}` vs `{c['eps0']}`", f"{c['difference']:+.4f}", p(c), f"{c['gap_closed']:.1%}",
+              "yes" if c["goal_met"] else "no", f"{c['lstsq']['difference']:+.4f}", p(c["lstsq"]),
+              f"{c['lstsq']['gap_closed']:.1%}"] for c in d["comparisons"]]
+    seeds = ", ".join(map(str, d["seeds"]))
+    return (f"Teacher (`embedded`, lstsq-aligned per image): RMSE {', '.join(_n(t, 4) for t in teachers)}.\n\n"
+            + _table(["arm", "setting", f"RMSE per seed {seeds}", "mean ± sd", "student lstsq-aligned"], rows)
+            + "\n\n"
+            + _table(["distilled vs ε = 0", "difference", "Welch p", "gap closed", f"≥ {d['goal']:.0%}",
+                      "aligned: difference", "Welch p", "gap closed"], comps)
+            + "\n\n" + _source(path, d["command"]))
+
 TABLES: dict[str, Callable[[], str]] = {
     "metrics_synthetic": lambda: metrics_table("metrics/synthetic.json", "dvc repro eval@synthetic"),
     "metrics_csv": metrics_csv,
@@ -319,6 +344,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "published": published,
     "cli_help": cli_help,
     "teachers": teachers,
+    "few_labels": lambda: few_labels("docs/few_labels.json"),
+    "few_labels_seed0": lambda: few_labels("docs/few_labels_seed0.json"),
 }
 
 
