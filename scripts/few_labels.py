@@ -65,6 +65,7 @@ ARMS: dict[str, Arm] = {
     "s160-ssi-eps0.5": Arm("demo", (("kd.eps", 0.5), ("epochs", 4), ("val_every", 20)), "160 steps, ε 0.5, ssi"),
     "s320-eps0": Arm("demo", (("kd.eps", 0.0), ("epochs", 8), ("val_every", 20)), "320 steps, ε = 0"),
     "s320-ssi-eps0.2": Arm("demo", (("epochs", 8), ("val_every", 20)), "320 steps, ε 0.2, ssi"),
+    "s320-ssi-eps0.1": Arm("demo", (("kd.eps", 0.1), ("epochs", 8), ("val_every", 20)), "320 steps, ε 0.1, ssi"),
     "s640-eps0": Arm("demo", (("kd.eps", 0.0), ("epochs", 16), ("val_every", 40)), "640 steps, ε = 0"),
     "s640-ssi-eps0.2": Arm("demo", (("epochs", 16), ("val_every", 40)), "640 steps, ε 0.2, ssi"),
     "x4-s160-eps0": Arm("x4", (("kd.eps", 0.0), ("epochs", 1), ("val_every", 20)),
@@ -74,7 +75,7 @@ ARMS: dict[str, Arm] = {
 }
 
 # The arms of docs/few_labels.json (the default of --arms); the others were tried at seed 0 only.
-MAIN_ARMS = ("demo-eps0", "demo-ssi", "s160-eps0", "s160-ssi-eps0.2", "s320-eps0", "s320-ssi-eps0.2")
+MAIN_ARMS = ("demo-eps0", "demo-ssi", "s160-eps0", "s160-ssi-eps0.2", "s320-eps0", "s320-ssi-eps0.2", "s320-ssi-eps0.1")
 
 # (distilling arm, its ε = 0 arm): the same steps, validation and best.pt choice.
 COMPARISONS: tuple[tuple[str, str], ...] = (
@@ -82,6 +83,7 @@ COMPARISONS: tuple[tuple[str, str], ...] = (
     ("s160-ssi-eps0.2", "s160-eps0"),
     ("s160-ssi-eps0.5", "s160-eps0"),
     ("s320-ssi-eps0.2", "s320-eps0"),
+    ("s320-ssi-eps0.1", "s320-eps0"),
     ("s640-ssi-eps0.2", "s640-eps0"),
     ("x4-s160-ssi-eps0.5", "x4-s160-eps0"),
 )
