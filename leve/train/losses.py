@@ -206,12 +206,22 @@ def align_scale_shift(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, t
 
 def kd_ssi(output: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Scale-and-shift-invariant distillation (leve's choice, after MiDaS): align the student's
-    output (proportional to disparity) to the teacher's disparity per image by least squares, then
-    take the mean absolute difference in units of the teacher's own spread (its mean absolute
-    deviation from its mean, per image). Zero when ``output = a * teacher + b`` with a != 0; the
-    same for ``teacher`` and ``c * teacher + d`` (c != 0): a relative-depth teacher's unknown scale
-    and shift, e.g. a max-normalised map that keeps a large offset, change nothing."""
-    scale, shift = align_scale_shift(output, teacher)
+    output (proportional to disparity) to the teacher's disparity per image by least squares with
+    the scale held at 0 or above, then take the mean absolute difference in units of the teacher's
+    own spread (its mean absolute deviation from its mean, per image). Zero when ``output = a *
+    teacher + b`` with a > 0; the same for ``teacher`` and ``c * teacher + d`` (c > 0): a
+    relative-depth teacher's unknown scale and shift, e.g. a max-normalised map that keeps a large
+    offset, change nothing.
+
+    Why the scale is held at 0 or above (as validation's and evaluation's fits,
+    :func:`leve.evaluation.align.fit_positive_scale_shift`): with a free sign an output that runs the
+    wrong way (near read as far) fits the teacher exactly, so the term taught an inverted map as well
+    as a right one, and with few labels a student learned one (scripts/few_labels.py, 640 images, 8
+    labelled, ε 0.5). Held at 0, such an output costs what the best constant does: 1, the teacher's
+    own spread."""
+    scale, _ = align_scale_shift(output, teacher)
+    scale = scale.clamp(min=0.0)  # the constrained optimum of the convex fit: on the boundary when s < 0
+    shift = teacher.flatten(1).mean(1).view_as(scale) - scale * output.flatten(1).mean(1).view_as(scale)
     residual = (scale * output + shift - teacher).abs().flatten(1).mean(1)
     tf = teacher.flatten(1)
     spread = (tf - tf.mean(1, keepdim=True)).abs().mean(1).clamp(min=1e-6)

@@ -140,6 +140,36 @@ def test_ssi_recovers_scale_and_shift():
         assert (s[k].item(), t[k].item()) == pytest.approx((s_ref, t_ref), rel=1e-9)
 
 
+def _naive_positive_ssi(out: np.ndarray, teacher: np.ndarray) -> float:
+    """kd_ssi written out with numpy: per image, least squares of the teacher on [out, 1]; a scale at or
+    below 0 gives way to the best constant (the teacher's mean); the mean absolute residual over the
+    teacher's mean absolute deviation; the mean over images."""
+    losses_ = []
+    for x, y in zip(out.reshape(len(out), -1), teacher.reshape(len(teacher), -1), strict=True):
+        (s, t), *_ = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), y, rcond=None)
+        if s <= 0:
+            s, t = 0.0, y.mean()
+        losses_.append(np.abs(s * x + t - y).mean() / np.abs(y - y.mean()).mean())
+    return float(np.mean(losses_))
+
+
+def test_ssi_never_fits_an_output_that_runs_the_wrong_way():
+    rng = np.random.default_rng(11)
+    teacher = torch.tensor(rng.random((3, 1, 8, 8)), dtype=torch.float64)
+    # an exact inverse of the teacher (near read as far): a free sign would fit it perfectly (loss 0)
+    flipped = 5.0 - 3.0 * teacher
+    assert losses.kd_ssi(flipped, teacher).item() == pytest.approx(1.0, rel=1e-9)  # the best constant's cost
+    assert losses.kd_ssi(2.0 * teacher + 1.0, teacher).item() == pytest.approx(0.0, abs=1e-12)
+    # a batch of right, inverted and noisy outputs against the numpy reading
+    out = torch.stack([teacher[0] * 0.5, 1.0 - teacher[1], teacher[2] + torch.tensor(rng.normal(0, 0.3, (1, 8, 8)))])
+    assert losses.kd_ssi(out, teacher).item() == pytest.approx(_naive_positive_ssi(out.numpy(), teacher.numpy()),
+                                                               rel=1e-9)
+    # and the inverted output is not pulled further the wrong way: no gradient through a scale held at 0
+    grad_out = flipped.clone().requires_grad_(True)
+    losses.kd_ssi(grad_out, teacher).backward()
+    assert grad_out.grad is not None and float(grad_out.grad.abs().max()) == 0.0
+
+
 def test_distillation_mix_and_eps_zero_needs_no_teacher():
     rng = np.random.default_rng(6)
     out, tgt = _t(rng.uniform(1, 100, (16, 16))), _t(rng.uniform(1, 100, (16, 16)))
