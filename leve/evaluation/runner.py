@@ -25,11 +25,17 @@ flip-averaged (``protocol.flip: average``, e.g. ``standard`` with ``eval.flip``)
 holds it (``teacher.tta: flip``), else the image's own map; recorded as the protocol's
 ``teacher_flip``. (A flip cache written before it kept the plain map beside the average offers
 only the average, recorded as such.)
+
+Samples are read in order. With ``read_prefetch`` K > 0, a bucket store's split (and a teacher cache at a URL)
+read through the read-through cache has the shard files of the samples scored next fetched ahead in a background
+thread, at most K files ahead (:func:`leve.store.cachedread.read_ahead`), while the batches in hand are scored;
+the thread is ended when the evaluation returns. The bytes read, and their checks, are those read without it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -286,6 +292,34 @@ def teacher_map(teacher: Any, i: int, flip: str) -> np.ndarray:
     return teacher.disparity(i)
 
 
+def bucket_sources(split: Any, teacher: Any = None) -> list[tuple[str, str]]:
+    """``(url, split)`` of the split and the teacher cache read from a bucket through the read-through cache (what
+    read-ahead fetches into); [] when both are local, read without that cache, or have no place (made in memory)."""
+    found = []
+    for source in (split, teacher):
+        path = str(getattr(source, "path", ""))
+        if "://" in path and getattr(source, "cache", None) and isinstance(getattr(source, "name", None), str):
+            found.append((path, source.name))
+    return found
+
+
+@contextlib.contextmanager
+def _reading_ahead(sources: list[tuple[str, str]], count: int, shards: int) -> Iterator[None]:
+    """While in it, the shard files of samples ``0 .. count - 1`` of ``sources`` (read in this order) are fetched
+    ahead of the reads, at most ``shards`` files (:func:`leve.store.cachedread.read_ahead`; the arrays a reader has
+    opened); on leaving, the plan is dropped and the thread has ended. Nothing without sources or with 0 shards."""
+    if not sources or shards <= 0:
+        yield
+        return
+    from leve.store.cachedread import end_read_ahead, read_ahead
+
+    read_ahead(sources, list(range(count)), shards)
+    try:
+        yield
+    finally:
+        end_read_ahead()
+
+
 def evaluate(
     net: Predictor,
     split: Split,
@@ -301,9 +335,11 @@ def evaluate(
     group_column: str | None = "organ",
     show_progress: bool = True,
     constant: float | None = None,
+    read_prefetch: int = 0,
 ) -> EvalResult:
     """Score ``net`` (and the cached ``teacher``, a reader with ``disparity(i)``; and the constant
-    predictor of depth ``constant``, model ``constant``) on ``split``."""
+    predictor of depth ``constant``, model ``constant``) on ``split``. ``read_prefetch``: the most shard files of a
+    bucket store or cache fetched ahead of the reads (0: none; see the module's notes)."""
     if constant is not None and not (np.isfinite(constant) and constant > 0):
         raise ValueError(f"constant predictor: depth must be finite and positive, got {constant}")
     scale = protocol.max_depth if protocol.depth_scale == "dataset" else checkpoint_max_depth
@@ -312,7 +348,8 @@ def evaluate(
     groups = meta[group_column].astype(str).tolist() if group_column and group_column in meta else [""] * len(split)
     sources = meta["source"].astype(str).tolist() if "source" in meta else [""] * len(split)
     result = EvalResult(protocol, [], DepthBins(np.linspace(0.0, protocol.max_depth, depth_bins + 1)), [])
-    with progress_bar(show_progress) as bar:
+    ahead = _reading_ahead(bucket_sources(split, teacher), len(split), read_prefetch)
+    with progress_bar(show_progress) as bar, ahead:
         task = bar.add_task(f"eval {protocol.dataset}/{split.name}", total=len(split))
         for start in range(0, len(split), batch_size):
             idx = list(range(start, min(start + batch_size, len(split))))

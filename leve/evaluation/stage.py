@@ -39,12 +39,12 @@ from leve.progress import console
 SIDE_FOLDER = Path("evals")  # where the outputs of a checkpoint other than the params' go by default
 # Config fields that are places shared with other stages (the paths.* keys), not among the stage's DVC
 # params (leve/pipeline/stages.py).
-RESULT_INDEPENDENT: tuple[str, ...] = ("data_dir", "teacher_dir", "read_cache_bytes")
+RESULT_INDEPENDENT: tuple[str, ...] = ("data_dir", "teacher_dir", "read_cache_bytes", "read_prefetch")
 BEST_CHECKPOINT = "best.pt"  # the file the train stage keeps its best checkpoint in, under train.out_dir
 
 
 @params_section("eval", keys={"data_dir": "paths.stores", "teacher_dir": "paths.teacher_cache",
-                              "read_cache_bytes": "paths.read_cache_bytes"})
+                              "read_cache_bytes": "paths.read_cache_bytes", "read_prefetch": "paths.read_prefetch"})
 @dataclass
 class Config:
     """The ``eval`` section of params.yaml."""
@@ -66,9 +66,14 @@ class Config:
     depth_bins: int = param()  # bins of the error-vs-depth plot
     data_dir: Path = param(url=True)  # paths.stores: a folder, or a bucket prefix (s3://bucket/prefix)
     read_cache_bytes: int | None = param()  # paths.read_cache_bytes: a bucket store's local read-through cache
+    read_prefetch: int = param()  # paths.read_prefetch: shard files fetched ahead of the reads, with that cache (0: none)
     teacher_dir: Path = param(url=True)  # paths.teacher_cache: a folder, or a bucket prefix (s3://bucket/prefix)
     metrics_dir: Path = param()
     reports_dir: Path = param()
+
+    def __post_init__(self) -> None:
+        if self.read_prefetch < 0:
+            raise LeveError(f"eval: paths.read_prefetch must be >= 0, got {self.read_prefetch}")
 
 
 def config(dataset: str, overrides: dict[str, Any] | None = None, params_file: Path = PARAMS_FILE) -> Config:
@@ -241,7 +246,7 @@ def _score(dataset: str, overrides: dict[str, Any] | None = None, params_file: P
     claim()
     result = evaluate(model, split, protocol, info.resolution, info.max_depth, teacher=teacher,
                       batch_size=cfg.batch_size, device=device, examples=picks, depth_bins=cfg.depth_bins,
-                      show_progress=show_progress, constant=constant.get("depth"))
+                      show_progress=show_progress, constant=constant.get("depth"), read_prefetch=cfg.read_prefetch)
     if teacher is not None and result.protocol.flip == "average" and result.protocol.teacher_flip == "none":
         from leve.teacher.cache.read import cache_place
 

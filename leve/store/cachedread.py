@@ -14,7 +14,8 @@ fetches a shard holds an exclusive ``flock`` on its lock file in ``<folder>.lock
 on it, then open the copy; the read-ahead skips a shard another process holds). The reader fetches a shard itself
 when the read-ahead failed (a one-line warning on stderr) or the file was evicted. The bytes read are those a
 reader without read-ahead reads, checked the same way. The thread runs only while it has a shard to fetch within
-the bounds (it never idles), so it ends with the process.
+the bounds (it never idles), so it ends with the process; a caller done reading in a process that goes on (an
+evaluation) ends it with :func:`end_read_ahead`.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ class _ReadAhead:
         self.inflight: dict[Path, threading.Event] = {}  # being fetched (by the thread, or a reader: claimed)
         self.ahead: dict[Path, tuple[Path, int]] = {}  # fetched or fetching ahead, not yet opened: folder, bytes
         self.thread: threading.Thread | None = None
+        self.last: threading.Thread | None = None  # the thread started last (joined by :func:`end_read_ahead`)
         self.failed: set[Path] = set()  # shard files whose read-ahead failed (a warning line each): not tried again
 
     # ---------------------------------------------------------------- the reading thread's side
@@ -228,7 +230,7 @@ class _ReadAhead:
 
     def _start(self) -> None:
         if self.thread is None and self.queue and self.shards:
-            self.thread = threading.Thread(target=self._run, name="leve-read-ahead", daemon=True)
+            self.thread = self.last = threading.Thread(target=self._run, name="leve-read-ahead", daemon=True)
             self.thread.start()
 
     def _next(self) -> tuple[CachedShardReader, int, Path] | CachedShardReader | None:
@@ -375,3 +377,18 @@ def read_ahead(sources: Iterable[tuple[str, str]], samples: list[int], shards: i
     bucket stores ``sources`` (``(url, split)``: a store's split and its teacher cache's) need, at most ``shards``
     files ahead and ``max_bytes / (2 * workers)`` bytes (``workers``: the loader processes sharing the cache)."""
     _prefetcher().want(sources, samples, shards, workers)
+
+
+def end_read_ahead() -> None:
+    """Forget this process's read-ahead plan and wait for its thread to end (a fetch in flight completes first; the
+    files fetched ahead stay in the cache folder): what a reader that is done (an evaluation) calls, so that no
+    thread outlives its reads. Nothing to do where this process never read ahead."""
+    with _STATE_LOCK:
+        state = _STATE if _STATE is not None and _STATE.pid == os.getpid() else None
+    if state is None:
+        return
+    state.want([], [], 0, 1)
+    with state.cond:
+        thread = state.last
+    if thread is not None and thread is not threading.current_thread():
+        thread.join()
