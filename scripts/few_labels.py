@@ -72,10 +72,15 @@ ARMS: dict[str, Arm] = {
                         "640 training images (8 labelled), 160 steps, ε = 0"),
     "x4-s160-ssi-eps0.5": Arm("x4", (("kd.eps", 0.5), ("epochs", 1), ("val_every", 20)),
                               "640 training images (8 labelled), 160 steps, ε 0.5, ssi"),
+    "x4-s320-eps0": Arm("x4", (("kd.eps", 0.0), ("epochs", 2), ("val_every", 20)),
+                        "640 training images (8 labelled), 320 steps, ε = 0"),
+    "x4-s320-ssi-eps0.5": Arm("x4", (("kd.eps", 0.5), ("epochs", 2), ("val_every", 20)),
+                              "640 training images (8 labelled), 320 steps, ε 0.5, ssi"),
 }
 
 # The arms of docs/few_labels.json (the default of --arms); the others were tried at seed 0 only.
-MAIN_ARMS = ("demo-eps0", "demo-ssi", "s160-eps0", "s160-ssi-eps0.2", "s320-eps0", "s320-ssi-eps0.2", "s320-ssi-eps0.1")
+MAIN_ARMS = ("demo-eps0", "demo-ssi", "s160-eps0", "s160-ssi-eps0.2", "s320-eps0", "s320-ssi-eps0.2", "s320-ssi-eps0.1",
+             "x4-s160-eps0", "x4-s160-ssi-eps0.5", "x4-s320-eps0", "x4-s320-ssi-eps0.5")
 
 # (distilling arm, its ε = 0 arm): the same steps, validation and best.pt choice.
 COMPARISONS: tuple[tuple[str, str], ...] = (
@@ -86,6 +91,7 @@ COMPARISONS: tuple[tuple[str, str], ...] = (
     ("s320-ssi-eps0.1", "s320-eps0"),
     ("s640-ssi-eps0.2", "s640-eps0"),
     ("x4-s160-ssi-eps0.5", "x4-s160-eps0"),
+    ("x4-s320-ssi-eps0.5", "x4-s320-eps0"),
 )
 
 
