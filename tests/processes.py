@@ -142,8 +142,15 @@ def start(args: list[str], cwd: Path, log: Path, env: dict[str, str] | None = No
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **(env or {})}
     with log.open("wb") as out:
         proc = subprocess.Popen([*cmd, *args], cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_interruptible)
     return Job(proc, log)
+
+
+def _interruptible() -> None:
+    """In the child before exec: SIGINT back to its default, as a terminal's Ctrl-C finds it. A pytest worker
+    can hold SIGINT ignored after an earlier test (seen in the full suite), and an ignored SIGINT is inherited
+    through exec: the command then ran to its end and a test of Ctrl-C tested nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def kill_all(procs: set[Proc]) -> None:

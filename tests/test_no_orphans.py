@@ -36,6 +36,7 @@ def test_prepare_pool_dies_with_prepare(tmp_path: Path, sig: int) -> None:
     args = ["prepare", "synthetic", "--out", str(tmp_path / "s.zarr"), "--workers", "2", *[f"--set={s}" for s in sets]]
     job = start(args, tmp_path, tmp_path / "log")
     _killed_leaves_nothing(job, 3, sig)  # 2 decoding processes + multiprocessing's resource tracker
+    assert job.proc.returncode != 0, job.output()[-500:]  # stopped by the signal, not run to its end
 
 
 @pytest.mark.slow
