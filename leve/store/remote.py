@@ -285,7 +285,7 @@ def publish(local: Path, url: str, fingerprint: str) -> dict[str, Any]:
     objects = {rel: {"size": p.stat().st_size, "crc32c": _crc(p)} for rel, p in files.items()}
     try:
         fs.invalidate_cache()
-        staged = _sizes(fs, staging)
+        staged = object_sizes(fs, staging)
         for rel, p in files.items():  # the root zarr.json last: a staging prefix without it is unfinished
             if staged.get(rel) != objects[rel]["size"] and rel != "zarr.json":
                 fs.put_file(str(p), f"{staging}/{rel}")
@@ -294,7 +294,7 @@ def publish(local: Path, url: str, fingerprint: str) -> dict[str, Any]:
         if fs.exists(f"{root}/{MANIFEST}"):
             fs.rm_file(f"{root}/{MANIFEST}")
         fs.invalidate_cache()
-        old = _sizes(fs, root)
+        old = object_sizes(fs, root)
         for rel in files:
             if rel != "zarr.json":
                 fs.copy(f"{staging}/{rel}", f"{root}/{rel}")
@@ -313,7 +313,7 @@ def publish(local: Path, url: str, fingerprint: str) -> dict[str, Any]:
     return manifest
 
 
-def _sizes(fs: Any, prefix: str) -> dict[str, int]:
+def object_sizes(fs: Any, prefix: str) -> dict[str, int]:
     """Key (relative to ``prefix``) -> size of every object under ``prefix``; {} when there is none."""
     try:
         found = fs.find(prefix, detail=True)

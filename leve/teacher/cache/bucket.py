@@ -54,7 +54,16 @@ from leve.errors import LeveError
 from leve.store.builder import SplitWriter, StoreBuilder
 from leve.store.format import PARTIAL_SUFFIX, PROGRESS_DIR, SplitSpec, describe_spec, meta_paths
 from leve.store.integrity import WRITTEN, chunk_keys, crc32c, written_files
-from leve.store.remote import LOCK_SUFFIX, MANIFEST, RemoteLock, filesystem, read_manifest, remote_error, staging_dir
+from leve.store.remote import (
+    LOCK_SUFFIX,
+    MANIFEST,
+    RemoteLock,
+    filesystem,
+    object_sizes,
+    read_manifest,
+    remote_error,
+    staging_dir,
+)
 
 BLOCKS = "_blocks"  # staging: per block, its statistics and its objects (written after them)
 DONE = "_done"  # staging: per shard, the blocks it staged (written once they all are)
@@ -136,14 +145,7 @@ class BucketSplit:
         """Key (relative to ``prefix``) -> size of every object under ``prefix``; {} when there is none."""
         def listing() -> dict[str, int]:
             self.fs.invalidate_cache()
-            try:
-                found = self.fs.find(prefix, detail=True)
-            except FileNotFoundError as exc:
-                if "bucket" in str(exc).lower():
-                    raise
-                return {}
-            return {name[len(prefix) + 1:]: int(info.get("size") or 0) for name, info in found.items()
-                    if name.startswith(prefix + "/")}
+            return object_sizes(self.fs, prefix)
 
         return dict(self._call(listing))
 
